@@ -1,0 +1,107 @@
+"""The stage plan: the DAG of distinct stages needed to build a selection of targets and platforms.
+
+Identical stages (same parent, same steps, same platform) have the same content key and appear once;
+`naive_stages` counts what building every target alone would cost, to show what sharing saves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from runner.recipes import Recipe
+from runner.stages import Stage
+from runner.targets import Target
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One target on one platform, and its final (service) stage."""
+
+    target: Target
+    platform: str
+    stage: Stage
+
+
+@dataclass
+class Plan:
+    """Distinct stages in build order (every stage after the ones it depends on) and the leaves."""
+
+    stages: list[Stage] = field(default_factory=list)
+    leaves: list[Leaf] = field(default_factory=list)
+    naive_stages: int = 0
+
+    @property
+    def distinct_stages(self) -> int:
+        return len(self.stages)
+
+    def by_key(self) -> dict[str, Stage]:
+        return {s.key: s for s in self.stages}
+
+    def levels(self) -> list[list[Stage]]:
+        """Stages grouped so that each group depends only on earlier groups (for concurrent builds)."""
+        depth: dict[str, int] = {}
+        for s in self.stages:
+            depth[s.key] = 1 + max((depth[d.key] for d in s.dependencies()), default=-1)
+        groups: list[list[Stage]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for s in self.stages:
+            groups[depth[s.key]].append(s)
+        return groups
+
+    def to_json(self) -> dict:
+        return {
+            "stages": [stage_json(s) for s in self.stages],
+            "distinct_stages": self.distinct_stages,
+            "naive_stages": self.naive_stages,
+            "targets": [{"tag": leaf.target.tag, "platform": leaf.platform, "stage": leaf.stage.id} for leaf in self.leaves],
+        }
+
+
+def stage_json(s: Stage) -> dict:
+    data = {"id": s.id, "key": s.key, "kind": s.kind, "name": s.name,
+            "parent": s.parent.id if s.parent else None, "platform": s.platform,
+            "needs": [d.id for d in s.dependencies() if d is not s.parent]}
+    if s.image:
+        data["image"] = s.image
+    if s.tag:
+        data["tag"] = s.tag
+    return data
+
+
+def compose(recipe: Recipe, t: Target, platform: str) -> Stage:
+    """The final stage of one target on one platform, as its recipe composes it."""
+    return recipe.service(t, recipe.runtime(t, recipe.base(t, platform)))
+
+
+def make_plan(targets: Iterable[Target], recipes: dict[str, Recipe]) -> Plan:
+    """Plan every target on each of its platforms, sharing identical stages."""
+    plan = Plan()
+    seen: set[str] = set()
+    runtimes: dict[tuple, Stage] = {}  # the runtime depends only on the release and platform
+    for t in targets:
+        recipe = recipes[t.backend]
+        for platform in t.platforms:
+            base = recipe.base(t, platform)
+            rkey = (t.backend, t.original_backend_version, t.variant, t.python, base.key)
+            runtime = runtimes.get(rkey)
+            if runtime is None:
+                runtime = runtimes[rkey] = recipe.runtime(t, base)
+            leaf = recipe.service(t, runtime)
+            plan.leaves.append(Leaf(t, platform, leaf))
+            plan.naive_stages += _count(leaf)
+            _add(leaf, plan.stages, seen)
+    return plan
+
+
+def _count(stage: Stage) -> int:
+    """Stages building this one alone costs: itself and everything it needs, without sharing."""
+    return 1 + sum(_count(d) for d in stage.dependencies())
+
+
+def _add(stage: Stage, out: list[Stage], seen: set[str]) -> None:
+    if stage.key in seen:
+        return
+    for dep in stage.dependencies():
+        _add(dep, out, seen)
+    seen.add(stage.key)
+    out.append(stage)

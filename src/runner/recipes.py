@@ -1,0 +1,66 @@
+"""Loading the recipes of pack/<backend>/recipe.py, the one place a backend is described.
+
+A recipe module defines:
+    SERVICES: the services it composes (e.g. ("vllm", "sglang"))
+    runtime(target, base) -> Stage: what every service of the release shares
+    service(target, runtime) -> Stage: the service stage (it may add build stages of its own)
+and optionally base(target, platform) -> Stage when the base is not simply the matrix's image.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from runner.errors import UserError, Where
+from runner.stages import Stage, base_stage
+from runner.targets import Target
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One backend's recipe module, checked for the functions the plan calls."""
+
+    backend: str
+    path: Path
+    services: frozenset[str]
+    module: ModuleType
+
+    def base(self, t: Target, platform: str) -> Stage:
+        custom: Callable | None = getattr(self.module, "base", None)
+        return custom(t, platform) if custom else base_stage(t.base_image, platform)
+
+    def runtime(self, t: Target, base: Stage) -> Stage:
+        return self.module.runtime(t, base)
+
+    def service(self, t: Target, runtime: Stage) -> Stage:
+        return self.module.service(t, runtime)
+
+
+def load_recipes(pack: Path) -> dict[str, Recipe]:
+    """Every pack/<name>/recipe.py, by backend name."""
+    recipes = {}
+    for path in sorted(pack.glob("*/recipe.py")):
+        backend = path.parent.name
+        recipes[backend] = _load(backend, path)
+    return recipes
+
+
+def _load(backend: str, path: Path) -> Recipe:
+    name = f"runner_pack_{path.parent.parent.name}_{backend}".replace("-", "_").replace(".", "_")
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "__file__", None) != str(path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    missing = [f for f in ("SERVICES", "runtime", "service") if not hasattr(module, f)]
+    if missing:
+        raise UserError(f"recipe does not define {', '.join(missing)}", where=Where(str(path)),
+                        hint="a recipe defines SERVICES, runtime(target, base) and service(target, runtime)")
+    return Recipe(backend, path, frozenset(module.SERVICES), module)

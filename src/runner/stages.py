@@ -1,0 +1,221 @@
+"""The stage model: how an image is composed, as data that any engine can carry out.
+
+A Stage starts from an image (a base stage) or from a parent stage, and applies steps in order.
+Every stage has a content key: the hash of its parent's key, its own steps and its platform, so two
+targets that need the same stage get the same key and the plan builds it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """A cache volume mounted for one step only, so its bytes never reach a layer."""
+
+    target: str  # path inside the container
+    id: str  # volume name; recipes key it per backend and platform
+    sharing: str = "locked"  # apt's lock files do not like concurrent writers
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A bash script run with `-eo pipefail`, with its cache mounts."""
+
+    script: str
+    caches: tuple[Cache, ...] = ()
+    title: str = ""  # one line for the Dockerfile header and progress output
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """Environment variables set in the image."""
+
+    values: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A file written into the image (small scripts, wrappers, patches)."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFrom:
+    """Files copied from another stage (e.g. wheels from a build stage)."""
+
+    stage: Stage
+    source: str
+    dest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workdir:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entrypoint:
+    args: tuple[str, ...]
+
+
+Step = Run | Env | File | CopyFrom | Workdir | Entrypoint
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """A build argument: its value is fixed by the target; it is documented in Dockerfile exports."""
+
+    name: str
+    value: str
+    required: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Stage:
+    """One stage of an image. kind is base, runtime, service or the name of a build stage."""
+
+    kind: str
+    name: str
+    platform: str
+    parent: Stage | None = None
+    image: str = ""  # base stages only: the image reference
+    steps: tuple[Step, ...] = ()
+    args: tuple[Arg, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # target labels; the build adds source/revision/created
+    tag: str = ""  # service stages: the target's multi-arch tag
+    key: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _content_key(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stage) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def id(self) -> str:
+        """Short, stable identifier: the kind, name and the first 12 hex digits of the key."""
+        return f"{self.name}-{self.key[:12]}"
+
+    def chain(self) -> list[Stage]:
+        """This stage and its ancestors, base first."""
+        out: list[Stage] = []
+        node: Stage | None = self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+    def dependencies(self) -> list[Stage]:
+        """Stages this one needs built first: its parent and the stages it copies from."""
+        deps = [self.parent] if self.parent else []
+        deps += [s.stage for s in self.steps if isinstance(s, CopyFrom)]
+        return deps
+
+    def env(self) -> dict[str, str]:
+        """Environment in effect at the end of this stage (inherited from parents)."""
+        result = self.parent.env() if self.parent else {}
+        for step in self.steps:
+            if isinstance(step, Env):
+                result.update(step.values)
+        return result
+
+    def entrypoint(self) -> tuple[str, ...]:
+        for stage in reversed(self.chain()):
+            for step in reversed(stage.steps):
+                if isinstance(step, Entrypoint):
+                    return step.args
+        return ()
+
+
+def _step_data(step: Step) -> list:
+    if isinstance(step, CopyFrom):
+        return ["copy", step.stage.key, step.source, step.dest]
+    if isinstance(step, Run):
+        return ["run", step.script, [[c.target, c.id, c.sharing] for c in step.caches]]
+    if isinstance(step, Env):
+        return ["env", [list(kv) for kv in step.values]]
+    if isinstance(step, File):
+        return ["file", step.path, step.content, step.mode]
+    if isinstance(step, Workdir):
+        return ["workdir", step.path]
+    return ["entrypoint", list(step.args)]
+
+
+def _content_key(stage: Stage) -> str:
+    data = [
+        stage.parent.key if stage.parent else None,
+        stage.kind, stage.name, stage.platform, stage.image,
+        [[a.name, a.value] for a in stage.args],
+        [_step_data(s) for s in stage.steps],
+        [list(kv) for kv in stage.labels],
+    ]
+    return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
+
+
+class StageBuilder:
+    """Reads top to bottom like a Dockerfile stage: StageBuilder(...).env(...).run(...).build()."""
+
+    def __init__(self, kind: str, name: str, parent: Stage, **extra) -> None:
+        self._kind, self._name, self._parent = kind, name, parent
+        self._steps: list[Step] = []
+        self._args: list[Arg] = []
+        self._extra = extra
+
+    def arg(self, name: str, value: str, *, required: bool = True, doc: str = "") -> StageBuilder:
+        self._args.append(Arg(name, value, required, doc))
+        return self
+
+    def env(self, **values: str) -> StageBuilder:
+        self._steps.append(Env(tuple((k, str(v)) for k, v in values.items())))
+        return self
+
+    def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "") -> StageBuilder:
+        self._steps.append(Run(_dedent(script), tuple(caches), title))
+        return self
+
+    def file(self, path: str, content: str, mode: int = 0o644) -> StageBuilder:
+        self._steps.append(File(path, content, mode))
+        return self
+
+    def copy_from(self, stage: Stage, source: str, dest: str) -> StageBuilder:
+        self._steps.append(CopyFrom(stage, source, dest))
+        return self
+
+    def workdir(self, path: str) -> StageBuilder:
+        self._steps.append(Workdir(path))
+        return self
+
+    def entrypoint(self, *args: str) -> StageBuilder:
+        self._steps.append(Entrypoint(tuple(args)))
+        return self
+
+    def labels(self, pairs: Iterable[tuple[str, str]]) -> StageBuilder:
+        self._extra["labels"] = tuple(pairs)
+        return self
+
+    def build(self) -> Stage:
+        return Stage(kind=self._kind, name=self._name, platform=self._parent.platform, parent=self._parent,
+                     steps=tuple(self._steps), args=tuple(self._args), **self._extra)
+
+
+def base_stage(image: str, platform: str) -> Stage:
+    """The vendor image a target starts from."""
+    return Stage(kind="base", name="base", platform=platform, image=image)
+
+
+def _dedent(script: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(script).strip("\n")

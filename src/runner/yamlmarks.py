@@ -1,0 +1,88 @@
+"""YAML loading that remembers where every value came from, for errors that name file:line:col.
+
+Scalars stay strings (``12.3`` is the version "12.3", not a float), booleans and nulls excepted,
+and a key written twice in one mapping is an error rather than a silent overwrite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import UserError, Where
+
+Path_ = tuple[str | int, ...]
+
+
+class _StringLoader(yaml.SafeLoader):
+    """A safe loader whose implicit resolvers know only booleans and null."""
+
+
+_StringLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag.endswith((":bool", ":null"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class MarkedDocument:
+    """A parsed YAML document plus the source position of each value, keyed by its path."""
+
+    def __init__(self, file: str, data: Any, marks: dict[Path_, tuple[int, int]]) -> None:
+        self.file = file
+        self.data = data
+        self.marks = marks
+
+    def where(self, path: Path_) -> Where:
+        """The closest known position for a path (falls back to its nearest marked parent)."""
+        path = tuple(path)
+        while path and path not in self.marks:
+            path = path[:-1]
+        line, col = self.marks.get(path, (1, 1))
+        return Where(self.file, line, col)
+
+
+def load_marked(text: str, file: str) -> MarkedDocument:
+    """Parse YAML text; raise UserError (with line and column) on a syntax error or duplicate key."""
+    try:
+        node = yaml.compose(text, Loader=_StringLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = Where(file, mark.line + 1, mark.column + 1) if mark else Where(file)
+        raise UserError(f"YAML syntax error: {e.problem or e}", where=where) from None
+    marks: dict[Path_, tuple[int, int]] = {}
+    data = _construct(node, (), marks, file) if node is not None else None
+    return MarkedDocument(file, data, marks)
+
+
+def load_marked_file(path: Path) -> MarkedDocument:
+    """Read and parse a YAML file (see load_marked)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    return load_marked(text, str(path))
+
+
+def _construct(node: yaml.Node, path: Path_, marks: dict, file: str) -> Any:
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, path + ("<key>",), {}, file)
+            if not isinstance(key, str):
+                where = Where(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                raise UserError("mapping keys must be names", where=where, value=key)
+            if key in result:
+                where = Where(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                raise UserError("key written twice in one mapping", where=where, value=key)
+            result[key] = _construct(value_node, path + (key,), marks, file)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, path + (i,), marks, file) for i, child in enumerate(node.value)]
+    if node.tag.endswith(":bool"):
+        return node.value.lower() in ("true", "yes", "on")
+    if node.tag.endswith(":null"):
+        return None
+    return node.value
