@@ -4,7 +4,14 @@ The consumer API is :func:`list_runners`; everything else is reached through the
 the Dagger module ``runner``.
 """
 
-from runner.catalog import RunnerRecord, list_runners
-
 __all__ = ["RunnerRecord", "list_runners"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so that `runner` commands that do not need the catalog (or pydantic) start quickly.
+    if name in __all__:
+        from runner import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(name)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
-from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runner.errors import ErrorList, UserError, closest
+from runner.naming import PLATFORMS  # noqa: F401  (re-exported: the platforms a matrix may name)
 from runner.yamlmarks import MarkedDocument, load_marked_file
 
-PLATFORMS = ("linux/amd64", "linux/arm64")
 STATUSES = ("active", "deprecated", "polished")
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*(\.?(a|b|rc|post|dev)\d+)*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
@@ -133,7 +132,7 @@ def _pydantic_errors(doc: MarkedDocument, err: ValidationError) -> list[UserErro
         where = doc.where(loc)
         if e["type"] == "extra_forbidden":
             model = _model_at(loc)
-            found.append(UserError("unknown key", where=where, value=loc[-1], allowed=_allowed_keys(model) if model else None))
+            found.append(UserError("unknown key", where=doc.where_key(loc), value=loc[-1], allowed=_allowed_keys(model) if model else None))
         elif e["type"] == "missing":
             found.append(UserError(f"missing key {loc[-1]!r}", where=where))
         elif e["type"] in ("model_type", "dict_type") and not loc:
@@ -167,7 +166,7 @@ def _semantic_errors(doc: MarkedDocument, m: Matrix, known: Mapping[str, frozens
     for name, backend in m.backends.items():
         at = ("backends", name)
         if name not in known:
-            yield UserError("unknown backend", where=doc.where(at), value=name,
+            yield UserError("unknown backend", where=doc.where_key(at), value=name,
                             allowed=sorted(known), hint=closest(name, known) or f"add pack/{name}/recipe.py first")
             continue
         for v in backend.variants:
@@ -186,7 +185,7 @@ def _semantic_errors(doc: MarkedDocument, m: Matrix, known: Mapping[str, frozens
             for service, versions in rel.services.items():
                 sat = rat + ("services", service)
                 if service not in known[name]:
-                    yield UserError(f"unknown service for backend {name!r}", where=doc.where(sat), value=service,
+                    yield UserError(f"unknown service for backend {name!r}", where=doc.where_key(sat), value=service,
                                     allowed=sorted(known[name]),
                                     hint=closest(service, all_services) if service not in all_services else f"pack/{name}/recipe.py does not build it")
                 for j, sv in enumerate(versions):
@@ -198,19 +197,6 @@ def _semantic_errors(doc: MarkedDocument, m: Matrix, known: Mapping[str, frozens
                     if rel.archs and narrowed:
                         yield UserError("service arch not among the release's archs", where=doc.where(sat + (j, "archs")),
                                         value=sorted(narrowed)[0], allowed=rel.archs)
-
-
-def default_matrix_path() -> Path:
-    """matrix.yaml of the project: $RUNNER_MATRIX, else the nearest one upward from the working
-    directory, else the one beside the installed package's source tree."""
-    import os
-
-    if env := os.environ.get("RUNNER_MATRIX"):
-        return Path(env)
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "matrix.yaml").is_file() and (folder / "pack").is_dir():
-            return folder / "matrix.yaml"
-    return Path(__file__).resolve().parents[2] / "matrix.yaml"
 
 
 def load_document(path: Path) -> MarkedDocument:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from runner.errors import UserError
 
+PLATFORMS = ("linux/amd64", "linux/arm64")
 _SERVICE_VERSION = r"\d+(?:\.\d+)*(?:\.?(?:a|b|rc|post|dev)\d+)*"
 
 

@@ -1,15 +1,25 @@
-"""A project: matrix.yaml plus pack/, validated together, with its targets and image-name parser."""
+"""A project: matrix.yaml plus pack/, validated together, with its targets and image-name parser.
+
+Validation (YAML, pydantic, recipes) costs more than everything after it, so the validated result is
+cached under $RUNNER_CACHE_DIR (default ~/.cache/runner), keyed by the bytes of matrix.yaml and of
+every pack/*/recipe.py; any edit to either misses the cache. RUNNER_NO_CACHE=1 turns it off.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from runner.matrix import PLATFORMS, Matrix, default_matrix_path, load_document, validate
-from runner.naming import ImageParser, format_image
-from runner.recipes import Recipe, load_recipes
-from runner.targets import Selection, Target, expand
+from runner.errors import Where
+from runner.naming import PLATFORMS, ImageParser, format_image
+from runner.targets import Selection, Target
+
+_CACHE_FORMAT = 1
 
 
 @dataclass
@@ -18,18 +28,28 @@ class Project:
 
     matrix_path: Path
     pack_path: Path
-    matrix: Matrix
-    recipes: dict[str, Recipe]
+    namespace: str
+    repository: str
+    variants: dict[str, list[str]]  # backend -> variants
+    services: dict[str, list[str]]  # backend -> services its recipe builds
     targets: list[Target]
     registry: str = ""
-    _parser: ImageParser | None = field(default=None, repr=False)
+    _recipes: dict | None = field(default=None, repr=False)
+
+    @property
+    def recipes(self) -> dict:
+        """The recipes of pack/, imported on first use (planning needs them, listing does not)."""
+        if self._recipes is None:
+            from runner.recipes import load_recipes
+
+            self._recipes = load_recipes(self.pack_path)
+        return self._recipes
 
     @cached_property
     def parser(self) -> ImageParser:
         """Reads image references with this project's backends, variants and services."""
-        variants = {name: b.variants for name, b in self.matrix.backends.items()}
-        services = {s for r in self.recipes.values() for s in r.services} | {t.service for t in self.targets}
-        return ImageParser(variants, services, PLATFORMS)
+        services = {s for ss in self.services.values() for s in ss}
+        return ImageParser(self.variants, services, PLATFORMS)
 
     def select(self, selection: Selection) -> list[Target]:
         """The targets a selection keeps; refuses names that match nothing in the matrix."""
@@ -37,16 +57,91 @@ class Project:
         return selection.apply(self.targets)
 
     def image(self, tag: str, registry: str | None = None) -> str:
-        return format_image(tag, self.matrix.namespace, self.matrix.repository,
-                            self.registry if registry is None else registry)
+        return format_image(tag, self.namespace, self.repository, self.registry if registry is None else registry)
 
 
 def load_project(matrix_path: Path | str | None = None, pack_path: Path | str | None = None) -> Project:
     """Load and validate matrix.yaml against the recipes of pack/ (default: beside the matrix)."""
     path = Path(matrix_path) if matrix_path else default_matrix_path()
     pack = Path(pack_path) if pack_path else path.parent / "pack"
+    key, cache_file = _cache_key(path, pack)
+    if cache_file and (cached := _read_cache(cache_file, key)):
+        return Project(path, pack, **cached)
+    project = _validate(path, pack)
+    if cache_file:
+        _write_cache(cache_file, key, project)
+    return project
+
+
+def default_matrix_path() -> Path:
+    """matrix.yaml of the project: $RUNNER_MATRIX, else the nearest one upward from the working
+    directory, else the one beside the installed package's source tree."""
+    import os
+
+    if env := os.environ.get("RUNNER_MATRIX"):
+        return Path(env)
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "matrix.yaml").is_file() and (folder / "pack").is_dir():
+            return folder / "matrix.yaml"
+    return Path(__file__).resolve().parents[2] / "matrix.yaml"
+
+
+def _validate(path: Path, pack: Path) -> Project:
+    from runner.matrix import load_document, validate
+    from runner.recipes import load_recipes
+    from runner.targets import expand
+
     recipes = load_recipes(pack)
     doc = load_document(path)
     matrix = validate(doc, {name: r.services for name, r in recipes.items()})
-    targets = expand(matrix, doc.where)
-    return Project(path, pack, matrix, recipes, targets)
+    return Project(path, pack, matrix.namespace, matrix.repository,
+                   {n: list(b.variants) for n, b in matrix.backends.items()},
+                   {n: sorted(r.services) for n, r in recipes.items()},
+                   expand(matrix, doc.where), _recipes=recipes)
+
+
+def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
+    if os.environ.get("RUNNER_NO_CACHE"):
+        return "", None
+    h = hashlib.sha256(f"{_CACHE_FORMAT}\0{path.resolve()}\0".encode())
+    try:
+        h.update(path.read_bytes())
+        for recipe in sorted(pack.glob("*/recipe.py")):
+            h.update(f"\0{recipe.parent.name}\0".encode() + recipe.read_bytes())
+    except OSError:
+        return "", None  # let validation report the unreadable file
+    root = Path(os.environ.get("RUNNER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
+    return h.hexdigest(), root / "matrix" / f"{h.hexdigest()[:32]}.json"
+
+
+def _read_cache(file: Path, key: str) -> dict | None:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != key:
+        return None
+    targets = []
+    for t in data["targets"]:
+        where = Where(*t.pop("where")) if t.get("where") else None
+        t.pop("where", None)
+        targets.append(Target(**{**t, "platforms": tuple(t["platforms"]), "archs": tuple(t["archs"])}, where=where))
+    return {"namespace": data["namespace"], "repository": data["repository"], "variants": data["variants"],
+            "services": data["services"], "targets": targets}
+
+
+def _write_cache(file: Path, key: str, p: Project) -> None:
+    targets = []
+    for t in p.targets:
+        d = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
+        d["where"] = [t.where.file, t.where.line, t.where.column] if t.where else None
+        targets.append(d)
+    data = {"key": key, "namespace": p.namespace, "repository": p.repository, "variants": p.variants,
+            "services": p.services, "targets": targets}
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, file)
+    except OSError:
+        pass  # a read-only home only costs speed

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.matrix import Matrix, default_matrix_path
+from runner.matrix import Matrix
+from runner.project import default_matrix_path
 from runner.recipes import load_recipes
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from runner.errors import ErrorList, UserError, Where
-from runner.matrix import Matrix
+
+if TYPE_CHECKING:
+    from runner.matrix import Matrix
 
 
 def short_version(version: str) -> str:

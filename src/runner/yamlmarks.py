@@ -16,7 +16,11 @@ from runner.errors import UserError, Where
 Path_ = tuple[str | int, ...]
 
 
-class _StringLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it: the pure-Python one is several times slower on matrix.yaml.
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StringLoader(_Base):  # type: ignore[misc, valid-type]
     """A safe loader whose implicit resolvers know only booleans and null."""
 
 
@@ -29,10 +33,18 @@ _StringLoader.yaml_implicit_resolvers = {
 class MarkedDocument:
     """A parsed YAML document plus the source position of each value, keyed by its path."""
 
-    def __init__(self, file: str, data: Any, marks: dict[Path_, tuple[int, int]]) -> None:
+    def __init__(self, file: str, data: Any, marks: dict[Path_, tuple[int, int]],
+                 key_marks: dict[Path_, tuple[int, int]] | None = None) -> None:
         self.file = file
         self.data = data
         self.marks = marks
+        self.key_marks = key_marks or {}
+
+    def where_key(self, path: Path_) -> Where:
+        """Position of the mapping key that names `path` (for 'unknown key/name' errors)."""
+        if (found := self.key_marks.get(tuple(path))) is not None:
+            return Where(self.file, *found)
+        return self.where(path)
 
     def where(self, path: Path_) -> Where:
         """The closest known position for a path (falls back to its nearest marked parent)."""
@@ -52,8 +64,9 @@ def load_marked(text: str, file: str) -> MarkedDocument:
         where = Where(file, mark.line + 1, mark.column + 1) if mark else Where(file)
         raise UserError(f"YAML syntax error: {e.problem or e}", where=where) from None
     marks: dict[Path_, tuple[int, int]] = {}
-    data = _construct(node, (), marks, file) if node is not None else None
-    return MarkedDocument(file, data, marks)
+    key_marks: dict[Path_, tuple[int, int]] = {}
+    data = _construct(node, (), marks, key_marks, file) if node is not None else None
+    return MarkedDocument(file, data, marks, key_marks)
 
 
 def load_marked_file(path: Path) -> MarkedDocument:
@@ -65,22 +78,23 @@ def load_marked_file(path: Path) -> MarkedDocument:
     return load_marked(text, str(path))
 
 
-def _construct(node: yaml.Node, path: Path_, marks: dict, file: str) -> Any:
+def _construct(node: yaml.Node, path: Path_, marks: dict, key_marks: dict, file: str) -> Any:
     marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, path + ("<key>",), {}, file)
+            key = _construct(key_node, path + ("<key>",), {}, {}, file)
             if not isinstance(key, str):
                 where = Where(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 raise UserError("mapping keys must be names", where=where, value=key)
             if key in result:
                 where = Where(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 raise UserError("key written twice in one mapping", where=where, value=key)
-            result[key] = _construct(value_node, path + (key,), marks, file)
+            key_marks[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _construct(value_node, path + (key,), marks, key_marks, file)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, path + (i,), marks, file) for i, child in enumerate(node.value)]
+        return [_construct(child, path + (i,), marks, key_marks, file) for i, child in enumerate(node.value)]
     if node.tag.endswith(":bool"):
         return node.value.lower() in ("true", "yes", "on")
     if node.tag.endswith(":null"):
