@@ -4,7 +4,7 @@ SGLang on top of the release's vLLM 0.14.1 image; VoxBox on the runtime."""
 from dataclasses import replace
 from pathlib import Path
 
-from runner.recipe_kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, torch_stage
+from runner.recipe_kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
 from runner.stages import Stage
 from runner.targets import Target
 
@@ -35,6 +35,7 @@ def service(t: Target, runtime: Stage) -> Stage:
     return {"vllm": vllm, "sglang": sglang, "voxbox": voxbox}[t.service](t, runtime)
 
 
+@shared
 def vllm(t: Target, runtime: Stage) -> Stage:
     p, torch = runtime.platform, pick(t.service_version, TORCH, "torch")
     arch_list = " ".join(t.archs)

@@ -4,7 +4,7 @@ wheels; SGLang built on the release's vLLM 0.14.1 image with its kernel for the 
 from dataclasses import replace
 from pathlib import Path
 
-from runner.recipe_kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, torch_stage
+from runner.recipe_kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
 from runner.stages import Stage
 from runner.targets import Target
 
@@ -38,6 +38,7 @@ def service(t: Target, runtime: Stage) -> Stage:
     return vllm(t, runtime) if t.service == "vllm" else sglang(t, runtime)
 
 
+@shared
 def vllm(t: Target, runtime: Stage) -> Stage:
     p, torch = runtime.platform, pick(t.service_version, TORCH, "torch")
     archs = ";".join(t.archs)

@@ -6,9 +6,12 @@ Identical stages (same parent, same steps, same platform) have the same content 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from runner.errors import UserError
 from runner.recipes import Recipe
 from runner.stages import Stage
 from runner.targets import Target
@@ -30,6 +33,7 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     leaves: list[Leaf] = field(default_factory=list)
     naive_stages: int = 0
+    chain_lengths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def distinct_stages(self) -> int:
@@ -70,7 +74,19 @@ def stage_json(s: Stage) -> dict:
 
 def compose(recipe: Recipe, t: Target, platform: str) -> Stage:
     """The final stage of one target on one platform, as its recipe composes it."""
-    return recipe.service(t, recipe.runtime(t, recipe.base(t, platform)))
+    with _recipe_errors(recipe, t):
+        return recipe.service(t, recipe.runtime(t, recipe.base(t, platform)))
+
+
+@contextmanager
+def _recipe_errors(recipe: Recipe, t: Target):
+    """A recipe that cannot compose a target (say, no torch pin for its version) is a user error that
+    names the target and the recipe, not a traceback."""
+    try:
+        yield
+    except (LookupError, ValueError) as e:
+        raise UserError(f"{recipe.path} cannot compose {t.tag}: {e}", where=t.where,
+                        hint="add a pin for this version range to the recipe, or fix the version in matrix.yaml") from None
 
 
 def make_plan(targets: Iterable[Target], recipes: dict[str, Recipe]) -> Plan:
@@ -78,24 +94,38 @@ def make_plan(targets: Iterable[Target], recipes: dict[str, Recipe]) -> Plan:
     plan = Plan()
     seen: set[str] = set()
     runtimes: dict[tuple, Stage] = {}  # the runtime depends only on the release and platform
-    for t in targets:
-        recipe = recipes[t.backend]
-        for platform in t.platforms:
-            base = recipe.base(t, platform)
-            rkey = (t.backend, t.original_backend_version, t.variant, t.python, base.key)
-            runtime = runtimes.get(rkey)
-            if runtime is None:
-                runtime = runtimes[rkey] = recipe.runtime(t, base)
-            leaf = recipe.service(t, runtime)
-            plan.leaves.append(Leaf(t, platform, leaf))
-            plan.naive_stages += _count(leaf)
-            _add(leaf, plan.stages, seen)
+    # Planning allocates many small immutable objects and frees none: the cyclic GC only costs time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for t in targets:
+            recipe = recipes[t.backend]
+            with _recipe_errors(recipe, t):
+                _plan_target(plan, seen, runtimes, recipe, t)
+    finally:
+        if enabled:
+            gc.enable()
     return plan
 
 
-def _count(stage: Stage) -> int:
+def _plan_target(plan: Plan, seen: set[str], runtimes: dict, recipe: Recipe, t: Target) -> None:
+    for platform in t.platforms:
+        base = recipe.base(t, platform)
+        rkey = (t.backend, t.original_backend_version, t.variant, t.python, base.key)
+        runtime = runtimes.get(rkey)
+        if runtime is None:
+            runtime = runtimes[rkey] = recipe.runtime(t, base)
+        leaf = recipe.service(t, runtime)
+        plan.leaves.append(Leaf(t, platform, leaf))
+        plan.naive_stages += _count(leaf, plan.chain_lengths)
+        _add(leaf, plan.stages, seen)
+
+
+def _count(stage: Stage, memo: dict[str, int]) -> int:
     """Stages building this one alone costs: itself and everything it needs, without sharing."""
-    return 1 + sum(_count(d) for d in stage.dependencies())
+    if (n := memo.get(stage.key)) is None:
+        n = memo[stage.key] = 1 + sum(_count(d, memo) for d in stage.dependencies())
+    return n
 
 
 def _add(stage: Stage, out: list[Stage], seen: set[str]) -> None:

@@ -19,7 +19,7 @@ from runner.errors import Where
 from runner.naming import PLATFORMS, ImageParser, format_image
 from runner.targets import Selection, Target
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _read_cache(file: Path, key: str) -> dict | None:
 def _write_cache(file: Path, key: str, p: Project) -> None:
     targets = []
     for t in p.targets:
-        d = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
+        d = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.init}
         d["where"] = [t.where.file, t.where.line, t.where.column] if t.where else None
         targets.append(d)
     data = {"key": key, "namespace": p.namespace, "repository": p.repository, "variants": p.variants,

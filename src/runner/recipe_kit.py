@@ -4,6 +4,7 @@ service stage scaffolding and version-range pins. Recipes stay short and read to
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache, wraps
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -29,12 +30,17 @@ _CACHE_PATHS = {
 def caches(t: Target, platform: str, *tools: str) -> tuple[Cache, ...]:
     """Cache mounts for package managers, one volume per backend, platform and path, so warm builds
     reuse downloads and nothing of the cache lands in a layer."""
+    return _caches(t.backend, platform, tools)
+
+
+@lru_cache(maxsize=1024)
+def _caches(backend: str, platform: str, tools: tuple[str, ...]) -> tuple[Cache, ...]:
     plat = platform.replace("/", "-")
     out = []
     for tool in tools:
         for i, path in enumerate(_CACHE_PATHS[tool]):
             suffix = f"-{i}" if i else ""
-            out.append(Cache(path, f"runner-{t.backend}-{plat}-{tool}{suffix}"))
+            out.append(Cache(path, f"runner-{backend}-{plat}-{tool}{suffix}"))
     return tuple(out)
 
 
@@ -42,11 +48,40 @@ def pick(version: str, pins: Mapping[str, str], what: str = "pin") -> str:
     """The value of the first version range that contains `version`, e.g.
     pick("0.13.0", {">=0.14": "2.9.1", ">=0.11.2": "2.9.0"}) == "2.9.0". New service versions fall
     into an existing range, so adding one is a matrix line, not a recipe edit."""
-    v = Version(version)
     for spec, value in pins.items():
-        if v in SpecifierSet(spec, prereleases=True):
+        if _contains(spec, version):
             return value
     raise LookupError(f"no {what} for version {version} (ranges: {', '.join(pins)})")
+
+
+@lru_cache(maxsize=8192)
+def _contains(spec: str, version: str) -> bool:
+    return _specifier(spec).contains(_version(version))
+
+
+@lru_cache(maxsize=256)
+def _specifier(spec: str) -> SpecifierSet:
+    return SpecifierSet(spec, prereleases=True)
+
+
+@lru_cache(maxsize=8192)
+def _version(version: str) -> Version:
+    return Version(version)
+
+
+def shared(compose_stage):
+    """Decorator for recipe functions that other targets reuse (SGLang builds on the release's vLLM
+    image): equal (target, stage) inputs give the very same Stage, composed once."""
+    memo: dict[tuple, Stage] = {}
+
+    @wraps(compose_stage)
+    def wrapper(t: Target, parent: Stage) -> Stage:
+        key = (t, parent.key)
+        if (found := memo.get(key)) is None:
+            found = memo[key] = compose_stage(t, parent)
+        return found
+
+    return wrapper
 
 
 # uv and pip get their caches back inside the step that mounts them; the image keeps the
@@ -110,14 +145,21 @@ def runtime_builder(t: Target, base: Stage, *, extra_apt: str = "", home: str = 
 def torch_stage(t: Target, runtime: Stage, torch: str, *packages: str, index: str = "", extra_index: str = "") -> Stage:
     """torch (with companions such as torchvision or torch-npu) on the runtime: a stage of its own so
     that every service version needing the same torch shares it."""
+    memo_key = (runtime.key, t.backend, torch, packages, index, extra_index)
+    if (found := _TORCH_STAGES.get(memo_key)) is not None:
+        return found
     where = (f" --index-url {index}" if index else "") + (f" --extra-index-url {extra_index}" if extra_index else "")
-    return (
+    _TORCH_STAGES[memo_key] = stage = (
         StageBuilder("torch", f"torch{torch}", runtime)
         .arg("TORCH_VERSION", torch, doc="torch release")
         .run(f"{WITH_CACHES}\nuv pip install --system{where} \"torch==${{TORCH_VERSION}}\" {' '.join(repr(p) for p in packages)}".rstrip(),
              caches=caches(t, runtime.platform, "uv"), title=f"torch {torch}")
         .build()
     )
+    return stage
+
+
+_TORCH_STAGES: dict[tuple, Stage] = {}  # a stage is immutable, so equal inputs can share one
 
 
 def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = "service") -> StageBuilder:
@@ -141,16 +183,22 @@ def finish(b: StageBuilder, t: Target, **env: str) -> Stage:
 def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, source_dir: str) -> StageBuilder:
     """Apply pack/<backend>/patches/<service>/<version>/*.patch (and patches/<service>/all/*.patch) to
     the service source in source_dir, in name order. A patch that does not apply fails the build."""
-    found = []
-    for folder in (recipe_dir / "patches" / t.service / "all", recipe_dir / "patches" / t.service / t.service_version):
-        found += sorted(folder.glob("*.patch")) if folder.is_dir() else []
-    for patch in found:
-        b.file(f"/workspace/patches/{patch.name}", patch.read_text())
+    found = _patches(recipe_dir, t.service, t.service_version)
+    for name, text in found:
+        b.file(f"/workspace/patches/{name}", text)
     if found:
-        names = " ".join(f"/workspace/patches/{p.name}" for p in found)
+        names = " ".join(f"/workspace/patches/{name}" for name, _ in found)
         b.run(f"cd {source_dir}\nfor p in {names}; do patch -p1 --forward < \"$p\"; done",
               title=f"apply {len(found)} patch(es) to {t.service} {t.service_version}")
     return b
+
+
+@lru_cache(maxsize=1024)
+def _patches(recipe_dir: Path, service: str, version: str) -> tuple[tuple[str, str], ...]:
+    found: list[Path] = []
+    for folder in (recipe_dir / "patches" / service / "all", recipe_dir / "patches" / service / version):
+        found += sorted(folder.glob("*.patch")) if folder.is_dir() else []
+    return tuple((p.name, p.read_text()) for p in found)
 
 
 def target_labels(t: Target) -> tuple[tuple[str, str], ...]:

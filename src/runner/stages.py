@@ -8,9 +8,10 @@ targets that need the same stage get the same key and the plan builds it once.
 from __future__ import annotations
 
 import hashlib
-import json
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,29 +140,27 @@ class Stage:
         return ()
 
 
-def _step_data(step: Step) -> list:
-    if isinstance(step, CopyFrom):
-        return ["copy", step.stage.key, step.source, step.dest]
-    if isinstance(step, Run):
-        return ["run", step.script, [[c.target, c.id, c.sharing] for c in step.caches]]
-    if isinstance(step, Env):
-        return ["env", [list(kv) for kv in step.values]]
-    if isinstance(step, File):
-        return ["file", step.path, step.content, step.mode]
-    if isinstance(step, Workdir):
-        return ["workdir", step.path]
-    return ["entrypoint", list(step.args)]
+_STEP_PARTS = {
+    Run: lambda s: ("run", s.script, *(f"{c.target}\x01{c.id}\x01{c.sharing}" for c in s.caches)),
+    Env: lambda s: ("env", *(f"{k}={v}" for k, v in s.values)),
+    CopyFrom: lambda s: ("copy", s.stage.key, s.source, s.dest),
+    File: lambda s: ("file", s.path, s.content, str(s.mode)),
+    Workdir: lambda s: ("workdir", s.path),
+    Entrypoint: lambda s: ("entrypoint", *s.args),
+}
 
 
 def _content_key(stage: Stage) -> str:
-    data = [
-        stage.parent.key if stage.parent else None,
-        stage.kind, stage.name, stage.platform, stage.image,
-        [[a.name, a.value] for a in stage.args],
-        [_step_data(s) for s in stage.steps],
-        [list(kv) for kv in stage.labels],
-    ]
-    return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
+    # Fields joined with separators that cannot occur in them (NUL: scripts and values are C strings
+    # to the shell); cheaper than JSON or repr on the large scripts, and as unambiguous.
+    parts = [stage.parent.key if stage.parent else "", stage.kind, stage.name, stage.platform, stage.image]
+    parts += [f"{a.name}={a.value}" for a in stage.args]
+    for step in stage.steps:
+        parts.append("\x02")
+        parts.extend(_STEP_PARTS[type(step)](step))
+    parts.append("\x03")
+    parts += [f"{k}={v}" for k, v in stage.labels]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 class StageBuilder:
@@ -178,7 +177,7 @@ class StageBuilder:
         return self
 
     def env(self, **values: str) -> StageBuilder:
-        self._steps.append(Env(tuple((k, str(v)) for k, v in values.items())))
+        self._steps.append(Env(tuple(values.items())))
         return self
 
     def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "") -> StageBuilder:
@@ -210,12 +209,12 @@ class StageBuilder:
                      steps=tuple(self._steps), args=tuple(self._args), **self._extra)
 
 
+@lru_cache(maxsize=4096)
 def base_stage(image: str, platform: str) -> Stage:
     """The vendor image a target starts from."""
     return Stage(kind="base", name="base", platform=platform, image=image)
 
 
+@lru_cache(maxsize=4096)
 def _dedent(script: str) -> str:
-    import textwrap
-
     return textwrap.dedent(script).strip("\n")

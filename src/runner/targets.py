@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner.errors import ErrorList, UserError, Where
+from runner.naming import format_tag
 
 if TYPE_CHECKING:
     from runner.matrix import Matrix
@@ -34,13 +35,10 @@ class Target:
     python: str
     base_image: str  # fully rendered, with @digest when pinned
     where: Where | None = field(default=None, compare=False, hash=False)
+    tag: str = field(init=False, compare=False, hash=False)  # the multi-arch tag, e.g. cann8.5-a3-vllm0.14.1
 
-    @property
-    def tag(self) -> str:
-        """The multi-arch tag without namespace, e.g. cann8.5-a3-vllm0.14.1."""
-        from runner.naming import format_tag
-
-        return format_tag(self)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", format_tag(self))
 
     @property
     def deprecated(self) -> bool:
