@@ -1,0 +1,158 @@
+"""Smoke specifications: what proves an image works, kept as data beside the recipes.
+
+pack/_smoke/common.yaml applies to every image, pack/_smoke/<service>.yaml to each service, and
+pack/<backend>/smoke.yaml adds a backend's own checks. `${name}` in a spec is filled per target from
+its fields (service_version, python, backend, ...), the consumer flags (vllm_flags, ray_flags) and the
+environment the plan gives the final stage; anything else is left for the shell.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runner.errors import UserError
+from runner.stages import Stage
+from runner.targets import Target
+from runner.yamlmarks import load_marked_file
+
+EXCERPT = 600  # characters of output kept per check in the report
+
+
+class CheckSpec(BaseModel):
+    """One check: a bash script run in the image; it passes when it exits as expected and its output
+    matches `expect` (a regular expression) and `version_in` (a version range), where given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    run: str
+    expect: str | None = None
+    version_in: str | None = None
+    exit: int = 0
+    services: list[str] | None = None
+    platforms: list[str] | None = None
+
+    @field_validator("version_in")
+    @classmethod
+    def _range(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                SpecifierSet(v)
+            except InvalidSpecifier:
+                raise ValueError(f"not a version range: {v!r} (allowed: PEP 440 ranges such as >=2.47,<2.49)") from None
+        return v
+
+
+class SmokeSpec(BaseModel):
+    """A smoke file: checks, and environment variables (names or globs) that must hold the plan's values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checks: list[CheckSpec] = Field(default_factory=list)
+    env: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check made concrete for one target and platform."""
+
+    name: str
+    script: str
+    expect: str | None = None
+    version_in: str | None = None
+    exit: int = 0
+
+    def judge(self, exit_code: int, output: str) -> CheckResult:
+        """Pass or fail a run of this check from its exit code and output."""
+        problems = []
+        if exit_code != self.exit:
+            problems.append(f"exit code {exit_code}, expected {self.exit}")
+        if self.expect is not None and not re.search(self.expect, output, re.M):
+            problems.append(f"output does not match {self.expect!r}")
+        if self.version_in is not None:
+            try:
+                if Version(output.strip().splitlines()[-1]) not in SpecifierSet(self.version_in):
+                    problems.append(f"version not in {self.version_in}")
+            except (InvalidVersion, IndexError):
+                problems.append(f"no version in the output (expected one in {self.version_in})")
+        return CheckResult(self.name, not problems, exit_code, "; ".join(problems), output[-EXCERPT:])
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    exit_code: int
+    reason: str
+    excerpt: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "exit_code": self.exit_code, "reason": self.reason,
+                "excerpt": self.excerpt}
+
+
+@lru_cache(maxsize=256)
+def load_spec(path: Path) -> SmokeSpec:
+    """Read and validate one smoke file (errors name the file and line)."""
+    doc = load_marked_file(path)
+    try:
+        return SmokeSpec.model_validate(doc.data or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=doc.where(err["loc"])) from None
+
+
+def spec_files(pack: Path, t: Target) -> list[Path]:
+    """The smoke files that apply to a target, general first."""
+    files = [pack / "_smoke" / "common.yaml", pack / "_smoke" / f"{t.service}.yaml", pack / t.backend / "smoke.yaml"]
+    return [f for f in files if f.is_file()]
+
+
+def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
+    """Concrete checks for one target on its leaf stage's platform."""
+    from runner.consumer import ray_flags, vllm_flags
+
+    env = leaf.env()
+    values = {
+        "service": t.service, "SERVICE": t.service.upper(), "service_version": t.service_version,
+        "python": t.python, "backend": t.backend, "BACKEND": t.backend.upper(), "variant": t.variant,
+        "backend_version": t.backend_version, "original_backend_version": t.original_backend_version,
+        "tag": t.tag, "platform": leaf.platform, "ray_flags": " ".join(ray_flags()),
+        "vllm_flags": " ".join(vllm_flags(t.service_version)) if t.service == "vllm" else "",
+        **env,
+    }
+    fill = lambda text: re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: values.get(m[1], m[0]), text)  # noqa: E731
+    checks: list[Check] = []
+    wanted_env: list[str] = []
+    for path in spec_files(pack, t):
+        spec = load_spec(path)
+        for c in spec.checks:
+            if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
+                continue
+            expect = fill(c.expect) if c.expect else None
+            checks.append(Check(c.name, fill(c.run), expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect), c.version_in, c.exit))
+        wanted_env += [fill(e) for e in spec.env]
+    names = sorted({k for pattern in wanted_env for k in env if fnmatch.fnmatchcase(k, pattern)})
+    missing = [p for p in wanted_env if "*" not in p and p not in env]
+    if missing:
+        raise UserError(f"{t.tag}: the smoke spec wants environment the plan does not set", value=missing[0],
+                        hint=f"set it in pack/{t.backend}/recipe.py or drop it from the smoke spec")
+    if names:
+        script = "\n".join(f'[ "${{{k}-<unset>}}" = {_sh(env[k])} ] || {{ echo "{k}=${{{k}-<unset>}}, expected {env[k]}"; exit 1; }}'
+                           for k in names)
+        checks.append(Check("environment", script))
+    return checks
+
+
+def _sh(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
