@@ -1,0 +1,154 @@
+"""The Build object of the Dagger module and the registry functions: the shared pipeline driven
+through the Dagger engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import dagger
+from dagger import Doc, dag, field, function, object_type
+from dagger.mod._exceptions import FunctionError
+
+from runner import pipeline
+from runner.catalog import PACKAGED, dump, load, records
+from runner.engines.dagger_engine import AUTHFILE, DaggerBuilder, StageContainers, skopeo_runner
+from runner.errors import UserError
+from runner.plan import make_plan
+from runner.project import load_project
+from runner.registry import Skopeo
+from runner.targets import Selection
+
+if TYPE_CHECKING:
+    from runner.module import Runner
+
+
+def _selection_json(s: Selection) -> str:
+    return json.dumps(asdict(s))
+
+
+def _plan(selection_json: str):
+    project = load_project()
+    selection = Selection(**json.loads(selection_json))
+    try:
+        targets = project.select(selection)
+    except UserError as e:
+        raise FunctionError(str(e)) from None
+    if not targets:
+        raise FunctionError(f"the filters select no target ({selection.describe()}); run `dagger call matrix` to see what there is")
+    return project, make_plan(targets, project.recipes)
+
+
+@object_type
+class Build:
+    """Images built and smoke-tested by `build`: print it for a summary, or chain publish, promote, export, report."""
+
+    selection: Annotated[str, Doc("the selection that was built (JSON)")] = field()
+    images: Annotated[list[dagger.Container], Doc("one image per target and platform, in plan order")] = field()
+    results: Annotated[str, Doc("build and smoke results per target and platform (JSON)")] = field()
+    source_url: str = field(default="")
+    revision: str = field(default="")
+
+    @function
+    def report(self) -> str:
+        """JSON per target and platform: digest, size, build time and each smoke check with an output excerpt."""
+        return self.results
+
+    @function
+    def summary(self) -> str:
+        """One line per target and platform: passed or failed, and what failed."""
+        lines = []
+        for r in json.loads(self.results)["images"]:
+            state = "passed" if r["smoke"]["passed"] else "FAILED " + (r["error"][:200] or ", ".join(r["smoke"]["failed"]))
+            lines.append(f"{r['tag']:<42} {r['platform']:<12} {r['build_seconds']:>8.1f}s  {state}")
+        return "\n".join(lines)
+
+    @function
+    def export(self) -> dagger.Directory:
+        """OCI tarballs of the built images, one per target and platform (`export --path out/`)."""
+        _, plan = _plan(self.selection)
+        out = dag.directory()
+        for leaf, image in zip(plan.leaves, self.images):
+            out = out.with_file(f"{leaf.target.tag}-{leaf.platform.replace('/', '-')}.tar", image.as_tarball())
+        return out
+
+    @function(cache="never")
+    async def publish(
+        self,
+        registry: Annotated[str, Doc("registry host, e.g. docker.io or 127.0.0.1:5000")],
+        username: Annotated[str, Doc("registry user")],
+        password: Annotated[dagger.Secret, Doc("registry password or token, e.g. env://REGISTRY_PASSWORD")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        repository: Annotated[str, Doc("image repository")] = "runner",
+    ) -> str:
+        """Push single-arch images and multi-arch -dev indexes; a tag whose platforms did not all pass publishes nothing."""
+        project, plan = _plan(self.selection)
+        built = self._built(plan)
+        builder = DaggerBuilder(StageContainers(), registry, username, password)
+        image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
+        pubs = await pipeline.publish(built, builder, image_of)
+        return json.dumps(pipeline.report(built, pubs)["published"], indent=1)
+
+    @function(cache="never")
+    async def promote(
+        self,
+        registry: Annotated[str, Doc("registry host")],
+        username: Annotated[str, Doc("registry user")],
+        password: Annotated[dagger.Secret, Doc("registry password or token")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        repository: Annotated[str, Doc("image repository")] = "runner",
+        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+    ) -> dagger.File:
+        """Copy each tested -dev index to its final tag by digest (no rebuild); returns the updated catalog."""
+        project, plan = _plan(self.selection)
+        targets = list(dict.fromkeys(leaf.target for leaf in plan.leaves))
+        regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
+        image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
+        return await _with_catalog(catalog, lambda path: pipeline.promote(
+            targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
+
+    def _built(self, plan) -> list[pipeline.Built]:
+        by_key = {(r["tag"], r["platform"]): r for r in json.loads(self.results)["images"]}
+        built = []
+        for leaf, image in zip(plan.leaves, self.images):
+            r = by_key[(leaf.target.tag, leaf.platform)]
+            b = pipeline.Built(leaf, image, seconds=r["build_seconds"], error=r["error"])
+            b.checks = [pipeline.CheckResult(**c) for c in r["smoke"]["checks"]]
+            built.append(b)
+        return built
+
+
+async def run_build(runner: Runner, selection: Selection, concurrency: int) -> Build:
+    """`Runner.build`: plan, build each distinct stage once, smoke-test, and wrap it all in a Build."""
+    project, plan = _plan(_selection_json(selection))
+    builder = DaggerBuilder(StageContainers(runner.build_info()))
+    built = await pipeline.build_all(plan, builder, project.pack_path, concurrency)
+    return Build(selection=_selection_json(selection), images=[b.handle or dag.container() for b in built],
+                 results=json.dumps(pipeline.report(built)), source_url=runner.source_url, revision=runner.revision)
+
+
+async def registry_ops(op: str, runner: Runner, selection: Selection, registry: str, namespace: str, username: str,
+                       password: dagger.Secret, catalog: dagger.File | None, intermediates: bool = False) -> dagger.File:
+    """discard or prune through skopeo in a container, then the catalog with the removed images dropped."""
+    project = load_project()
+    regops = Skopeo(skopeo_runner(password, registry, username, False), authfile=AUTHFILE)
+    image_of = lambda tag: f"{registry}/{namespace}/{project.repository}:{tag}"  # noqa: E731
+    if op == "discard":
+        targets = project.select(selection)
+        return await _with_catalog(catalog, lambda path: pipeline.discard(targets, regops, image_of, path))
+    repo = f"{registry}/{namespace}/{project.repository}"
+    known = {t.tag for t in project.targets}
+    return await _with_catalog(catalog, lambda path: pipeline.prune(repo, regops, known, project.parser.parse, path, intermediates))
+
+
+async def _with_catalog(catalog: dagger.File | None, action) -> dagger.File:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "catalog.json"
+        path.write_text(await catalog.contents() if catalog else dump(load(PACKAGED)))
+        await action(path)
+        return dag.directory().with_new_file("catalog.json", path.read_text()).file("catalog.json")

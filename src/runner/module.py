@@ -1,0 +1,255 @@
+"""Builds, smoke-tests and publishes GPUStack Runner inference-service images from one validated matrix.
+
+Every function reads matrix.yaml and pack/ from this module's source; `dagger call build --backend cann`
+is the whole job for Ascend CANN.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated
+
+import dagger
+from dagger import Doc, function, object_type
+from dagger.mod._exceptions import FunctionError
+
+from runner.errors import UserError
+from runner.project import Project, load_project
+from runner.targets import Selection
+
+def _backend_enum() -> type[dagger.Enum]:
+    """The Backend enum, made from pack/*/recipe.py so that a new backend needs no edit here. Each
+    member's description is the first words of its recipe's docstring (e.g. "NVIDIA CUDA")."""
+    import ast
+
+    from runner.project import default_matrix_path
+
+    members = {}
+    for recipe in sorted((default_matrix_path().parent / "pack").glob("*/recipe.py")):
+        doc = ast.get_docstring(ast.parse(recipe.read_text())) or recipe.parent.name
+        members[recipe.parent.name.upper()] = (recipe.parent.name, doc.split(":", 1)[0].strip())
+    backend = enum.Enum("Backend", {name: value for name, (value, _) in members.items()}, module=__name__)
+    backend.__doc__ = "An accelerated backend of the matrix (one per pack/<backend>/recipe.py)."
+    for name, (_, title) in members.items():
+        backend[name].description = title  # the SDK reads a member's `description`
+    return dagger.enum_type(backend)
+
+
+Backend = _backend_enum()
+
+
+@dagger.enum_type
+class MatrixFormat(enum.Enum):
+    """How `matrix` prints the selection."""
+
+    TABLE = "table"
+    """a table for people"""
+    JSON = "json"
+    """a JSON list of targets"""
+    GITHUB = "github"
+    """strategy.matrix for GitHub Actions: one job per target and platform"""
+    GITLAB = "gitlab"
+    """parallel:matrix for GitLab CI: one job per target and platform"""
+
+
+@dagger.enum_type
+class DockerfileForm(enum.Enum):
+    """Dockerfile flavour."""
+
+    HEREDOC = "heredoc"
+    """RUN <<EOF heredocs (Dockerfile 1.4 and later)"""
+    COMPAT = "compat"
+    """no heredocs, for built-in frontends such as Docker 20.10's"""
+
+
+def _selection(backend: Backend | None, backend_version: str, variant: str, service: str,
+               service_version: str, platform: str, include_deprecated: bool) -> Selection:
+    return Selection(backend.value if backend else "", backend_version, variant, service, service_version, platform,
+                     include_deprecated)
+
+
+def _project() -> Project:
+    return load_project()
+
+
+def _fail(e: UserError) -> Exception:
+    """User mistakes surface as one clear message: the SDK reports a FunctionError without a traceback."""
+    return FunctionError(str(e))
+
+
+@object_type
+class Runner:
+    """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
+
+    source_url: Annotated[str, Doc("org.opencontainers.image.source of the images")] = "https://github.com/gpustack/runner"
+    revision: Annotated[str, Doc("org.opencontainers.image.revision: the recipe commit")] = ""
+
+    @function
+    def matrix(
+        self,
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service, e.g. vllm")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix (12.8)")] = "",
+        variant: Annotated[str, Doc("backend variant, e.g. 910b")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        platform: Annotated[str, Doc("only this platform, e.g. linux/arm64")] = "",
+        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+        format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE,
+    ) -> str:
+        """The selected targets as a table, as JSON, or as a CI fan-out matrix (one job per target and platform)."""
+        from runner import ci_matrix
+        from runner.cli import target_json
+
+        targets = self._targets(backend, backend_version, variant, service, service_version, platform, include_deprecated)
+        if format == MatrixFormat.JSON:
+            return json.dumps([target_json(t) for t in targets], indent=1)
+        if format == MatrixFormat.GITHUB:
+            return json.dumps(ci_matrix.github(targets))
+        if format == MatrixFormat.GITLAB:
+            return json.dumps(ci_matrix.gitlab(targets))
+        return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
+
+    @function
+    def plan(
+        self,
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+    ) -> str:
+        """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count."""
+        from runner.plan import make_plan
+
+        project = _project()
+        targets = self._targets(backend, backend_version, "", service, service_version, "", include_deprecated, project)
+        return json.dumps(make_plan(targets, project.recipes).to_json(), indent=1)
+
+    @function
+    def dockerfile(
+        self,
+        tag: Annotated[str, Doc("target tag, e.g. cuda12.8-vllm0.14.1")],
+        platform: Annotated[str, Doc("platform; default: the target's first")] = "",
+        form: Annotated[DockerfileForm, Doc("heredoc or compat")] = DockerfileForm.HEREDOC,
+    ) -> str:
+        """One target's stages rendered as a multi-stage Dockerfile (seed 000's convention)."""
+        from runner.dockerfile import render
+
+        return render(self._leaf_stage(tag, platform), form.value).text
+
+    @function
+    def base(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+        """The vendor base image of a target on one platform."""
+        return self._stage_container(tag, platform, "base")
+
+    @function
+    def runtime(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+        """The shared runtime stage of a target on one platform, for cache-warm iteration (try `terminal`)."""
+        return self._stage_container(tag, platform, "runtime")
+
+    @function
+    def service(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+        """The finished service image of a target on one platform, unpublished."""
+        return self._stage_container(tag, platform, "service")
+
+    @function(cache="never")
+    async def build(
+        self,
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service, e.g. vllm")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
+        variant: Annotated[str, Doc("backend variant, e.g. 910b")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        platform: Annotated[str, Doc("only this platform, e.g. linux/amd64")] = "",
+        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+        concurrency: Annotated[int, Doc("images built and tested at once")] = 4,
+    ) -> Build:
+        """Build every selected target on each of its platforms, sharing stages, then smoke-test each image."""
+        from runner.build_object import run_build
+
+        selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
+        return await run_build(self, selection, concurrency)
+
+    @function(cache="never")
+    async def discard(
+        self,
+        registry: Annotated[str, Doc("registry host, e.g. docker.io")],
+        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
+        username: Annotated[str, Doc("registry user")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+    ) -> dagger.File:
+        """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog."""
+        from runner.build_object import registry_ops
+
+        selection = _selection(backend, backend_version, "", service, service_version, "", True)
+        return await registry_ops("discard", self, selection, registry, namespace, username, password, catalog)
+
+    @function(cache="never")
+    async def prune(
+        self,
+        registry: Annotated[str, Doc("registry host")],
+        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
+        username: Annotated[str, Doc("registry user")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        intermediates: Annotated[bool, Doc("also delete -dev and single-arch tags of promoted targets")] = False,
+        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+    ) -> dagger.File:
+        """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
+        from runner.build_object import registry_ops
+
+        return await registry_ops("prune", self, Selection(), registry, namespace, username, password, catalog,
+                                  intermediates=intermediates)
+
+    # helpers (not Dagger functions)
+
+    def _targets(self, backend, backend_version, variant, service, service_version, platform, include_deprecated,
+                 project: Project | None = None):
+        project = project or _project()
+        selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
+        try:
+            targets = project.select(selection)
+        except UserError as e:
+            raise _fail(e) from None
+        if not targets:
+            raise _fail(UserError(f"the filters select no target ({selection.describe()})",
+                                  hint="run `dagger call matrix` to see what there is"))
+        return targets
+
+    def _leaf_stage(self, tag: str, platform: str):
+        from runner.cli import _target_of
+        from runner.plan import compose
+
+        project = _project()
+        try:
+            parsed = project.parser.parse(tag)
+            t = _target_of(project, parsed)
+            platform = platform or parsed.platform or t.platforms[0]
+            if platform not in t.platforms:
+                raise UserError(f"{t.tag} is not built for this platform", value=platform, allowed=t.platforms)
+            return compose(project.recipes[t.backend], t, platform)
+        except UserError as e:
+            raise _fail(e) from None
+
+    def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
+        from runner.engines.dagger_engine import StageContainers
+
+        leaf = self._leaf_stage(tag, platform)
+        stage = next(s for s in reversed(leaf.chain()) if s.kind == kind)
+        return StageContainers(self.build_info()).container(stage)
+
+    def build_info(self) -> dict[str, str]:
+        import datetime
+
+        return {"source": self.source_url, "revision": self.revision,
+                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+from runner.build_object import Build  # noqa: E402  (Build refers back to Runner's helpers)
+
+__all__ = ["Backend", "Build", "DockerfileForm", "MatrixFormat", "Runner"]
