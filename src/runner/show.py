@@ -57,3 +57,40 @@ def plan_tree(plan) -> Tree:
 
     add(root, None)
     return root
+
+
+def report_table(result: dict) -> Table:
+    """The build report for people: one row per target and platform."""
+    table = Table(title="runner build report")
+    for col in ("tag", "platform", "seconds", "size", "smoke", "published"):
+        table.add_column(col)
+    published = {p["tag"]: p for p in result.get("published", [])}
+    for r in result["images"]:
+        pub = published.get(r["tag"])
+        state = "[green]passed[/]" if r["smoke"]["passed"] else "[red]" + (
+            "build failed" if r["error"] else "failed: " + ", ".join(r["smoke"]["failed"])) + "[/]"
+        pub_text = "" if pub is None else (f"[dim]skipped[/]" if pub["skipped"] else pub["digest"][:19])
+        table.add_row(r["tag"], r["platform"], f"{r['build_seconds']:.1f}", f"{r['size'] / 1e6:.1f} MB", state, pub_text)
+    return table
+
+
+def progress_bar(total: int):
+    """A rich progress bar; the context gives a callback to call as each image finishes."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=False) as progress:
+            task = progress.add_task("building and smoke-testing", total=total)
+
+            def advance(built) -> None:
+                state = "passed" if built.passed else "FAILED"
+                progress.console.print(f"{built.target.tag} {built.platform}: {state} in {built.seconds:.1f}s")
+                progress.advance(task)
+
+            yield advance
+
+    return bar()

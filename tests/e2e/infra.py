@@ -1,0 +1,256 @@
+"""What the end-to-end tests (and bench/e2e_build.py) start and stop: a Docker daemon with its data
+under a temp dir, a registry with a password on a free 127.0.0.1 port, a package index for the
+fixture, and busybox-static base images for amd64 and arm64 (arm64 runs through qemu-user-static).
+Everything lives under one temp dir and is removed, mounts included, when the session ends."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "e2e"
+DOCKER = "/usr/bin/docker"
+TOOLS = {"dockerd": "docker.io", DOCKER: "docker.io", "docker-registry": "docker-registry", "skopeo": "skopeo",
+         "qemu-aarch64-static": "qemu-user-static", "busybox": "busybox-static", "htpasswd": "apache2-utils",
+         "dpkg-deb": "dpkg", "apt-get": "apt", "/usr/bin/tini-static": "tini"}
+APPLETS = ("sh", "ash", "cat", "echo", "ls", "mkdir", "rm", "ln", "tar", "gzip", "gunzip", "wget", "patch", "grep",
+           "sed", "test", "[", "printenv", "base64", "chmod", "env", "head", "tail", "true", "false", "printf", "uname",
+           "sleep", "id", "cp", "mv", "touch", "find", "xargs", "tr", "cut", "sort", "wc", "which")
+ECHO_SERVE = """#!/bin/sh
+VERSION=$(cat /opt/echo/VERSION)
+case "$1" in
+  --version) echo "echo-serve $VERSION" ;;
+  greet) echo "${GREETING:-hello}" ;;
+  serve) if [ "$2" = --help ]; then echo "usage: echo-serve serve MODEL [--host H] [--port P] [--served-model-name N]"; else echo serving; fi ;;
+  *) echo "usage: echo-serve --version | serve | greet" >&2; exit 2 ;;
+esac
+"""
+
+
+def missing_tools() -> list[str]:
+    """Debian packages to install for the end-to-end tests (empty when all are here)."""
+    need = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
+    if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        need.append("binfmt_misc with qemu-aarch64 registered (qemu-user-static, binfmt-support)")
+    return need
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+@dataclass
+class Environment:
+    """The running services and the environment `runner` needs to use them."""
+
+    root: Path
+    registry: str = ""
+    username: str = "runner-ci"
+    password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
+    index: str = ""
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.root}/d.sock"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for runner processes: the daemon, the package index, a private cache."""
+        return {**os.environ, "DOCKER_HOST": self.docker_host, "RUNNER_FIXTURE_INDEX": self.index,
+                "RUNNER_CACHE_DIR": str(self.root / "runner-cache"), "REGISTRY_USERNAME": self.username, **extra}
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([DOCKER, *args], env=self.env(), capture_output=True, text=True, check=check)
+
+    def skopeo(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        auth = self.root / "skopeo-auth.json"
+        if not auth.exists():
+            import base64
+            import json
+
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            auth.write_text(json.dumps({"auths": {self.registry: {"auth": token}}}))
+        return subprocess.run(["skopeo", *args[:1], f"--authfile={auth}", *args[1:]], capture_output=True, text=True,
+                              check=check)
+
+    def runner(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        """Run the runner CLI on the fixture, the password only in the environment."""
+        cmd = [sys.executable, "-m", "runner", *args]
+        return subprocess.run(cmd, env=self.env(REGISTRY_PASSWORD=self.password, **extra_env), capture_output=True,
+                              text=True, cwd=self.root / "project")
+
+
+def start(root: Path | None = None) -> Environment:
+    """Start everything; call stop() whatever happens."""
+    root = root or Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp"))  # short: unix socket paths are limited
+    e = Environment(root)
+    try:
+        shutil.copytree(FIXTURE, root / "project")
+        _start_index(e)
+        _start_dockerd(e)
+        _import_bases(e)
+        _start_registry(e)
+    except BaseException:
+        stop(e)
+        raise
+    return e
+
+
+def stop(e: Environment) -> None:
+    """Stop every process, unmount what the daemon left mounted, and remove the temp dir."""
+    for p in reversed(e.procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    for mount in reversed(_mounts_under(e.root)):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    shutil.rmtree(e.root, ignore_errors=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(str(root))]
+
+
+def _start_dockerd(e: Environment) -> None:
+    log = open(e.root / "dockerd.log", "w")
+    e.procs.append(subprocess.Popen(
+        ["dockerd", f"--data-root={e.root}/data", f"--exec-root={e.root}/x", f"--pidfile={e.root}/dockerd.pid",
+         f"--host={e.docker_host}", "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    wait_for(lambda: e.docker("version", check=False).returncode == 0, "dockerd")
+
+
+def _start_registry(e: Environment) -> None:
+    port = free_port()
+    e.registry = f"127.0.0.1:{port}"
+    htpasswd = subprocess.run(["htpasswd", "-niB", e.username], input=e.password, capture_output=True, text=True,
+                              check=True).stdout
+    (e.root / "htpasswd").write_text(htpasswd)
+    (e.root / "registry.yml").write_text(f"""version: 0.1
+log: {{level: warn}}
+storage:
+  filesystem: {{rootdirectory: {e.root}/registry}}
+  delete: {{enabled: true}}
+http: {{addr: "127.0.0.1:{port}"}}
+auth:
+  htpasswd: {{realm: runner-e2e, path: {e.root}/htpasswd}}
+""")
+    log = open(e.root / "registry.log", "w")
+    e.procs.append(subprocess.Popen(["docker-registry", "serve", str(e.root / "registry.yml")], stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True))
+    wait_for(lambda: _port_open(port), "the registry")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tar_gz(files: dict[str, tuple[str, int]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, (text, mode) in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _start_index(e: Environment) -> None:
+    """The fixture's package index: a toolkit, and echo-serve per version and arch."""
+    pkgs = e.root / "index"
+    pkgs.mkdir()
+    (pkgs / "demotool-1.0.tar.gz").write_bytes(_tar_gz({"bin/demotool": ("#!/bin/sh\necho 'demotool 1.0'\n", 0o755)}))
+    for version in ("0.1.0", "0.2.0", "0.3.0"):
+        for arch in ("amd64", "arm64"):
+            reported = "0.2.9" if (version, arch) == ("0.3.0", "arm64") else version  # the deliberate breakage
+            (pkgs / f"echo-{version}-{arch}.tar.gz").write_bytes(
+                _tar_gz({"bin/echo-serve": (ECHO_SERVE, 0o755), "VERSION": (reported + "\n", 0o644)}))
+    port = free_port()
+    e.index = f"http://127.0.0.1:{port}"
+    e.procs.append(subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                     str(pkgs), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True))
+    wait_for(lambda: _port_open(port), "the package index")
+
+
+def _debs(e: Environment) -> Path:
+    """busybox-static and tini for arm64 from Debian's archive (the machine must know arm64)."""
+    out = e.root / "debs"
+    out.mkdir()
+    subprocess.run(["apt-get", "download", "busybox-static:arm64", "tini:arm64"], cwd=out, check=True,
+                   capture_output=True)
+    root = out / "root"
+    for deb in out.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    return root
+
+
+def _rootfs(busybox: Path, tini: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "usr/bin", "usr/local/bin", "etc", "tmp", "root", "var/cache", "opt", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        tar.add(tini, "usr/bin/tini")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        # the recipes' SHELL is bash; busybox ash takes the same -eo pipefail -c
+        bash = b"#!/bin/sh\nexec /bin/sh \"$@\"\n"
+        info = tarfile.TarInfo("bin/bash")
+        info.size, info.mode = len(bash), 0o755
+        tar.addfile(info, io.BytesIO(bash))
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return buf.getvalue()
+
+
+def _import_bases(e: Environment) -> None:
+    arm = _debs(e)
+    sources = {"amd64": (Path(shutil.which("busybox") or "/bin/busybox"), Path("/usr/bin/tini-static")),
+               "arm64": (arm / "bin/busybox", arm / "usr/bin/tini-static")}
+    for arch, (busybox, tini) in sources.items():
+        if not tini.exists():
+            raise RuntimeError(f"{tini} missing: install Debian's tini package")
+        # FROM scratch + ADD (no RUN, no pull) gives an image whose config names its platform, which
+        # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons
+        ctx = e.root / f"base-{arch}"
+        ctx.mkdir()
+        (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini))
+        (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+        subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/demo-base:1.0.0-{arch}",
+                        str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)
