@@ -35,6 +35,25 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
 
 
+def build_info(root: Path, source: str, revision: str) -> dict[str, str]:
+    """OCI source, revision and created. created is $SOURCE_DATE_EPOCH, else the recipe commit's time,
+    else now: the same commit gives the same labels, so rebuilding and republishing change nothing."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    if epoch := os.environ.get("SOURCE_DATE_EPOCH"):
+        when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    elif stamp := git("log", "-1", "--format=%ct"):
+        when = datetime.datetime.fromtimestamp(int(stamp), datetime.timezone.utc)
+    else:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    return {"source": source, "revision": revision or git("rev-parse", "HEAD"),
+            "created": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def _password(a: argparse.Namespace) -> str:
     password = os.environ.get(a.password_env, "")
     if not password or not a.username:
@@ -56,8 +75,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
 
     project, targets = _selected(a)
     plan = make_plan(targets, project.recipes)
-    info = {"source": a.source_url, "revision": a.revision,
-            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    info = build_info(project.matrix_path.parent, a.source_url, a.revision)
     with docker_session() as docker:
         if publish:
             await docker.login(a.registry, a.username, _password(a))

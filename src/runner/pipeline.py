@@ -196,7 +196,7 @@ async def discard(targets: Sequence[Target], registry: Registry, image_of: Calla
                 removed.append(ref)
     if catalog_file:
         images = {image_of(t.tag) for t in targets}
-        _update_catalog(catalog_file, drop=lambda r: r.docker_image in images)
+        _update_catalog(catalog_file, drop=lambda r: any(same_image(r.docker_image, ref) for ref in images))
     return removed
 
 
@@ -221,8 +221,14 @@ async def prune(repository: str, registry: Registry, known_tags: set[str], parse
         await registry.delete(f"{repository}:{tag}")
     if catalog_file:
         gone = {f"{repository}:{t}" for t in doomed}
-        _update_catalog(catalog_file, drop=lambda r: r.docker_image in gone or r.docker_image.split("/", 1)[-1] in gone)
+        _update_catalog(catalog_file, drop=lambda r: any(same_image(r.docker_image, ref) for ref in gone))
     return doomed
+
+
+def same_image(catalog_image: str, ref: str) -> bool:
+    """Whether a catalog's image (namespace/repository:tag, no registry) names the same image as a
+    full reference with its registry."""
+    return ref == catalog_image or ref.endswith("/" + catalog_image)
 
 
 def _update_catalog(path: Path, add: Sequence = (), drop: Callable | None = None) -> None:

@@ -98,7 +98,7 @@ class Environment:
     def runner(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
         """Run the runner CLI on the fixture, the password only in the environment."""
         cmd = [sys.executable, "-m", "runner", *args]
-        return subprocess.run(cmd, env=self.env(REGISTRY_PASSWORD=self.password, **extra_env), capture_output=True,
+        return subprocess.run(cmd, env=self.env(**{"REGISTRY_PASSWORD": self.password, **extra_env}), capture_output=True,
                               text=True, cwd=self.root / "project")
 
 
@@ -108,6 +108,9 @@ def start(root: Path | None = None) -> Environment:
     e = Environment(root)
     try:
         shutil.copytree(FIXTURE, root / "project")
+        git = ["git", "-C", str(root / "project"), "-c", "user.name=e2e", "-c", "user.email=e2e@localhost"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fixture"]):  # a recipe commit, as in a checkout
+            subprocess.run(git + args, check=True, capture_output=True)
         _start_index(e)
         _start_dockerd(e)
         _import_bases(e)

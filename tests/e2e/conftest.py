@@ -1,0 +1,28 @@
+"""End-to-end fixtures: one real Docker daemon, registry and package index for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.e2e import infra
+
+
+@pytest.fixture(scope="session")
+def e2e():
+    missing = infra.missing_tools()
+    if os.geteuid() != 0:
+        missing.append("root (dockerd must run as root)")
+    if missing:
+        message = ("end-to-end tests need: " + ", ".join(missing) +
+                   "; install with `apt-get install docker.io docker-registry skopeo qemu-user-static binfmt-support "
+                   "busybox-static tini apache2-utils` and `dpkg --add-architecture arm64 && apt-get update` (.ci/run does this)")
+        if os.environ.get("RUNNER_E2E_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    env = infra.start()
+    try:
+        yield env
+    finally:
+        infra.stop(env)

@@ -1,0 +1,177 @@
+"""The release flow on a real BuildKit and registry: build, smoke, publish, promote, prune, discard.
+
+The tests run in file order on one daemon and registry: each step starts from what the previous left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from runner.plan import make_plan
+from runner.project import load_project
+from runner.stages import File, Run
+
+pytestmark = pytest.mark.e2e
+
+TAGS = ("demo1.0-echo0.1.0", "demo1.0-echo0.2.0")  # good on both platforms
+BROKEN = "demo1.0-echo0.3.0"  # its arm64 package reports the wrong version
+
+
+def _distinct_run_steps(e) -> int:
+    project = load_project(e.root / "project" / "matrix.yaml")
+    plan = make_plan(project.targets, project.recipes)
+    return sum(isinstance(s, (Run, File)) for stage in plan.stages for s in stage.steps)  # each renders one RUN
+
+
+def _report(e, name: str) -> dict:
+    return json.loads((e.root / name).read_text())
+
+
+def _reg(e) -> list[str]:
+    return ["--registry", e.registry, "--insecure", "--catalog", str(e.root / "catalog.json")]
+
+
+def _tags(e) -> list[str]:
+    out = e.skopeo("list-tags", "--tls-verify=false", f"docker://{e.registry}/e2e/runner", check=False)
+    return json.loads(out.stdout).get("Tags") or [] if out.returncode == 0 else []
+
+
+def _raw(e, tag: str) -> tuple[dict, str]:
+    import hashlib
+
+    out = e.skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{e.registry}/e2e/runner:{tag}")
+    return json.loads(out.stdout), "sha256:" + hashlib.sha256(out.stdout.encode()).hexdigest()
+
+
+def test_cold_build_executes_each_distinct_step_once_and_smoke_tests_every_image(e2e):
+    r = e2e.runner("build", "--report", str(e2e.root / "cold.json"))
+    assert r.returncode == 1, r.stderr  # the broken target fails its smoke tests
+    report = _report(e2e, "cold.json")
+    assert report["steps"]["executed"] == _distinct_run_steps(e2e)
+    assert report["steps"]["cached"] > 0  # shared runtime steps were reused by the other services
+    by = {(i["tag"], i["platform"]): i for i in report["images"]}
+    assert len(by) == 6
+    for tag in TAGS + (BROKEN,):
+        assert by[(tag, "linux/amd64")]["smoke"]["passed"], by[(tag, "linux/amd64")]
+    assert by[(TAGS[0], "linux/arm64")]["smoke"]["passed"]
+    broken = by[(BROKEN, "linux/arm64")]
+    assert not broken["smoke"]["passed"] and broken["smoke"]["failed"] == ["version"]
+    check = next(c for c in broken["smoke"]["checks"] if c["name"] == "version")
+    assert "echo-serve 0.2.9" in check["excerpt"] and "does not match" in check["reason"]
+    assert f"{BROKEN} on linux/arm64: smoke checks failed: version" in r.stderr
+    names = {c["name"] for c in by[(TAGS[0], "linux/amd64")]["smoke"]["checks"]}
+    assert {"entrypoint", "tini", "version", "consumer-flags", "patched", "environment", "no-package-manager-cache"} <= names
+
+
+def test_warm_rebuild_executes_no_step(e2e):
+    r = e2e.runner("build", "--report", str(e2e.root / "warm.json"))
+    steps = _report(e2e, "warm.json")["steps"]
+    assert steps["executed"] == 0 and steps["cached"] == _report(e2e, "cold.json")["steps"]["executed"] + \
+        _report(e2e, "cold.json")["steps"]["cached"], r.stderr
+
+
+def test_images_carry_labels_and_no_cache_bytes(e2e):
+    labels = json.loads(e2e.docker("image", "inspect", "--format", "{{json .Config.Labels}}",
+                                   f"runner-build/{TAGS[0]}:linux-arm64").stdout)
+    assert labels["org.opencontainers.image.version"] == TAGS[0]
+    assert labels["io.gpustack.runner.service-version"] == "0.1.0" and labels["org.opencontainers.image.created"]
+    out = e2e.docker("run", "--rm", "--network", "none", f"runner-build/{TAGS[0]}:linux-amd64", "sh", "-c",
+                     "ls -A /var/cache/fixture | wc -l")
+    assert out.stdout.strip() == "0"
+
+
+class ArgvWatcher(threading.Thread):
+    """Scans every process's argv while a command runs, for the registry password."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(daemon=True)
+        self.secret, self.seen, self.scans = secret.encode(), [], 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if self.secret in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        self.seen.append(pid)
+                except OSError:
+                    pass  # the process ended between listing and reading
+            self.scans += 1
+
+
+def test_publish_pushes_single_arch_tags_and_dev_indexes_of_passing_tags_only(e2e):
+    watcher = ArgvWatcher(e2e.password)
+    watcher.start()
+    try:
+        r = e2e.runner("publish", "--registry", e2e.registry, "--report", str(e2e.root / "publish.json"))
+    finally:
+        watcher.done.set()
+        watcher.join()
+    assert r.returncode == 1  # the broken tag is reported
+    assert watcher.scans > 0 and watcher.seen == []
+    tags = set(_tags(e2e))
+    for tag in TAGS:
+        assert {f"{tag}-linux-amd64", f"{tag}-linux-arm64", f"{tag}-dev"} <= tags
+        index, _ = _raw(e2e, f"{tag}-dev")
+        platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"])
+        assert platforms == ["linux/amd64", "linux/arm64"]
+    assert not [t for t in tags if t.startswith(BROKEN)]  # amd64 passed, but the tag publishes nothing
+    published = {p["tag"]: p for p in _report(e2e, "publish.json")["published"]}
+    assert "linux/arm64: version" in published[BROKEN]["skipped"]
+    assert published[TAGS[0]]["digest"] == _raw(e2e, f"{TAGS[0]}-dev")[1]
+    # the password is in no log, report or image
+    texts = [r.stdout, r.stderr, (e2e.root / "publish.json").read_text(), (e2e.root / "dockerd.log").read_text()]
+    for tag in TAGS:
+        texts.append(e2e.docker("history", "--no-trunc", f"runner-build/{tag}:linux-amd64").stdout)
+        texts.append(e2e.docker("image", "inspect", f"runner-build/{tag}:linux-amd64").stdout)
+    assert not [t for t in texts if e2e.password in t]
+
+
+def test_promote_points_final_tags_at_the_tested_index_and_is_idempotent(e2e):
+    r = e2e.runner("promote", *_reg(e2e))
+    assert r.returncode == 1 and "demo1.0-echo0.3.0-dev is not published" in r.stdout  # nothing to promote there
+    first = {p["tag"]: p for p in json.loads(r.stdout)}
+    for tag in TAGS:
+        assert first[tag]["changed"] and _raw(e2e, tag)[1] == _raw(e2e, f"{tag}-dev")[1] == first[tag]["digest"]
+    catalog = json.loads((e2e.root / "catalog.json").read_text())
+    assert sorted({(c["docker_image"], c["platform"]) for c in catalog}) == sorted(
+        (f"e2e/runner:{t}", p) for t in TAGS for p in ("linux/amd64", "linux/arm64"))
+    # publishing and promoting again changes nothing
+    before = {t: _raw(e2e, t)[1] for t in _tags(e2e)}
+    e2e.runner("publish", "--registry", e2e.registry)
+    again = {p["tag"]: p for p in json.loads(e2e.runner("promote", *_reg(e2e)).stdout)}
+    assert not any(again[t]["changed"] for t in TAGS)
+    assert {t: _raw(e2e, t)[1] for t in _tags(e2e)} == before
+
+
+def test_prune_removes_strays_and_intermediates_but_keeps_final_tags(e2e):
+    stray = f"{e2e.registry}/e2e/runner:demo1.0-echo0.0.9"  # a version the matrix no longer has
+    e2e.skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--all",
+               f"docker://{e2e.registry}/e2e/runner:{TAGS[0]}", f"docker://{stray}")
+    e2e.skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--all",
+               f"docker://{e2e.registry}/e2e/runner:{TAGS[0]}", f"docker://{e2e.registry}/e2e/runner:not-a-runner-tag")
+    final_digests = {t: _raw(e2e, t)[1] for t in TAGS}
+    r = e2e.runner("prune", *_reg(e2e))
+    assert r.returncode == 0 and json.loads(r.stdout)["deleted"] == ["demo1.0-echo0.0.9"]
+    r = e2e.runner("prune", *_reg(e2e), "--intermediates")
+    assert r.returncode == 0, r.stderr
+    assert sorted(_tags(e2e)) == sorted([*TAGS, "not-a-runner-tag"])
+    assert {t: _raw(e2e, t)[1] for t in TAGS} == final_digests  # final tags survive their -dev twins
+
+
+def test_discard_removes_a_targets_tags_and_its_catalog_records(e2e):
+    r = e2e.runner("discard", *_reg(e2e), "--service-version", "0.1.0")
+    assert r.returncode == 0, r.stderr
+    assert TAGS[0] not in _tags(e2e) and TAGS[1] in _tags(e2e)
+    catalog = json.loads((e2e.root / "catalog.json").read_text())
+    assert {c["docker_image"] for c in catalog} == {f"e2e/runner:{TAGS[1]}"}
+
+
+def test_wrong_password_is_a_clear_error(e2e):
+    r = e2e.runner("promote", *_reg(e2e), REGISTRY_PASSWORD="wrong")
+    assert r.returncode == 2 and "login to" in r.stderr and "Traceback" not in r.stderr
