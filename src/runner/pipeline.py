@@ -111,9 +111,10 @@ async def smoke(engine: Builder, b: Built, pack: Path) -> list[CheckResult]:
     entry = await engine.entrypoint(b.handle)
     ok = entry[:1] in (["tini"], ["/usr/bin/tini"]) and entry[1:] == ["--"]
     out.append(CheckResult("entrypoint", ok, 0, "" if ok else "entrypoint is not tini --", " ".join(entry)))
-    for check in checks_for(pack, b.target, b.leaf.stage):
-        code, output = await engine.run_check(b.handle, check)
-        out.append(check.judge(code, output))
+    checks = checks_for(pack, b.target, b.leaf.stage)
+    batch = getattr(engine, "run_checks", None)  # engines that can run all checks in one container
+    runs = await batch(b.handle, checks) if batch else [await engine.run_check(b.handle, c) for c in checks]
+    out += [check.judge(code, output) for check, (code, output) in zip(checks, runs)]
     return out
 
 
