@@ -81,13 +81,14 @@ class Build:
         password: Annotated[dagger.Secret, Doc("registry password or token, e.g. env://REGISTRY_PASSWORD")],
         namespace: Annotated[str, Doc("image namespace")] = "gpustack",
         repository: Annotated[str, Doc("image repository")] = "runner",
+        single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job makes the indexes")] = False,
     ) -> str:
         """Push single-arch images and multi-arch -dev indexes; a tag whose platforms did not all pass publishes nothing."""
         project, plan = _plan(self.selection)
         built = self._built(plan)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
         image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
-        pubs = await pipeline.publish(built, builder, image_of)
+        pubs = await pipeline.publish(built, builder, image_of, index=not single_arch_only)
         return json.dumps(pipeline.report(built, pubs)["published"], indent=1)
 
     @function(cache="never")
@@ -102,12 +103,9 @@ class Build:
         insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
     ) -> dagger.File:
         """Copy each tested -dev index to its final tag by digest (no rebuild); returns the updated catalog."""
-        project, plan = _plan(self.selection)
+        _, plan = _plan(self.selection)
         targets = list(dict.fromkeys(leaf.target for leaf in plan.leaves))
-        regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
-        image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
-        return await _with_catalog(catalog, lambda path: pipeline.promote(
-            targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
+        return await promote_targets(targets, registry, username, password, namespace, repository, catalog, insecure)
 
     def _built(self, plan) -> list[pipeline.Built]:
         by_key = {(r["tag"], r["platform"]): r for r in json.loads(self.results)["images"]}
@@ -118,6 +116,25 @@ class Build:
             b.checks = [pipeline.CheckResult(**c) for c in r["smoke"]["checks"]]
             built.append(b)
         return built
+
+
+async def promote_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
+                          repository: str, catalog: dagger.File | None, insecure: bool) -> dagger.File:
+    """pipeline.promote through skopeo in a container; the updated catalog comes back as a File."""
+    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
+    image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
+    return await _with_catalog(catalog, lambda path: pipeline.promote(
+        targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
+
+
+async def merge_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
+                        repository: str, insecure: bool) -> str:
+    """pipeline.merge: -dev indexes from single-arch tags pushed by per-platform jobs."""
+    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
+    builder = DaggerBuilder(StageContainers(), registry, username, password)
+    image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
+    pubs = await pipeline.merge(targets, builder, regops, image_of)
+    return json.dumps([{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "skipped": p.skipped} for p in pubs], indent=1)
 
 
 async def run_build(runner: Runner, selection: Selection, concurrency: int) -> Build:

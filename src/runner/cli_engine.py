@@ -83,7 +83,8 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         try:
             with progress_bar(len(plan.leaves)) as advance:
                 built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance)
-            pubs = await pipeline.publish(built, builder, _image_of(project, a)[0]) if publish else []
+            pubs = await pipeline.publish(built, builder, _image_of(project, a)[0], index=not a.single_arch) \
+                if publish else []
         finally:
             builder.close()
     result = pipeline.report(built, pubs)
@@ -119,6 +120,16 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
             print(json.dumps({"deleted": done}, indent=1))
             return 0
         _, targets = _selected(a)
+        if op == "merge":
+            from runner.engines.docker_engine import DockerBuilder
+
+            builder = DockerBuilder(docker, {})
+            try:
+                pubs = await pipeline.merge(targets, builder, regops, image_of)
+            finally:
+                builder.close()
+            print(json.dumps([vars(p) for p in pubs], indent=1))
+            return 1 if any(p.skipped for p in pubs) else 0
         if op == "discard":
             print(json.dumps({"deleted": await pipeline.discard(targets, regops, image_of, a.catalog)}, indent=1))
             return 0
@@ -140,9 +151,11 @@ def add_commands(sub, selection_args) -> None:
     selection_args(p)
     _build_args(p)
     _registry_args(p)
+    p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
     p.set_defaults(func=lambda a: _exit(a, anyio.run(_build, a, True)))
 
-    for op, text in (("promote", "copy each tested -dev index to its final tag by digest, no rebuild"),
+    for op, text in (("merge", "assemble -dev indexes from single-arch tags, for tags whose platforms all passed"),
+                     ("promote", "copy each tested -dev index to its final tag by digest, no rebuild"),
                      ("discard", "delete every tag of the selected targets and drop them from the catalog")):
         p = sub.add_parser(op, help=text)
         selection_args(p)

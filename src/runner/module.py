@@ -206,6 +206,46 @@ class Runner:
         return await registry_ops("prune", self, Selection(), registry, namespace, username, password, catalog,
                                   intermediates=intermediates)
 
+    @function(cache="never")
+    async def merge(
+        self,
+        registry: Annotated[str, Doc("registry host")],
+        username: Annotated[str, Doc("registry user")],
+        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+    ) -> str:
+        """Assemble -dev indexes from single-arch tags pushed by per-platform CI jobs, for tags whose platforms all passed."""
+        from runner.build_object import merge_targets
+
+        targets = self._targets(backend, backend_version, "", service, service_version, "", False)
+        return await merge_targets(targets, registry, username, password, namespace, _project().repository, insecure)
+
+    @function(cache="never")
+    async def promote(
+        self,
+        registry: Annotated[str, Doc("registry host")],
+        username: Annotated[str, Doc("registry user")],
+        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
+        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        backend: Annotated[Backend | None, Doc("only this backend")] = None,
+        service: Annotated[str, Doc("only this service")] = "",
+        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
+        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
+        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+    ) -> dagger.File:
+        """Copy each tested -dev index to its final tag by digest, without building; returns the updated catalog."""
+        from runner.build_object import promote_targets
+
+        targets = self._targets(backend, backend_version, "", service, service_version, "", False)
+        return await promote_targets(targets, registry, username, password, namespace, _project().repository,
+                                     catalog, insecure)
+
     # helpers (not Dagger functions)
 
     def _targets(self, backend, backend_version, variant, service, service_version, platform, include_deprecated,

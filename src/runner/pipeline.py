@@ -34,6 +34,7 @@ class Builder(Protocol):
     async def entrypoint(self, handle: Any) -> list[str]: ...
     async def push(self, handle: Any, ref: str) -> str: ...  # digest
     async def push_index(self, ref: str, images: Sequence[Built]) -> str: ...  # digest of the index
+    async def from_ref(self, ref: str, platform: str) -> Any: ...  # a handle for an already pushed image
 
 
 class Registry(Protocol):
@@ -129,9 +130,12 @@ class Publication:
     skipped: str = ""  # why nothing was published
 
 
-async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[str], str]) -> list[Publication]:
+async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[str], str],
+                  index: bool = True) -> list[Publication]:
     """Push single-arch images and the multi-arch -dev index of every tag whose platforms all built and
-    passed their smoke tests. A tag with any failed platform publishes nothing at all."""
+    passed their smoke tests. A tag with any failed platform publishes nothing at all. Without
+    `index` (CI fan-out: one job per platform) only the single-arch images are pushed; `merge` then
+    assembles the indexes."""
     by_tag: dict[str, list[Built]] = {}
     for b in built:
         by_tag.setdefault(b.target.tag, []).append(b)
@@ -139,7 +143,7 @@ async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[s
     for tag, images in by_tag.items():
         pub = Publication(tag)
         pubs.append(pub)
-        wanted = set(images[0].target.platforms)
+        wanted = set(images[0].target.platforms) if index else {b.platform for b in images}
         bad = [f"{b.platform}: {b.error or ', '.join(c.name for c in b.checks if not c.passed) or 'no checks ran'}"
                for b in images if not b.passed]
         missing = wanted - {b.platform for b in images}
@@ -149,8 +153,35 @@ async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[s
         for b in images:
             b.digest = await engine.push(b.handle, image_of(format_tag(b.target, b.platform)))
             pub.platforms[b.platform] = b.digest
-        pub.dev_ref = image_of(format_tag(images[0].target, dev=True))
-        pub.digest = await engine.push_index(pub.dev_ref, images)
+        if index:
+            pub.dev_ref = image_of(format_tag(images[0].target, dev=True))
+            pub.digest = await engine.push_index(pub.dev_ref, images)
+    return pubs
+
+
+async def merge(targets: Sequence[Target], engine: Builder, registry: Registry,
+                image_of: Callable[[str], str]) -> list[Publication]:
+    """Assemble each target's -dev index from its single-arch tags, only when every platform's tag is
+    there (each was pushed by a job whose build and smoke tests passed)."""
+    from runner.plan import Leaf
+
+    pubs = []
+    for t in targets:
+        pub = Publication(t.tag)
+        pubs.append(pub)
+        images = []
+        for platform in t.platforms:
+            ref = image_of(format_tag(t, platform))
+            digest = await registry.digest(ref)
+            if digest is None:
+                pub.skipped = f"{ref} is missing: its build or smoke tests did not pass"
+                break
+            handle = await engine.from_ref(f"{ref.rsplit(':', 1)[0]}@{digest}", platform)
+            images.append(Built(Leaf(t, platform, None), handle, digest=digest))  # type: ignore[arg-type]
+            pub.platforms[platform] = digest
+        if not pub.skipped:
+            pub.dev_ref = image_of(format_tag(t, dev=True))
+            pub.digest = await engine.push_index(pub.dev_ref, images)
     return pubs
 
 

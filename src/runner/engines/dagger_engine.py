@@ -116,6 +116,10 @@ class DaggerBuilder:
         return (await self._auth(dag.container()).publish(ref, platform_variants=variants)).rsplit("@", 1)[-1]
 
 
+    async def from_ref(self, ref: str, platform: str) -> dagger.Container:
+        return self._auth(dag.container(platform=dagger.Platform(platform))).from_(ref)
+
+
 def skopeo_runner(password: dagger.Secret | None, registry: str, username: str, insecure: bool):
     """A skopeo Run for runner.registry.Skopeo that runs in a pinned skopeo container; the auth file
     is built from the secret inside the container, so the password never appears as plain text."""

@@ -157,6 +157,9 @@ class DockerBuilder:
             raise BuildError(f"docker manifest push {ref} printed no digest")
         return found[-1]
 
+    async def from_ref(self, ref: str, platform: str) -> str:
+        return ref  # docker manifest create takes references
+
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
