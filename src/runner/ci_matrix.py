@@ -24,10 +24,21 @@ def github(targets: Sequence[Target]) -> dict:
     return {"include": [{**j, "runs_on": GITHUB_RUNNERS[j["platform"]]} for j in jobs(targets)]}
 
 
+GITLAB_MAX_PARALLEL = 200  # GitLab's limit of jobs per parallel:matrix
+
+
 def gitlab(targets: Sequence[Target]) -> dict:
-    """`parallel:matrix` for GitLab CI: variables per job plus the runner tag per platform."""
-    return {"parallel": {"matrix": [
+    """A GitLab child pipeline: build jobs fanned out with parallel:matrix (one per target and platform,
+    split in chunks of GitLab's limit), then merge and promote, from the templates in ci/gitlab/jobs.yml."""
+    entries = [
         {"RUNNER_TAG": j["tag"], "RUNNER_BACKEND": j["backend"], "RUNNER_BACKEND_VERSION": j["backend_version"],
          "RUNNER_VARIANT": j["variant"], "RUNNER_SERVICE": j["service"], "RUNNER_SERVICE_VERSION": j["service_version"],
          "RUNNER_PLATFORM": j["platform"], "RUNNER_ARCH_TAG": GITLAB_TAGS[j["platform"]]}
-        for j in jobs(targets)]}}
+        for j in jobs(targets)
+    ]
+    pipeline: dict = {"include": [{"local": "ci/gitlab/jobs.yml"}], "stages": ["build", "merge", "promote"]}
+    for n, start in enumerate(range(0, len(entries), GITLAB_MAX_PARALLEL), 1):
+        pipeline[f"build-{n}"] = {"extends": ".runner-build", "parallel": {"matrix": entries[start:start + GITLAB_MAX_PARALLEL]}}
+    pipeline["merge"] = {"extends": ".runner-merge"}
+    pipeline["promote"] = {"extends": ".runner-promote"}
+    return pipeline
