@@ -1,0 +1,150 @@
+"""CI definitions: valid against the official schemas, no high-severity zizmor finding, the same
+dagger calls the module defines, and a fan-out that covers exactly the selected targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner import ci_matrix
+from runner.targets import Selection
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+GITHUB = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+GITLAB = [ROOT / ".gitlab-ci.yml", *sorted((ROOT / "ci" / "gitlab").glob("*.yml"))]
+
+
+def _schema_check(schema: str, *files: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", schema, *map(str, files)],
+                          capture_output=True, text=True)
+
+
+def test_github_workflows_match_the_schema():
+    assert len(GITHUB) == 3
+    out = _schema_check("vendor.github-workflows", *GITHUB)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gitlab_files_match_the_schema(tmp_path, project):
+    child = tmp_path / "child-pipeline.yml"
+    child.write_text(json.dumps(ci_matrix.gitlab(project.targets)))
+    out = _schema_check("vendor.gitlab-ci", *GITLAB, child)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_schema_check_can_fail(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-22.04\n    steps: nope\n")
+    assert _schema_check("vendor.github-workflows", bad).returncode != 0
+
+
+def test_zizmor_finds_nothing_of_high_severity():
+    out = subprocess.run([str(BIN / "zizmor"), "--offline", "--min-severity", "high", "--format", "json",
+                          str(ROOT / ".github" / "workflows")], capture_output=True, text=True)
+    findings = json.loads(out.stdout or "[]")
+    assert findings == [], json.dumps(findings, indent=1)[:3000]
+
+
+def test_actions_are_pinned_and_permissions_least():
+    for wf in GITHUB:
+        data = yaml.safe_load(wf.read_text())
+        assert data["permissions"] == {}, wf.name
+        for job in data["jobs"].values():
+            assert set(job.get("permissions", {})) <= {"contents"} and job["permissions"].get("contents") == "read"
+            for step in job.get("steps", []):
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def _calls(text: str) -> list[list[str]]:
+    """Each `dagger call ...` / `ci/dagger-call.sh ...` in a CI file, as words (line continuations joined)."""
+    text = re.sub(r"\\\n\s*|\n\s{2,}(?=--)", " ", text)
+    found = []
+    for m in re.finditer(r"(?:ci/dagger-call\.sh|dagger call)\s+([^\n;|>]*)", text):
+        found.append(m[1].split())
+    return found
+
+
+def test_ci_calls_only_functions_and_arguments_the_module_has():
+    import anyio
+
+    from tests.dagger_query import typedefs
+
+    objects = anyio.run(typedefs)["objects"]
+    export = {"args": {"path": {"type": "STRING_KIND"}}}  # the CLI's export of a returned File/Directory
+    calls = [c for f in GITHUB + GITLAB for c in _calls(f.read_text())]
+    assert len(calls) >= 10
+    for words in calls:
+        obj, fn, expect_value = objects["Runner"], None, False
+        for word in words:
+            if expect_value:
+                expect_value = False
+            elif word.startswith("--"):
+                name, _, value = word[2:].partition("=")
+                assert fn is not None and name.replace("-", "_") in fn["args"], (words, word)
+                expect_value = not value and fn["args"][name.replace("-", "_")]["type"] != "BOOLEAN_KIND"
+            elif word == "export":
+                fn = export
+            else:
+                assert word in obj["functions"], (words, word)
+                fn = obj["functions"][word]
+                obj = objects.get(fn["returns"], {"functions": {}})
+
+
+def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
+    selected = Selection(backend="cann", include_deprecated=False).apply(project.targets)
+    gh = ci_matrix.github(selected)["include"]
+    assert sorted((j["tag"], j["platform"]) for j in gh) == sorted((t.tag, p) for t in selected for p in t.platforms)
+    assert all(j["runs_on"] == ("ubuntu-22.04-arm" if j["arch"] == "arm64" else "ubuntu-22.04") for j in gh)
+    child = ci_matrix.gitlab(project.targets)
+    entries = [e for k, v in child.items() if k.startswith("build-") for e in v["parallel"]["matrix"]]
+    assert all(len(v["parallel"]["matrix"]) <= 200 for k, v in child.items() if k.startswith("build-"))
+    assert sorted((e["RUNNER_TAG"], e["RUNNER_PLATFORM"]) for e in entries) == sorted(
+        (t.tag, p) for t in project.targets for p in t.platforms)
+
+
+def test_each_fan_out_job_selects_exactly_its_target(project):
+    for job in ci_matrix.jobs(project.targets):
+        sel = Selection(job["backend"], job["backend_version"], job["variant"], job["service"], job["service_version"],
+                        job["platform"])
+        assert [(t.tag, t.platforms) for t in sel.apply(project.targets)] == [(job["tag"], (job["platform"],))]
+
+
+def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
+    fake = tmp_path / "dagger"  # records its argv: this tests the wrapper script, not an engine
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "RUNNER_BACKEND": "cann", "RUNNER_VARIANT": "910b",
+           "RUNNER_SERVICE_VERSION": "0.14.1", "RUNNER_PLATFORM": "linux/arm64", "RUNNER_SERVICE": ""}
+    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "build", "publish", "--single-arch-only"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")[:-1]
+    # the selection belongs to `build`, before the chained `publish` and its own arguments
+    assert out == ["call", "build", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
+                   "--platform", "linux/arm64", "publish", "--single-arch-only"]
+    merge = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "merge"], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert "--platform" not in merge and "--variant" not in merge
+
+
+def test_engine_version_comes_from_dagger_json_only():
+    out = subprocess.run(["sh", str(ROOT / "ci" / "engine-version.sh")], capture_output=True, text=True, check=True)
+    pinned = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
+    assert out.stdout.strip() == pinned
+    for f in GITHUB + GITLAB:
+        assert pinned.lstrip("v") not in f.read_text(), f"{f.name} repeats the engine version"
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_scripts_are_posix_sh():
+    for script in (ROOT / "ci").glob("*.sh"):
+        assert subprocess.run(["sh", "-n", str(script)]).returncode == 0, script
