@@ -39,7 +39,7 @@ async def test_functions_args_and_docs_as_dagger_functions_shows_them(defs):
     assert build["returns"] == "Build" and build["cache"].endswith("Never")
     assert build["description"].startswith("Build every selected target")
     assert list(build["args"]) == ["backend", "service", "backend_version", "variant", "service_version", "platform",
-                                   "include_deprecated", "concurrency"]
+                                   "include_deprecated", "concurrency", "gpu"]
     assert build["args"]["backend"]["type"] == "Backend?"
     assert all(a["description"] for f in runner["functions"].values() for a in f["args"].values())
     assert all(f["description"] for o in defs["objects"].values() for f in o["functions"].values())
@@ -208,3 +208,16 @@ def test_pins_agree():
     from importlib.metadata import version
 
     assert version("dagger-io") == dagger_pin.split("==")[1]
+
+
+async def test_gpu_check_uses_daggers_gpu_support_on_cuda(project, capture):
+    leaf = _leaves(project, backend="cuda", backend_version="12.8", service="vllm", service_version="0.14.1")[0]
+    builder = DaggerBuilder(StageContainers())
+    with pytest.raises(Captured) as e:
+        await builder.run_device_check(builder.stages.container(leaf.stage), leaf, project.pack_path)
+    names = [s.name for s in e.value.args[0]]
+    assert "experimentalWithAllGPUs" in names
+    assert e.value.args[0][names.index("experimentalWithAllGPUs") + 1].args["args"][-1].startswith("python3 -c 'import torch")
+    rocm = _leaves(project, backend="rocm", service="vllm")[0]
+    code, text = await builder.run_device_check(builder.stages.container(rocm.stage), rocm, project.pack_path)
+    assert code == 1 and "runner run-command rocm" in text

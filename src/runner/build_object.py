@@ -137,11 +137,11 @@ async def merge_targets(targets, registry: str, username: str, password: dagger.
     return json.dumps([{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "skipped": p.skipped} for p in pubs], indent=1)
 
 
-async def run_build(runner: Runner, selection: Selection, concurrency: int) -> Build:
+async def run_build(runner: Runner, selection: Selection, concurrency: int, gpu: bool = False) -> Build:
     """`Runner.build`: plan, build each distinct stage once, smoke-test, and wrap it all in a Build."""
     project, plan = _plan(_selection_json(selection))
     builder = DaggerBuilder(StageContainers(runner.build_info()))
-    built = await pipeline.build_all(plan, builder, project.pack_path, concurrency)
+    built = await pipeline.build_all(plan, builder, project.pack_path, concurrency, gpu=gpu)
     return Build(selection=_selection_json(selection), images=[b.handle or dag.container() for b in built],
                  results=json.dumps(pipeline.report(built)), source_url=runner.source_url, revision=runner.revision)
 

@@ -31,6 +31,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
                    help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
     p.add_argument("--concurrency", type=int, default=2, help="images built and tested at once")
     p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
 
@@ -82,7 +83,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         builder = DockerBuilder(docker, info, "heredoc" if await docker.heredocs() else "compat")
         try:
             with progress_bar(len(plan.leaves)) as advance:
-                built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance)
+                built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance, a.gpu)
             pubs = await pipeline.publish(built, builder, _image_of(project, a)[0], index=not a.single_arch) \
                 if publish else []
         finally:

@@ -164,12 +164,13 @@ class Runner:
         platform: Annotated[str, Doc("only this platform, e.g. linux/amd64")] = "",
         include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
         concurrency: Annotated[int, Doc("images built and tested at once")] = 4,
+        gpu: Annotated[bool, Doc("also run the backend's device check on an accelerator (NVIDIA through Dagger)")] = False,
     ) -> Build:
         """Build every selected target on each of its platforms, sharing stages, then smoke-test each image."""
         from runner.build_object import run_build
 
         selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
-        return await run_build(self, selection, concurrency)
+        return await run_build(self, selection, concurrency, gpu)
 
     @function(cache="never")
     async def discard(

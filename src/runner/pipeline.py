@@ -35,6 +35,7 @@ class Builder(Protocol):
     async def push(self, handle: Any, ref: str) -> str: ...  # digest
     async def push_index(self, ref: str, images: Sequence[Built]) -> str: ...  # digest of the index
     async def from_ref(self, ref: str, platform: str) -> Any: ...  # a handle for an already pushed image
+    async def run_device_check(self, handle: Any, leaf: Leaf, pack: Path) -> tuple[int, str]: ...
 
 
 class Registry(Protocol):
@@ -81,9 +82,10 @@ class Built:
 
 
 async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
-                    progress: Callable[[Built], None] | None = None) -> list[Built]:
+                    progress: Callable[[Built], None] | None = None, gpu: bool = False) -> list[Built]:
     """Build every leaf of the plan and run its smoke checks, at most `limit` at a time. A failure is
-    recorded on its target and platform; the others go on."""
+    recorded on its target and platform; the others go on. With `gpu`, each image also runs its
+    backend's tiny device check on an accelerator."""
     results = [Built(leaf) for leaf in plan.leaves]
     limiter = anyio.CapacityLimiter(max(1, limit))
 
@@ -96,7 +98,7 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
                 b.error = str(e)
             b.seconds = time.perf_counter() - start
             if not b.error:
-                b.checks = await smoke(engine, b, pack)
+                b.checks = await smoke(engine, b, pack, gpu)
         if progress:
             progress(b)
 
@@ -106,8 +108,9 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
     return results
 
 
-async def smoke(engine: Builder, b: Built, pack: Path) -> list[CheckResult]:
-    """Run the target's smoke checks inside its built image, plus the entrypoint check."""
+async def smoke(engine: Builder, b: Built, pack: Path, gpu: bool = False) -> list[CheckResult]:
+    """Run the target's smoke checks inside its built image, plus the entrypoint check (and the
+    device check of the backend's profile, with `gpu`)."""
     out: list[CheckResult] = []
     entry = await engine.entrypoint(b.handle)
     ok = entry[:1] in (["tini"], ["/usr/bin/tini"]) and entry[1:] == ["--"]
@@ -116,6 +119,11 @@ async def smoke(engine: Builder, b: Built, pack: Path) -> list[CheckResult]:
     batch = getattr(engine, "run_checks", None)  # engines that can run all checks in one container
     runs = await batch(b.handle, checks) if batch else [await engine.run_check(b.handle, c) for c in checks]
     out += [check.judge(code, output) for check, (code, output) in zip(checks, runs)]
+    if gpu:
+        from runner.profiles import load_profile
+
+        check = Check("device", load_profile(pack, b.target.backend).device_check)
+        out.append(check.judge(*await engine.run_device_check(b.handle, b.leaf, pack)))
     return out
 
 

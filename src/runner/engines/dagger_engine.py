@@ -116,6 +116,18 @@ class DaggerBuilder:
         return (await self._auth(dag.container()).publish(ref, platform_variants=variants)).rsplit("@", 1)[-1]
 
 
+    async def run_device_check(self, handle: dagger.Container, leaf: Leaf, pack) -> tuple[int, str]:
+        """NVIDIA through Dagger's GPU support; other accelerators need their host's devices."""
+        from runner.profiles import load_profile
+
+        if leaf.target.backend != "cuda":
+            return 1, (f"Dagger has no {leaf.target.backend} device support: on a host with the device run "
+                       f"`runner run-command {leaf.target.tag} --device-check`")
+        check = load_profile(pack, leaf.target.backend).device_check
+        run = handle.experimental_with_all_gp_us().with_exec(["sh", "-c", check], use_entrypoint=True,
+                                                            expect=dagger.ReturnType.ANY)
+        return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+
     async def from_ref(self, ref: str, platform: str) -> dagger.Container:
         return self._auth(dag.container(platform=dagger.Platform(platform))).from_(ref)
 

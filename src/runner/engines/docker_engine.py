@@ -157,6 +157,16 @@ class DockerBuilder:
             raise BuildError(f"docker manifest push {ref} printed no digest")
         return found[-1]
 
+    async def run_device_check(self, handle: str, leaf: Leaf, pack: Path) -> tuple[int, str]:
+        """The backend's device check through the profile's docker run line (devices, mounts, runtime)."""
+        from runner.profiles import load_profile, run_command
+
+        profile = load_profile(pack, leaf.target.backend)
+        argv = run_command(profile, handle, ["sh", "-c", profile.device_check])
+        argv = [a for a in argv[1:] if a != "-it"]  # no terminal here; the docker client is our own
+        code, out, err = await self.docker.run(*argv, check=False)
+        return code, out + err
+
     async def from_ref(self, ref: str, platform: str) -> str:
         return ref  # docker manifest create takes references
 
