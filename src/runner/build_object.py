@@ -14,6 +14,7 @@ from dagger.mod._exceptions import FunctionError
 from runner import pipeline
 from runner.catalog import PACKAGED, dump, load, records
 from runner.engines.dagger_engine import AUTHFILE, DaggerBuilder, StageContainers, skopeo_runner
+from runner.dagger_args import Catalog, Insecure, Namespace, Password, Registry, Repository, Username
 from runner.errors import UserError
 from runner.plan import make_plan
 from runner.project import load_project
@@ -62,6 +63,9 @@ class Build:
         for r in json.loads(self.results)["images"]:
             state = "passed" if r["smoke"]["passed"] else "FAILED " + (r["error"][:200] or ", ".join(r["smoke"]["failed"]))
             lines.append(f"{r['tag']:<42} {r['platform']:<12} {r['build_seconds']:>8.1f}s  {state}")
+        if any(not r["smoke"]["passed"] for r in json.loads(self.results)["images"]):
+            lines.append("failed tags will not be published: see `report` for each check's output, fix the recipe "
+                         "or smoke spec in pack/, and build again")
         return "\n".join(lines)
 
     @function
@@ -76,11 +80,11 @@ class Build:
     @function(cache="never")
     async def publish(
         self,
-        registry: Annotated[str, Doc("registry host, e.g. docker.io or 127.0.0.1:5000")],
-        username: Annotated[str, Doc("registry user")],
-        password: Annotated[dagger.Secret, Doc("registry password or token, e.g. env://REGISTRY_PASSWORD")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
-        repository: Annotated[str, Doc("image repository")] = "runner",
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "gpustack",
+        repository: Repository = "runner",
         single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job makes the indexes")] = False,
     ) -> str:
         """Push single-arch images and multi-arch -dev indexes; a tag whose platforms did not all pass publishes nothing."""
@@ -94,13 +98,13 @@ class Build:
     @function(cache="never")
     async def promote(
         self,
-        registry: Annotated[str, Doc("registry host")],
-        username: Annotated[str, Doc("registry user")],
-        password: Annotated[dagger.Secret, Doc("registry password or token")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
-        repository: Annotated[str, Doc("image repository")] = "runner",
-        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
-        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "gpustack",
+        repository: Repository = "runner",
+        catalog: Catalog = None,
+        insecure: Insecure = False,
     ) -> dagger.File:
         """Copy each tested -dev index to its final tag by digest (no rebuild); returns the updated catalog."""
         _, plan = _plan(self.selection)
@@ -118,11 +122,16 @@ class Build:
         return built
 
 
+def _registry(registry: str, username: str, password: dagger.Secret, namespace: str, repository: str, insecure: bool):
+    """Skopeo in a container with the secret's credentials, and the image reference of a tag."""
+    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
+    return regops, lambda tag: f"{registry}/{namespace}/{repository}:{tag}"
+
+
 async def promote_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
                           repository: str, catalog: dagger.File | None, insecure: bool) -> dagger.File:
     """pipeline.promote through skopeo in a container; the updated catalog comes back as a File."""
-    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
-    image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
+    regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
     return await _with_catalog(catalog, lambda path: pipeline.promote(
         targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
 
@@ -130,9 +139,8 @@ async def promote_targets(targets, registry: str, username: str, password: dagge
 async def merge_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
                         repository: str, insecure: bool) -> str:
     """pipeline.merge: -dev indexes from single-arch tags pushed by per-platform jobs."""
-    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
+    regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
     builder = DaggerBuilder(StageContainers(), registry, username, password)
-    image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
     pubs = await pipeline.merge(targets, builder, regops, image_of)
     return json.dumps([{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "skipped": p.skipped} for p in pubs], indent=1)
 
@@ -150,8 +158,7 @@ async def registry_ops(op: str, runner: Runner, selection: Selection, registry: 
                        password: dagger.Secret, catalog: dagger.File | None, intermediates: bool = False) -> dagger.File:
     """discard or prune through skopeo in a container, then the catalog with the removed images dropped."""
     project = load_project()
-    regops = Skopeo(skopeo_runner(password, registry, username, False), authfile=AUTHFILE)
-    image_of = lambda tag: f"{registry}/{namespace}/{project.repository}:{tag}"  # noqa: E731
+    regops, image_of = _registry(registry, username, password, namespace, project.repository, False)
     if op == "discard":
         targets = project.select(selection)
         return await _with_catalog(catalog, lambda path: pipeline.discard(targets, regops, image_of, path))

@@ -14,6 +14,7 @@ import dagger
 from dagger import Doc, function, object_type
 from dagger.mod._exceptions import FunctionError
 
+from runner.dagger_args import BackendVersion, Catalog, IncludeDeprecated, Insecure, Namespace, Password, Platform, Registry, ServiceName, ServiceVersion, Tag, Username, Variant
 from runner.errors import UserError
 from runner.project import Project, load_project
 from runner.targets import Selection
@@ -37,6 +38,7 @@ def _backend_enum() -> type[dagger.Enum]:
 
 
 Backend = _backend_enum()
+OptBackend = Annotated[Backend | None, Doc("only this backend")]
 
 
 @dagger.enum_type
@@ -88,13 +90,13 @@ class Runner:
     @function
     def matrix(
         self,
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service, e.g. vllm")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix (12.8)")] = "",
-        variant: Annotated[str, Doc("backend variant, e.g. 910b")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        platform: Annotated[str, Doc("only this platform, e.g. linux/arm64")] = "",
-        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        variant: Variant = "",
+        service_version: ServiceVersion = "",
+        platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
         format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE,
     ) -> str:
         """The selected targets as a table, as JSON, or as a CI fan-out matrix (one job per target and platform)."""
@@ -113,11 +115,11 @@ class Runner:
     @function
     def plan(
         self,
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
     ) -> str:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count."""
         from runner.plan import make_plan
@@ -129,7 +131,7 @@ class Runner:
     @function
     def dockerfile(
         self,
-        tag: Annotated[str, Doc("target tag, e.g. cuda12.8-vllm0.14.1")],
+        tag: Tag,
         platform: Annotated[str, Doc("platform; default: the target's first")] = "",
         form: Annotated[DockerfileForm, Doc("heredoc or compat")] = DockerfileForm.HEREDOC,
     ) -> str:
@@ -139,30 +141,30 @@ class Runner:
         return render(self._leaf_stage(tag, platform), form.value).text
 
     @function
-    def base(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    def base(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The vendor base image of a target on one platform."""
         return self._stage_container(tag, platform, "base")
 
     @function
-    def runtime(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    def runtime(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The shared runtime stage of a target on one platform, for cache-warm iteration (try `terminal`)."""
         return self._stage_container(tag, platform, "runtime")
 
     @function
-    def service(self, tag: Annotated[str, Doc("target tag")], platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    def service(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The finished service image of a target on one platform, unpublished."""
         return self._stage_container(tag, platform, "service")
 
     @function(cache="never")
     async def build(
         self,
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service, e.g. vllm")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
-        variant: Annotated[str, Doc("backend variant, e.g. 910b")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        platform: Annotated[str, Doc("only this platform, e.g. linux/amd64")] = "",
-        include_deprecated: Annotated[bool, Doc("include deprecated service versions")] = False,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        variant: Variant = "",
+        service_version: ServiceVersion = "",
+        platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
         concurrency: Annotated[int, Doc("images built and tested at once")] = 4,
         gpu: Annotated[bool, Doc("also run the backend's device check on an accelerator (NVIDIA through Dagger)")] = False,
     ) -> Build:
@@ -175,15 +177,15 @@ class Runner:
     @function(cache="never")
     async def discard(
         self,
-        registry: Annotated[str, Doc("registry host, e.g. docker.io")],
-        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
-        username: Annotated[str, Doc("registry user")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+        registry: Registry,
+        password: Password,
+        username: Username,
+        namespace: Namespace = "gpustack",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        catalog: Catalog = None,
     ) -> dagger.File:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog."""
         from runner.build_object import registry_ops
@@ -194,12 +196,12 @@ class Runner:
     @function(cache="never")
     async def prune(
         self,
-        registry: Annotated[str, Doc("registry host")],
-        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
-        username: Annotated[str, Doc("registry user")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
+        registry: Registry,
+        password: Password,
+        username: Username,
+        namespace: Namespace = "gpustack",
         intermediates: Annotated[bool, Doc("also delete -dev and single-arch tags of promoted targets")] = False,
-        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
+        catalog: Catalog = None,
     ) -> dagger.File:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
         from runner.build_object import registry_ops
@@ -210,15 +212,15 @@ class Runner:
     @function(cache="never")
     async def merge(
         self,
-        registry: Annotated[str, Doc("registry host")],
-        username: Annotated[str, Doc("registry user")],
-        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "gpustack",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        insecure: Insecure = False,
     ) -> str:
         """Assemble -dev indexes from single-arch tags pushed by per-platform CI jobs, for tags whose platforms all passed."""
         from runner.build_object import merge_targets
@@ -229,16 +231,16 @@ class Runner:
     @function(cache="never")
     async def promote(
         self,
-        registry: Annotated[str, Doc("registry host")],
-        username: Annotated[str, Doc("registry user")],
-        password: Annotated[dagger.Secret, Doc("registry password or token (env://VAR)")],
-        namespace: Annotated[str, Doc("image namespace")] = "gpustack",
-        backend: Annotated[Backend | None, Doc("only this backend")] = None,
-        service: Annotated[str, Doc("only this service")] = "",
-        backend_version: Annotated[str, Doc("backend version, exact or dotted prefix")] = "",
-        service_version: Annotated[str, Doc("service version, exact or dotted prefix")] = "",
-        catalog: Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")] = None,
-        insecure: Annotated[bool, Doc("plain HTTP registry (local tests)")] = False,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "gpustack",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        catalog: Catalog = None,
+        insecure: Insecure = False,
     ) -> dagger.File:
         """Copy each tested -dev index to its final tag by digest, without building; returns the updated catalog."""
         from runner.build_object import promote_targets

@@ -6,11 +6,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import UserError
 from runner.targets import Target
-from runner.yamlmarks import load_marked_file
+from runner.yamlmarks import load_model
 
 
 class DeviceProfile(BaseModel):
@@ -33,12 +33,7 @@ def load_profile(pack: Path, backend: str) -> DeviceProfile:
     path = pack / backend / "profile.yaml"
     if not path.is_file():
         raise UserError(f"backend {backend!r} has no device profile", value=str(path))
-    doc = load_marked_file(path)
-    try:
-        return DeviceProfile.model_validate(doc.data or {})
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=doc.where(err["loc"])) from None
+    return load_model(path, DeviceProfile)
 
 
 def serve_command(t: Target, model: str = "/models/m", name: str = "m", port: int = 8000) -> list[str]:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runner.errors import UserError
 from runner.stages import Stage
 from runner.targets import Target
-from runner.yamlmarks import load_marked_file
+from runner.yamlmarks import load_model
 
 EXCERPT = 600  # characters of output kept per check in the report
 
@@ -102,12 +102,7 @@ class CheckResult:
 @lru_cache(maxsize=256)
 def load_spec(path: Path) -> SmokeSpec:
     """Read and validate one smoke file (errors name the file and line)."""
-    doc = load_marked_file(path)
-    try:
-        return SmokeSpec.model_validate(doc.data or {})
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=doc.where(err["loc"])) from None
+    return load_model(path, SmokeSpec)
 
 
 def spec_files(pack: Path, t: Target) -> list[Path]:

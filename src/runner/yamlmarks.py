@@ -100,3 +100,15 @@ def _construct(node: yaml.Node, path: Path_, marks: dict, key_marks: dict, file:
     if node.tag.endswith(":null"):
         return None
     return node.value
+
+
+def load_model(path: Path, model):
+    """Read a YAML file into a pydantic model; the first problem is reported with its file and line."""
+    from pydantic import ValidationError
+
+    doc = load_marked_file(path)
+    try:
+        return model.model_validate(doc.data or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=doc.where(err["loc"])) from None
