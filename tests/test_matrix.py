@@ -150,3 +150,12 @@ def test_schema_knows_the_recipes_and_accepts_the_matrix(project):
     bad = {**data, "colour": "green"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_committed_schema_is_current(project):
+    # matrix.yaml points editors at matrix.schema.json; regenerate with `runner schema > matrix.schema.json`
+    import json
+
+    from runner.schema import matrix_schema
+
+    assert json.loads((project.matrix_path.parent / "matrix.schema.json").read_text()) == matrix_schema(project.pack_path)
