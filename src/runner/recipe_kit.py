@@ -212,12 +212,6 @@ def target_labels(t: Target) -> tuple[tuple[str, str], ...]:
     )
 
 
-def uv_install(t: Target, platform: str, *packages: str, index: str = "", extra: str = "") -> str:
-    """A uv pip install line (with the uv cache back on for this step)."""
-    idx = f" --extra-index-url {index}" if index else ""
-    return f"{WITH_CACHES}\nuv pip install{idx}{extra} {' '.join(repr(p) for p in packages)}"
-
-
 def prebuilt_runtime(t: Target, base: Stage, *, home: str, vendor_home: str) -> Stage:
     """Runtime for vendor images that already ship torch and the service: link the backend home,
     make sure tini is there, and set the shared environment."""

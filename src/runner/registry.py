@@ -8,10 +8,9 @@ at a tiny tombstone image of its own and then deleting the tombstone's digest: o
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from runner.errors import UserError
@@ -49,9 +48,6 @@ class Skopeo:
                 return None
             raise UserError(f"cannot inspect {ref}: {err.strip().splitlines()[-1] if err.strip() else code}")
         return "sha256:" + hashlib.sha256(out.encode("utf-8", "surrogateescape")).hexdigest()
-
-    async def raw(self, ref: str) -> dict:
-        return json.loads(await self._ok(["inspect", "--raw", *self._flags, *self._auth, f"docker://{ref}"]))
 
     async def copy(self, src: str, dst: str) -> None:
         await self._ok(["copy", "--all", "--preserve-digests", f"--src-tls-verify={self._flags[0].split('=')[1]}",
@@ -91,12 +87,3 @@ def tombstone(ref: str) -> tuple[dict[str, bytes], str]:
     files = {f"{root}/oci-layout": b'{"imageLayoutVersion": "1.0.0"}', f"{root}/index.json": index,
              f"{root}/blobs/sha256/{cfg_digest}": config, f"{root}/blobs/sha256/{man_digest}": manifest}
     return files, f"sha256:{man_digest}"
-
-
-def docker_auth(registry: str, username: str, password: str) -> bytes:
-    """A docker config.json (also skopeo's --authfile format) for one registry."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {registry: {"auth": token}}}).encode()
-
-
-Runner = Callable[[list[str], dict[str, bytes] | None], Awaitable[tuple[int, str, str]]]

@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -34,7 +34,6 @@ class StepCounts:
 
     executed: int = 0
     cached: int = 0
-    executed_names: list[str] = field(default_factory=list)
 
     def add(self, progress: str) -> None:
         steps: dict[str, str] = {}
@@ -42,12 +41,11 @@ class StepCounts:
             if m := _STEP.match(line):
                 steps[m[1]] = line.split("] ", 1)[1][:120]
             elif (m := _STATE.match(line)) and m[1] in steps:
-                name = steps.pop(m[1])
+                steps.pop(m[1])
                 if m[2] == "CACHED":
                     self.cached += 1
                 else:
                     self.executed += 1
-                    self.executed_names.append(name)
 
 
 class Docker:
