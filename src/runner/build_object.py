@@ -17,9 +17,9 @@ from runner.engines.dagger_engine import AUTHFILE, DaggerBuilder, StageContainer
 from runner.dagger_args import Catalog, Insecure, Namespace, Password, Registry, Repository, Username
 from runner.errors import UserError
 from runner.plan import make_plan
-from runner.project import load_project
+from runner.project import Project, load_project
 from runner.registry import Skopeo
-from runner.targets import Selection
+from runner.targets import Selection, Target
 
 if TYPE_CHECKING:
     from runner.module import Runner
@@ -33,12 +33,9 @@ def _plan(selection_json: str):
     project = load_project()
     selection = Selection(**json.loads(selection_json))
     try:
-        targets = project.select(selection)
+        return project, make_plan(project.select(selection), project.recipes)
     except UserError as e:
         raise FunctionError(str(e)) from None
-    if not targets:
-        raise FunctionError(f"the filters select no target ({selection.describe()}); run `dagger call matrix` to see what there is")
-    return project, make_plan(targets, project.recipes)
 
 
 @object_type
@@ -91,8 +88,7 @@ class Build:
         project, plan = _plan(self.selection)
         built = self._built(plan)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
-        image_of = lambda tag: f"{registry}/{namespace}/{repository}:{tag}"  # noqa: E731
-        pubs = await pipeline.publish(built, builder, image_of, index=not single_arch_only)
+        pubs = await pipeline.publish(built, builder, _image_of(registry, namespace, repository), index=not single_arch_only)
         return json.dumps(pipeline.report(built, pubs)["published"], indent=1)
 
     @function(cache="never")
@@ -125,7 +121,11 @@ class Build:
 def _registry(registry: str, username: str, password: dagger.Secret, namespace: str, repository: str, insecure: bool):
     """Skopeo in a container with the secret's credentials, and the image reference of a tag."""
     regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
-    return regops, lambda tag: f"{registry}/{namespace}/{repository}:{tag}"
+    return regops, _image_of(registry, namespace, repository)
+
+
+def _image_of(registry: str, namespace: str, repository: str):
+    return lambda tag: f"{registry}/{namespace}/{repository}:{tag}"
 
 
 async def promote_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
@@ -154,13 +154,12 @@ async def run_build(runner: Runner, selection: Selection, concurrency: int, gpu:
                  results=json.dumps(pipeline.report(built)), source_url=runner.source_url, revision=runner.revision)
 
 
-async def registry_ops(op: str, runner: Runner, selection: Selection, registry: str, namespace: str, username: str,
+async def registry_ops(op: str, project: Project, targets: list[Target], registry: str, namespace: str, username: str,
                        password: dagger.Secret, catalog: dagger.File | None, intermediates: bool = False) -> dagger.File:
-    """discard or prune through skopeo in a container, then the catalog with the removed images dropped."""
-    project = load_project()
+    """discard (the targets) or prune through skopeo in a container; returns the catalog with the removed
+    images dropped."""
     regops, image_of = _registry(registry, username, password, namespace, project.repository, False)
     if op == "discard":
-        targets = project.select(selection)
         return await _with_catalog(catalog, lambda path: pipeline.discard(targets, regops, image_of, path))
     repo = f"{registry}/{namespace}/{project.repository}"
     known = {t.tag for t in project.targets}

@@ -35,11 +35,7 @@ def _selected(a: argparse.Namespace):
     from runner.project import load_project
 
     project = load_project(a.matrix)
-    targets = project.select(_selection(a))
-    if not targets:
-        raise UserError(f"the filters select no target ({_selection(a).describe()})",
-                        hint="run `runner matrix` to see what there is")
-    return project, targets
+    return project, project.select(_selection(a))
 
 
 def target_json(t) -> dict:
@@ -115,24 +111,9 @@ def cmd_plan(a: argparse.Namespace) -> None:
 
 def cmd_dockerfile(a: argparse.Namespace) -> None:
     from runner.dockerfile import render
-    from runner.plan import compose
     from runner.project import load_project
 
-    project = load_project(a.matrix)
-    parsed = project.parser.parse(a.tag)
-    t = _target_of(project, parsed)
-    platform = a.platform or parsed.platform or t.platforms[0]
-    if platform not in t.platforms:
-        raise UserError(f"{t.tag} is not built for this platform", value=platform, allowed=t.platforms)
-    sys.stdout.write(render(compose(project.recipes[t.backend], t, platform), a.form).text)
-
-
-def _target_of(project, parsed):
-    for t in project.targets:
-        if (t.backend, t.backend_version, t.variant, t.service, t.service_version) == (
-                parsed.backend, parsed.backend_version, parsed.backend_variant, parsed.service, parsed.service_version):
-            return t
-    raise UserError("no such target in the matrix", value=parsed.tag, hint="run `runner matrix --format tags`")
+    sys.stdout.write(render(load_project(a.matrix).leaf_stage(a.tag, a.platform), a.form).text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,12 +28,11 @@ def cmd_profile(a: argparse.Namespace) -> None:
 
 
 def cmd_run_command(a: argparse.Namespace) -> None:
-    from runner.cli import _target_of
     from runner.profiles import load_profile, run_command, serve_command, shell_line
     from runner.project import load_project
 
     project = load_project(a.matrix)
-    t = _target_of(project, project.parser.parse(a.tag))
+    t = project.target(a.tag)
     profile = load_profile(project.pack_path, t.backend)
     command = ["sh", "-c", profile.device_check] if a.device_check else serve_command(t)
     devices = [int(x) for x in a.devices.split(",")] if a.devices else None

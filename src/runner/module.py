@@ -190,8 +190,9 @@ class Runner:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog."""
         from runner.build_object import registry_ops
 
-        selection = _selection(backend, backend_version, "", service, service_version, "", True)
-        return await registry_ops("discard", self, selection, registry, namespace, username, password, catalog)
+        project = _project()
+        targets = self._targets(backend, backend_version, "", service, service_version, "", True, project)
+        return await registry_ops("discard", project, targets, registry, namespace, username, password, catalog)
 
     @function(cache="never")
     async def prune(
@@ -206,7 +207,7 @@ class Runner:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
         from runner.build_object import registry_ops
 
-        return await registry_ops("prune", self, Selection(), registry, namespace, username, password, catalog,
+        return await registry_ops("prune", _project(), [], registry, namespace, username, password, catalog,
                                   intermediates=intermediates)
 
     @function(cache="never")
@@ -225,8 +226,9 @@ class Runner:
         """Assemble -dev indexes from single-arch tags pushed by per-platform CI jobs, for tags whose platforms all passed."""
         from runner.build_object import merge_targets
 
-        targets = self._targets(backend, backend_version, "", service, service_version, "", False)
-        return await merge_targets(targets, registry, username, password, namespace, _project().repository, insecure)
+        project = _project()
+        targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
+        return await merge_targets(targets, registry, username, password, namespace, project.repository, insecure)
 
     @function(cache="never")
     async def promote(
@@ -245,8 +247,9 @@ class Runner:
         """Copy each tested -dev index to its final tag by digest, without building; returns the updated catalog."""
         from runner.build_object import promote_targets
 
-        targets = self._targets(backend, backend_version, "", service, service_version, "", False)
-        return await promote_targets(targets, registry, username, password, namespace, _project().repository,
+        project = _project()
+        targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
+        return await promote_targets(targets, registry, username, password, namespace, project.repository,
                                      catalog, insecure)
 
     # helpers (not Dagger functions)
@@ -256,26 +259,13 @@ class Runner:
         project = project or _project()
         selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
         try:
-            targets = project.select(selection)
+            return project.select(selection)
         except UserError as e:
             raise _fail(e) from None
-        if not targets:
-            raise _fail(UserError(f"the filters select no target ({selection.describe()})",
-                                  hint="run `dagger call matrix` to see what there is"))
-        return targets
 
     def _leaf_stage(self, tag: str, platform: str):
-        from runner.cli import _target_of
-        from runner.plan import compose
-
-        project = _project()
         try:
-            parsed = project.parser.parse(tag)
-            t = _target_of(project, parsed)
-            platform = platform or parsed.platform or t.platforms[0]
-            if platform not in t.platforms:
-                raise UserError(f"{t.tag} is not built for this platform", value=platform, allowed=t.platforms)
-            return compose(project.recipes[t.backend], t, platform)
+            return _project().leaf_stage(tag, platform)
         except UserError as e:
             raise _fail(e) from None
 

@@ -14,7 +14,7 @@ import anyio
 
 from runner import catalog as catalog_mod
 from runner.errors import UserError
-from runner.naming import format_tag
+from runner.naming import compose_tag, format_tag
 from runner.plan import Leaf, Plan
 from runner.smoke import Check, CheckResult, checks_for
 from runner.targets import Target
@@ -252,7 +252,7 @@ async def prune(repository: str, registry: Registry, known_tags: set[str], parse
             p = parse(f"{repository}:{tag}")
         except UserError:
             continue  # not ours: leave it alone
-        multi = p.tag if not (p.dev or p.platform) else p.tag.rsplit("-dev", 1)[0] if p.dev else p.tag[: -len(p.platform) - 1]
+        multi = compose_tag(p.backend, p.backend_version, p.backend_variant, p.service, p.service_version)
         if multi not in known_tags:
             doomed.append(tag)
         elif intermediates and (p.dev or p.platform) and multi in present:

@@ -39,19 +39,6 @@ class Plan:
     def distinct_stages(self) -> int:
         return len(self.stages)
 
-    def by_key(self) -> dict[str, Stage]:
-        return {s.key: s for s in self.stages}
-
-    def levels(self) -> list[list[Stage]]:
-        """Stages grouped so that each group depends only on earlier groups (for concurrent builds)."""
-        depth: dict[str, int] = {}
-        for s in self.stages:
-            depth[s.key] = 1 + max((depth[d.key] for d in s.dependencies()), default=-1)
-        groups: list[list[Stage]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for s in self.stages:
-            groups[depth[s.key]].append(s)
-        return groups
-
     def to_json(self) -> dict:
         return {
             "stages": [stage_json(s) for s in self.stages],

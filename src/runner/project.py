@@ -52,9 +52,38 @@ class Project:
         return ImageParser(self.variants, services, PLATFORMS)
 
     def select(self, selection: Selection) -> list[Target]:
-        """The targets a selection keeps; refuses names that match nothing in the matrix."""
+        """The targets a selection keeps; refuses names that match nothing in the matrix, and a
+        selection that keeps no target."""
+        from runner.errors import UserError
+
         selection.check_names(self.targets)
-        return selection.apply(self.targets)
+        targets = selection.apply(self.targets)
+        if not targets:
+            raise UserError(f"the filters select no target ({selection.describe()})",
+                            hint="list the targets with `runner matrix` or `dagger call matrix`")
+        return targets
+
+    def target(self, reference: str) -> Target:
+        """The matrix target an image reference or tag names (any platform or -dev suffix)."""
+        from runner.errors import UserError
+
+        p = self.parser.parse(reference)
+        wanted = (p.backend, p.backend_version, p.backend_variant, p.service, p.service_version)
+        for t in self.targets:
+            if (t.backend, t.backend_version, t.variant, t.service, t.service_version) == wanted:
+                return t
+        raise UserError("no such target in the matrix", value=p.tag, hint="run `runner matrix --format tags`")
+
+    def leaf_stage(self, reference: str, platform: str = ""):
+        """The final stage of a target on a platform (default: the reference's, else the target's first)."""
+        from runner.errors import UserError
+        from runner.plan import compose
+
+        t = self.target(reference)
+        platform = platform or self.parser.parse(reference).platform or t.platforms[0]
+        if platform not in t.platforms:
+            raise UserError(f"{t.tag} is not built for this platform", value=platform, allowed=t.platforms)
+        return compose(self.recipes[t.backend], t, platform)
 
     def image(self, tag: str, registry: str | None = None) -> str:
         return format_image(tag, self.namespace, self.repository, self.registry if registry is None else registry)
