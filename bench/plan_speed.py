@@ -14,8 +14,8 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from runner.plan import make_plan
-from runner.project import _validate
+from runner.compose.plan import make_plan
+from runner.compose.project import _validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

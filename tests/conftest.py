@@ -18,7 +18,7 @@ def _no_user_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def project():
-    from runner.project import _validate
+    from runner.compose.project import _validate
 
     return _validate(ROOT / "matrix.yaml", ROOT / "pack")
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from runner import catalog, list_runners
+from runner import list_runners
+from runner.model import catalog
 
 
 def test_packaged_catalog_is_in_step_with_the_matrix(project):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from runner import ci_matrix
-from runner.targets import Selection
+from runner.release import fanout
+from runner.model.targets import Selection
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -35,7 +35,7 @@ def test_github_workflows_match_the_schema():
 
 def test_gitlab_files_match_the_schema(tmp_path, project):
     child = tmp_path / "child-pipeline.yml"
-    child.write_text(json.dumps(ci_matrix.gitlab(project.targets)))
+    child.write_text(json.dumps(fanout.gitlab(project.targets)))
     out = _schema_check("vendor.gitlab-ci", *GITLAB, child)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -101,10 +101,10 @@ def test_ci_calls_only_functions_and_arguments_the_module_has():
 
 def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
     selected = Selection(backend="cann", include_deprecated=False).apply(project.targets)
-    gh = ci_matrix.github(selected)["include"]
+    gh = fanout.github(selected)["include"]
     assert sorted((j["tag"], j["platform"]) for j in gh) == sorted((t.tag, p) for t in selected for p in t.platforms)
     assert all(j["runs_on"] == ("ubuntu-22.04-arm" if j["arch"] == "arm64" else "ubuntu-22.04") for j in gh)
-    child = ci_matrix.gitlab(project.targets)
+    child = fanout.gitlab(project.targets)
     entries = [e for k, v in child.items() if k.startswith("build-") for e in v["parallel"]["matrix"]]
     assert all(len(v["parallel"]["matrix"]) <= 200 for k, v in child.items() if k.startswith("build-"))
     assert sorted((e["RUNNER_TAG"], e["RUNNER_PLATFORM"]) for e in entries) == sorted(
@@ -112,7 +112,7 @@ def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
 
 
 def test_each_fan_out_job_selects_exactly_its_target(project):
-    for job in ci_matrix.jobs(project.targets):
+    for job in fanout.jobs(project.targets):
         sel = Selection(job["backend"], job["backend_version"], job["variant"], job["service"], job["service_version"],
                         job["platform"])
         assert [(t.tag, t.platforms) for t in sel.apply(project.targets)] == [(job["tag"], (job["platform"],))]

@@ -12,10 +12,10 @@ from tests.dagger_query import calls, decode, typedefs  # sets DAGGER_MAIN_OBJEC
 import dagger  # noqa: E402
 from dagger import dag  # noqa: E402
 
-from runner.engines.dagger_engine import DaggerBuilder, StageContainers, skopeo_runner  # noqa: E402
-from runner.plan import make_plan  # noqa: E402
-from runner.stages import Env, Run  # noqa: E402
-from runner.targets import Selection  # noqa: E402
+from runner.engines.dagger import DaggerBuilder, StageContainers, skopeo_runner  # noqa: E402
+from runner.compose.plan import make_plan  # noqa: E402
+from runner.compose.stages import Env, Run  # noqa: E402
+from runner.model.targets import Selection  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def test_steps_in_order_with_caches_env_and_entrypoint(project):
 
 
 def test_shared_stages_are_the_same_container_object(project):
-    from runner.plan import compose
+    from runner.compose.plan import compose
 
     sc = StageContainers()
     targets = {t.service + t.service_version: t for t in Selection(backend="cuda", backend_version="12.8").apply(project.targets)}
@@ -135,7 +135,7 @@ def capture(monkeypatch):
 
 
 async def test_publish_hands_the_platform_variants_and_a_secret(project, capture, monkeypatch):
-    from runner.pipeline import Built
+    from runner.release.pipeline import Built
 
     monkeypatch.setenv("REGISTRY_PASSWORD", "hunter2-not-for-logs")
     secret = dag.secret("env://REGISTRY_PASSWORD")
@@ -173,7 +173,7 @@ async def test_skopeo_runs_with_the_secret_as_a_secret_variable(capture, monkeyp
 
 
 def test_matrix_function_fan_out(project):
-    from runner.module import MatrixFormat, Runner
+    from runner.dagger.module import MatrixFormat, Runner
 
     out = json.loads(Runner().matrix(backend=None, service="", backend_version="", variant="", service_version="",
                                      platform="", include_deprecated=False, format=MatrixFormat.GITHUB))
@@ -186,7 +186,7 @@ def test_matrix_function_fan_out(project):
 def test_user_errors_are_function_errors_without_traceback():
     from dagger.mod._exceptions import FunctionError
 
-    from runner.module import Runner
+    from runner.dagger.module import Runner
 
     with pytest.raises(FunctionError, match="select no target"):
         Runner().matrix(backend=None, service="sglang", backend_version="99", variant="", service_version="", platform="",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dockerfile
 import pytest
 
-from runner.dockerfile import render
-from runner.plan import make_plan
+from runner.compose.dockerfile import render
+from runner.compose.plan import make_plan
 
 
 @pytest.fixture(scope="module")

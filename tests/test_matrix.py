@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import UserError
-from runner.project import load_project
+from runner.model.errors import UserError
+from runner.compose.project import load_project
 
 # The "Onboard Services" table of seed 000, counted by hand: (backend, short version, variant) -> services.
 SEED_COUNTS = {
@@ -141,7 +141,7 @@ def test_schema_knows_the_recipes_and_accepts_the_matrix(project):
     import jsonschema
     import yaml
 
-    from runner.schema import matrix_schema
+    from runner.compose.schema import matrix_schema
 
     schema = matrix_schema(project.pack_path)
     assert schema["properties"]["backends"]["propertyNames"]["enum"] == sorted(project.recipes)
@@ -156,6 +156,6 @@ def test_committed_schema_is_current(project):
     # matrix.yaml points editors at matrix.schema.json; regenerate with `runner schema > matrix.schema.json`
     import json
 
-    from runner.schema import matrix_schema
+    from runner.compose.schema import matrix_schema
 
     assert json.loads((project.matrix_path.parent / "matrix.schema.json").read_text()) == matrix_schema(project.pack_path)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.errors import UserError
-from runner.naming import format_image, format_tag
+from runner.model.errors import UserError
+from runner.model.naming import format_image, format_tag
 
 
 def test_seed_naming_examples(project):

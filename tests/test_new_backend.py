@@ -8,7 +8,7 @@ import sys
 
 RECIPE = '''
 """A throwaway accelerator for the test."""
-from runner.recipe_kit import prebuilt_runtime, prebuilt_service
+from runner.compose.kit import prebuilt_runtime, prebuilt_service
 
 SERVICES = ("vllm", "tgi")
 

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from runner.plan import make_plan
-from runner.stages import CopyFrom, Run
-from runner.targets import Selection
+from runner.compose.plan import make_plan
+from runner.compose.stages import CopyFrom, Run
+from runner.model.targets import Selection
 from tests.conftest import ROOT
 
 
@@ -34,7 +34,7 @@ def test_runtime_is_shared_by_every_service_of_a_release_and_platform(project):
 
 def test_runtime_memo_gives_what_the_recipe_gives(project):
     # make_plan reuses one runtime per release; composing each target alone must agree.
-    from runner.plan import compose
+    from runner.compose.plan import compose
 
     plan = make_plan(project.targets, project.recipes)
     for leaf in plan.leaves[::7]:

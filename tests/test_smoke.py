@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from runner.consumer import ray_start_command, vllm_flags, vllm_serve_command
-from runner.errors import UserError
-from runner.plan import make_plan
-from runner.profiles import load_profile, run_command, serve_command
-from runner.smoke import Check, checks_for, load_spec
+from runner.verify.consumer import ray_start_command, vllm_flags, vllm_serve_command
+from runner.model.errors import UserError
+from runner.compose.plan import make_plan
+from runner.verify.profiles import load_profile, run_command, serve_command
+from runner.verify.smoke import Check, checks_for, load_spec
 from tests.conftest import ROOT
 
 BACKENDS = ("cann", "corex", "cuda", "dtk", "hggc", "maca", "musa", "rocm")

@@ -3,9 +3,9 @@ MindIE from its installer, SGLang with the NPU extras. All share the release's r
 
 from pathlib import Path
 
-from runner.recipe_kit import WITH_CACHES, caches, finish, pick, runtime_builder, service_builder, torch_stage
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import WITH_CACHES, caches, finish, pick, runtime_builder, service_builder, torch_stage
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("mindie", "vllm", "sglang")
 HERE = Path(__file__).parent

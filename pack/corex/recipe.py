@@ -1,8 +1,8 @@
 """Iluvatar CoreX: the vendor image ships torch and vLLM; link COREX_HOME and set the environment."""
 
-from runner.recipe_kit import prebuilt_runtime, prebuilt_service
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import prebuilt_runtime, prebuilt_service
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("vllm",)
 

@@ -1,8 +1,8 @@
 """Hygon DTK: the vendor image ships torch and vLLM; link DTK_HOME, add LMCache built with hipcc."""
 
-from runner.recipe_kit import WITH_CACHES, caches, finish, pick, prebuilt_runtime, service_builder
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import WITH_CACHES, caches, finish, pick, prebuilt_runtime, service_builder
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("vllm",)
 TORCH = {">=0.9": "2.5.1", ">=0.8": "2.4.1"}

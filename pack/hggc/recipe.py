@@ -1,8 +1,8 @@
 """T-Head HGGC: per-service vendor images ship torch and the service; link HGGC_HOME, set environment."""
 
-from runner.recipe_kit import prebuilt_runtime, prebuilt_service
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import prebuilt_runtime, prebuilt_service
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
 ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0"}

@@ -1,8 +1,8 @@
 """MetaX MACA: vendor images ship torch and the service; link MACA_HOME and set the environment."""
 
-from runner.recipe_kit import pick, prebuilt_runtime, prebuilt_service
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import pick, prebuilt_runtime, prebuilt_service
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
 TORCH = {"vllm": {">=0.11": "2.8.0", ">=0.9": "2.6.0"}, "sglang": {">=0.5": "2.6.0"}}

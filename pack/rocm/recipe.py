@@ -4,9 +4,9 @@ wheels; SGLang built on the release's vLLM 0.14.1 image with its kernel for the 
 from dataclasses import replace
 from pathlib import Path
 
-from runner.recipe_kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
-from runner.stages import Stage
-from runner.targets import Target
+from runner.compose.kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
 HERE = Path(__file__).parent

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Lazy, so that `runner` commands that do not need the catalog (or pydantic) start quickly.
     if name in __all__:
-        from runner import catalog
+        from runner.model import catalog
 
         return getattr(catalog, name)
     raise AttributeError(name)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.plan import make_plan
-from runner.project import load_project
-from runner.stages import File, Run
+from runner.compose.plan import make_plan
+from runner.compose.project import load_project
+from runner.compose.stages import File, Run
 
 pytestmark = pytest.mark.e2e
 

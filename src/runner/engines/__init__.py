@@ -1,1 +1,2 @@
-"""Engines carry out the stage plan: Dagger (the module) and Docker/BuildKit (the CLI)."""
+"""Who executes the plan: thin translations of stages into Docker/BuildKit builds and Dagger
+containers. May import everything below (model, compose, verify, release), never a face."""

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from runner.errors import UserError
+from runner.model.errors import UserError
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 _SERVICE_VERSION = r"\d+(?:\.\d+)*(?:\.?(?:a|b|rc|post|dev)\d+)*"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runner.targets import Target
+from runner.model.targets import Target
 
 GITHUB_RUNNERS = {"linux/amd64": "ubuntu-22.04", "linux/arm64": "ubuntu-22.04-arm"}
 GITLAB_TAGS = {"linux/amd64": "saas-linux-medium-amd64", "linux/arm64": "saas-linux-medium-arm64"}

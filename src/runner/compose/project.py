@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from runner.errors import Where
-from runner.naming import PLATFORMS, ImageParser, format_image
-from runner.targets import Selection, Target
+from runner.model.errors import Where
+from runner.model.naming import PLATFORMS, ImageParser, format_image
+from runner.model.targets import Selection, Target
 
 _CACHE_FORMAT = 2
 
@@ -40,7 +40,7 @@ class Project:
     def recipes(self) -> dict:
         """The recipes of pack/, imported on first use (planning needs them, listing does not)."""
         if self._recipes is None:
-            from runner.recipes import load_recipes
+            from runner.compose.recipes import load_recipes
 
             self._recipes = load_recipes(self.pack_path)
         return self._recipes
@@ -54,7 +54,7 @@ class Project:
     def select(self, selection: Selection) -> list[Target]:
         """The targets a selection keeps; refuses names that match nothing in the matrix, and a
         selection that keeps no target."""
-        from runner.errors import UserError
+        from runner.model.errors import UserError
 
         selection.check_names(self.targets)
         targets = selection.apply(self.targets)
@@ -65,7 +65,7 @@ class Project:
 
     def target(self, reference: str) -> Target:
         """The matrix target an image reference or tag names (any platform or -dev suffix)."""
-        from runner.errors import UserError
+        from runner.model.errors import UserError
 
         p = self.parser.parse(reference)
         wanted = (p.backend, p.backend_version, p.backend_variant, p.service, p.service_version)
@@ -76,8 +76,8 @@ class Project:
 
     def leaf_stage(self, reference: str, platform: str = ""):
         """The final stage of a target on a platform (default: the reference's, else the target's first)."""
-        from runner.errors import UserError
-        from runner.plan import compose
+        from runner.model.errors import UserError
+        from runner.compose.plan import compose
 
         t = self.target(reference)
         platform = platform or self.parser.parse(reference).platform or t.platforms[0]
@@ -112,13 +112,13 @@ def default_matrix_path() -> Path:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "matrix.yaml").is_file() and (folder / "pack").is_dir():
             return folder / "matrix.yaml"
-    return Path(__file__).resolve().parents[2] / "matrix.yaml"
+    return Path(__file__).resolve().parents[3] / "matrix.yaml"
 
 
 def _validate(path: Path, pack: Path) -> Project:
-    from runner.matrix import load_document, validate
-    from runner.recipes import load_recipes
-    from runner.targets import expand
+    from runner.model.matrix import load_document, validate
+    from runner.compose.recipes import load_recipes
+    from runner.model.targets import expand
 
     recipes = load_recipes(pack)
     doc = load_document(path)

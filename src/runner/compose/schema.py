@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.matrix import Matrix
-from runner.project import default_matrix_path
-from runner.recipes import load_recipes
+from runner.model.matrix import Matrix
+from runner.compose.project import default_matrix_path
+from runner.compose.recipes import load_recipes
 
 
 def matrix_schema(pack: Path | None = None) -> dict:

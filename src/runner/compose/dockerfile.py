@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from runner.stages import Arg, CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
+from runner.compose.stages import Arg, CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
 
 SHELL = '["/bin/bash", "-eo", "pipefail", "-c"]'
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH")

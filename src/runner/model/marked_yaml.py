@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from runner.errors import UserError, Where
+from runner.model.errors import UserError, Where
 
 Path_ = tuple[str | int, ...]
 

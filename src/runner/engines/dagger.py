@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import dagger
 from dagger import dag
 
-from runner.pipeline import BuildError, Built
-from runner.plan import Leaf
-from runner.smoke import Check
-from runner.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
+from runner.release.pipeline import BuildError, Built
+from runner.compose.plan import Leaf
+from runner.verify.smoke import Check
+from runner.compose.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
 
 SHELL = ["bash", "-eo", "pipefail", "-c"]
 SKOPEO_IMAGE = "quay.io/skopeo/stable:v1.16.1"
@@ -118,7 +118,7 @@ class DaggerBuilder:
 
     async def run_device_check(self, handle: dagger.Container, leaf: Leaf, pack) -> tuple[int, str]:
         """NVIDIA through Dagger's GPU support; other accelerators need their host's devices."""
-        from runner.profiles import load_profile
+        from runner.verify.profiles import load_profile
 
         if leaf.target.backend != "cuda":
             return 1, (f"Dagger has no {leaf.target.backend} device support: on a host with the device run "
@@ -133,7 +133,7 @@ class DaggerBuilder:
 
 
 def skopeo_runner(password: dagger.Secret | None, registry: str, username: str, insecure: bool):
-    """A skopeo Run for runner.registry.Skopeo that runs in a pinned skopeo container; the auth file
+    """A skopeo Run for runner.release.registry.Skopeo that runs in a pinned skopeo container; the auth file
     is built from the secret inside the container, so the password never appears as plain text."""
 
     async def run(argv: list[str], files: dict[str, bytes] | None = None) -> tuple[int, str, str]:

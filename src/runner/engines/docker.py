@@ -16,12 +16,12 @@ from pathlib import Path
 
 import anyio
 
-from runner.dockerfile import render
-from runner.errors import UserError
-from runner.pipeline import BuildError, Built
-from runner.plan import Leaf
-from runner.registry import Skopeo
-from runner.smoke import Check
+from runner.compose.dockerfile import render
+from runner.model.errors import UserError
+from runner.release.pipeline import BuildError, Built
+from runner.compose.plan import Leaf
+from runner.release.registry import Skopeo
+from runner.verify.smoke import Check
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
@@ -157,7 +157,7 @@ class DockerBuilder:
 
     async def run_device_check(self, handle: str, leaf: Leaf, pack: Path) -> tuple[int, str]:
         """The backend's device check through the profile's docker run line (devices, mounts, runtime)."""
-        from runner.profiles import load_profile, run_command
+        from runner.verify.profiles import load_profile, run_command
 
         profile = load_profile(pack, leaf.target.backend)
         argv = run_command(profile, handle, ["sh", "-c", profile.device_check])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-PACKAGED = Path(__file__).with_name("catalog.json")
+PACKAGED = Path(__file__).resolve().parent.parent / "catalog.json"  # packaged with runner, beside its __init__
 
 
 class RunnerRecord(BaseModel):
@@ -52,7 +52,7 @@ def records(targets: Iterable, image_of) -> list[RunnerRecord]:
 
 def load(path: Path = PACKAGED) -> list[RunnerRecord]:
     """Read a catalog file (a JSON list of records)."""
-    from runner.errors import UserError
+    from runner.model.errors import UserError
 
     try:
         return _RECORDS.validate_json(path.read_bytes())

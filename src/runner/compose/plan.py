@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from runner.errors import UserError
-from runner.recipes import Recipe
-from runner.stages import Stage
-from runner.targets import Target
+from runner.model.errors import UserError
+from runner.compose.recipes import Recipe
+from runner.compose.stages import Stage
+from runner.model.targets import Target
 
 
 @dataclass(frozen=True)

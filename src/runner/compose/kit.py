@@ -10,8 +10,8 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from runner.stages import Cache, Stage, StageBuilder
-from runner.targets import Target
+from runner.compose.stages import Cache, Stage, StageBuilder
+from runner.model.targets import Target
 
 CMAKE_VERSION = "3.31.7"
 UV_SPEC = "uv<=0.9.11"

@@ -18,10 +18,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runner.errors import UserError
-from runner.stages import Stage
-from runner.targets import Target
-from runner.yamlmarks import load_model
+from runner.model.errors import UserError
+from runner.compose.stages import Stage
+from runner.model.targets import Target
+from runner.model.marked_yaml import load_model
 
 EXCERPT = 600  # characters of output kept per check in the report
 
@@ -113,7 +113,7 @@ def spec_files(pack: Path, t: Target) -> list[Path]:
 
 def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
     """Concrete checks for one target on its leaf stage's platform."""
-    from runner.consumer import ray_flags, vllm_flags
+    from runner.verify.consumer import ray_flags, vllm_flags
 
     env = leaf.env()
     values = {

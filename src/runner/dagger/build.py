@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import dagger
 from dagger import Doc, dag, field, function, object_type
 from dagger.mod._exceptions import FunctionError
 
-from runner import pipeline
-from runner.catalog import PACKAGED, dump, load, records
-from runner.engines.dagger_engine import AUTHFILE, DaggerBuilder, StageContainers, skopeo_runner
-from runner.dagger_args import Catalog, Insecure, Namespace, Password, Registry, Repository, Username
-from runner.errors import UserError
-from runner.plan import make_plan
-from runner.project import Project, load_project
-from runner.registry import Skopeo
-from runner.targets import Selection, Target
-
-if TYPE_CHECKING:
-    from runner.module import Runner
-
+from runner.release import pipeline, publish as flow
+from runner.release.report import report
+from runner.model.catalog import PACKAGED, dump, load, records
+from runner.engines.dagger import AUTHFILE, DaggerBuilder, StageContainers, skopeo_runner
+from runner.dagger.args import Catalog, Insecure, Namespace, Password, Registry, Repository, Username
+from runner.model.errors import UserError
+from runner.compose.plan import make_plan
+from runner.compose.project import Project, load_project
+from runner.release.registry import Skopeo
+from runner.model.targets import Selection, Target
 
 def _selection_json(s: Selection) -> str:
     return json.dumps(asdict(s))
@@ -88,8 +85,8 @@ class Build:
         project, plan = _plan(self.selection)
         built = self._built(plan)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
-        pubs = await pipeline.publish(built, builder, _image_of(registry, namespace, repository), index=not single_arch_only)
-        return json.dumps(pipeline.report(built, pubs)["published"], indent=1)
+        pubs = await flow.publish(built, builder, _image_of(registry, namespace, repository), index=not single_arch_only)
+        return json.dumps(report(built, pubs)["published"], indent=1)
 
     @function(cache="never")
     async def promote(
@@ -132,7 +129,7 @@ async def promote_targets(targets, registry: str, username: str, password: dagge
                           repository: str, catalog: dagger.File | None, insecure: bool) -> dagger.File:
     """pipeline.promote through skopeo in a container; the updated catalog comes back as a File."""
     regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
-    return await _with_catalog(catalog, lambda path: pipeline.promote(
+    return await _with_catalog(catalog, lambda path: flow.promote(
         targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
 
 
@@ -141,17 +138,18 @@ async def merge_targets(targets, registry: str, username: str, password: dagger.
     """pipeline.merge: -dev indexes from single-arch tags pushed by per-platform jobs."""
     regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
     builder = DaggerBuilder(StageContainers(), registry, username, password)
-    pubs = await pipeline.merge(targets, builder, regops, image_of)
+    pubs = await flow.merge(targets, builder, regops, image_of)
     return json.dumps([{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "skipped": p.skipped} for p in pubs], indent=1)
 
 
-async def run_build(runner: Runner, selection: Selection, concurrency: int, gpu: bool = False) -> Build:
+async def run_build(selection: Selection, concurrency: int, gpu: bool, source_url: str, revision: str,
+                    build_info: dict[str, str]) -> Build:
     """`Runner.build`: plan, build each distinct stage once, smoke-test, and wrap it all in a Build."""
     project, plan = _plan(_selection_json(selection))
-    builder = DaggerBuilder(StageContainers(runner.build_info()))
+    builder = DaggerBuilder(StageContainers(build_info))
     built = await pipeline.build_all(plan, builder, project.pack_path, concurrency, gpu=gpu)
     return Build(selection=_selection_json(selection), images=[b.handle or dag.container() for b in built],
-                 results=json.dumps(pipeline.report(built)), source_url=runner.source_url, revision=runner.revision)
+                 results=json.dumps(report(built)), source_url=source_url, revision=revision)
 
 
 async def registry_ops(op: str, project: Project, targets: list[Target], registry: str, namespace: str, username: str,
@@ -160,10 +158,10 @@ async def registry_ops(op: str, project: Project, targets: list[Target], registr
     images dropped."""
     regops, image_of = _registry(registry, username, password, namespace, project.repository, False)
     if op == "discard":
-        return await _with_catalog(catalog, lambda path: pipeline.discard(targets, regops, image_of, path))
+        return await _with_catalog(catalog, lambda path: flow.discard(targets, regops, image_of, path))
     repo = f"{registry}/{namespace}/{project.repository}"
     known = {t.tag for t in project.targets}
-    return await _with_catalog(catalog, lambda path: pipeline.prune(repo, regops, known, project.parser.parse, path, intermediates))
+    return await _with_catalog(catalog, lambda path: flow.prune(repo, regops, known, project.parser.parse, path, intermediates))
 
 
 async def _with_catalog(catalog: dagger.File | None, action) -> dagger.File:

@@ -14,17 +14,18 @@ import dagger
 from dagger import Doc, function, object_type
 from dagger.mod._exceptions import FunctionError
 
-from runner.dagger_args import BackendVersion, Catalog, IncludeDeprecated, Insecure, Namespace, Password, Platform, Registry, ServiceName, ServiceVersion, Tag, Username, Variant
-from runner.errors import UserError
-from runner.project import Project, load_project
-from runner.targets import Selection
+from runner.dagger.build import Build
+from runner.dagger.args import BackendVersion, Catalog, IncludeDeprecated, Insecure, Namespace, Password, Platform, Registry, ServiceName, ServiceVersion, Tag, Username, Variant
+from runner.model.errors import UserError
+from runner.compose.project import Project, load_project
+from runner.model.targets import Selection
 
 def _backend_enum() -> type[dagger.Enum]:
     """The Backend enum, made from pack/*/recipe.py so that a new backend needs no edit here. Each
     member's description is the first words of its recipe's docstring (e.g. "NVIDIA CUDA")."""
     import ast
 
-    from runner.project import default_matrix_path
+    from runner.compose.project import default_matrix_path
 
     members = {}
     for recipe in sorted((default_matrix_path().parent / "pack").glob("*/recipe.py")):
@@ -100,16 +101,16 @@ class Runner:
         format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE,
     ) -> str:
         """The selected targets as a table, as JSON, or as a CI fan-out matrix (one job per target and platform)."""
-        from runner import ci_matrix
-        from runner.cli import target_json
+        from runner.release import fanout
+        from runner.ui.selection import target_json
 
         targets = self._targets(backend, backend_version, variant, service, service_version, platform, include_deprecated)
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format == MatrixFormat.GITHUB:
-            return json.dumps(ci_matrix.github(targets))
+            return json.dumps(fanout.github(targets))
         if format == MatrixFormat.GITLAB:
-            return json.dumps(ci_matrix.gitlab(targets))
+            return json.dumps(fanout.gitlab(targets))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function
@@ -122,7 +123,7 @@ class Runner:
         include_deprecated: IncludeDeprecated = False,
     ) -> str:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count."""
-        from runner.plan import make_plan
+        from runner.compose.plan import make_plan
 
         project = _project()
         targets = self._targets(backend, backend_version, "", service, service_version, "", include_deprecated, project)
@@ -136,7 +137,7 @@ class Runner:
         form: Annotated[DockerfileForm, Doc("heredoc or compat")] = DockerfileForm.HEREDOC,
     ) -> str:
         """One target's stages rendered as a multi-stage Dockerfile (seed 000's convention)."""
-        from runner.dockerfile import render
+        from runner.compose.dockerfile import render
 
         return render(self._leaf_stage(tag, platform), form.value).text
 
@@ -169,10 +170,10 @@ class Runner:
         gpu: Annotated[bool, Doc("also run the backend's device check on an accelerator (NVIDIA through Dagger)")] = False,
     ) -> Build:
         """Build every selected target on each of its platforms, sharing stages, then smoke-test each image."""
-        from runner.build_object import run_build
+        from runner.dagger.build import run_build
 
         selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
-        return await run_build(self, selection, concurrency, gpu)
+        return await run_build(selection, concurrency, gpu, self.source_url, self.revision, self.build_info())
 
     @function(cache="never")
     async def discard(
@@ -188,7 +189,7 @@ class Runner:
         catalog: Catalog = None,
     ) -> dagger.File:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog."""
-        from runner.build_object import registry_ops
+        from runner.dagger.build import registry_ops
 
         project = _project()
         targets = self._targets(backend, backend_version, "", service, service_version, "", True, project)
@@ -205,7 +206,7 @@ class Runner:
         catalog: Catalog = None,
     ) -> dagger.File:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
-        from runner.build_object import registry_ops
+        from runner.dagger.build import registry_ops
 
         return await registry_ops("prune", _project(), [], registry, namespace, username, password, catalog,
                                   intermediates=intermediates)
@@ -224,7 +225,7 @@ class Runner:
         insecure: Insecure = False,
     ) -> str:
         """Assemble -dev indexes from single-arch tags pushed by per-platform CI jobs, for tags whose platforms all passed."""
-        from runner.build_object import merge_targets
+        from runner.dagger.build import merge_targets
 
         project = _project()
         targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
@@ -245,7 +246,7 @@ class Runner:
         insecure: Insecure = False,
     ) -> dagger.File:
         """Copy each tested -dev index to its final tag by digest, without building; returns the updated catalog."""
-        from runner.build_object import promote_targets
+        from runner.dagger.build import promote_targets
 
         project = _project()
         targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
@@ -270,7 +271,7 @@ class Runner:
             raise _fail(e) from None
 
     def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
-        from runner.engines.dagger_engine import StageContainers
+        from runner.engines.dagger import StageContainers
 
         leaf = self._leaf_stage(tag, platform)
         stage = next(s for s in reversed(leaf.chain()) if s.kind == kind)
@@ -281,8 +282,5 @@ class Runner:
 
         return {"source": self.source_url, "revision": self.revision,
                 "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-from runner.build_object import Build  # noqa: E402  (Build refers back to Runner's helpers)
 
 __all__ = ["Backend", "Build", "DockerfileForm", "MatrixFormat", "Runner"]

@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable
 from typing import Protocol
 
-from runner.errors import UserError
+from runner.model.errors import UserError
 
 
 class Run(Protocol):

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
 
-from runner.errors import ErrorList, UserError, Where
-from runner.naming import format_tag
+from runner.model.errors import ErrorList, UserError, Where
+from runner.model.naming import format_tag
 
 if TYPE_CHECKING:
-    from runner.matrix import Matrix
+    from runner.model.matrix import Matrix
 
 
 def short_version(version: str) -> str:
@@ -128,7 +128,7 @@ class Selection:
 
     def check_names(self, targets: Sequence[Target]) -> None:
         """Refuse filter values that no target could ever match (a misspelt backend, say)."""
-        from runner.errors import closest
+        from runner.model.errors import closest
 
         for name, values in (("backend", {t.backend for t in targets}), ("service", {t.service for t in targets}),
                              ("variant", {t.variant for t in targets} - {""})):

@@ -11,9 +11,9 @@ from packaging.version import InvalidVersion, Version
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from runner.errors import ErrorList, UserError, closest
-from runner.naming import PLATFORMS  # noqa: F401  (re-exported: the platforms a matrix may name)
-from runner.yamlmarks import MarkedDocument, load_marked_file
+from runner.model.errors import ErrorList, UserError, closest
+from runner.model.naming import PLATFORMS  # noqa: F401  (re-exported: the platforms a matrix may name)
+from runner.model.marked_yaml import MarkedDocument, load_marked_file
 
 STATUSES = ("active", "deprecated", "polished")
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*(\.?(a|b|rc|post|dev)\d+)*$")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from runner.errors import UserError, Where
-from runner.stages import Stage, base_stage
-from runner.targets import Target
+from runner.model.errors import UserError, Where
+from runner.compose.stages import Stage, base_stage
+from runner.model.targets import Target
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.errors import UserError
-from runner.targets import Target
-from runner.yamlmarks import load_model
+from runner.model.errors import UserError
+from runner.model.targets import Target
+from runner.model.marked_yaml import load_model
 
 
 class DeviceProfile(BaseModel):
@@ -38,7 +38,7 @@ def load_profile(pack: Path, backend: str) -> DeviceProfile:
 
 def serve_command(t: Target, model: str = "/models/m", name: str = "m", port: int = 8000) -> list[str]:
     """What GPUStack runs in the image for the target's service."""
-    from runner.consumer import vllm_serve_command
+    from runner.verify.consumer import vllm_serve_command
 
     if t.service == "vllm":
         return vllm_serve_command(t.service_version, model, name, "0.0.0.0", port)

@@ -1,0 +1,127 @@
+"""Offline commands: the matrix, image names, the catalog, the schema, the plan, Dockerfiles, device
+profiles and run lines. None of them needs a daemon or a registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _project(a: argparse.Namespace):
+    from runner.compose.project import load_project
+
+    return load_project(a.matrix)
+
+
+def selected_targets(a: argparse.Namespace):
+    """The project and the targets the command line's filters select."""
+    from runner.ui.selection import selected, selection_of
+
+    project = _project(a)
+    sel = selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
+                       getattr(a, "platform", "") or "", not a.exclude_deprecated)
+    return project, selected(project, sel)
+
+
+def matrix(a: argparse.Namespace) -> int:
+    _, targets = selected_targets(a)
+    if a.format == "json":
+        from runner.ui.selection import target_json
+
+        print(json.dumps([target_json(t) for t in targets], indent=1))
+    elif a.format == "tags":
+        print("\n".join(t.tag for t in targets))
+    else:
+        from runner.ui.tables import matrix_table, print_rich
+
+        print_rich(matrix_table(targets))
+    return 0
+
+
+def parse(a: argparse.Namespace) -> int:
+    parser = _project(a).parser
+    for ref in a.images:
+        print(json.dumps(parser.parse(ref).as_dict()))
+    return 0
+
+
+def catalog(a: argparse.Namespace) -> int:
+    from runner.model import catalog as catalog_mod
+
+    if a.file:
+        records = catalog_mod.load(a.file)
+    else:
+        project = _project(a)
+        records = catalog_mod.records(project.targets, project.image)
+    if a.write:
+        catalog_mod.write(a.write, records)
+        print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
+        return 0
+    records = catalog_mod.filter_records(records, a.backend or None, a.backend_version or None,
+                                         a.variant if a.variant else None, a.service or None,
+                                         a.service_version or None, a.platform or None, a.with_deprecated)
+    if a.format == "json":
+        print(json.dumps([r.model_dump() for r in records], indent=1))
+    else:
+        from runner.ui.tables import catalog_table, print_rich
+
+        print_rich(catalog_table(records))
+    return 0
+
+
+def schema(a: argparse.Namespace) -> int:
+    from runner.compose.schema import matrix_schema
+
+    print(json.dumps(matrix_schema(a.pack), indent=2))
+    return 0
+
+
+def plan(a: argparse.Namespace) -> int:
+    from runner.compose.plan import make_plan
+
+    project, targets = selected_targets(a)
+    the_plan = make_plan(targets, project.recipes)
+    if a.format == "json":
+        print(json.dumps(the_plan.to_json(), indent=1))
+    else:
+        from runner.ui.tables import plan_tree, print_rich
+
+        print_rich(plan_tree(the_plan))
+    return 0
+
+
+def dockerfile(a: argparse.Namespace) -> int:
+    from runner.compose.dockerfile import render
+
+    sys.stdout.write(render(_project(a).leaf_stage(a.tag, a.platform), a.form).text)
+    return 0
+
+
+def profile(a: argparse.Namespace) -> int:
+    from runner.model.errors import UserError
+    from runner.verify.profiles import load_profile
+
+    project = _project(a)
+    if a.backend not in project.services:
+        raise UserError("unknown backend", value=a.backend, allowed=sorted(project.services))
+    data = load_profile(project.pack_path, a.backend).model_dump()
+    if a.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump({a.backend: data}, sort_keys=False))
+    return 0
+
+
+def run_command(a: argparse.Namespace) -> int:
+    from runner.verify.profiles import load_profile, run_command as docker_run, serve_command, shell_line
+
+    project = _project(a)
+    t = project.target(a.tag)
+    profile = load_profile(project.pack_path, t.backend)
+    command = ["sh", "-c", profile.device_check] if a.device_check else serve_command(t)
+    devices = [int(x) for x in a.devices.split(",")] if a.devices else None
+    print(shell_line(docker_run(profile, project.image(t.tag, a.registry), command, devices)))
+    return 0

@@ -1,0 +1,125 @@
+"""Every `runner` subcommand and its arguments, in one place. Handlers are named, not imported, so a
+command loads only the code it runs (`runner matrix` never imports an engine)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DESCRIPTION = ("runner: the matrix, names, catalog, plan and Dockerfiles offline; builds, smoke tests and "
+               "releases on a local Docker/BuildKit (the Dagger module runs the same flow through `dagger call`).")
+
+
+def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
+    """The target filters every selecting command shares."""
+    p.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
+    p.add_argument("--backend", default="", help="only this backend, e.g. cann")
+    p.add_argument("--backend-version", default="", help="backend version, exact or dotted prefix (12.8, 12)")
+    p.add_argument("--variant", default="", help="backend variant, e.g. 910b")
+    p.add_argument("--service", default="", help="only this service, e.g. vllm")
+    p.add_argument("--service-version", default="", help="service version, exact or dotted prefix")
+    if platform:
+        p.add_argument("--platform", default="", help="only this platform, e.g. linux/amd64")
+    p.add_argument("--exclude-deprecated", action="store_true", help="leave deprecated service versions out")
+
+
+def registry_args(p: argparse.ArgumentParser) -> None:
+    """Where and as whom to publish; the password only ever comes from the environment."""
+    p.add_argument("--registry", required=True, help="registry host[:port], e.g. docker.io or 127.0.0.1:5000")
+    p.add_argument("--namespace", default="", help="image namespace (default: the matrix's)")
+    p.add_argument("--repository", default="", help="image repository (default: the matrix's)")
+    p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""), help="registry user ($REGISTRY_USERNAME)")
+    p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR",
+                   help="environment variable holding the registry password (never pass it as an argument)")
+    p.add_argument("--insecure", action="store_true", help="plain-HTTP registry, e.g. a local test registry")
+    p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
+
+
+def build_args(p: argparse.ArgumentParser) -> None:
+    """How the Docker engine builds and tests."""
+    p.add_argument("--engine", choices=("docker",), default="docker",
+                   help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
+    p.add_argument("--concurrency", type=int, default=2, help="images built and tested at once")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
+    p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
+    p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
+
+
+def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `runner` command line."""
+    ap = argparse.ArgumentParser(prog="runner", description=DESCRIPTION)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "matrix", "runner.cli.inspect:matrix", "list the targets of the matrix")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json", "tags"), default="table")
+
+    p = _command(sub, "parse", "runner.cli.inspect:parse", "read runner image references into their fields (JSON lines)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--matrix", type=Path)
+
+    p = _command(sub, "catalog", "runner.cli.inspect:catalog", "the consumer catalog: one record per target and platform")
+    selection_args(p)
+    p.add_argument("--with-deprecated", action="store_true", help="include deprecated service versions")
+    p.add_argument("--file", type=Path, help="read this catalog file instead of the matrix")
+    p.add_argument("--write", type=Path, help="write the whole catalog to this file (atomically)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = _command(sub, "schema", "runner.cli.inspect:schema", "print the JSON Schema of matrix.yaml")
+    p.add_argument("--pack", type=Path, help="pack folder whose recipes name the backends")
+
+    p = _command(sub, "plan", "runner.cli.inspect:plan", "the stage DAG shared across the selected targets")
+    selection_args(p)
+    p.add_argument("--format", choices=("tree", "json"), default="tree")
+
+    p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
+    p.add_argument("tag", metavar="TAG")
+    p.add_argument("--platform", default="")
+    p.add_argument("--form", choices=("heredoc", "compat"), default="heredoc",
+                   help="compat: no heredocs, for built-in frontends such as Docker 20.10's")
+    p.add_argument("--matrix", type=Path)
+
+    p = _command(sub, "profile", "runner.cli.inspect:profile", "the device profile of a backend: devices, mounts, variables, runtime")
+    p.add_argument("--backend", required=True)
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    p.add_argument("--matrix", type=Path)
+
+    p = _command(sub, "run-command", "runner.cli.inspect:run_command", "the docker run line for a target on a host with its accelerator")
+    p.add_argument("tag", metavar="TAG")
+    p.add_argument("--devices", default="", help="device indices to expose, e.g. 0,1 (default 0)")
+    p.add_argument("--device-check", action="store_true", help="run the tiny accelerator check instead of serving")
+    p.add_argument("--registry", default="")
+    p.add_argument("--matrix", type=Path)
+
+    p = _command(sub, "build", "runner.cli.release:build", "build and smoke-test the selection on the local Docker daemon")
+    selection_args(p)
+    build_args(p)
+
+    p = _command(sub, "publish", "runner.cli.release:publish",
+                 "build (cached), smoke-test and publish single-arch tags and -dev indexes")
+    selection_args(p)
+    build_args(p)
+    registry_args(p)
+    p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
+
+    for name, help in (("merge", "assemble -dev indexes from single-arch tags, for tags whose platforms all passed"),
+                       ("promote", "copy each tested -dev index to its final tag by digest, no rebuild"),
+                       ("discard", "delete every tag of the selected targets and drop them from the catalog")):
+        p = _command(sub, name, f"runner.cli.release:{name}", help)
+        selection_args(p)
+        registry_args(p)
+
+    p = _command(sub, "prune", "runner.cli.release:prune",
+                 "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")
+    p.add_argument("--matrix", type=Path)
+    p.add_argument("--intermediates", action="store_true", help="also -dev and single-arch tags of promoted targets")
+    registry_args(p)
+    return ap

@@ -1,0 +1,3 @@
+"""The release flow both engines share: build-all with smoke tests, publish, merge, promote,
+discard and prune, registry operations, reports and the CI fan-out. Talks to engines only through
+the protocols it defines; may import runner.model, runner.compose and runner.verify."""
