@@ -2,7 +2,7 @@
 # Runs one `dagger call FUNCTION [selection] [rest...]` with the selection CI passes in environment
 # variables (never pasted into script text): RUNNER_BACKEND, RUNNER_BACKEND_VERSION, RUNNER_SERVICE,
 # RUNNER_SERVICE_VERSION, and for build and matrix RUNNER_VARIANT and RUNNER_PLATFORM. The selection
-# goes right after FUNCTION, so chained calls (`build publish ...`) keep their own arguments.
+# goes right after FUNCTION, so chained calls (`images publish ...`) keep their own arguments.
 # Registry credentials travel as REGISTRY_USERNAME and REGISTRY_PASSWORD; Dagger reads the password
 # as env://REGISTRY_PASSWORD, a secret, never in argv or logs.
 set -eu
@@ -13,7 +13,7 @@ n=$#  # the caller's remaining arguments; selection arguments are appended, then
 [ -n "${RUNNER_SERVICE:-}" ] && set -- "$@" --service "$RUNNER_SERVICE"
 [ -n "${RUNNER_SERVICE_VERSION:-}" ] && set -- "$@" --service-version "$RUNNER_SERVICE_VERSION"
 case "$fn" in
-  build|matrix)
+  build|images|matrix)
     [ -n "${RUNNER_VARIANT:-}" ] && set -- "$@" --variant "$RUNNER_VARIANT"
     [ -n "${RUNNER_PLATFORM:-}" ] && set -- "$@" --platform "$RUNNER_PLATFORM" ;;
 esac

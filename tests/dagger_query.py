@@ -29,13 +29,16 @@ def decode(value: Any) -> Any:
     return value
 
 
-async def typedefs() -> dict:
+async def typedefs(module=None) -> dict:
     """Run the SDK's own registration (Module._typedefs) with the final `id()` call left lazy, and
-    read back what `dagger functions` would show: objects, their functions and arguments, enums."""
+    read back what `dagger functions` would show: objects, their functions and arguments, enums.
+    Without a module, the Runner module of this checkout is used."""
     import dagger
-    from dagger.mod.cli import load_module
 
-    module = load_module()
+    if module is None:
+        from runner.dagger.module import Runner
+
+        module = Runner.__dagger_module__
     original = dagger.Module.id
 
     async def lazy_id(self):  # the one call that would need an engine; keep the query instead
@@ -83,7 +86,8 @@ def _function(fn) -> dict:
             out["cache"] = str(args["policy"])
         elif name == "withArg":
             out["args"][args["name"]] = {"type": _type(args["typeDef"]), "description": args.get("description", ""),
-                                         "default": args.get("defaultValue")}
+                                         "default": args.get("defaultValue"), "default_path": args.get("defaultPath"),
+                                         "ignore": args.get("ignore")}
     return out
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runner.release import fanout
@@ -64,39 +65,74 @@ def test_actions_are_pinned_and_permissions_least():
                     assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
 
 
+DOCS = [ROOT / "README.md", ROOT / "ci" / "README.md"]
+# Functions of the engine's core types a call may chain on a returned Container, Directory or File.
+_PATH = {"path": {"type": "STRING_KIND"}}
+CORE = {"Container": {"terminal": {}, "export": _PATH, "stdout": {}},
+        "Directory": {"export": _PATH, "entries": {}},
+        "File": {"export": _PATH, "contents": {}}}
+GLOBAL_FLAGS = {"-o": True, "--output": True, "-m": True, "--mod": True, "--progress": True, "-q": False,
+                "--json": False}
+
+
 def _calls(text: str) -> list[list[str]]:
-    """Each `dagger call ...` / `ci/dagger-call.sh ...` in a CI file, as words (line continuations joined)."""
+    """Each `dagger call ...` / `ci/dagger-call.sh ...` in a file, as words (line continuations joined,
+    comments and quotes dropped)."""
     text = re.sub(r"\\\n\s*|\n\s{2,}(?=--)", " ", text)
     found = []
-    for m in re.finditer(r"(?:ci/dagger-call\.sh|dagger call)\s+([^\n;|>]*)", text):
-        found.append(m[1].split())
+    for m in re.finditer(r"(?:ci/dagger-call\.sh|dagger call)\s+([^\n;|>`#]*)", text):
+        words = [w.strip('"').rstrip(")") for w in m[1].split()]
+        if words and not words[0].startswith("..."):
+            found.append([w for w in words if w != "..."])
     return found
 
 
-def test_ci_calls_only_functions_and_arguments_the_module_has():
+def check_call(objects: dict, words: list[str]) -> None:
+    """Every function and flag of one call exists on the object it applies to, chained calls included."""
+    obj = objects["Runner"]
+    fn = obj["functions"][""]  # flags before the first function belong to the constructor
+    kind, expect_value = "Runner", False
+    for word in words:
+        if expect_value:
+            expect_value = False
+        elif word in GLOBAL_FLAGS or word.split("=", 1)[0] in GLOBAL_FLAGS:
+            expect_value = GLOBAL_FLAGS[word.split("=", 1)[0]] and "=" not in word
+        elif word.startswith("--"):
+            name, _, value = word[2:].partition("=")
+            assert name.replace("-", "_") in fn["args"], (words, word)
+            expect_value = not value and fn["args"][name.replace("-", "_")]["type"] != "BOOLEAN_KIND"
+        elif kind in CORE:
+            assert word in CORE[kind], (words, word)
+            fn, kind = {"args": CORE[kind][word]}, ""
+        else:
+            assert word.replace("-", "_") in obj["functions"], (words, word)
+            fn = obj["functions"][word.replace("-", "_")]
+            kind = fn["returns"].rstrip("?")
+            obj = objects.get(kind, {"functions": {}})
+
+
+def test_every_documented_and_ci_call_is_one_the_module_accepts():
     import anyio
 
     from tests.dagger_query import typedefs
 
     objects = anyio.run(typedefs)["objects"]
-    export = {"args": {"path": {"type": "STRING_KIND"}}}  # the CLI's export of a returned File/Directory
-    calls = [c for f in GITHUB + GITLAB for c in _calls(f.read_text())]
-    assert len(calls) >= 10
-    for words in calls:
-        obj, fn, expect_value = objects["Runner"], None, False
-        for word in words:
-            if expect_value:
-                expect_value = False
-            elif word.startswith("--"):
-                name, _, value = word[2:].partition("=")
-                assert fn is not None and name.replace("-", "_") in fn["args"], (words, word)
-                expect_value = not value and fn["args"][name.replace("-", "_")]["type"] != "BOOLEAN_KIND"
-            elif word == "export":
-                fn = export
-            else:
-                assert word in obj["functions"], (words, word)
-                fn = obj["functions"][word]
-                obj = objects.get(fn["returns"], {"functions": {}})
+    calls = {str(f.relative_to(ROOT)): _calls(f.read_text()) for f in GITHUB + GITLAB + DOCS}
+    assert sum(map(len, calls.values())) >= 20 and len(calls["README.md"]) >= 8
+    for words in (w for ws in calls.values() for w in ws):
+        check_call(objects, words)
+
+
+def test_the_call_check_can_fail():
+    import anyio
+
+    from tests.dagger_query import typedefs
+
+    objects = anyio.run(typedefs)["objects"]
+    for bad in (["build", "summary"], ["images", "export", "--path", "out/"], ["build", "--backend", "cann", "--nope"],
+                ["images", "publish", "--registry", "r", "--single-arch"]):
+        with pytest.raises(AssertionError):
+            check_call(objects, bad)
 
 
 def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
@@ -124,10 +160,10 @@ def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "RUNNER_BACKEND": "cann", "RUNNER_VARIANT": "910b",
            "RUNNER_SERVICE_VERSION": "0.14.1", "RUNNER_PLATFORM": "linux/arm64", "RUNNER_SERVICE": ""}
-    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "build", "publish", "--single-arch-only"],
+    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "images", "publish", "--single-arch-only"],
                          env=env, capture_output=True, text=True, check=True).stdout.split("\n")[:-1]
     # the selection belongs to `build`, before the chained `publish` and its own arguments
-    assert out == ["call", "build", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
+    assert out == ["call", "images", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
                    "--platform", "linux/arm64", "publish", "--single-arch-only"]
     merge = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "merge"], env=env, capture_output=True,
                            text=True, check=True).stdout.split()

@@ -1,5 +1,7 @@
-"""The Dagger module, offline: the SDK's own loader and registration, and the query objects the
-functions build (lazy until an engine runs them, so they can be read here without one)."""
+"""The Dagger module, offline: the SDK's own registration, and the query objects the functions build
+(lazy until an engine runs them, so they can be read here without one). Where a function must talk to
+an engine, the query it would send is captured instead of sent; registry operations meet a real
+registry (they run in the function's own process, never as engine execs)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from tests.dagger_query import calls, decode, typedefs  # sets DAGGER_MAIN_OBJEC
 import dagger  # noqa: E402
 from dagger import dag  # noqa: E402
 
-from runner.engines.dagger import DaggerBuilder, StageContainers, skopeo_runner  # noqa: E402
 from runner.compose.plan import make_plan  # noqa: E402
 from runner.compose.stages import Env, Run  # noqa: E402
+from runner.engines.dagger import DaggerBuilder, StageContainers  # noqa: E402
+from runner.model.errors import Failed, UserError  # noqa: E402
 from runner.model.targets import Selection  # noqa: E402
+from runner.release.provenance import EPOCH  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
@@ -26,36 +30,50 @@ def defs():
     return anyio.run(typedefs)
 
 
-@pytest.fixture(autouse=True)
-def _in_module_root(monkeypatch):
-    monkeypatch.chdir(ROOT)  # the engine runs the module from its source root
+@pytest.fixture
+def local_source(monkeypatch, project):
+    """The engine exports the module's source Directory into the function's container; offline, the
+    checkout's own matrix and pack stand in for that export."""
+    from runner.dagger import checkout
+
+    async def load(source):
+        return project
+
+    monkeypatch.setattr(checkout, "load", load)
 
 
-async def test_functions_args_and_docs_as_dagger_functions_shows_them(defs):
+def _runner(**kw):
+    from runner.dagger.module import Runner
+
+    return Runner(source=dag.directory(), **kw)
+
+
+def test_functions_args_and_docs_as_dagger_functions_shows_them(defs):
     runner = defs["objects"]["Runner"]
-    assert set(runner["functions"]) >= {"matrix", "plan", "dockerfile", "base", "runtime", "service", "build",
-                                        "discard", "prune"}
+    assert {"matrix", "plan", "dockerfile", "base", "runtime", "service", "build", "images", "merge", "promote",
+            "discard", "prune"} <= set(runner["functions"])
     build = runner["functions"]["build"]
-    assert build["returns"] == "Build" and build["cache"].endswith("Never")
-    assert build["description"].startswith("Build every selected target")
+    assert build["returns"] == "STRING_KIND" and build["description"].startswith("Build every selected target")
     assert list(build["args"]) == ["backend", "service", "backend_version", "variant", "service_version", "platform",
                                    "include_deprecated", "concurrency", "gpu"]
     assert build["args"]["backend"]["type"] == "Backend?"
+    assert runner["functions"]["images"]["returns"] == "Build"
+    source = runner["functions"][""]["args"]["source"]  # the constructor
+    assert source["type"] == "Directory" and source["default_path"] == "/"
+    assert "!pack" in source["ignore"] and "!matrix.yaml" in source["ignore"]
     assert all(a["description"] for f in runner["functions"].values() for a in f["args"].values())
     assert all(f["description"] for o in defs["objects"].values() for f in o["functions"].values())
     b = defs["objects"]["Build"]["functions"]
-    assert {"publish", "promote", "export", "report", "summary"} <= set(b)
-    assert b["export"]["returns"] == "Directory"
-    for name in ("publish", "promote"):
-        assert b[name]["cache"].endswith("Never") and b[name]["args"]["password"]["type"] == "Secret"
-    for name in ("discard", "prune"):
-        assert runner["functions"][name]["cache"].endswith("Never")
-        assert runner["functions"][name]["args"]["password"]["type"] == "Secret"
-    assert runner["functions"]["matrix"]["args"]["format"]["type"] == "MatrixFormat"
-    assert defs["description"].startswith("runner: build, smoke-test and publish")
+    assert {"publish", "report", "summary", "tarballs"} <= set(b) and "export" not in b
+    assert b["tarballs"]["returns"] == "Directory"
+    for fn in (b["publish"], *(runner["functions"][n] for n in ("merge", "promote", "discard", "prune"))):
+        assert fn["cache"].endswith("Never") and fn["args"]["password"]["type"] == "Secret"
+    assert "_EXPERIMENTAL_DAGGER_GPU_SUPPORT" in build["args"]["gpu"]["description"]
+    assert "not 127.0.0.1" in runner["functions"]["merge"]["args"]["registry"]["description"]
+    assert defs["description"].startswith("Build, smoke-test and publish GPUStack Runner")
 
 
-async def test_backend_enum_follows_pack(defs, project):
+def test_backend_enum_follows_pack(defs, project):
     members = defs["enums"]["Backend"]["members"]
     assert sorted(m["value"] for m in members.values()) == sorted(project.recipes)
     assert members["CUDA"]["description"] == "NVIDIA CUDA" and members["CANN"]["description"] == "Ascend CANN"
@@ -82,8 +100,8 @@ def test_steps_in_order_with_caches_env_and_entrypoint(project):
     execs = [a["args"] for n, a in chain if n == "withExec"]
     expected = [s.script for st in leaf.stage.chain() for s in st.steps if isinstance(s, Run)]
     # one exec per Run step, in plan order, run by bash -eo pipefail with the stage's ARGs exported
-    assert [e[-1].rsplit("\n", len(s.splitlines()))[-len(s.splitlines()):] == s.splitlines() for e, s in
-            zip(execs, expected)] and len(execs) >= len(expected)
+    assert len(execs) == len(expected)
+    assert all(e[-1].endswith(s) for e, s in zip(execs, expected))
     assert all(e[:3] == ["bash", "-eo", "pipefail"] for e in execs)
     mounts = [(a["path"], decode(a["cache"])) for n, a in chain if n == "withMountedCache"]
     assert mounts and all(m[1][0]["cacheVolume"]["key"].startswith("runner-cuda-linux-arm64-") for m in mounts)
@@ -97,8 +115,7 @@ def test_steps_in_order_with_caches_env_and_entrypoint(project):
     assert annotations["org.opencontainers.image.version"] == "cuda12.8-vllm0.14.1"
     labels = {a["name"]: a["value"] for n, a in chain if n == "withLabel"}
     assert labels["io.gpustack.runner.service-version"] == "0.14.1"
-    # the wheels come from the build stage's own container
-    copies = [a for n, a in chain if n == "withDirectory"]
+    copies = [a for n, a in chain if n == "withDirectory"]  # the wheels come from the build stage's container
     assert copies and decode(copies[0]["source"])[-1] == {"directory": {"path": "/workspace/wheels"}}
     assert sum(isinstance(s, Env) for st in leaf.stage.chain() for s in st.steps) <= names.count("withEnvVariable")
 
@@ -109,7 +126,6 @@ def test_shared_stages_are_the_same_container_object(project):
     sc = StageContainers()
     targets = {t.service + t.service_version: t for t in Selection(backend="cuda", backend_version="12.8").apply(project.targets)}
     recipe = project.recipes["cuda"]
-    # composed separately, so the Stage objects differ; equal content gives one Container
     vllm, voxbox = (compose(recipe, targets[n], "linux/amd64") for n in ("vllm0.14.1", "voxbox0.0.21"))
     runtime_of = lambda leaf: next(s for s in leaf.chain() if s.kind == "runtime")  # noqa: E731
     assert runtime_of(vllm).key == runtime_of(voxbox).key
@@ -120,6 +136,16 @@ def test_shared_stages_are_the_same_container_object(project):
     assert sc.container(runtime_of(arm)) is not sc.container(runtime_of(vllm))
 
 
+def test_unchanged_inputs_give_unchanged_queries(project, local_source):
+    """No clock in any stage: two runs ask the engine for exactly the same thing (so it caches)."""
+    leaf = _leaves(project, backend="cuda", backend_version="12.9", service="vllm", service_version="0.14.1")[0]
+    info = _runner().build_info()
+    assert info["created"] == EPOCH and _runner(created="2026-01-31T00:00:00Z").build_info()["created"] != EPOCH
+    first = json.dumps(decode(StageContainers(info).container(leaf.stage)), default=str)
+    again = json.dumps(decode(StageContainers(_runner().build_info()).container(leaf.stage)), default=str)
+    assert first == again
+
+
 class Captured(Exception):
     """Raised instead of sending a query: carries what would have been sent."""
 
@@ -128,96 +154,160 @@ class Captured(Exception):
 def capture(monkeypatch):
     from dagger.client._core import Context
 
+    sent: list = []
+
     async def execute(self, return_type=None):
+        sent.append(list(self.selections))
         raise Captured(list(self.selections))
 
     monkeypatch.setattr(Context, "execute", execute)
+    return sent
 
 
-async def test_publish_hands_the_platform_variants_and_a_secret(project, capture, monkeypatch):
-    from runner.release.pipeline import Built
+async def test_push_uses_the_secret_and_no_query_holds_the_password(project, capture, monkeypatch):
+    import base64
 
-    monkeypatch.setenv("REGISTRY_PASSWORD", "hunter2-not-for-logs")
+    password = "hunter2-not-for-logs"
+    monkeypatch.setenv("REGISTRY_PASSWORD", password)
     secret = dag.secret("env://REGISTRY_PASSWORD")
     sc = StageContainers()
-    images = [Built(x, sc.container(x.stage)) for x in _leaves(project, backend="cuda", backend_version="12.9",
-                                                                service="vllm", service_version="0.14.1")]
-    builder = DaggerBuilder(sc, "127.0.0.1:5000", "ci", secret)
+    leaf = _leaves(project, backend="cuda", backend_version="12.9", service="vllm", service_version="0.14.1")[1]
+    builder = DaggerBuilder(sc, "registry.example.com", "ci", secret)
     with pytest.raises(Captured) as e:
-        await builder.push_index("127.0.0.1:5000/gpustack/runner:cuda12.9-vllm0.14.1-dev", images)
+        await builder.push(sc.container(leaf.stage), "registry.example.com/gpustack/runner:cuda12.9-vllm0.14.1-linux-arm64")
     selections = e.value.args[0]
     auth = next(s for s in selections if s.name == "withRegistryAuth")
-    assert auth.args["address"] == "127.0.0.1:5000" and auth.args["username"] == "ci"
-    assert isinstance(auth.args["secret"], dagger.Secret)
-    publish = selections[-1]
-    assert publish.name == "publish" and publish.args["address"].endswith(":cuda12.9-vllm0.14.1-dev")
-    variants = publish.args["platformVariants"]
-    assert [calls(v)[0] for v in variants] == [("container", {"platform": p}) for p in ("linux/amd64", "linux/arm64")]
-    assert "hunter2-not-for-logs" not in json.dumps(decode(selections[-1:]), default=str)
-    with pytest.raises(Captured) as e:
-        await builder.push(images[1].handle, "127.0.0.1:5000/gpustack/runner:cuda12.9-vllm0.14.1-linux-arm64")
-    assert e.value.args[0][-1].args["address"].endswith("-linux-arm64")
+    assert auth.args["address"] == "registry.example.com" and isinstance(auth.args["secret"], dagger.Secret)
+    assert selections[-1].name == "publish" and selections[-1].args["address"].endswith("-linux-arm64")
+    flat = json.dumps(decode([s.args for s in selections]), default=str)
+    for leak in (password, base64.b64encode(f"ci:{password}".encode()).decode()):
+        assert leak not in flat
+    assert not [s for s in selections if s.name == "withExec" and "skopeo" in json.dumps(s.args.get("args"))]
 
 
-async def test_skopeo_runs_with_the_secret_as_a_secret_variable(capture, monkeypatch):
-    monkeypatch.setenv("REGISTRY_PASSWORD", "hunter2-not-for-logs")
-    run = skopeo_runner(dag.secret("env://REGISTRY_PASSWORD"), "r.example.com", "ci", insecure=False)
-    with pytest.raises(Captured) as e:
-        await run(["inspect", "--raw", "docker://r.example.com/a/b:c"])
-    selections = e.value.args[0]
-    secret_vars = [s for s in selections if s.name == "withSecretVariable"]
-    assert secret_vars and isinstance(secret_vars[0].args["secret"], dagger.Secret)
-    flat = json.dumps([{s.name: {k: v for k, v in s.args.items() if isinstance(v, (str, list))}} for s in selections])
-    assert "hunter2" not in flat
-    assert [s.args.get("args") for s in selections if s.name == "withExec"][-1][:2] == ["skopeo", "inspect"]
+@pytest.fixture(scope="module")
+def registry():
+    from tests.e2e import infra
+
+    if not infra.have("docker-registry", "htpasswd"):
+        pytest.fail("the registry tests need Debian's docker-registry and apache2-utils (.ci/run installs them)")
+    e = infra.start_registry()
+    try:
+        yield e
+    finally:
+        infra.stop(e)
 
 
-def test_matrix_function_fan_out(project):
-    from runner.dagger.module import MatrixFormat, Runner
+async def test_registry_functions_send_no_query_to_the_engine(project, local_source, registry, capture, monkeypatch):
+    """merge and promote read and write the registry from the function's process: no exec, so no answer
+    from the engine's cache and no credential in a layer; nothing at all is sent to the engine."""
+    from runner.dagger import checkout
+    from runner.release.registry import Registry
 
-    out = json.loads(Runner().matrix(backend=None, service="", backend_version="", variant="", service_version="",
-                                     platform="", include_deprecated=False, format=MatrixFormat.GITHUB))
+    async def client(host, username, password, insecure):
+        assert isinstance(password, dagger.Secret)  # the face only ever holds the secret
+        return Registry(host, username, registry.password, insecure=insecure)
+
+    monkeypatch.setattr(checkout, "registry", client)
+    runner, secret = _runner(), dag.secret("env://REGISTRY_PASSWORD")
+    args = dict(registry=registry.registry, username=registry.username, password=secret, namespace="e2e",
+                repository="runner", backend=None, service="voxbox", backend_version="", service_version="",
+                insecure=True)
+    with pytest.raises(Failed, match="voxbox0.0.21-linux-amd64 is missing"):
+        await runner.merge(**args)
+    assert await runner.merge(**args, skip_missing=True)  # a fan-out with failed legs still merges the rest
+    with pytest.raises(Failed, match="not published, so nothing was promoted"):
+        await runner.promote(**args, catalog=None)
+    assert capture == []
+
+
+async def test_a_base_image_that_cannot_be_pulled_fails_its_target_only(project, monkeypatch):
+    """One target's base image is unknown to its registry: that target carries the engine's error, the
+    others go on to build (here: their queries reach the engine), and the report comes out."""
+    import gql
+    from dagger._exceptions import QueryErrorValue  # the shape the SDK gives the engine's error answers
+    from dagger.client._core import Context
+
+    from runner.release import pipeline
+
+    leaves = _leaves(project, backend="cuda", backend_version="12.9", service="vllm", service_version="0.14.1")
+    plan = make_plan(Selection(backend="cuda", backend_version="12.9", service="vllm", service_version="0.14.1")
+                     .apply(project.targets), project.recipes)
+    bad = leaves[0].stage.chain()[0].image
+    reached: list[str] = []
+
+    async def execute(self, return_type=None):
+        froms = [s.args.get("address") for s in self.selections if s.name == "from"]
+        platform = next(s.args["platform"] for s in self.selections if s.name == "container")
+        if bad in froms and platform == leaves[0].platform:
+            raise dagger.QueryError([QueryErrorValue(
+                f'failed to resolve image "{bad}" (platform: "{platform}"): not found')], gql.GraphQLRequest("{}"))
+        reached.append(platform)
+        raise dagger.QueryError([QueryErrorValue("this test sends nothing further")], gql.GraphQLRequest("{}"))
+
+    monkeypatch.setattr(Context, "execute", execute)
+    built = await pipeline.build_all(plan, DaggerBuilder(StageContainers()), project.pack_path)
+    by = {b.platform: b for b in built}
+    assert "failed to resolve image" in by[leaves[0].platform].error and bad in by[leaves[0].platform].error
+    assert leaves[1].platform in reached and "sends nothing further" in by[leaves[1].platform].error
+    assert len(built) == 2
+
+
+def test_failures_end_with_an_error_listing_them():
+    from runner.dagger.build import summarize
+
+    ok = {"tag": "a", "platform": "linux/amd64", "build_seconds": 1.0, "error": "", "smoke": {"passed": True, "failed": []}}
+    bad = {**ok, "tag": "b", "smoke": {"passed": False, "failed": ["import-version"]}}
+    assert "passed" in summarize([ok])
+    with pytest.raises(Failed, match=r"(?s)b .*FAILED import-version.*will not be published"):
+        summarize([ok, bad])
+
+
+async def test_gpu_check_uses_daggers_gpu_support_on_cuda_and_skips_elsewhere(project, capture):
+    from runner.release.pipeline import device
+
+    leaf = _leaves(project, backend="cuda", backend_version="12.8", service="vllm", service_version="0.14.1")[0]
+    builder = DaggerBuilder(StageContainers())
+    result = await device(builder, builder.stages.container(leaf.stage), leaf, project.pack_path)
+    names = [s.name for s in capture[-1]]
+    assert "experimentalWithAllGPUs" in names and not result.passed
+    rocm = _leaves(project, backend="rocm", service="vllm")[0]
+    skipped = await device(builder, builder.stages.container(rocm.stage), rocm, project.pack_path)
+    assert skipped.skipped and skipped.passed and "runner run-command rocm" in skipped.reason
+
+
+async def test_matrix_function_fan_out(project, local_source):
+    from runner.dagger.module import MatrixFormat
+
+    out = json.loads(await _runner().matrix(format=MatrixFormat.GITHUB))
     jobs = {(j["tag"], j["platform"]) for j in out["include"]}
     active = [t for t in project.targets if not t.deprecated]
     assert jobs == {(t.tag, p) for t in active for p in t.platforms}
     assert {j["runs_on"] for j in out["include"] if j["platform"] == "linux/arm64"} == {"ubuntu-22.04-arm"}
 
 
-def test_user_errors_are_function_errors_without_traceback():
-    from dagger.mod._exceptions import FunctionError
-
-    from runner.dagger.module import Runner
-
-    with pytest.raises(FunctionError, match="select no target"):
-        Runner().matrix(backend=None, service="sglang", backend_version="99", variant="", service_version="", platform="",
-                        include_deprecated=False)
-    with pytest.raises(FunctionError, match="unknown service: 'tgi'"):
-        Runner().matrix(backend=None, service="tgi", backend_version="", variant="", service_version="", platform="",
-                        include_deprecated=False)
-    with pytest.raises(FunctionError, match="has no variant"):
-        Runner().dockerfile("cuda12.8-910b-vllm0.9.2")
+async def test_user_errors_are_public_errors_with_a_clear_message(local_source):
+    runner = _runner()
+    with pytest.raises(UserError, match="select no target"):
+        await runner.matrix(service="sglang", backend_version="99")
+    with pytest.raises(UserError, match="unknown service: 'tgi'"):
+        await runner.matrix(service="tgi")
+    with pytest.raises(UserError, match="has no variant"):
+        await runner.dockerfile("cuda12.8-910b-vllm0.9.2")
 
 
-def test_pins_agree():
+def test_the_engine_version_is_pinned_once_and_the_sdk_is_not():
     import tomllib
 
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    dagger_pin = next(p for p in pins if p.startswith("dagger-io=="))
-    engine = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
-    assert engine == "v" + dagger_pin.split("==")[1]
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    module = tomllib.loads((ROOT / ".dagger" / "pyproject.toml").read_text())
+    assert not [d for d in root["dependencies"] + module["project"]["dependencies"] if d.startswith("dagger-io")
+                and d != "dagger-io"]
+    assert module["tool"]["uv"]["sources"]["dagger-io"] == {"path": "sdk", "editable": True}
+    assert "/sdk" in (ROOT / ".dagger" / ".gitignore").read_text().split()
+    lock = (ROOT / ".dagger" / "uv.lock").read_text()
+    assert 'name = "dagger-io"\nversion = "0.0.0"\nsource = { editable = "sdk" }' in lock
     from importlib.metadata import version
 
-    assert version("dagger-io") == dagger_pin.split("==")[1]
-
-
-async def test_gpu_check_uses_daggers_gpu_support_on_cuda(project, capture):
-    leaf = _leaves(project, backend="cuda", backend_version="12.8", service="vllm", service_version="0.14.1")[0]
-    builder = DaggerBuilder(StageContainers())
-    with pytest.raises(Captured) as e:
-        await builder.run_device_check(builder.stages.container(leaf.stage), leaf, project.pack_path)
-    names = [s.name for s in e.value.args[0]]
-    assert "experimentalWithAllGPUs" in names
-    assert e.value.args[0][names.index("experimentalWithAllGPUs") + 1].args["args"][-1].startswith("python3 -c 'import torch")
-    rocm = _leaves(project, backend="rocm", service="vllm")[0]
-    code, text = await builder.run_device_check(builder.stages.container(rocm.stage), rocm, project.pack_path)
-    assert code == 1 and "runner run-command rocm" in text
+    engine = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
+    assert version("dagger-io") == engine.lstrip("v")  # the tests run the SDK release of the pinned engine

@@ -38,6 +38,10 @@ esac
 """
 
 
+def have(*tools: str) -> bool:
+    return all(shutil.which(t) for t in tools)
+
+
 def missing_tools() -> list[str]:
     """Debian packages to install for the end-to-end tests (empty when all are here)."""
     need = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
@@ -114,6 +118,17 @@ def start(root: Path | None = None) -> Environment:
         _start_index(e)
         _start_dockerd(e)
         _import_bases(e)
+        _start_registry(e)
+    except BaseException:
+        stop(e)
+        raise
+    return e
+
+
+def start_registry(root: Path | None = None) -> Environment:
+    """Just a registry with a password on 127.0.0.1 (no daemon, no root needed); stop() it after."""
+    e = Environment(root or Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp")))
+    try:
         _start_registry(e)
     except BaseException:
         stop(e)

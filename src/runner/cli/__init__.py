@@ -8,7 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runner.model.errors import UserError
+from runner.model.errors import Failed, UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = getattr(importlib.import_module(module), name)(args)
     except UserError as e:
         print(f"runner: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Failed as e:
+        print(f"runner: failed: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0

@@ -45,6 +45,8 @@ def build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
+    p.add_argument("--no-smoke-cache", action="store_true",
+                   help="run every smoke check, even those remembered for an unchanged image")
 
 
 def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
@@ -110,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     registry_args(p)
     p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
 
-    for name, help in (("merge", "assemble -dev indexes from single-arch tags, for tags whose platforms all passed"),
-                       ("promote", "copy each tested -dev index to its final tag by digest, no rebuild"),
+    for name, help in (("merge", "write -dev indexes from single-arch tags by digest, for tags whose platforms all passed"),
+                       ("promote", "point each final tag at its tested -dev index by digest, no rebuild"),
                        ("discard", "delete every tag of the selected targets and drop them from the catalog")):
         p = _command(sub, name, f"runner.cli.release:{name}", help)
         selection_args(p)
         registry_args(p)
+        if name != "discard":
+            p.add_argument("--skip-missing", action="store_true",
+                           help="list and skip targets an earlier step left nothing for, instead of failing")
 
     p = _command(sub, "prune", "runner.cli.release:prune",
                  "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")

@@ -1,15 +1,91 @@
 """`runner build|publish|merge|promote|discard|prune`: the release flow on a local Docker daemon
-(BuildKit) and registry, through the same runner.release code as the Dagger module."""
+(BuildKit) and registry, through the same runner.release code as the Dagger module.
+
+Everything that can be checked is checked before the first change (report path, catalog, names,
+credentials). SIGINT and SIGTERM cancel the run: child processes are stopped, the private credential
+folder is removed, and the command exits 130 or 143 with a message."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from runner.cli.inspect import selected_targets
 from runner.model.errors import UserError
+
+_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _run(fn: Callable[..., Awaitable[int]], *args) -> int:
+    """Run a coroutine; SIGINT/SIGTERM cancel it cleanly (finally blocks run, children are stopped)."""
+    import anyio
+
+    async def main() -> int:
+        outcome: dict[str, int] = {}
+        async with anyio.create_task_group() as tg:
+            async def work() -> None:
+                outcome["code"] = await fn(*args)
+                tg.cancel_scope.cancel()
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        outcome["signal"] = signum
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            tg.start_soon(work)
+        if "signal" in outcome:
+            raise Interrupted(outcome["signal"])
+        return outcome["code"]
+
+    try:
+        try:
+            return anyio.run(main)
+        except BaseExceptionGroup as group:  # the task group wraps what the work raised: show that
+            raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
+    except Interrupted as e:
+        print(f"runner: stopped by {e}; running builds and pushes were cancelled and the run's credentials "
+              "removed. Run the same command again to finish: nothing done twice is changed.", file=sys.stderr)
+        return 128 + e.signum
+
+
+def build(a: argparse.Namespace) -> int:
+    return _run(_build, a, False)
+
+
+def publish(a: argparse.Namespace) -> int:
+    return _run(_build, a, True)
+
+
+def merge(a: argparse.Namespace) -> int:
+    return _run(_registry, a, "merge")
+
+
+def promote(a: argparse.Namespace) -> int:
+    return _run(_registry, a, "promote")
+
+
+def discard(a: argparse.Namespace) -> int:
+    return _run(_registry, a, "discard")
+
+
+def prune(a: argparse.Namespace) -> int:
+    return _run(_registry, a, "prune")
 
 
 def _password(a: argparse.Namespace) -> str:
@@ -19,79 +95,84 @@ def _password(a: argparse.Namespace) -> str:
     return password
 
 
-def _image_of(project, a: argparse.Namespace):
-    ns, repo = a.namespace or project.namespace, a.repository or project.repository
-    return lambda tag: f"{a.registry}/{ns}/{repo}:{tag}", f"{a.registry}/{ns}/{repo}"
+def _repository(project, a: argparse.Namespace):
+    from runner.release.publish import Repository
+
+    if not _HOST.match(a.registry):
+        raise UserError("malformed registry address", value=a.registry, allowed="host[:port], e.g. docker.io")
+    ns, name = a.namespace or project.namespace, a.repository or project.repository
+    for what, value in (("namespace", ns), ("repository", name)):
+        if not _NAME.match(value):
+            raise UserError(f"malformed {what}", value=value,
+                            allowed="lower-case letters, digits and . _ - between them, parts joined by /")
+    return Repository(a.registry, ns, name)
 
 
-def build(a: argparse.Namespace) -> int:
-    import anyio
+def _writable(path: Path | None, what: str) -> None:
+    if path is not None:
+        from runner.model.files import check_writable
 
-    return anyio.run(_build, a, False)
-
-
-def publish(a: argparse.Namespace) -> int:
-    import anyio
-
-    return anyio.run(_build, a, True)
+        check_writable(path, what)
 
 
-def merge(a: argparse.Namespace) -> int:
-    import anyio
+def _client(a: argparse.Namespace, password: str):
+    from runner.release.registry import Registry
 
-    return anyio.run(_registry, a, "merge")
-
-
-def promote(a: argparse.Namespace) -> int:
-    import anyio
-
-    return anyio.run(_registry, a, "promote")
-
-
-def discard(a: argparse.Namespace) -> int:
-    import anyio
-
-    return anyio.run(_registry, a, "discard")
-
-
-def prune(a: argparse.Namespace) -> int:
-    import anyio
-
-    return anyio.run(_registry, a, "prune")
+    return Registry(a.registry, a.username, password, insecure=a.insecure)
 
 
 async def _build(a: argparse.Namespace, publish: bool) -> int:
     from runner.compose.plan import make_plan
-    from runner.engines.docker import DockerBuilder, docker_session
+    from runner.engines.docker import Docker, DockerBuilder
     from runner.release import pipeline, publish as flow
     from runner.release.provenance import build_info
     from runner.release.report import report
+    from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, progress_bar, report_table
 
     project, targets = selected_targets(a)
+    _writable(a.report, "report file")
+    repo = _repository(project, a) if publish else None
+    password = _password(a) if publish else ""
     plan = make_plan(targets, project.recipes)
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
-    with docker_session() as docker:
-        if publish:
-            await docker.login(a.registry, a.username, _password(a))
-        builder = DockerBuilder(docker, info, "heredoc" if await docker.heredocs() else "compat")
+    memory = None if a.no_smoke_cache else SmokeMemory()
+    pubs: list = []
+    with Docker() as docker:
+        builder = DockerBuilder(docker, info, project.pack_path)
         try:
+            if publish:
+                async with _client(a, password) as reg:
+                    await reg.login()  # before hours of building, not after
+                await docker.login(a.registry, a.username, password)
             with progress_bar(len(plan.leaves)) as advance:
-                built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance, a.gpu)
-            pubs = await flow.publish(built, builder, _image_of(project, a)[0], index=not a.single_arch) \
-                if publish else []
+                built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance, a.gpu,
+                                                 memory)
+            if publish:
+                async with _client(a, password) as reg:
+                    pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
+                                              index=not a.single_arch)
+                    retries = reg.retries + builder.retries
+            else:
+                retries = []
         finally:
             builder.close()
     result = report(built, pubs)
     result["steps"] = {"executed": builder.counts.executed, "cached": builder.counts.cached,
                        "distinct_stages": plan.distinct_stages}
+    result["registry_retries"] = retries
     if a.report:
-        a.report.write_text(json.dumps(result, indent=1))
+        from runner.model.files import write_atomic
+
+        write_atomic(a.report, json.dumps(result, indent=1), "report file")
     print_rich(report_table(result))
     failed = [r for r in result["images"] if not r["smoke"]["passed"]]
     for r in failed:
         what = r["error"] or "smoke checks failed: " + ", ".join(r["smoke"]["failed"])
         print(f"runner: {r['tag']} on {r['platform']}: {what}", file=sys.stderr)
+    for p in pubs:
+        if p.note:
+            print(f"runner: {p.tag}: {p.note}", file=sys.stderr)
     if failed:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
@@ -99,9 +180,9 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
 
 
 async def _registry(a: argparse.Namespace, op: str) -> int:
-    from runner.engines.docker import docker_session, host_skopeo
     from runner.model import catalog
     from runner.release import publish as flow
+    from runner.ui.selection import promotion_lines, publication_lines
 
     if op == "prune":
         from runner.compose.project import load_project
@@ -109,30 +190,29 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         project, targets = load_project(a.matrix), []
     else:
         project, targets = selected_targets(a)
-    image_of, repo = _image_of(project, a)
-    with docker_session() as docker:
-        await docker.login(a.registry, a.username, _password(a))
-        regops = host_skopeo(docker.authfile, tls_verify=not a.insecure)
+    repo = _repository(project, a)
+    password = _password(a)
+    book = catalog.CatalogFile(a.catalog) if a.catalog else None
+    if book is not None:
+        book.check()
+    async with _client(a, password) as reg:
+        await reg.login()
         if op == "prune":
-            done = await flow.prune(repo, regops, {t.tag for t in project.targets}, project.parser.parse,
-                                    a.catalog, a.intermediates)
-            print(json.dumps({"deleted": done}, indent=1))
+            done = await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book,
+                                    a.intermediates)
+            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
+            return 0
+        if op == "discard":
+            done = await flow.discard(targets, reg, repo, book)
+            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
             return 0
         if op == "merge":
-            from runner.engines.docker import DockerBuilder
-
-            builder = DockerBuilder(docker, {})
-            try:
-                pubs = await flow.merge(targets, builder, regops, image_of)
-            finally:
-                builder.close()
+            pubs = await flow.merge(targets, reg, repo)
+            print("\n".join(publication_lines(pubs)), file=sys.stderr)
             print(json.dumps([vars(p) for p in pubs], indent=1))
-            return 1 if any(p.skipped for p in pubs) else 0
-        if op == "discard":
-            print(json.dumps({"deleted": await flow.discard(targets, regops, image_of, a.catalog)}, indent=1))
-            return 0
-        ns, name = a.namespace or project.namespace, a.repository or project.repository
-        results = await flow.promote(targets, regops, image_of, a.catalog,
-                                     lambda ts: catalog.records(ts, lambda tag: f"{ns}/{name}:{tag}"))
+            return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
+        results = await flow.promote(targets, reg, repo, book, lambda ts: catalog.records(ts, repo.catalog_image),
+                                     skip_missing=a.skip_missing)
+        print("\n".join(promotion_lines(results)), file=sys.stderr)
         print(json.dumps([vars(r) for r in results], indent=1))
-        return 1 if any(r.skipped for r in results) else 0
+        return 0

@@ -1,5 +1,6 @@
-"""runner: build, smoke-test and publish GPUStack Runner inference-service images from one validated
-matrix, with Dagger. `dagger call build --backend cann` builds and smoke-tests every CANN image.
+"""Build, smoke-test and publish GPUStack Runner inference-service images (vLLM, SGLang, MindIE,
+VoxBox on eight accelerated backends) from one validated matrix. `dagger call build --backend cann`
+builds and smoke-tests every Ascend CANN image; `dagger functions` lists the rest."""
 
-The Dagger face of runner: thin functions over runner.release, sharing runner.ui with the CLI. May
-import every layer below the faces, never runner.cli."""
+# Layer: a face (the Dagger module). It may import every layer below the faces, never runner.cli; the
+# command line and this module share what they show through runner.ui.

@@ -1,74 +1,64 @@
-"""The Build object of the Dagger module and the registry functions: the shared pipeline driven
-through the Dagger engine."""
+"""What `images` returns: every target and platform built and smoke-tested, each image with its own tag
+and platform, to chain `summary`, `report`, `publish` or `tarballs` on."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Annotated
 
 import dagger
 from dagger import Doc, dag, field, function, object_type
-from dagger.mod._exceptions import FunctionError
 
+from runner.dagger import checkout
+from runner.dagger.args import Insecure, Namespace, Password, Registry, Repository, Username
+from runner.engines.dagger import DaggerBuilder, StageContainers
+from runner.model.errors import Failed
 from runner.release import pipeline, publish as flow
-from runner.release.report import report
-from runner.model.catalog import PACKAGED, dump, load, records
-from runner.engines.dagger import AUTHFILE, DaggerBuilder, StageContainers, skopeo_runner
-from runner.dagger.args import Catalog, Insecure, Namespace, Password, Registry, Repository, Username
-from runner.model.errors import UserError
-from runner.compose.plan import make_plan
-from runner.compose.project import Project, load_project
-from runner.release.registry import Skopeo
-from runner.model.targets import Selection, Target
-
-def _selection_json(s: Selection) -> str:
-    return json.dumps(asdict(s))
+from runner.ui.selection import publication_lines, summary_lines
+from runner.verify.smoke import CheckResult
 
 
-def _plan(selection_json: str):
-    project = load_project()
-    selection = Selection(**json.loads(selection_json))
-    try:
-        return project, make_plan(project.select(selection), project.recipes)
-    except UserError as e:
-        raise FunctionError(str(e)) from None
+@object_type
+class BuiltImage:
+    """One target on one platform: its image, when it built, and its build and smoke results."""
+
+    tag: Annotated[str, Doc("multi-arch tag of the target")] = field()
+    platform: Annotated[str, Doc("platform of this image")] = field()
+    passed: Annotated[bool, Doc("built, and every smoke check passed")] = field()
+    result: Annotated[str, Doc("build and smoke results (JSON)")] = field()
+    container: Annotated[dagger.Container | None, Doc("the image; none when the build failed")] = field(default=None)
 
 
 @object_type
 class Build:
-    """Images built and smoke-tested by `build`: print it for a summary, or chain publish, promote, export, report."""
+    """Images built and smoke-tested by `images`: chain summary, report, publish or tarballs."""
 
+    source: Annotated[dagger.Directory, Doc("the project that was built")] = field()
     selection: Annotated[str, Doc("the selection that was built (JSON)")] = field()
-    images: Annotated[list[dagger.Container], Doc("one image per target and platform, in plan order")] = field()
-    results: Annotated[str, Doc("build and smoke results per target and platform (JSON)")] = field()
-    source_url: str = field(default="")
-    revision: str = field(default="")
+    images: Annotated[list[BuiltImage], Doc("one image per target and platform")] = field()
+    build_info: Annotated[str, Doc("OCI source, revision and created labels (JSON)")] = field(default="{}")
 
     @function
     def report(self) -> str:
-        """JSON per target and platform: digest, size, build time and each smoke check with an output excerpt."""
-        return self.results
+        """JSON per target and platform: build time, error, and each smoke check's command, exit code,
+        duration and output excerpt. Always returns, whatever failed."""
+        return json.dumps({"images": [json.loads(i.result) for i in self.images],
+                           "passed": sum(i.passed for i in self.images),
+                           "failed": sum(not i.passed for i in self.images)}, indent=1)
 
     @function
     def summary(self) -> str:
-        """One line per target and platform: passed or failed, and what failed."""
-        lines = []
-        for r in json.loads(self.results)["images"]:
-            state = "passed" if r["smoke"]["passed"] else "FAILED " + (r["error"][:200] or ", ".join(r["smoke"]["failed"]))
-            lines.append(f"{r['tag']:<42} {r['platform']:<12} {r['build_seconds']:>8.1f}s  {state}")
-        if any(not r["smoke"]["passed"] for r in json.loads(self.results)["images"]):
-            lines.append("failed tags will not be published: see `report` for each check's output, fix the recipe "
-                         "or smoke spec in pack/, and build again")
-        return "\n".join(lines)
+        """One line per target and platform; ends with an error listing what failed, if anything did."""
+        return summarize([json.loads(i.result) for i in self.images])
 
     @function
-    def export(self) -> dagger.Directory:
-        """OCI tarballs of the built images, one per target and platform (`export --path out/`)."""
-        _, plan = _plan(self.selection)
+    def tarballs(self) -> dagger.Directory:
+        """OCI tarballs of the images that built and passed, one per target and platform
+        (`tarballs export --path out/`, or `tarballs -o out/`)."""
         out = dag.directory()
-        for leaf, image in zip(plan.leaves, self.images):
-            out = out.with_file(f"{leaf.target.tag}-{leaf.platform.replace('/', '-')}.tar", image.as_tarball())
+        for i in self.images:
+            if i.passed and i.container is not None:
+                out = out.with_file(f"{i.tag}-{i.platform.replace('/', '-')}.tar", i.container.as_tarball())
         return out
 
     @function(cache="never")
@@ -77,99 +67,63 @@ class Build:
         registry: Registry,
         username: Username,
         password: Password,
-        namespace: Namespace = "gpustack",
-        repository: Repository = "runner",
-        single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job makes the indexes")] = False,
-    ) -> str:
-        """Push single-arch images and multi-arch -dev indexes; a tag whose platforms did not all pass publishes nothing."""
-        project, plan = _plan(self.selection)
-        built = self._built(plan)
-        builder = DaggerBuilder(StageContainers(), registry, username, password)
-        pubs = await flow.publish(built, builder, _image_of(registry, namespace, repository), index=not single_arch_only)
-        return json.dumps(report(built, pubs)["published"], indent=1)
-
-    @function(cache="never")
-    async def promote(
-        self,
-        registry: Registry,
-        username: Username,
-        password: Password,
-        namespace: Namespace = "gpustack",
-        repository: Repository = "runner",
-        catalog: Catalog = None,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
         insecure: Insecure = False,
-    ) -> dagger.File:
-        """Copy each tested -dev index to its final tag by digest (no rebuild); returns the updated catalog."""
-        _, plan = _plan(self.selection)
-        targets = list(dict.fromkeys(leaf.target for leaf in plan.leaves))
-        return await promote_targets(targets, registry, username, password, namespace, repository, catalog, insecure)
+    ) -> str:
+        """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
+        platform of the matrix target passed. A tag with a failed platform pushes nothing; ends with an
+        error listing every tag not fully published."""
+        project = await checkout.load(self.source)
+        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
+        built = self.as_built(project)
+        builder = DaggerBuilder(StageContainers(), registry, username, password)
+        async with await checkout.registry(registry, username, password, insecure) as reg:
+            await reg.login()
+            pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
+                                      index=not single_arch_only)
+        text = "\n".join(publication_lines(pubs))
+        if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
+            raise Failed(text)
+        return text
 
-    def _built(self, plan) -> list[pipeline.Built]:
-        by_key = {(r["tag"], r["platform"]): r for r in json.loads(self.results)["images"]}
+    def as_built(self, project) -> list[pipeline.Built]:
+        """The pipeline's records of these images, each found by its own tag and platform."""
+        from runner.compose.plan import make_plan
+        from runner.ui.selection import selection_from_json
+
+        leaves = {(leaf.target.tag, leaf.platform): leaf
+                  for leaf in make_plan(project.select(selection_from_json(self.selection)), project.recipes).leaves}
         built = []
-        for leaf, image in zip(plan.leaves, self.images):
-            r = by_key[(leaf.target.tag, leaf.platform)]
-            b = pipeline.Built(leaf, image, seconds=r["build_seconds"], error=r["error"])
-            b.checks = [pipeline.CheckResult(**c) for c in r["smoke"]["checks"]]
+        for i in self.images:
+            r = json.loads(i.result)
+            b = pipeline.Built(leaves[(i.tag, i.platform)], i.container, seconds=r["build_seconds"], error=r["error"])
+            b.checks = [CheckResult(**c) for c in r["smoke"]["checks"]]
             built.append(b)
         return built
 
 
-def _registry(registry: str, username: str, password: dagger.Secret, namespace: str, repository: str, insecure: bool):
-    """Skopeo in a container with the secret's credentials, and the image reference of a tag."""
-    regops = Skopeo(skopeo_runner(password, registry, username, insecure), tls_verify=not insecure, authfile=AUTHFILE)
-    return regops, _image_of(registry, namespace, repository)
+def summarize(results: list[dict]) -> str:
+    """The summary text; a Failed error carrying it when anything failed (so `dagger call` exits non-zero)."""
+    lines = summary_lines({"images": results})
+    if any(not r["smoke"]["passed"] for r in results):
+        lines.append("failed tags will not be published: see `report` for each check's output, fix the recipe "
+                     "or smoke spec in pack/, and build again")
+        raise Failed("\n".join(lines))
+    return "\n".join(lines)
 
 
-def _image_of(registry: str, namespace: str, repository: str):
-    return lambda tag: f"{registry}/{namespace}/{repository}:{tag}"
+async def run_images(source: dagger.Directory, selection, concurrency: int, gpu: bool,
+                     build_info: dict[str, str]) -> Build:
+    """Plan the selection, build each distinct stage once, smoke-test every image."""
+    from runner.compose.plan import make_plan
+    from runner.ui.selection import selection_json
 
-
-async def promote_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
-                          repository: str, catalog: dagger.File | None, insecure: bool) -> dagger.File:
-    """pipeline.promote through skopeo in a container; the updated catalog comes back as a File."""
-    regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
-    return await _with_catalog(catalog, lambda path: flow.promote(
-        targets, regops, image_of, path, lambda ts: records(ts, lambda tag: f"{namespace}/{repository}:{tag}")))
-
-
-async def merge_targets(targets, registry: str, username: str, password: dagger.Secret, namespace: str,
-                        repository: str, insecure: bool) -> str:
-    """pipeline.merge: -dev indexes from single-arch tags pushed by per-platform jobs."""
-    regops, image_of = _registry(registry, username, password, namespace, repository, insecure)
-    builder = DaggerBuilder(StageContainers(), registry, username, password)
-    pubs = await flow.merge(targets, builder, regops, image_of)
-    return json.dumps([{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "skipped": p.skipped} for p in pubs], indent=1)
-
-
-async def run_build(selection: Selection, concurrency: int, gpu: bool, source_url: str, revision: str,
-                    build_info: dict[str, str]) -> Build:
-    """`Runner.build`: plan, build each distinct stage once, smoke-test, and wrap it all in a Build."""
-    project, plan = _plan(_selection_json(selection))
+    project = await checkout.load(source)
+    plan = make_plan(project.select(selection), project.recipes)
     builder = DaggerBuilder(StageContainers(build_info))
     built = await pipeline.build_all(plan, builder, project.pack_path, concurrency, gpu=gpu)
-    return Build(selection=_selection_json(selection), images=[b.handle or dag.container() for b in built],
-                 results=json.dumps(report(built)), source_url=source_url, revision=revision)
-
-
-async def registry_ops(op: str, project: Project, targets: list[Target], registry: str, namespace: str, username: str,
-                       password: dagger.Secret, catalog: dagger.File | None, intermediates: bool = False) -> dagger.File:
-    """discard (the targets) or prune through skopeo in a container; returns the catalog with the removed
-    images dropped."""
-    regops, image_of = _registry(registry, username, password, namespace, project.repository, False)
-    if op == "discard":
-        return await _with_catalog(catalog, lambda path: flow.discard(targets, regops, image_of, path))
-    repo = f"{registry}/{namespace}/{project.repository}"
-    known = {t.tag for t in project.targets}
-    return await _with_catalog(catalog, lambda path: flow.prune(repo, regops, known, project.parser.parse, path, intermediates))
-
-
-async def _with_catalog(catalog: dagger.File | None, action) -> dagger.File:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "catalog.json"
-        path.write_text(await catalog.contents() if catalog else dump(load(PACKAGED)))
-        await action(path)
-        return dag.directory().with_new_file("catalog.json", path.read_text()).file("catalog.json")
+    images = [BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed, result=json.dumps(b.report()),
+                         container=b.handle if not b.error else None) for b in built]
+    return Build(source=source, selection=selection_json(selection), images=images, build_info=json.dumps(build_info))

@@ -1,34 +1,42 @@
-"""Builds, smoke-tests and publishes GPUStack Runner inference-service images from one validated matrix.
-
-Every function reads matrix.yaml and pack/ from this module's source; `dagger call build --backend cann`
-is the whole job for Ascend CANN.
-"""
+"""The Runner object: every `dagger call` function, each a thin call into runner.release."""
 
 from __future__ import annotations
 
 import enum
 import json
+from pathlib import Path
 from typing import Annotated
 
 import dagger
-from dagger import Doc, function, object_type
-from dagger.mod._exceptions import FunctionError
+from dagger import Doc, dag, field, function, object_type
 
-from runner.dagger.build import Build
-from runner.dagger.args import BackendVersion, Catalog, IncludeDeprecated, Insecure, Namespace, Password, Platform, Registry, ServiceName, ServiceVersion, Tag, Username, Variant
-from runner.model.errors import UserError
-from runner.compose.project import Project, load_project
-from runner.model.targets import Selection
+from runner.dagger import checkout
+from runner.dagger.args import (BackendVersion, Catalog, Concurrency, Gpu, IncludeDeprecated, Insecure, Namespace,
+                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, Source, Tag,
+                                Username, Variant)
+from runner.dagger.build import Build, run_images, summarize
+from runner.model.errors import Failed
+from runner.release.provenance import EPOCH
+from runner.ui.selection import selection_of
+
+
+def _pack_folder() -> Path:
+    """pack/ beside the installed runner source (the module includes its recipes, not the rest)."""
+    import runner
+
+    for folder in (Path(runner.__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents):
+        if (folder / "pack").is_dir():
+            return folder / "pack"
+    return Path.cwd() / "pack"
+
 
 def _backend_enum() -> type[dagger.Enum]:
     """The Backend enum, made from pack/*/recipe.py so that a new backend needs no edit here. Each
     member's description is the first words of its recipe's docstring (e.g. "NVIDIA CUDA")."""
     import ast
 
-    from runner.compose.project import default_matrix_path
-
     members = {}
-    for recipe in sorted((default_matrix_path().parent / "pack").glob("*/recipe.py")):
+    for recipe in sorted(_pack_folder().glob("*/recipe.py")):
         doc = ast.get_docstring(ast.parse(recipe.read_text())) or recipe.parent.name
         members[recipe.parent.name.upper()] = (recipe.parent.name, doc.split(":", 1)[0].strip())
     backend = enum.Enum("Backend", {name: value for name, (value, _) in members.items()}, module=__name__)
@@ -40,6 +48,8 @@ def _backend_enum() -> type[dagger.Enum]:
 
 Backend = _backend_enum()
 OptBackend = Annotated[Backend | None, Doc("only this backend")]
+SkipMissing = Annotated[bool, Doc("list and skip targets whose earlier step left nothing to work on (a failed CI "
+                                  "leg, already red) instead of failing the call")]
 
 
 @dagger.enum_type
@@ -66,30 +76,27 @@ class DockerfileForm(enum.Enum):
     """no heredocs, for built-in frontends such as Docker 20.10's"""
 
 
-def _selection(backend: Backend | None, backend_version: str, variant: str, service: str,
-               service_version: str, platform: str, include_deprecated: bool) -> Selection:
-    return Selection(backend.value if backend else "", backend_version, variant, service, service_version, platform,
-                     include_deprecated)
-
-
-def _project() -> Project:
-    return load_project()
-
-
-def _fail(e: UserError) -> Exception:
-    """User mistakes surface as one clear message: the SDK reports a FunctionError without a traceback."""
-    return FunctionError(str(e))
+def _selection(backend, backend_version="", variant="", service="", service_version="", platform="",
+               include_deprecated=True):
+    return selection_of(backend.value if backend else "", backend_version, variant, service, service_version, platform,
+                        include_deprecated)
 
 
 @object_type
 class Runner:
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
+    source: Source
     source_url: Annotated[str, Doc("org.opencontainers.image.source of the images")] = "https://github.com/gpustack/runner"
     revision: Annotated[str, Doc("org.opencontainers.image.revision: the recipe commit")] = ""
+    created: Annotated[str, Doc("org.opencontainers.image.created, RFC 3339: the recipe commit's time (CI passes "
+                                "it); empty: the Unix epoch, so unchanged inputs give unchanged digests")] = ""
+
+    def build_info(self) -> dict[str, str]:
+        return {"source": self.source_url, "revision": self.revision, "created": self.created or EPOCH}
 
     @function
-    def matrix(
+    async def matrix(
         self,
         backend: OptBackend = None,
         service: ServiceName = "",
@@ -104,7 +111,9 @@ class Runner:
         from runner.release import fanout
         from runner.ui.selection import target_json
 
-        targets = self._targets(backend, backend_version, variant, service, service_version, platform, include_deprecated)
+        project = await checkout.load(self.source)
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
+                                            include_deprecated))
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format == MatrixFormat.GITHUB:
@@ -114,7 +123,7 @@ class Runner:
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function
-    def plan(
+    async def plan(
         self,
         backend: OptBackend = None,
         service: ServiceName = "",
@@ -125,12 +134,13 @@ class Runner:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count."""
         from runner.compose.plan import make_plan
 
-        project = _project()
-        targets = self._targets(backend, backend_version, "", service, service_version, "", include_deprecated, project)
+        project = await checkout.load(self.source)
+        targets = project.select(_selection(backend, backend_version, "", service, service_version, "",
+                                            include_deprecated))
         return json.dumps(make_plan(targets, project.recipes).to_json(), indent=1)
 
     @function
-    def dockerfile(
+    async def dockerfile(
         self,
         tag: Tag,
         platform: Annotated[str, Doc("platform; default: the target's first")] = "",
@@ -139,24 +149,24 @@ class Runner:
         """One target's stages rendered as a multi-stage Dockerfile (seed 000's convention)."""
         from runner.compose.dockerfile import render
 
-        return render(self._leaf_stage(tag, platform), form.value).text
+        return render((await checkout.load(self.source)).leaf_stage(tag, platform), form.value).text
 
     @function
-    def base(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    async def base(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The vendor base image of a target on one platform."""
-        return self._stage_container(tag, platform, "base")
+        return await self._stage_container(tag, platform, "base")
 
     @function
-    def runtime(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    async def runtime(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The shared runtime stage of a target on one platform, for cache-warm iteration (try `terminal`)."""
-        return self._stage_container(tag, platform, "runtime")
+        return await self._stage_container(tag, platform, "runtime")
 
     @function
-    def service(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
+    async def service(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
         """The finished service image of a target on one platform, unpublished."""
-        return self._stage_container(tag, platform, "service")
+        return await self._stage_container(tag, platform, "service")
 
-    @function(cache="never")
+    @function(cache="session")
     async def build(
         self,
         backend: OptBackend = None,
@@ -166,50 +176,33 @@ class Runner:
         service_version: ServiceVersion = "",
         platform: Platform = "",
         include_deprecated: IncludeDeprecated = False,
-        concurrency: Annotated[int, Doc("images built and tested at once")] = 4,
-        gpu: Annotated[bool, Doc("also run the backend's device check on an accelerator (NVIDIA through Dagger)")] = False,
-    ) -> Build:
-        """Build every selected target on each of its platforms, sharing stages, then smoke-test each image."""
-        from runner.dagger.build import run_build
+        concurrency: Concurrency = 4,
+        gpu: Gpu = False,
+    ) -> str:
+        """Build every selected target on each of its platforms, sharing stages, smoke-test each image and
+        print one line per image; ends with an error listing what failed, if anything did."""
+        built = await self.images(backend, service, backend_version, variant, service_version, platform,
+                                  include_deprecated, concurrency, gpu)
+        return summarize([json.loads(i.result) for i in built.images])
 
-        selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
-        return await run_build(selection, concurrency, gpu, self.source_url, self.revision, self.build_info())
-
-    @function(cache="never")
-    async def discard(
+    @function(cache="session")
+    async def images(
         self,
-        registry: Registry,
-        password: Password,
-        username: Username,
-        namespace: Namespace = "gpustack",
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
-        catalog: Catalog = None,
-    ) -> dagger.File:
-        """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog."""
-        from runner.dagger.build import registry_ops
-
-        project = _project()
-        targets = self._targets(backend, backend_version, "", service, service_version, "", True, project)
-        return await registry_ops("discard", project, targets, registry, namespace, username, password, catalog)
-
-    @function(cache="never")
-    async def prune(
-        self,
-        registry: Registry,
-        password: Password,
-        username: Username,
-        namespace: Namespace = "gpustack",
-        intermediates: Annotated[bool, Doc("also delete -dev and single-arch tags of promoted targets")] = False,
-        catalog: Catalog = None,
-    ) -> dagger.File:
-        """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
-        from runner.dagger.build import registry_ops
-
-        return await registry_ops("prune", _project(), [], registry, namespace, username, password, catalog,
-                                  intermediates=intermediates)
+        platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
+        concurrency: Concurrency = 4,
+        gpu: Gpu = False,
+    ) -> Build:
+        """Build and smoke-test like `build`, and return the images to chain publish, report, summary or
+        tarballs on (`images --backend cuda publish --registry ...`)."""
+        selection = _selection(backend, backend_version, variant, service, service_version, platform,
+                               include_deprecated)
+        return await run_images(self.source, selection, concurrency, gpu, self.build_info())
 
     @function(cache="never")
     async def merge(
@@ -217,19 +210,29 @@ class Runner:
         registry: Registry,
         username: Username,
         password: Password,
-        namespace: Namespace = "gpustack",
+        namespace: Namespace = "",
+        repository: Repository = "",
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
         service_version: ServiceVersion = "",
         insecure: Insecure = False,
+        skip_missing: SkipMissing = False,
     ) -> str:
-        """Assemble -dev indexes from single-arch tags pushed by per-platform CI jobs, for tags whose platforms all passed."""
-        from runner.dagger.build import merge_targets
+        """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
+        whose platforms are all there; ends with an error listing the others unless --skip-missing."""
+        from runner.release import publish as flow
+        from runner.ui.selection import publication_lines
 
-        project = _project()
-        targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
-        return await merge_targets(targets, registry, username, password, namespace, project.repository, insecure)
+        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
+                                                              namespace, repository, registry)
+        async with await checkout.registry(registry, username, password, insecure) as reg:
+            await reg.login()
+            pubs = await flow.merge(targets, reg, repo)
+        text = "\n".join(publication_lines(pubs))
+        if any(p.skipped for p in pubs) and not skip_missing:
+            raise Failed(text)
+        return text
 
     @function(cache="never")
     async def promote(
@@ -237,7 +240,41 @@ class Runner:
         registry: Registry,
         username: Username,
         password: Password,
-        namespace: Namespace = "gpustack",
+        namespace: Namespace = "",
+        repository: Repository = "",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        catalog: Catalog = None,
+        insecure: Insecure = False,
+        skip_missing: SkipMissing = False,
+    ) -> dagger.File:
+        """Point each target's final tag at its tested -dev index, byte for byte, without building;
+        returns the updated catalog. A target without a -dev index fails the call before anything
+        changes, unless --skip-missing."""
+        from runner.model import catalog as catalog_mod
+        from runner.release import publish as flow
+
+        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
+                                                              namespace, repository, registry)
+
+        async def change(book) -> None:
+            async with await checkout.registry(registry, username, password, insecure) as reg:
+                await reg.login()
+                await flow.promote(targets, reg, repo, book, lambda ts: catalog_mod.records(ts, repo.catalog_image),
+                                   skip_missing=skip_missing)
+
+        return await _updated_catalog(catalog, change)
+
+    @function(cache="never")
+    async def discard(
+        self,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "",
+        repository: Repository = "",
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
@@ -245,42 +282,72 @@ class Runner:
         catalog: Catalog = None,
         insecure: Insecure = False,
     ) -> dagger.File:
-        """Copy each tested -dev index to its final tag by digest, without building; returns the updated catalog."""
-        from runner.dagger.build import promote_targets
+        """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog.
+        A registry that refuses deletes is found out before any tag is touched."""
+        from runner.release import publish as flow
 
-        project = _project()
-        targets = self._targets(backend, backend_version, "", service, service_version, "", False, project)
-        return await promote_targets(targets, registry, username, password, namespace, project.repository,
-                                     catalog, insecure)
+        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
+                                                              namespace, repository, registry, deprecated=True)
+
+        async def change(book) -> None:
+            async with await checkout.registry(registry, username, password, insecure) as reg:
+                await reg.login()
+                await flow.discard(targets, reg, repo, book)
+
+        return await _updated_catalog(catalog, change)
+
+    @function(cache="never")
+    async def prune(
+        self,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        intermediates: Annotated[bool, Doc("also delete -dev and single-arch tags of promoted targets")] = False,
+        catalog: Catalog = None,
+        insecure: Insecure = False,
+    ) -> dagger.File:
+        """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
+        from runner.release import publish as flow
+
+        project = await checkout.load(self.source)
+        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
+
+        async def change(book) -> None:
+            async with await checkout.registry(registry, username, password, insecure) as reg:
+                await reg.login()
+                await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates)
+
+        return await _updated_catalog(catalog, change)
 
     # helpers (not Dagger functions)
 
-    def _targets(self, backend, backend_version, variant, service, service_version, platform, include_deprecated,
-                 project: Project | None = None):
-        project = project or _project()
-        selection = _selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
-        try:
-            return project.select(selection)
-        except UserError as e:
-            raise _fail(e) from None
+    async def _registry_targets(self, backend, backend_version, service, service_version, namespace, repository,
+                                registry, deprecated: bool = False):
+        from runner.release import publish as flow
 
-    def _leaf_stage(self, tag: str, platform: str):
-        try:
-            return _project().leaf_stage(tag, platform)
-        except UserError as e:
-            raise _fail(e) from None
+        project = await checkout.load(self.source)
+        targets = project.select(_selection(backend, backend_version, "", service, service_version, "", deprecated))
+        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
+        return project, targets, repo
 
-    def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
+    async def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
         from runner.engines.dagger import StageContainers
 
-        leaf = self._leaf_stage(tag, platform)
+        leaf = (await checkout.load(self.source)).leaf_stage(tag, platform)
         stage = next(s for s in reversed(leaf.chain()) if s.kind == kind)
         return StageContainers(self.build_info()).container(stage)
 
-    def build_info(self) -> dict[str, str]:
-        import datetime
 
-        return {"source": self.source_url, "revision": self.revision,
-                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+async def _updated_catalog(catalog: dagger.File | None, change) -> dagger.File:
+    """Run `change(CatalogFile)` on a local copy of the catalog and return the result as a File."""
+    import tempfile
 
-__all__ = ["Backend", "Build", "DockerfileForm", "MatrixFormat", "Runner"]
+    from runner.model.catalog import PACKAGED, CatalogFile
+
+    with tempfile.TemporaryDirectory(prefix="runner-catalog-") as folder:
+        path = Path(folder) / "catalog.json"
+        path.write_text(await catalog.contents() if catalog else PACKAGED.read_text())
+        await change(CatalogFile(path))
+        return dag.directory().with_new_file("catalog.json", path.read_text()).file("catalog.json")

@@ -1,23 +1,28 @@
 """The stage plan on the Dagger engine: one Container per distinct stage, so stages shared across the
-matrix are the same Container object (and the engine builds them once)."""
+matrix are the same Container object (and the engine builds them once).
+
+Every input of a stage is stable (the created label comes from the recipe commit, never the clock),
+so the engine's cache serves unchanged stages and unchanged smoke runs. Registry reads and writes are
+not execs at all: runner.release.registry talks to the registry from the function's own process, so
+no registry answer is ever served from the engine's cache and no credential lands in a layer."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from typing import Any
 
 import dagger
 from dagger import dag
 
-from runner.release.pipeline import BuildError, Built
 from runner.compose.plan import Leaf
-from runner.verify.smoke import Check
 from runner.compose.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
+from runner.release.pipeline import BuildError, DeviceUnavailable, Image
 
 SHELL = ["bash", "-eo", "pipefail", "-c"]
-SKOPEO_IMAGE = "quay.io/skopeo/stable:v1.16.1"
 _SHARING = {"locked": dagger.CacheSharingMode.LOCKED, "shared": dagger.CacheSharingMode.SHARED,
             "private": dagger.CacheSharingMode.PRIVATE}
+GPU_HINT = ("the engine has no GPU support: start it with _EXPERIMENTAL_DAGGER_GPU_SUPPORT=1 in the dagger "
+            "CLI's environment, on a host with the NVIDIA container toolkit")
 
 
 class StageContainers:
@@ -55,7 +60,7 @@ class StageContainers:
             return ctr
         if isinstance(step, Env):
             for name, value in step.values:
-                ctr = ctr.with_env_variable(name, value)
+                ctr = ctr.with_env_variable(name, value, expand="${" in value)
             return ctr
         if isinstance(step, File):
             return ctr.with_new_file(step.path, step.content, permissions=step.mode)
@@ -76,6 +81,14 @@ class StageContainers:
         return ctr
 
 
+def engine_error(what: str, e: dagger.DaggerError) -> BuildError:
+    """A readable BuildError from any engine error: a failed exec, a pull, a rate limit."""
+    if isinstance(e, dagger.ExecError):
+        cmd = " ".join(e.command)[:200]
+        return BuildError(f"{what}: `{cmd}` exited {e.exit_code}: {(e.stderr or e.stdout).strip()[-800:]}")
+    return BuildError(f"{what}: {type(e).__name__}: {str(e).strip()[:1200]}")
+
+
 class DaggerBuilder:
     """The pipeline's Builder on Dagger. Registry credentials are Dagger secrets only."""
 
@@ -91,64 +104,48 @@ class DaggerBuilder:
             ctr = ctr.with_registry_auth(self.registry, self.username, self.password)
         return ctr
 
-    async def build(self, leaf: Leaf) -> tuple[dagger.Container, str, int]:
+    async def build(self, leaf: Leaf) -> Image:
         ctr = self.stages.container(leaf.stage)
         try:
             await ctr.sync()
-        except dagger.ExecError as e:
-            raise BuildError(f"{leaf.target.tag} on {leaf.platform}: `{' '.join(e.command)[:200]}` exited {e.exit_code}: "
-                             f"{e.stderr.strip()[-800:]}") from None
-        return ctr, "", 0
-
-    async def run_check(self, handle: dagger.Container, check: Check) -> tuple[int, str]:
-        run = handle.with_exec(["sh", "-c", check.script], use_entrypoint=True, expect=dagger.ReturnType.ANY)
-        return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+        except dagger.DaggerError as e:
+            raise engine_error(f"{leaf.target.tag} on {leaf.platform}", e) from None
+        return Image(ctr)
 
     async def entrypoint(self, handle: dagger.Container) -> list[str]:
         return await handle.entrypoint()
 
-    async def push(self, handle: dagger.Container, ref: str) -> str:
-        return (await self._auth(handle).publish(ref)).rsplit("@", 1)[-1]
+    async def run_script(self, handle: dagger.Container, script: str, timeout: int) -> tuple[int, str]:
+        """The batched checks in one exec; the engine caches it while the image and script are unchanged."""
+        import anyio
 
-    async def push_index(self, ref: str, images: Sequence[Built]) -> str:
-        # single-arch images were pushed already; the index is published from the same containers
-        variants = [b.handle for b in images]
-        return (await self._auth(dag.container()).publish(ref, platform_variants=variants)).rsplit("@", 1)[-1]
+        run = handle.with_exec(["sh", "-c", script], use_entrypoint=True, expect=dagger.ReturnType.ANY)
+        try:
+            with anyio.fail_after(timeout):
+                return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+        except dagger.DaggerError as e:
+            raise engine_error("the smoke checks", e) from None
 
-
-    async def run_device_check(self, handle: dagger.Container, leaf: Leaf, pack) -> tuple[int, str]:
+    async def device_check(self, handle: dagger.Container, leaf: Leaf, script: str) -> tuple[int, str]:
         """NVIDIA through Dagger's GPU support; other accelerators need their host's devices."""
-        from runner.verify.profiles import load_profile
-
         if leaf.target.backend != "cuda":
-            return 1, (f"Dagger has no {leaf.target.backend} device support: on a host with the device run "
-                       f"`runner run-command {leaf.target.tag} --device-check`")
-        check = load_profile(pack, leaf.target.backend).device_check
-        run = handle.experimental_with_all_gp_us().with_exec(["sh", "-c", check], use_entrypoint=True,
+            raise DeviceUnavailable(f"Dagger has no {leaf.target.backend} device support: on a host with the device "
+                                    f"run `runner run-command {leaf.target.tag} --device-check`")
+        run = handle.experimental_with_all_gp_us().with_exec(["sh", "-c", script], use_entrypoint=True,
                                                             expect=dagger.ReturnType.ANY)
-        return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+        try:
+            return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+        except dagger.QueryError as e:
+            if "GPU support is not enabled" in str(e):
+                raise DeviceUnavailable(GPU_HINT) from None
+            raise engine_error("the device check", e) from None
 
-    async def from_ref(self, ref: str, platform: str) -> dagger.Container:
+    async def push(self, handle: dagger.Container, ref: str) -> str:
+        try:
+            return (await self._auth(handle).publish(ref)).rsplit("@", 1)[-1]
+        except dagger.DaggerError as e:
+            raise engine_error(f"push {ref}", e) from None
+
+    def image(self, ref: str, platform: str) -> Any:
+        """An existing image by reference, for smoke-testing it."""
         return self._auth(dag.container(platform=dagger.Platform(platform))).from_(ref)
-
-
-def skopeo_runner(password: dagger.Secret | None, registry: str, username: str, insecure: bool):
-    """A skopeo Run for runner.release.registry.Skopeo that runs in a pinned skopeo container; the auth file
-    is built from the secret inside the container, so the password never appears as plain text."""
-
-    async def run(argv: list[str], files: dict[str, bytes] | None = None) -> tuple[int, str, str]:
-        ctr = dag.container().from_(SKOPEO_IMAGE)
-        for path, data in (files or {}).items():
-            ctr = ctr.with_new_file(path, data.decode())
-        if password is not None:
-            ctr = (ctr.with_secret_variable("REGISTRY_PASSWORD", password)
-                   .with_env_variable("REGISTRY_USER", username).with_env_variable("REGISTRY", registry)
-                   .with_exec(["sh", "-c", 'mkdir -p /auth && printf \'{"auths":{"%s":{"auth":"%s"}}}\' "$REGISTRY" '
-                               '"$(printf %s:%s "$REGISTRY_USER" "$REGISTRY_PASSWORD" | base64 | tr -d \'\\n\')" > /auth/config.json']))
-        ctr = ctr.with_exec(["skopeo", *argv], expect=dagger.ReturnType.ANY)
-        return await ctr.exit_code(), await ctr.stdout(), await ctr.stderr()
-
-    return run
-
-
-AUTHFILE = "/auth/config.json"

@@ -1,31 +1,36 @@
 """The stage plan on a local Docker daemon's BuildKit, for build hosts that cannot run the Dagger
 engine: Dockerfiles rendered from the plan, built one platform at a time with cache mounts, smoke
-tests with `docker run`, pushes with `docker push`, indexes with `docker manifest`, and registry
-operations with skopeo. Credentials live in a private DOCKER_CONFIG made for the run, never in argv."""
+checks in one `docker run` per image, pushes with `docker push`.
+
+Registry credentials for the daemon's pushes live in a private DOCKER_CONFIG (mode 0700, file 0600)
+made for the run and removed on every exit path; one left by a killed run is removed at the next
+start. The password reaches `docker login` on stdin only; no child process gets it in its environment."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from runner.compose.dockerfile import render
-from runner.model.errors import UserError
-from runner.release.pipeline import BuildError, Built
 from runner.compose.plan import Leaf
-from runner.release.registry import Skopeo
-from runner.verify.smoke import Check
+from runner.model.errors import UserError
+from runner.release.pipeline import BuildError, Image
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
+SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
+_TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
+                        r"temporarily unavailable|broken pipe|connection refused", re.I)
+_CONFIG_PREFIX = "runner-docker-config-"
 
 
 @dataclass
@@ -48,6 +53,23 @@ class StepCounts:
                     self.executed += 1
 
 
+def _private_root() -> Path:
+    """Where credentials go: memory-backed when the machine has it, so a crash leaves no disk copy."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def sweep_stale_configs(root: Path | None = None) -> list[Path]:
+    """Remove credential folders of runs that were killed before they could clean up."""
+    removed = []
+    for folder in (root or _private_root()).glob(f"{_CONFIG_PREFIX}*"):
+        pid = folder.name[len(_CONFIG_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class Docker:
     """The docker client, with a private config directory for registry credentials."""
 
@@ -56,35 +78,51 @@ class Docker:
             raise UserError("docker client not found", value=binary,
                             hint="install Debian's docker.io (or set RUNNER_DOCKER to a client matching your daemon)")
         self.binary = binary
-        self.config = tempfile.mkdtemp(prefix="runner-docker-config-")
+        sweep_stale_configs()
+        self.config = tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=_private_root())
         os.chmod(self.config, 0o700)
-        self.env = {**os.environ, "DOCKER_CONFIG": self.config, "DOCKER_BUILDKIT": "1", "DOCKER_CLI_EXPERIMENTAL": "enabled"}
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+        self.env = {**env, "DOCKER_CONFIG": self.config, "DOCKER_BUILDKIT": "1"}
 
-    @property
-    def authfile(self) -> str:
-        return str(Path(self.config) / "config.json")
-
-    async def run(self, *argv: str, stdin: bytes | None = None, check: bool = True) -> tuple[int, str, str]:
-        result = await anyio.run_process([self.binary, *argv], input=stdin, env=self.env, check=False)
+    async def run(self, *argv: str, stdin: bytes | None = None, check: bool = True,
+                  timeout: float | None = None) -> tuple[int, str, str]:
+        with anyio.fail_after(timeout):
+            result = await anyio.run_process([self.binary, *argv], input=stdin, env=self.env, check=False)
         out, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
         if check and result.returncode != 0:
             raise BuildError(f"docker {argv[0]} failed: {err.strip()[-1500:] or out.strip()[-1500:]}")
         return result.returncode, out, err
 
     async def login(self, registry: str, username: str, password: str) -> None:
-        """Store credentials in the private config (password through stdin, never argv)."""
-        code, _, err = await self.run("login", "--username", username, "--password-stdin", registry,
-                                      stdin=password.encode(), check=False)
+        """Store credentials in the private config (password through stdin, never argv or environment)."""
+        old = os.umask(0o077)
+        try:
+            code, _, err = await self.run("login", "--username", username, "--password-stdin", registry,
+                                          stdin=password.encode(), check=False, timeout=120)
+        finally:
+            os.umask(old)
         if code != 0:
             raise UserError(f"login to {registry} failed: {err.strip().splitlines()[-1] if err.strip() else code}")
-
-    async def heredocs(self) -> bool:
-        """Whether the daemon's built-in Dockerfile frontend has heredocs (Docker 23 and later)."""
-        _, out, _ = await self.run("version", "--format", "{{.Server.Version}}")
-        return int(out.strip().split(".")[0] or 0) >= 23
+        config = Path(self.config) / "config.json"
+        if config.exists():
+            config.chmod(0o600)
 
     def close(self) -> None:
         shutil.rmtree(self.config, ignore_errors=True)
+
+    def __enter__(self) -> Docker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class _Inspected:
+    image_id: str
+    size: int
+    entrypoint: list[str]
+    repo_digests: list[str] = field(default_factory=list)
 
 
 class DockerBuilder:
@@ -92,12 +130,16 @@ class DockerBuilder:
 
     name = "docker"
 
-    def __init__(self, docker: Docker, build_info: dict[str, str], form: str = "compat", network: str = "host") -> None:
-        self.docker, self.build_info, self.form, self.network = docker, build_info, form, network
+    def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
+                 network: str = "host", push_attempts: int = 4) -> None:
+        self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
+        self.push_attempts = push_attempts
         self.counts = StepCounts()
+        self.retries: list[str] = []
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
+        self._inspected: dict[str, _Inspected] = {}
 
-    async def build(self, leaf: Leaf) -> tuple[str, str, int]:
+    async def build(self, leaf: Leaf) -> Image:
         rendered = render(leaf.stage, self.form)
         ctx = Path(self.workdir) / f"{leaf.target.tag}-{leaf.platform.replace('/', '-')}"
         ctx.mkdir(parents=True, exist_ok=True)
@@ -111,111 +153,80 @@ class DockerBuilder:
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(f"{leaf.target.tag} on {leaf.platform}: {' | '.join(failed[-3:]) or err.strip()[-800:]}")
-        _, info, _ = await self.docker.run("image", "inspect", "--format", "{{.Id}} {{.Size}}", image)
-        image_id, size = info.split()
-        return image, image_id, int(size)
+        found = await self.inspect(image)
+        return Image(image, found.image_id, found.size)
 
-    async def run_check(self, handle: str, check: Check) -> tuple[int, str]:
-        code, out, err = await self.docker.run("run", "--rm", "--network", "none", handle, "sh", "-c", check.script,
-                                               check=False)
-        return code, out + err
-
-    async def run_checks(self, handle: str, checks: Sequence[Check]) -> list[tuple[int, str]]:
-        """All checks in one container (one `docker run` instead of one per check): each runs in its
-        own subshell, its exit code and base64 output framed by markers."""
-        script = "\n".join(
-            f'( {c.script}\n) >/tmp/.runner-check 2>&1; echo "@@runner-check {i} $?"; base64 </tmp/.runner-check; echo "@@runner-end"'
-            for i, c in enumerate(checks))
-        code, out, err = await self.docker.run("run", "--rm", "--network", "none", handle, "sh", "-c", script, check=False)
-        found = _parse_checks(out, len(checks))
-        return [found.get(i, (code or 1, f"the check did not run: {err.strip()[-300:]}")) for i in range(len(checks))]
+    async def inspect(self, ref: str) -> _Inspected:
+        """ID, size, entrypoint and registry digests of a local image, in one call."""
+        _, out, _ = await self.docker.run("image", "inspect", "--format",
+                                          "{{json .Id}} {{json .Size}} {{json .Config.Entrypoint}} {{json .RepoDigests}}", ref)
+        image_id, size, entry, digests = (json.loads(x) for x in out.split(" ", 3))
+        found = self._inspected[ref] = _Inspected(image_id, int(size), entry or [], digests or [])
+        return found
 
     async def entrypoint(self, handle: str) -> list[str]:
-        import json
+        found = self._inspected.get(handle) or await self.inspect(handle)
+        return found.entrypoint
 
-        _, out, _ = await self.docker.run("image", "inspect", "--format", "{{json .Config.Entrypoint}}", handle)
-        return json.loads(out) or []
+    async def run_script(self, handle: str, script: str, timeout: int) -> tuple[int, str]:
+        """Run a script in a throwaway container with no network; kill it if it overruns."""
+        name = f"runner-smoke-{uuid.uuid4().hex[:12]}"
+        try:
+            code, out, err = await self.docker.run("run", "--rm", "--name", name, "--network", "none", handle,
+                                                   "sh", "-c", script, check=False, timeout=timeout)
+        except TimeoutError:
+            await self.docker.run("rm", "-f", name, check=False, timeout=60)
+            raise BuildError(f"the smoke container ran past {timeout}s and was removed") from None
+        return code, out + err
 
-    async def push(self, handle: str, ref: str) -> str:
-        await self.docker.run("tag", handle, ref)
-        _, out, _ = await self.docker.run("push", ref)
-        found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
-        if not found:
-            raise BuildError(f"docker push {ref} printed no digest")
-        return found[-1]
-
-    async def push_index(self, ref: str, images: Sequence[Built]) -> str:
-        repo = ref.rsplit(":", 1)[0]
-        members = [f"{repo}@{b.digest}" for b in images]
-        await self.docker.run("manifest", "rm", ref, check=False)  # a stale local list would be amended
-        await self.docker.run("manifest", "create", "--insecure", ref, *members)
-        _, out, _ = await self.docker.run("manifest", "push", "--purge", "--insecure", ref)
-        found = re.findall(r"sha256:[0-9a-f]{64}", out)
-        if not found:
-            raise BuildError(f"docker manifest push {ref} printed no digest")
-        return found[-1]
-
-    async def run_device_check(self, handle: str, leaf: Leaf, pack: Path) -> tuple[int, str]:
+    async def device_check(self, handle: str, leaf: Leaf, script: str) -> tuple[int, str]:
         """The backend's device check through the profile's docker run line (devices, mounts, runtime)."""
         from runner.verify.profiles import load_profile, run_command
 
-        profile = load_profile(pack, leaf.target.backend)
-        argv = run_command(profile, handle, ["sh", "-c", profile.device_check])
-        argv = [a for a in argv[1:] if a != "-it"]  # no terminal here; the docker client is our own
-        code, out, err = await self.docker.run(*argv, check=False)
+        if self.pack is None:
+            raise BuildError("the device check needs the pack folder of the project")
+        profile = load_profile(self.pack, leaf.target.backend)
+        argv = [a for a in run_command(profile, handle, ["sh", "-c", script])[1:] if a != "-it"]
+        code, out, err = await self.docker.run(*argv, check=False, timeout=600)
         return code, out + err
 
-    async def from_ref(self, ref: str, platform: str) -> str:
-        return ref  # docker manifest create takes references
+    async def known_digest(self, handle: str, repository: str) -> str:
+        """The digest this image already has in `repository`, when the daemon pushed it there before."""
+        found = self._inspected.get(handle) or await self.inspect(handle)
+        for entry in found.repo_digests:
+            repo, _, digest = entry.partition("@")
+            if repo == repository:
+                return digest
+        return ""
+
+    async def push(self, handle: str, ref: str) -> str:
+        """docker push, retried with backoff when the registry or the network fails for a while."""
+        await self.docker.run("tag", handle, ref)
+        for attempt in range(1, self.push_attempts + 1):
+            code, out, err = await self.docker.run("push", ref, check=False, timeout=3600)
+            if code == 0:
+                found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
+                if not found:
+                    raise BuildError(f"docker push {ref} printed no digest")
+                self._inspected.pop(handle, None)  # its RepoDigests changed
+                return found[-1]
+            message = (err.strip() or out.strip())[-800:]
+            if re.search(r"denied|unauthorized|authentication required", message, re.I):
+                raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
+            if attempt == self.push_attempts or not _TRANSIENT.search(message):
+                raise BuildError(f"docker push {ref} failed: {message}")
+            self.retries.append(f"push {ref}: {message.splitlines()[-1][:200]}; retry {attempt}")
+            await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    async def local_or_pulled(self, ref: str, platform: str) -> str:
+        """A handle for an existing image: the local one, else pulled for the platform."""
+        code, _, _ = await self.docker.run("image", "inspect", ref, check=False)
+        if code != 0:
+            code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600)
+            if code != 0:
+                raise BuildError(f"cannot pull {ref} for {platform}: {err.strip()[-500:]}")
+        return ref
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _parse_checks(out: str, n: int) -> dict[int, tuple[int, str]]:
-    import base64
-
-    results: dict[int, tuple[int, str]] = {}
-    current: tuple[int, int] | None = None
-    body: list[str] = []
-    for line in out.splitlines():
-        if line.startswith("@@runner-check "):
-            _, index, code = line.split()
-            current, body = (int(index), int(code)), []
-        elif line == "@@runner-end" and current is not None:
-            text = base64.b64decode("".join(body)).decode(errors="replace")
-            results[current[0]] = (current[1], text)
-            current = None
-        elif current is not None:
-            body.append(line)
-    return results
-
-
-def host_skopeo(authfile: str = "", tls_verify: bool = True) -> Skopeo:
-    """Skopeo on this host; tombstone layouts go to a private temp dir per call."""
-    binary = shutil.which("skopeo")
-    if not binary:
-        raise UserError("skopeo not found", hint="install Debian's skopeo package")
-
-    async def run(argv: list[str], files: dict[str, bytes] | None = None) -> tuple[int, str, str]:
-        with tempfile.TemporaryDirectory(prefix="runner-skopeo-") as tmp:
-            if files:
-                for path, data in files.items():
-                    target = Path(tmp) / Path(path).relative_to("/tmp/runner-tombstone")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(data)
-                argv = [a.replace("/tmp/runner-tombstone", tmp) for a in argv]
-            result = await anyio.run_process([binary, *argv], check=False)
-            return result.returncode, result.stdout.decode("utf-8", "surrogateescape"), result.stderr.decode(errors="replace")
-
-    return Skopeo(run, tls_verify=tls_verify, authfile=authfile if authfile and Path(authfile).exists() else "")
-
-
-@contextlib.contextmanager
-def docker_session(binary: str = DOCKER):
-    """A Docker client whose private credentials directory is removed afterwards."""
-    docker = Docker(binary)
-    try:
-        yield docker
-    finally:
-        docker.close()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -51,15 +52,16 @@ def records(targets: Iterable, image_of) -> list[RunnerRecord]:
 
 
 def load(path: Path = PACKAGED) -> list[RunnerRecord]:
-    """Read a catalog file (a JSON list of records)."""
+    """Read a catalog file (a JSON list of records); anything else is a UserError naming the file."""
     from runner.model.errors import UserError
+    from runner.model.files import read_text
 
+    text = read_text(path, "catalog file")
     try:
-        return _RECORDS.validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise UserError("catalog file not found", value=str(path), hint="write one with `runner catalog --write PATH`") from None
+        return _RECORDS.validate_json(text)
     except ValueError as e:
-        raise UserError(f"{path}: not a runner catalog: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path}: not a runner catalog: {str(e).splitlines()[0]}",
+                        hint="a catalog is the JSON list `runner catalog --write PATH` writes") from None
 
 
 def dump(items: Sequence[RunnerRecord]) -> str:
@@ -68,16 +70,63 @@ def dump(items: Sequence[RunnerRecord]) -> str:
 
 
 def write(path: Path, items: Sequence[RunnerRecord]) -> None:
-    """Replace a catalog file atomically: readers see the old or the new catalog, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump(items))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace a catalog file atomically (mode kept; a link or device at the path is refused)."""
+    from runner.model.files import write_atomic
+
+    write_atomic(path, dump(items), "catalog file")
+
+
+class CatalogFile:
+    """A catalog file kept in step with a registry: checked before the registry is touched, locked
+    (a lock file beside it) for the whole operation, and rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+
+    def check(self) -> list[RunnerRecord]:
+        """Refuse an unusable catalog up front: unreadable, not a catalog, or not replaceable."""
+        from runner.model.files import check_writable
+
+        check_writable(self.path, "catalog file")
+        return load(self.path) if self.path.exists() else []
+
+    @contextmanager
+    def locked(self, wait_seconds: float = 600.0) -> Iterator[CatalogFile]:
+        """Hold the catalog's lock (after checking it) while the registry is changed and the file
+        rewritten, so two runs never lose each other's records."""
+        import fcntl
+
+        from runner.model.errors import UserError
+
+        self.check()
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as e:
+            raise UserError(f"cannot create the catalog lock {lock_path}: {e.strerror}") from None
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UserError(f"the catalog {self.path} stayed locked by another run for {wait_seconds:.0f}s") from None
+                    time.sleep(0.2)
+            self._lock_fd = fd
+            yield self
+        finally:
+            self._lock_fd = None
+            os.close(fd)  # closing releases the lock
+
+    def update(self, add: Sequence[RunnerRecord] = (), drop: Callable[[RunnerRecord], bool] | None = None) -> None:
+        """Re-read, drop and add records, and write the result in one atomic replace."""
+        current = load(self.path) if self.path.exists() else []
+        keep = [r for r in current if not (drop and drop(r))]
+        new_keys = {(r.docker_image, r.platform) for r in add}
+        write(self.path, [r for r in keep if (r.docker_image, r.platform) not in new_keys] + list(add))
 
 
 def _prefix(value: str, wanted: str | None) -> bool:

@@ -1,4 +1,6 @@
-"""Errors a user can cause: each names where, what and what is allowed, and exits with code 2."""
+"""Errors both faces report without a traceback: UserError (a mistake in the input or request; it names
+where, what and what is allowed; exit code 2) and Failed (the job ran and part of it failed: a build,
+a smoke check, a registry; the message lists what; exit code 1)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,12 @@ class ErrorList(UserError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+class Failed(Exception):
+    """The job ran and did not fully succeed; the message says what failed and what to do (exit 1)."""
+
+    exit_code = 1
 
 
 def closest(value: str, allowed: Iterable[str]) -> str | None:

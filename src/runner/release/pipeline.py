@@ -1,8 +1,11 @@
-"""Build and smoke-test every selected target and platform under a concurrency limit, through the
-Builder protocol an engine implements; a failure is recorded on its target and platform."""
+"""Build and smoke-test every selected target and platform through the Builder protocol an engine
+implements. Builds and smoke runs have lanes of their own (a build lane is free again while its image
+is tested); any failure, of any kind, is recorded on its target and platform and the others go on."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,34 +16,46 @@ import anyio
 
 from runner.compose.plan import Leaf, Plan
 from runner.model.targets import Target
+from runner.verify import batch
 from runner.verify.smoke import Check, CheckResult, checks_for
+
+TINI = (["tini", "--"], ["/usr/bin/tini", "--"], ["/sbin/tini", "--"], ["/usr/local/bin/tini", "--"])
 
 
 class BuildError(Exception):
     """An engine could not build a stage; the message names what failed."""
 
 
+class DeviceUnavailable(Exception):
+    """The engine cannot reach the backend's accelerator: the device check is skipped, not failed."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """What an engine built: its handle for later calls, its ID (or digest) and its size in bytes."""
+
+    handle: Any
+    image_id: str = ""
+    size: int = 0
+
+
 class Builder(Protocol):
-    """What an engine does: build a leaf stage, run a check inside it, push images."""
+    """What an engine does: build a leaf stage, run a script inside an image, push an image."""
 
     name: str
 
-    async def build(self, leaf: Leaf) -> tuple[Any, str, int]: ...  # handle, image id/digest, size in bytes
-    async def run_check(self, handle: Any, check: Check) -> tuple[int, str]: ...  # exit code, output
+    async def build(self, leaf: Leaf) -> Image: ...
     async def entrypoint(self, handle: Any) -> list[str]: ...
-    async def push(self, handle: Any, ref: str) -> str: ...  # digest
-    async def push_index(self, ref: str, images: Sequence[Built]) -> str: ...  # digest of the index
-    async def from_ref(self, ref: str, platform: str) -> Any: ...  # a handle for an already pushed image
-    async def run_device_check(self, handle: Any, leaf: Leaf, pack: Path) -> tuple[int, str]: ...
+    async def run_script(self, handle: Any, script: str, timeout: int) -> tuple[int, str]: ...  # code, output
+    async def device_check(self, handle: Any, leaf: Leaf, script: str) -> tuple[int, str]: ...
+    async def push(self, handle: Any, ref: str) -> str: ...  # the pushed manifest's digest
 
 
-class Registry(Protocol):
-    """Registry operations by reference: resolve a tag, copy by digest, delete, list tags."""
+class SmokeMemory(Protocol):
+    """Remembered smoke results, keyed by what they depend on (see `memory_key`)."""
 
-    async def digest(self, ref: str) -> str | None: ...
-    async def copy(self, src: str, dst: str) -> None: ...
-    async def delete(self, ref: str) -> None: ...
-    async def tags(self, repository: str) -> list[str]: ...
+    def get(self, key: str) -> list[dict] | None: ...
+    def put(self, key: str, results: list[dict]) -> None: ...
 
 
 @dataclass
@@ -52,6 +67,7 @@ class Built:
     image_id: str = ""
     size: int = 0
     seconds: float = 0.0
+    smoke_seconds: float = 0.0
     checks: list[CheckResult] = field(default_factory=list)
     error: str = ""
     digest: str = ""  # set when published
@@ -68,33 +84,47 @@ class Built:
     def passed(self) -> bool:
         return not self.error and bool(self.checks) and all(c.passed for c in self.checks)
 
+    def why_not(self) -> str:
+        """What failed, in a few words: the build error, or the failed checks' names ('' when all passed)."""
+        if self.error:
+            return self.error
+        failed = [c.name for c in self.checks if not c.passed]
+        return ", ".join(failed) if failed else ("" if self.checks else "no checks ran")
+
     def report(self) -> dict:
         failed = [c for c in self.checks if not c.passed]
         return {
             "tag": self.target.tag, "platform": self.platform, "image_id": self.image_id, "digest": self.digest,
-            "size": self.size, "build_seconds": round(self.seconds, 3), "error": self.error,
-            "smoke": {"passed": self.passed, "failed": [c.name for c in failed], "checks": [c.as_dict() for c in self.checks]},
+            "size": self.size, "build_seconds": round(self.seconds, 3), "smoke_seconds": round(self.smoke_seconds, 3),
+            "error": self.error,
+            "smoke": {"passed": self.passed, "failed": [c.name for c in failed],
+                      "remembered": sum(c.cached for c in self.checks), "checks": [c.as_dict() for c in self.checks]},
         }
 
 
 async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
-                    progress: Callable[[Built], None] | None = None, gpu: bool = False) -> list[Built]:
-    """Build every leaf of the plan and run its smoke checks, at most `limit` at a time. A failure is
-    recorded on its target and platform; the others go on. With `gpu`, each image also runs its
-    backend's tiny device check on an accelerator."""
+                    progress: Callable[[Built], None] | None = None, gpu: bool = False,
+                    memory: SmokeMemory | None = None, smoke_limit: int | None = None) -> list[Built]:
+    """Build every leaf of the plan and smoke-test it, at most `limit` builds and `smoke_limit` smoke
+    runs at a time. With `gpu`, each image also runs its backend's device check."""
     results = [Built(leaf) for leaf in plan.leaves]
-    limiter = anyio.CapacityLimiter(max(1, limit))
+    builds = anyio.CapacityLimiter(max(1, limit))
+    smokes = anyio.CapacityLimiter(max(1, smoke_limit or limit))
 
     async def one(b: Built) -> None:
-        async with limiter:
-            start = time.perf_counter()
+        start = time.perf_counter()
+        async with builds:
             try:
-                b.handle, b.image_id, b.size = await engine.build(b.leaf)
-            except BuildError as e:
-                b.error = str(e)
-            b.seconds = time.perf_counter() - start
-            if not b.error:
-                b.checks = await smoke(engine, b, pack, gpu)
+                image = await engine.build(b.leaf)
+                b.handle, b.image_id, b.size = image.handle, image.image_id, image.size
+            except Exception as e:  # noqa: BLE001 - any engine failure belongs to this target only
+                b.error = describe(e)
+        b.seconds = time.perf_counter() - start
+        if not b.error:
+            start = time.perf_counter()
+            async with smokes:
+                b.checks = await smoke(engine, b.handle, b.image_id, b.leaf, pack, gpu, memory)
+            b.smoke_seconds = time.perf_counter() - start
         if progress:
             progress(b)
 
@@ -104,20 +134,71 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
     return results
 
 
-async def smoke(engine: Builder, b: Built, pack: Path, gpu: bool = False) -> list[CheckResult]:
-    """Run the target's smoke checks inside its built image, plus the entrypoint check (and the
-    device check of the backend's profile, with `gpu`)."""
-    out: list[CheckResult] = []
-    entry = await engine.entrypoint(b.handle)
-    ok = entry[:1] in (["tini"], ["/usr/bin/tini"]) and entry[1:] == ["--"]
-    out.append(CheckResult("entrypoint", ok, 0, "" if ok else "entrypoint is not tini --", " ".join(entry)))
-    checks = checks_for(pack, b.target, b.leaf.stage)
-    batch = getattr(engine, "run_checks", None)  # engines that can run all checks in one container
-    runs = await batch(b.handle, checks) if batch else [await engine.run_check(b.handle, c) for c in checks]
-    out += [check.judge(code, output) for check, (code, output) in zip(checks, runs)]
-    if gpu:
-        from runner.verify.profiles import load_profile
+def describe(e: BaseException) -> str:
+    """A readable one-paragraph message for any engine error."""
+    text = str(e).strip() or type(e).__name__
+    return text if isinstance(e, BuildError) else f"{type(e).__name__}: {text}"[:1500]
 
-        check = Check("device", load_profile(pack, b.target.backend).device_check)
-        out.append(check.judge(*await engine.run_device_check(b.handle, b.leaf, pack)))
+
+async def smoke(engine: Builder, handle: Any, image_id: str, leaf: Leaf, pack: Path, gpu: bool = False,
+                memory: SmokeMemory | None = None) -> list[CheckResult]:
+    """The target's smoke checks inside its image: the entrypoint, the specs' checks in one batch
+    (remembered by image and rendered checks when `memory` is given) and, with `gpu`, the device check."""
+    out: list[CheckResult] = []
+    try:
+        entry = await engine.entrypoint(handle)
+        ok = entry in TINI
+        out.append(CheckResult("entrypoint", ok, 0, "" if ok else "entrypoint is not tini --", " ".join(entry)))
+    except Exception as e:  # noqa: BLE001
+        out.append(CheckResult("entrypoint", False, -1, f"cannot read the entrypoint: {describe(e)}", ""))
+    checks = checks_for(pack, leaf.target, leaf.stage)
+    key = memory_key(image_id, checks) if memory is not None and image_id else ""
+    remembered = memory.get(key) if key and memory is not None else None
+    if remembered is not None:
+        out += [CheckResult(**{**r, "cached": True}) for r in remembered]
+    else:
+        results = await run_checks(engine, handle, checks)
+        if key and memory is not None and not any(r.reason.startswith(_UNSTABLE) for r in results):
+            memory.put(key, [{k: v for k, v in vars(r).items() if k != "cached"} for r in results])
+        out += results
+    if gpu:
+        out.append(await device(engine, handle, leaf, pack))
     return out
+
+
+_UNSTABLE = ("timed out", "killed by signal", "the check did not run")  # never remembered
+
+
+async def run_checks(engine: Builder, handle: Any, checks: Sequence[Check]) -> list[CheckResult]:
+    """Every check in one container; an engine error fails each check with that error."""
+    if not checks:
+        return []
+    timeouts = [c.timeout for c in checks]
+    try:
+        code, output = await engine.run_script(handle, batch.script([c.script for c in checks], timeouts),
+                                               batch.overall_timeout(timeouts))
+        failure = "" if code == 0 else f"the check container exited {code}: {output[-400:]}"
+    except Exception as e:  # noqa: BLE001
+        output, failure = "", describe(e)
+    return [c.judge(o.exit_code, o.output, o.seconds, o.problem and f"{o.problem}{': ' + failure if not o.ran else ''}")
+            for c, o in zip(checks, batch.parse(output, timeouts, failure))]
+
+
+async def device(engine: Builder, handle: Any, leaf: Leaf, pack: Path) -> CheckResult:
+    """The backend's tiny accelerator check; skipped (not failed) where the engine has no device."""
+    from runner.verify.profiles import load_profile
+
+    check = Check("device", load_profile(pack, leaf.target.backend).device_check)
+    try:
+        code, output = await engine.device_check(handle, leaf, check.script)
+    except DeviceUnavailable as e:
+        return check.skip(str(e))
+    except Exception as e:  # noqa: BLE001
+        return check.judge(-1, "", 0.0, describe(e))
+    return check.judge(code, output)
+
+
+def memory_key(image_id: str, checks: Sequence[Check]) -> str:
+    """What a smoke result depends on: the image and the checks exactly as rendered for it."""
+    rendered = json.dumps([vars(c) for c in checks], sort_keys=True)
+    return hashlib.sha256(f"{image_id}\0{rendered}".encode()).hexdigest()

@@ -1,37 +1,64 @@
 """The registry side of a release: publish all-or-nothing per tag, merge single-arch tags into -dev
-indexes, promote by digest, discard and prune, keeping the catalog file in step."""
+indexes, promote by digest, discard and prune, keeping the catalog file in step.
+
+All-or-nothing is judged against the matrix, not the selection: a -dev index is written only when
+every platform of the matrix target passed (in this run, or as tested single-arch tags for merge).
+Everything that can be checked (credentials, the catalog, whether the registry deletes) is checked
+before the first change; a change that is already in place is not made again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from runner.model import catalog as catalog_mod
-from runner.model.errors import UserError
+from runner.model.catalog import CatalogFile, RunnerRecord
+from runner.model.errors import Failed
 from runner.model.naming import compose_tag, format_tag
 from runner.model.targets import Target
-from runner.release.pipeline import Builder, Built, Registry
+from runner.release.pipeline import Builder, Built
+from runner.release.registry import Registry
+
+
+@dataclass(frozen=True)
+class Repository:
+    """Where images go: registry host, namespace and repository name."""
+
+    registry: str
+    namespace: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def ref(self, tag: str) -> str:
+        return f"{self.registry}/{self.path}:{tag}"
+
+    def catalog_image(self, tag: str) -> str:
+        """How the catalog names an image: namespace/repository:tag, without the registry."""
+        return f"{self.path}:{tag}"
 
 
 @dataclass
 class Publication:
-    """What publish did for one tag."""
+    """What publish or merge did for one tag."""
 
     tag: str
     dev_ref: str = ""
     digest: str = ""
     platforms: dict[str, str] = field(default_factory=dict)  # platform -> single-arch digest
     skipped: str = ""  # why nothing was published
+    note: str = ""  # what was left to do (an index not written for a narrowed selection)
+    pushed: int = 0  # single-arch pushes that changed the registry
+    index_changed: bool = False
 
 
-async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[str], str],
-                  index: bool = True) -> list[Publication]:
-    """Push single-arch images and the multi-arch -dev index of every tag whose platforms all built and
-    passed their smoke tests. A tag with any failed platform publishes nothing at all. Without
-    `index` (CI fan-out: one job per platform) only the single-arch images are pushed; `merge` then
-    assembles the indexes."""
+async def publish(built: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
+                  matrix_platforms: Mapping[str, Sequence[str]], index: bool = True) -> list[Publication]:
+    """Push the single-arch images of every tag whose built platforms all passed, then its -dev index
+    from their digests when every platform of the matrix target is among them. A tag with a failed
+    platform pushes nothing at all; without `index` (CI fan-out) only single-arch images are pushed."""
     by_tag: dict[str, list[Built]] = {}
     for b in built:
         by_tag.setdefault(b.target.tag, []).append(b)
@@ -39,45 +66,63 @@ async def publish(built: Sequence[Built], engine: Builder, image_of: Callable[[s
     for tag, images in by_tag.items():
         pub = Publication(tag)
         pubs.append(pub)
-        wanted = set(images[0].target.platforms) if index else {b.platform for b in images}
-        bad = [f"{b.platform}: {b.error or ', '.join(c.name for c in b.checks if not c.passed) or 'no checks ran'}"
-               for b in images if not b.passed]
-        missing = wanted - {b.platform for b in images}
-        if bad or missing:
-            pub.skipped = "; ".join(bad + [f"{p}: not built" for p in sorted(missing)])
+        bad = [f"{b.platform}: {b.why_not()}" for b in images if not b.passed]
+        if bad:
+            pub.skipped = "; ".join(bad) + "; nothing of this tag was pushed"
             continue
-        for b in images:
-            b.digest = await engine.push(b.handle, image_of(format_tag(b.target, b.platform)))
+        for b in sorted(images, key=lambda b: b.platform):
+            ref = repo.ref(format_tag(b.target, b.platform))
+            b.digest, changed = await _push(engine, registry, repo, b, ref)
             pub.platforms[b.platform] = b.digest
-        if index:
-            pub.dev_ref = image_of(format_tag(images[0].target, dev=True))
-            pub.digest = await engine.push_index(pub.dev_ref, images)
+            pub.pushed += changed
+        if not index:
+            continue
+        missing = sorted(set(matrix_platforms[tag]) - set(pub.platforms))
+        if missing:
+            pub.note = (f"-dev index not written: {', '.join(missing)} not built in this run; build and push "
+                        f"them single-arch (--platform P --single-arch), then merge")
+            continue
+        pub.dev_ref = repo.ref(format_tag(images[0].target, dev=True))
+        pub.digest, pub.index_changed = await _index(registry, repo, format_tag(images[0].target, dev=True),
+                                                     pub.platforms)
     return pubs
 
 
-async def merge(targets: Sequence[Target], engine: Builder, registry: Registry,
-                image_of: Callable[[str], str]) -> list[Publication]:
-    """Assemble each target's -dev index from its single-arch tags, only when every platform's tag is
-    there (each was pushed by a job whose build and smoke tests passed)."""
-    from runner.compose.plan import Leaf
+async def _push(engine: Builder, registry: Registry, repo: Repository, b: Built, ref: str) -> tuple[str, int]:
+    """Push one image unless the engine knows the tag already holds it; (digest, 1 if pushed)."""
+    known = getattr(engine, "known_digest", None)
+    if known is not None and (digest := await known(b.handle, f"{repo.registry}/{repo.path}")):
+        if await registry.digest(repo.path, ref.rsplit(":", 1)[1]) == digest:
+            return digest, 0
+    return await engine.push(b.handle, ref), 1
 
+
+async def _index(registry: Registry, repo: Repository, tag: str, platforms: Mapping[str, str]) -> tuple[str, bool]:
+    members = sorted(platforms.items())
+    body, media_type = await registry.index_manifest(repo.path, members)
+    current = await registry.manifest(repo.path, tag)
+    if current is not None and current.body == body:
+        return current.digest, False
+    return await registry.put_manifest(repo.path, tag, body, media_type), True
+
+
+async def merge(targets: Sequence[Target], registry: Registry, repo: Repository) -> list[Publication]:
+    """Write each target's -dev index from its single-arch tags, only when every platform of the
+    matrix target has one (each was pushed by a job whose build and smoke tests passed)."""
     pubs = []
     for t in targets:
         pub = Publication(t.tag)
         pubs.append(pub)
-        images = []
         for platform in t.platforms:
-            ref = image_of(format_tag(t, platform))
-            digest = await registry.digest(ref)
+            tag = format_tag(t, platform)
+            digest = await registry.digest(repo.path, tag)
             if digest is None:
-                pub.skipped = f"{ref} is missing: its build or smoke tests did not pass"
+                pub.skipped = f"{repo.ref(tag)} is missing: its build or smoke tests did not pass"
                 break
-            handle = await engine.from_ref(f"{ref.rsplit(':', 1)[0]}@{digest}", platform)
-            images.append(Built(Leaf(t, platform, None), handle, digest=digest))  # type: ignore[arg-type]
             pub.platforms[platform] = digest
         if not pub.skipped:
-            pub.dev_ref = image_of(format_tag(t, dev=True))
-            pub.digest = await engine.push_index(pub.dev_ref, images)
+            pub.dev_ref = repo.ref(format_tag(t, dev=True))
+            pub.digest, pub.index_changed = await _index(registry, repo, format_tag(t, dev=True), pub.platforms)
     return pubs
 
 
@@ -89,79 +134,92 @@ class Promotion:
     skipped: str = ""
 
 
-async def promote(targets: Sequence[Target], registry: Registry, image_of: Callable[[str], str],
-                  catalog_file: Path | None = None, catalog_records: Callable | None = None) -> list[Promotion]:
-    """Copy each target's tested -dev index to its final tag by digest (no rebuild). Running it again
-    changes nothing. The catalog file, when given, gains the promoted targets in one atomic write."""
-    results = []
-    for t in targets:
-        dev, final = image_of(format_tag(t, dev=True)), image_of(t.tag)
-        digest = await registry.digest(dev)
-        if digest is None:
-            results.append(Promotion(t.tag, skipped=f"{dev} is not published"))
-            continue
-        changed = await registry.digest(final) != digest
-        if changed:
-            await registry.copy(f"{dev.rsplit(':', 1)[0]}@{digest}", final)
-            if await registry.digest(final) != digest:
-                raise UserError(f"promotion of {t.tag} did not land: {final} does not resolve to {digest}")
-        results.append(Promotion(t.tag, digest, changed))
-    if catalog_file and catalog_records:
-        promoted = [t for t, r in zip(targets, results) if not r.skipped]
-        _update_catalog(catalog_file, add=catalog_records(promoted))
+async def promote(targets: Sequence[Target], registry: Registry, repo: Repository, catalog: CatalogFile | None,
+                  records: Callable[[Sequence[Target]], list[RunnerRecord]], skip_missing: bool = False) -> list[Promotion]:
+    """Point each target's final tag at its tested -dev index, byte for byte (no rebuild); running it
+    again changes nothing. Every -dev index is read first: a missing one stops the run before any
+    change (or, with `skip_missing`, skips that target). The catalog gains the promoted targets."""
+    with _catalog_lock(catalog):
+        devs = {t.tag: await registry.manifest(repo.path, format_tag(t, dev=True)) for t in targets}
+        missing = [repo.ref(format_tag(t, dev=True)) for t in targets if devs[t.tag] is None]
+        if missing and not skip_missing:
+            raise Failed(f"not published, so nothing was promoted: {', '.join(missing)}; publish them first, or "
+                         "promote the others with --skip-missing")
+        results = []
+        for t in targets:
+            dev = devs[t.tag]
+            if dev is None:
+                results.append(Promotion(t.tag, skipped=f"{repo.ref(format_tag(t, dev=True))} is not published"))
+                continue
+            changed = await registry.digest(repo.path, t.tag) != dev.digest
+            if changed:
+                landed = await registry.put_manifest(repo.path, t.tag, dev.body, dev.media_type)
+                if landed != dev.digest:
+                    raise Failed(f"promotion of {t.tag} did not land: {repo.ref(t.tag)} is {landed}, not {dev.digest}")
+            results.append(Promotion(t.tag, dev.digest, changed))
+        if catalog is not None:
+            catalog.update(add=records([t for t, r in zip(targets, results) if not r.skipped]))
     return results
 
 
-async def discard(targets: Sequence[Target], registry: Registry, image_of: Callable[[str], str],
-                  catalog_file: Path | None = None) -> list[str]:
+async def discard(targets: Sequence[Target], registry: Registry, repo: Repository,
+                  catalog: CatalogFile | None) -> list[str]:
     """Delete every tag of the targets (final, -dev and single-arch) and drop them from the catalog."""
-    removed = []
-    for t in targets:
-        refs = [image_of(t.tag), image_of(format_tag(t, dev=True))] + [image_of(format_tag(t, p)) for p in t.platforms]
-        for ref in refs:
-            if await registry.digest(ref) is not None:
-                await registry.delete(ref)
-                removed.append(ref)
-    if catalog_file:
-        images = {image_of(t.tag) for t in targets}
-        _update_catalog(catalog_file, drop=lambda r: any(same_image(r.docker_image, ref) for ref in images))
+    with _catalog_lock(catalog):
+        await _deletable(registry, repo)
+        removed = []
+        for t in targets:
+            for tag in [t.tag, format_tag(t, dev=True), *(format_tag(t, p) for p in t.platforms)]:
+                if await registry.digest(repo.path, tag) is not None:
+                    await registry.delete_tag(repo.path, tag)
+                    removed.append(repo.ref(tag))
+        if catalog is not None:
+            images = {repo.catalog_image(t.tag) for t in targets}
+            catalog.update(drop=lambda r: r.docker_image in images)
     return removed
 
 
-async def prune(repository: str, registry: Registry, known_tags: set[str], parse: Callable[[str], Any],
-                catalog_file: Path | None = None, intermediates: bool = False) -> list[str]:
+async def prune(registry: Registry, repo: Repository, known_tags: set[str], parse: Callable[[str], Any],
+                catalog: CatalogFile | None, intermediates: bool = False) -> list[str]:
     """Delete runner tags of the repository whose target is no longer in the matrix, and with
     `intermediates`, the -dev and single-arch tags of targets already promoted."""
-    tags = await registry.tags(repository)
-    present = set(tags)
-    doomed = []
-    for tag in tags:
-        try:
-            p = parse(f"{repository}:{tag}")
-        except UserError:
-            continue  # not ours: leave it alone
-        multi = compose_tag(p.backend, p.backend_version, p.backend_variant, p.service, p.service_version)
-        if multi not in known_tags:
-            doomed.append(tag)
-        elif intermediates and (p.dev or p.platform) and multi in present:
-            doomed.append(tag)
-    for tag in doomed:
-        await registry.delete(f"{repository}:{tag}")
-    if catalog_file:
-        gone = {f"{repository}:{t}" for t in doomed}
-        _update_catalog(catalog_file, drop=lambda r: any(same_image(r.docker_image, ref) for ref in gone))
+    from runner.model.errors import UserError
+
+    with _catalog_lock(catalog):
+        tags = await registry.tags(repo.path)
+        present = set(tags)
+        doomed = []
+        for tag in tags:
+            try:
+                p = parse(f"{repo.path}:{tag}")
+            except UserError:
+                continue  # not ours: leave it alone
+            multi = compose_tag(p.backend, p.backend_version, p.backend_variant, p.service, p.service_version)
+            if multi not in known_tags or (intermediates and (p.dev or p.platform) and multi in present):
+                doomed.append(tag)
+        if doomed:
+            await _deletable(registry, repo)
+        for tag in doomed:
+            await registry.delete_tag(repo.path, tag)
+        if catalog is not None:
+            gone = {repo.catalog_image(t) for t in doomed}
+            catalog.update(drop=lambda r: r.docker_image in gone)
     return doomed
 
 
-def same_image(catalog_image: str, ref: str) -> bool:
-    """Whether a catalog's image (namespace/repository:tag, no registry) names the same image as a
-    full reference with its registry."""
-    return ref == catalog_image or ref.endswith("/" + catalog_image)
+async def _deletable(registry: Registry, repo: Repository) -> None:
+    if not await registry.delete_supported(repo.path):
+        raise Failed(f"{registry.host} refuses to delete manifests through the registry API, so no tag was "
+                     "touched; delete the tags with the registry's own tools (Docker Hub: its web API)")
 
 
-def _update_catalog(path: Path, add: Sequence = (), drop: Callable | None = None) -> None:
-    records = catalog_mod.load(path) if path.exists() else []
-    keep = [r for r in records if not (drop and drop(r))]
-    new_keys = {(r.docker_image, r.platform) for r in add}
-    keep = [r for r in keep if (r.docker_image, r.platform) not in new_keys] + list(add)
-    catalog_mod.write(path, keep)
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _catalog_lock(catalog: CatalogFile | None):
+    return catalog.locked() if catalog is not None else _NoLock()

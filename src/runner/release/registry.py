@@ -1,89 +1,298 @@
-"""Registry operations through skopeo, for both engines: resolve a tag to its digest, copy by digest
-(--all --preserve-digests: an index keeps its digest), list tags, and delete a tag.
+"""Registry operations over the OCI distribution API, for both engines: resolve a tag, read and write
+manifests by digest (a -dev index is written from the tested single-arch digests, never rebuilt),
+list tags and delete one tag.
 
-The registry API can only delete manifests, which would take every tag sharing the digest with it
-(a final tag and its -dev tag share one after promotion). So a tag is deleted by first pointing it
-at a tiny tombstone image of its own and then deleting the tombstone's digest: other tags stay.
+Answers are classified by HTTP status and the registry's error code, never by searching text: only
+the registry's own not-found answer is "not found"; connection faults, timeouts, 429 and 5xx are
+retried with backoff within a time budget (each retry is recorded); anything else is an error with
+the registry's message. Credentials live in this process's memory only.
+
+The API deletes manifests, not tags, and a manifest may carry several tags (a final tag and its -dev
+twin after promotion). So a tag is deleted by pointing it at a tiny tombstone manifest of its own and
+deleting that; before any such write, `delete_supported` asks whether the registry deletes at all.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from collections.abc import Awaitable
-from typing import Protocol
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from runner.model.errors import UserError
+import anyio
+import httpx
+
+from runner.model.errors import Failed, UserError
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+INDEX_TYPES = MANIFEST_TYPES[:2]
+_NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "TAG_UNKNOWN"}
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_HUB = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
 
-class Run(Protocol):
-    """Runs skopeo: argv (without 'skopeo'), files to place first (path -> bytes); (code, out, err)."""
+class RegistryError(Failed):
+    """A registry answered with an error (or could not be reached within the retry budget)."""
 
-    def __call__(self, argv: list[str], files: dict[str, bytes] | None = None) -> Awaitable[tuple[int, str, str]]: ...
+    def __init__(self, what: str, status: int | None = None, detail: str = "") -> None:
+        self.status = status
+        text = f"{what}: " + (f"HTTP {status}" if status else "no answer") + (f": {detail}" if detail else "")
+        super().__init__(text)
 
 
-_NOT_FOUND = ("manifest unknown", "not found", "name unknown", "404")
+class NotFound(Exception):
+    """The registry's own answer: no such manifest, blob or repository."""
 
 
-class Skopeo:
-    """Registry operations as skopeo commands, run wherever `run` runs them (host or container)."""
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    media_type: str
+    digest: str
 
-    def __init__(self, run: Run, *, tls_verify: bool = True, authfile: str = "") -> None:
-        self._run = run
-        self._flags = [f"--tls-verify={'true' if tls_verify else 'false'}"]
-        self._auth = [f"--authfile={authfile}"] if authfile else []
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or '"manifests"' in self.body.decode("utf-8", "replace")[:4000]
 
-    async def _ok(self, argv: list[str], files: dict[str, bytes] | None = None) -> str:
-        code, out, err = await self._run(argv, files)
-        if code != 0:
-            raise UserError(f"skopeo {argv[0]} failed: {err.strip().splitlines()[-1] if err.strip() else code}",
-                            hint="check the registry address, credentials and that deletion is enabled on it")
-        return out
 
-    async def digest(self, ref: str) -> str | None:
-        """sha256 digest of the manifest (or index) a reference names; None when it does not exist."""
-        code, out, err = await self._run(["inspect", "--raw", *self._flags, *self._auth, f"docker://{ref}"])
-        if code != 0:
-            if any(s in err.lower() for s in _NOT_FOUND):
-                return None
-            raise UserError(f"cannot inspect {ref}: {err.strip().splitlines()[-1] if err.strip() else code}")
-        return "sha256:" + hashlib.sha256(out.encode("utf-8", "surrogateescape")).hexdigest()
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """`host[:port]/repo/path:tag` or `...@sha256:...` -> (host, repository, tag or digest)."""
+    name, at, digest = ref.partition("@")
+    host, _, rest = name.partition("/")
+    if not rest or ("." not in host and ":" not in host and host != "localhost"):
+        raise UserError("an image reference needs a registry host", value=ref, hint="e.g. docker.io/gpustack/runner:TAG")
+    if at:
+        return host, rest.rsplit(":", 1)[0] if ":" in rest.rsplit("/", 1)[-1] else rest, digest
+    repo, sep, tag = rest.rpartition(":")
+    if not sep or "/" in tag:
+        raise UserError("an image reference needs a tag", value=ref)
+    return host, repo, tag
 
-    async def copy(self, src: str, dst: str) -> None:
-        await self._ok(["copy", "--all", "--preserve-digests", f"--src-tls-verify={self._flags[0].split('=')[1]}",
-                        f"--dest-tls-verify={self._flags[0].split('=')[1]}", *self._auth,
-                        f"docker://{src}", f"docker://{dst}"])
 
-    async def tags(self, repository: str) -> list[str]:
-        code, out, err = await self._run(["list-tags", *self._flags, *self._auth, f"docker://{repository}"])
-        if code != 0:
-            if any(s in err.lower() for s in _NOT_FOUND):
+@dataclass
+class Registry:
+    """One registry host, with the credentials of this run (the password stays in memory)."""
+
+    host: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    insecure: bool = False  # plain HTTP, for a local test registry
+    retry_seconds: float = 60.0
+    timeout: float = 30.0
+    retries: list[str] = field(default_factory=list)  # one line per retried request, for the report
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+    _auth: dict[str, str] = field(default_factory=dict, repr=False)  # scope -> Authorization header
+
+    @property
+    def plain_http(self) -> bool:
+        """Plain HTTP when asked, and for loopback registries (as Docker treats them by default)."""
+        name = self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
+        return self.insecure or name in ("localhost", "[::1]") or name.startswith("127.")
+
+    @property
+    def base(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{_HUB.get(self.host, self.host)}/v2"
+
+    async def __aenter__(self) -> Registry:
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=10.0), follow_redirects=True)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the API -----------------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Check the credentials before anything is changed: a refusal is the user's to fix."""
+        r = await self._request("GET", "/", scope="")
+        if r.status_code in (401, 403):
+            raise UserError(f"the registry {self.host} refused the credentials of {self.username or 'anonymous'}",
+                            hint="check --username and the password variable")
+        self._raise_for(r, f"log in to {self.host}")
+
+    async def manifest(self, repo: str, reference: str) -> Manifest | None:
+        """The manifest (or index) a tag or digest names, or None when the registry has none."""
+        r = await self._request("GET", f"/{repo}/manifests/{reference}", scope=repo,
+                                headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if _not_found(r):
+            return None
+        self._raise_for(r, f"read {repo}:{reference}")
+        digest = "sha256:" + hashlib.sha256(r.content).hexdigest()
+        return Manifest(r.content, r.headers.get("content-type", "").split(";")[0], digest)
+
+    async def digest(self, repo: str, reference: str) -> str | None:
+        found = await self.manifest(repo, reference)
+        return found.digest if found else None
+
+    async def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
+        """Write a manifest; returns the digest the registry says it stored."""
+        r = await self._request("PUT", f"/{repo}/manifests/{reference}", scope=repo, push=True, content=body,
+                                headers={"Content-Type": media_type})
+        self._raise_for(r, f"write {repo}:{reference}")
+        return r.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    async def tags(self, repo: str) -> list[str]:
+        found: list[str] = []
+        path: str | None = f"/{repo}/tags/list?n=1000"
+        while path:
+            r = await self._request("GET", path, scope=repo)
+            if _not_found(r):
                 return []
-            raise UserError(f"cannot list tags of {repository}: {err.strip().splitlines()[-1] if err.strip() else code}")
-        return sorted(json.loads(out).get("Tags") or [])
+            self._raise_for(r, f"list the tags of {repo}")
+            found += r.json().get("tags") or []
+            nxt = re.search(r"<([^>]+)>;\s*rel=\"?next\"?", r.headers.get("link", ""))
+            path = nxt[1].split("/v2", 1)[-1] if nxt else None
+        return sorted(set(found))
 
-    async def delete(self, ref: str) -> None:
-        """Remove one tag, leaving other tags of the same digest in place (see the module docstring)."""
-        layout, digest = tombstone(ref)
-        await self._ok(["copy", f"--dest-tls-verify={self._flags[0].split('=')[1]}", *self._auth,
-                        "oci:/tmp/runner-tombstone:latest", f"docker://{ref}"], layout)
-        await self._ok(["delete", *self._flags, *self._auth, f"docker://{ref.rsplit(':', 1)[0]}@{digest}"])
+    async def delete_supported(self, repo: str) -> bool:
+        """Whether the registry deletes manifests: deleting a digest nobody has is answered 404 (or
+        202) where deletion works, and 405, 401/403 or UNSUPPORTED where it does not."""
+        probe = "sha256:" + hashlib.sha256(f"runner-probe-{random.random()}".encode()).hexdigest()
+        r = await self._request("DELETE", f"/{repo}/manifests/{probe}", scope=repo, push=True)
+        if r.status_code in (202, 404):
+            return True
+        if r.status_code in (400, 401, 403, 405) or _codes(r) & {"UNSUPPORTED", "DENIED"}:
+            return False
+        self._raise_for(r, f"ask {self.host} whether it deletes")
+        return True
+
+    async def delete_tag(self, repo: str, tag: str) -> None:
+        """Remove one tag, leaving other tags of the same digest in place (see the module docstring).
+        Call `delete_supported` first: a refused DELETE here leaves the tag on the tombstone."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                             "config": {"Labels": {"io.gpustack.runner.tombstone": f"{repo}:{tag}"}}},
+                            sort_keys=True).encode()
+        config_digest = await self.upload_blob(repo, config)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPES[2], "layers": [],
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": config_digest, "size": len(config)}}, sort_keys=True).encode()
+        digest = await self.put_manifest(repo, tag, manifest, MANIFEST_TYPES[2])
+        r = await self._request("DELETE", f"/{repo}/manifests/{digest}", scope=repo, push=True)
+        if not _not_found(r):
+            self._raise_for(r, f"delete {repo}:{tag}")
+
+    async def upload_blob(self, repo: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        head = await self._request("HEAD", f"/{repo}/blobs/{digest}", scope=repo)
+        if head.status_code == 200:
+            return digest
+        start = await self._request("POST", f"/{repo}/blobs/uploads/", scope=repo, push=True)
+        self._raise_for(start, f"start a blob upload to {repo}")
+        location = start.headers["location"]
+        url = location if location.startswith("http") else f"{self.base.rsplit('/v2', 1)[0]}{location}"
+        url += ("&" if "?" in url else "?") + f"digest={digest}"  # keep the upload's own query (its state)
+        put = await self._request("PUT", url, scope=repo, push=True, content=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+        self._raise_for(put, f"upload a blob to {repo}")
+        return digest
+
+    async def index_manifest(self, repo: str, members: Sequence[tuple[str, str]]) -> tuple[bytes, str]:
+        """The multi-arch index (body, media type) whose entries are exactly the given (platform,
+        digest) manifests, already in `repo`: the digests that were tested, never rebuilt."""
+        entries, kinds = [], set()
+        for platform, digest in members:
+            found = await self.manifest(repo, digest)
+            if found is None:
+                raise RegistryError(f"index the {platform} image {repo}@{digest}", 404, "the manifest is gone")
+            kinds.add(found.media_type)
+            os_, _, arch = platform.partition("/")
+            plat = {"architecture": arch, "os": os_, **({"variant": "v8"} if arch == "arm64" else {})}
+            entries.append({"mediaType": found.media_type, "digest": digest, "size": len(found.body), "platform": plat})
+        media_type = INDEX_TYPES[1] if kinds <= {MANIFEST_TYPES[3]} else INDEX_TYPES[0]
+        body = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}, indent=3).encode()
+        return body, media_type
+
+    # -- HTTP with auth and retries -----------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, scope: str, push: bool = False,
+                       **kwargs) -> httpx.Response:
+        assert self._client is not None, "use `async with Registry(...)`"
+        url = path if path.startswith("http") else self.base + path
+        key = f"{scope}:{'push' if push else 'pull'}"
+        deadline = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
+            headers = {**kwargs.pop("headers", {}), **({"Authorization": self._auth[key]} if key in self._auth else {})}
+            try:
+                r = await self._client.request(method, url, headers=headers, **kwargs)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                r, fault = None, f"{type(e).__name__}: {e}"
+            else:
+                fault = f"HTTP {r.status_code}" if r.status_code in _TRANSIENT_STATUS else ""
+            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+            if r is not None and r.status_code == 401 and key not in self._auth and (self.username or self.password):
+                self._auth[key] = await self._authorize(r, scope, push)
+                continue
+            if not fault:
+                return r  # type: ignore[return-value]
+            attempt += 1
+            wait = min(8.0, 0.25 * 2 ** attempt) * (0.5 + random.random() / 2)
+            if r is not None and (after := r.headers.get("retry-after", "")).isdigit():
+                wait = max(wait, min(float(after), 30.0))
+            if time.monotonic() + wait > deadline:
+                if r is None:
+                    raise RegistryError(f"{method} {url} after {attempt} attempts", None, fault)
+                return r
+            self.retries.append(f"{method} {path.split('?')[0]}: {fault}; retry {attempt} in {wait:.1f}s")
+            await anyio.sleep(wait)
+
+    async def _authorize(self, r: httpx.Response, scope: str, push: bool) -> str:
+        """The Authorization header a 401 challenge asks for: Basic, or a Bearer token for the scope."""
+        challenge = r.headers.get("www-authenticate", "")
+        basic = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        if not challenge.lower().startswith("bearer"):
+            return basic
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if scope:
+            params["scope"] = f"repository:{scope}:pull" + (",push,delete" if push else "")
+        assert self._client is not None
+        t = await self._client.get(realm, params=params, headers={"Authorization": basic})
+        if t.status_code in (401, 403):
+            raise UserError(f"the registry {self.host} refused the credentials of {self.username}")
+        self._raise_for(t, f"get a token from {realm}")
+        token = t.json().get("token") or t.json().get("access_token", "")
+        return f"Bearer {token}"
+
+    @staticmethod
+    def _raise_for(r: httpx.Response, what: str) -> None:
+        if r.status_code < 400:
+            return
+        if r.status_code in (401, 403):
+            raise UserError(f"{what}: the registry refused (HTTP {r.status_code}: {_message(r)})",
+                            hint="check the credentials and that this user may push and delete")
+        raise RegistryError(what, r.status_code, _message(r))
 
 
-def tombstone(ref: str) -> tuple[dict[str, bytes], str]:
-    """An OCI layout holding an empty image unique to `ref`, and its manifest digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-                         "config": {"Labels": {"io.gpustack.runner.tombstone": ref}}}, sort_keys=True).encode()
-    cfg_digest = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": f"sha256:{cfg_digest}", "size": len(config)},
-                           "layers": []}, sort_keys=True).encode()
-    man_digest = hashlib.sha256(manifest).hexdigest()
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{man_digest}",
-        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}).encode()
-    root = "/tmp/runner-tombstone"
-    files = {f"{root}/oci-layout": b'{"imageLayoutVersion": "1.0.0"}', f"{root}/index.json": index,
-             f"{root}/blobs/sha256/{cfg_digest}": config, f"{root}/blobs/sha256/{man_digest}": manifest}
-    return files, f"sha256:{man_digest}"
+def _codes(r: httpx.Response) -> set[str]:
+    try:
+        return {e.get("code", "") for e in r.json().get("errors", [])}
+    except (ValueError, AttributeError):
+        return set()
+
+
+def _not_found(r: httpx.Response) -> bool:
+    """The registry's own not-found answer: 404 with a not-found error code, or a bare 404 to a GET."""
+    if r.status_code != 404:
+        return False
+    codes = _codes(r)
+    return not codes or bool(codes & _NOT_FOUND_CODES)
+
+
+def _message(r: httpx.Response) -> str:
+    try:
+        errors = r.json().get("errors") or []
+        return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors) or r.text[:300]
+    except (ValueError, AttributeError):
+        return r.text[:300].strip() or r.reason_phrase

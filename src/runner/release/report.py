@@ -14,7 +14,7 @@ def report(built: Sequence[Built], publications: Sequence[Publication] = ()) -> 
     pubs = {p.tag: p for p in publications}
     return {
         "images": [b.report() for b in built],
-        "published": [{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "platforms": p.platforms, "skipped": p.skipped}
-                      for p in pubs.values()],
+        "published": [{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "platforms": p.platforms, "skipped": p.skipped,
+                       "note": p.note, "pushed": p.pushed, "index_changed": p.index_changed} for p in pubs.values()],
         "passed": sum(b.passed for b in built), "failed": sum(not b.passed for b in built),
     }

@@ -3,7 +3,9 @@ and targets as the JSON both faces print."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from runner.model.targets import Selection, Target
 
@@ -40,3 +42,33 @@ def summary_lines(report: dict) -> list[str]:
             state = "FAILED " + (r["error"][:200] or ", ".join(r["smoke"]["failed"]) or "no checks ran")
         lines.append(f"{r['tag']:<42} {r['platform']:<12} {r['build_seconds']:>8.1f}s  {state}")
     return lines
+
+
+def selection_json(selection: Selection) -> str:
+    return json.dumps(asdict(selection), sort_keys=True)
+
+
+def selection_from_json(text: str) -> Selection:
+    return Selection(**json.loads(text))
+
+
+def publication_lines(pubs: list[Any]) -> list[str]:
+    """One line per tag of a publish or merge: its -dev index, or why it was not (fully) published."""
+    lines = []
+    for p in pubs:
+        if p.skipped:
+            lines.append(f"{p.tag:<42} NOT PUBLISHED: {p.skipped}")
+        elif p.note:
+            lines.append(f"{p.tag:<42} single-arch pushed ({', '.join(sorted(p.platforms))}); {p.note}")
+        elif p.dev_ref:
+            state = "written" if p.index_changed else "unchanged"
+            lines.append(f"{p.tag:<42} {p.dev_ref.rsplit(':', 1)[1]} {p.digest[:19]} ({state})")
+        else:
+            lines.append(f"{p.tag:<42} single-arch pushed ({', '.join(sorted(p.platforms))})")
+    return lines
+
+
+def promotion_lines(results: list[Any]) -> list[str]:
+    """One line per promoted target: its digest and whether the final tag moved."""
+    return [f"{r.tag:<42} " + (f"NOT PROMOTED: {r.skipped}" if r.skipped else
+                               f"{r.digest[:19]} ({'promoted' if r.changed else 'unchanged'})") for r in results]

@@ -24,6 +24,7 @@ from runner.model.targets import Target
 from runner.model.marked_yaml import load_model
 
 EXCERPT = 600  # characters of output kept per check in the report
+DEFAULT_TIMEOUT = 300  # seconds a check may run unless its spec says otherwise
 
 
 class CheckSpec(BaseModel):
@@ -39,6 +40,7 @@ class CheckSpec(BaseModel):
     exit: int = 0
     services: list[str] | None = None
     platforms: list[str] | None = None
+    timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=7200, description="seconds before the check is stopped")
 
     @field_validator("version_in")
     @classmethod
@@ -69,9 +71,13 @@ class Check:
     expect: str | None = None
     version_in: str | None = None
     exit: int = 0
+    timeout: int = DEFAULT_TIMEOUT
 
-    def judge(self, exit_code: int, output: str) -> CheckResult:
-        """Pass or fail a run of this check from its exit code and output."""
+    def judge(self, exit_code: int, output: str, seconds: float = 0.0, problem: str = "") -> CheckResult:
+        """Pass or fail a run of this check from its exit code and output; `problem` says why the run
+        stopped early (timed out, killed by a signal, never ran), which fails the check."""
+        if problem:
+            return CheckResult(self.name, False, exit_code, problem, output[-EXCERPT:], seconds, self.script)
         problems = []
         if exit_code != self.exit:
             problems.append(f"exit code {exit_code}, expected {self.exit}")
@@ -83,20 +89,32 @@ class Check:
                     problems.append(f"version not in {self.version_in}")
             except (InvalidVersion, IndexError):
                 problems.append(f"no version in the output (expected one in {self.version_in})")
-        return CheckResult(self.name, not problems, exit_code, "; ".join(problems), output[-EXCERPT:])
+        return CheckResult(self.name, not problems, exit_code, "; ".join(problems), output[-EXCERPT:], seconds,
+                           self.script)
+
+    def skip(self, reason: str) -> CheckResult:
+        """A check that could not apply here (say, a device check without the device): not a failure."""
+        return CheckResult(self.name, True, 0, reason, "", 0.0, self.script, skipped=True)
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check's result, as the report keeps it: command, exit code, duration and an excerpt."""
+
     name: str
     passed: bool
     exit_code: int
     reason: str
     excerpt: str
+    seconds: float = 0.0
+    command: str = ""
+    skipped: bool = False
+    cached: bool = False  # remembered from an earlier run on the same image and check
 
     def as_dict(self) -> dict:
         return {"name": self.name, "passed": self.passed, "exit_code": self.exit_code, "reason": self.reason,
-                "excerpt": self.excerpt}
+                "excerpt": self.excerpt, "seconds": round(self.seconds, 3), "command": self.command,
+                "skipped": self.skipped, "cached": self.cached}
 
 
 @lru_cache(maxsize=256)
@@ -133,7 +151,8 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
             if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
                 continue
             expect = fill(c.expect) if c.expect else None
-            checks.append(Check(c.name, fill(c.run), expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect), c.version_in, c.exit))
+            checks.append(Check(c.name, fill(c.run), expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect),
+                                c.version_in, c.exit, c.timeout))
         wanted_env += [fill(e) for e in spec.env]
     names = sorted({k for pattern in wanted_env for k in env if fnmatch.fnmatchcase(k, pattern)})
     missing = [p for p in wanted_env if "*" not in p and p not in env]

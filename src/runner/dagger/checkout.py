@@ -1,0 +1,35 @@
+"""The project a Dagger function works on: its source Directory (matrix.yaml and pack/) exported into
+the function's own container and loaded like any checkout, once per source per process."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dagger
+
+from runner.compose.project import Project, load_project
+from runner.release.registry import Registry
+
+_LOADED: dict[str, Project] = {}
+
+
+async def export_source(source: dagger.Directory) -> Path:
+    """Write the source into this function's container (inside a module, export writes there)."""
+    folder = Path(tempfile.mkdtemp(prefix="runner-source-"))
+    await source.export(str(folder))
+    return folder
+
+
+async def load(source: dagger.Directory) -> Project:
+    """The validated project of a source Directory."""
+    key = await source.digest()
+    if key not in _LOADED:
+        folder = await export_source(source)
+        _LOADED[key] = load_project(folder / "matrix.yaml", folder / "pack")
+    return _LOADED[key]
+
+
+async def registry(host: str, username: str, password: dagger.Secret, insecure: bool) -> Registry:
+    """A registry client for this run; the password stays in this process's memory."""
+    return Registry(host, username, await password.plaintext(), insecure=insecure)
