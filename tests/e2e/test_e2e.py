@@ -208,3 +208,20 @@ def test_fan_out_per_platform_jobs_then_merge(e2e):
     r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.3.0")
     assert r.returncode == 1 and "linux-arm64 is missing" in r.stdout
     assert f"{BROKEN}-dev" not in set(_tags(e2e))
+
+
+def test_a_base_image_that_cannot_be_pulled_fails_its_target_and_the_others_build(e2e):
+    matrix = (e2e.root / "project" / "matrix.yaml").read_text().replace(
+        "          echo: [0.1.0, 0.2.0, 0.3.0]",
+        "          echo: [0.1.0]\n      - version: 2.0.0\n        base_image: runner-fixture/missing:{version}\n"
+        "        services:\n          echo: [0.2.0]")
+    (e2e.root / "project" / "unpullable.yaml").write_text(matrix)
+    r = e2e.runner("build", "--matrix", "unpullable.yaml", "--report", str(e2e.root / "unpullable.json"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    by = {(i["tag"], i["platform"]): i for i in _report(e2e, "unpullable.json")["images"]}
+    assert len(by) == 4
+    for platform in ("linux/amd64", "linux/arm64"):
+        broken = by[("demo2.0-echo0.2.0", platform)]
+        assert "runner-fixture/missing" in broken["error"] and not broken["smoke"]["passed"]
+        assert by[(TAGS[0], platform)]["smoke"]["passed"]
+    assert "demo2.0-echo0.2.0 on linux/amd64:" in r.stderr
