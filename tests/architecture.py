@@ -1,6 +1,7 @@
 """The import rules of src/runner, read from the source with ast (every import, lazy ones included).
 
-Packages form layers along the data's walk; a module may import its own package and the layers below:
+Packages form layers along the data's walk; a module may import its own package and the layers below
+(imports under `if TYPE_CHECKING:` are for type hints only and never run, so they do not count):
     model < compose < verify < release < engines < ui < faces (cli, dagger)
 The two faces never import each other, no module imports in a circle, the Dagger SDK is imported
 only by the Dagger engine and the Dagger face, and pack/ recipes import only the model and compose.
@@ -28,10 +29,20 @@ def modules(src: Path) -> dict[str, Path]:
     return found
 
 
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except those under `if TYPE_CHECKING:` (type-only imports never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def imports(path: Path, name: str) -> Iterator[tuple[str, int]]:
-    """(imported module, line) for every import statement in a file, at any depth."""
+    """(imported module, line) for every import statement in a file that runs, at any depth."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno

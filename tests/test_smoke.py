@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from runner.verify.consumer import ray_start_command, vllm_flags, vllm_serve_command
+from packaging.version import Version
+
+from runner.verify.consumer import ray_start_command, vllm_cases, vllm_serve_command
 from runner.model.errors import UserError
 from runner.compose.plan import make_plan
 from runner.verify.profiles import load_profile, run_command, serve_command
@@ -38,29 +43,44 @@ def test_a_bad_spec_names_file_and_line(tmp_path):
         load_spec(bad)
 
 
+def _input(script: str) -> dict:
+    """The INPUT a rendered probe carries."""
+    line = next(x for x in script.splitlines() if x.startswith("INPUT = "))
+    return json.loads(ast.literal_eval(line[len("INPUT = "):]))
+
+
 def test_every_target_gets_its_checks(project):
     plan = make_plan(project.targets, project.recipes)
     for leaf in plan.leaves:
-        checks = {c.name: c for c in checks_for(project.pack_path, leaf.target, leaf.stage)}
-        assert {"tini", "python-version", "no-package-manager-cache", "environment"} <= set(checks), leaf.target.tag
-        assert checks["python-version"].expect == "^" + leaf.target.python.replace(".", r"\.") + "$"
+        t = leaf.target
+        checks = {c.name: c for c in checks_for(project.pack_path, t, leaf.stage)}
+        assert {"tini", "python-version", "no-package-manager-cache", "environment", "environment-places",
+                "pip-check", "no-prereleases"} <= set(checks), t.tag
+        assert checks["python-version"].expect == "^" + t.python.replace(".", r"\.") + "$"
         env_script = checks["environment"].script
-        assert f"{leaf.target.service.upper()}_VERSION" in env_script and "UV_NO_CACHE" in env_script
-        if leaf.target.service == "vllm":
-            assert re.search(checks["import-version"].expect, leaf.target.service_version)
-            assert not re.search(checks["import-version"].expect, leaf.target.service_version + "9")
-            for flag in vllm_flags(leaf.target.service_version):
-                assert flag in checks["consumer-flags"].script
-            assert "--head" in checks["ray-consumer-flags"].script
-        if leaf.target.backend == "cann" and leaf.target.service == "vllm":
+        assert f"{t.service.upper()}_VERSION" in env_script and "UV_NO_CACHE" in env_script
+        for c in checks.values():
+            compile(c.script.split("\n", 1)[1].rsplit("RUNNER_PROBE_END", 1)[0], c.name, "exec") \
+                if c.script.startswith("python3 - <<") else None  # every rendered probe is valid Python
+        if t.service == "vllm":
+            assert re.search(checks["import-version"].expect, t.service_version)
+            assert not re.search(checks["import-version"].expect, t.service_version + "9")
+            cases = {c["name"]: c for c in _input(checks["serve-command-lines"].script)["cases"]}
+            assert {"single", "multi-gpu", "distributed", "speculative"} <= set(cases)
+            assert ("data-parallel" in cases) == (Version(t.service_version) >= Version("0.9.1"))
+            assert ("kv-transfer" in cases) == (t.backend in ("cuda", "rocm"))
+            assert ("310p" in cases) == (t.variant == "310p")
+            assert _input(checks["cli-version"].script)["mode"] == "version"
+            assert [c["name"] for c in _input(checks["ray-command-lines"].script)["cases"]] == ["head", "worker"]
+        if t.backend == "cann" and t.service == "vllm":
             assert checks["ray-pin"].version_in == ">=2.47.1,<=2.48.0"
-        if leaf.target.backend == "cuda" and leaf.target.service == "vllm":
+        if t.backend == "cuda" and t.service == "vllm":
             assert checks["torch-version"].expect.startswith("^2\\.")
 
 
-def test_seed_002_command_lines_per_version():
-    assert vllm_serve_command("0.9.0") == ["vllm", "serve", "/models/m", "--host", "127.0.0.1", "--port", "8000",
-                                           "--served-model-name", "m"]
+def test_seed_002_command_lines_per_version_and_deployment():
+    assert vllm_serve_command("0.9.0") == ["vllm", "serve", "/models/m", "--max-model-len", "8192", "--host",
+                                           "127.0.0.1", "--port", "8000", "--served-model-name", "m"]
     assert "--enable-prompt-tokens-details" in vllm_serve_command("0.9.0.1")
     assert "--disable-access-log-for-endpoints" not in vllm_serve_command("0.14.1")
     cmd = vllm_serve_command("0.16.0", distributed=True)
@@ -69,6 +89,58 @@ def test_seed_002_command_lines_per_version():
     head, worker = ray_start_command(True), ray_start_command(False)
     assert head[:2] == ["ray", "start"] and "--head" in head and "--port=40000" in head
     assert "--address=127.0.0.1:40000" in worker and "--head" not in worker
+    cases = {c.name: c for c in vllm_cases("0.14.1", "cuda", components=frozenset({"vllm-omni"}))}
+    kv = cases["kv-transfer"].argv
+    assert json.loads(kv[kv.index("--kv-transfer-config") + 1]) == {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    assert "lmcache.integration.vllm.vllm_v1_adapter" in cases["kv-transfer"].imports
+    assert "--omni" in cases["omni"].argv and "--max-model-len" not in cases["omni"].argv
+    dp = cases["data-parallel"].argv
+    assert dp[dp.index("--data-parallel-backend") + 1] == "ray" and "--data-parallel-rpc-port" in dp
+    assert {"--enforce-eager", "--dtype"} <= set(vllm_cases("0.10.0", "cann", "310p")[-1].argv)
+    assert "omni" not in {c.name for c in vllm_cases("0.14.1", "cuda")}  # only where the image ships vllm-omni
+
+
+def _probe(tmp_path, name: str, data: dict, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    from runner.verify import probes
+
+    script = tmp_path / "probe.sh"
+    script.write_text(probes.script(name, data, python=python))
+    return subprocess.run(["sh", str(script)], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def test_the_environment_probe_finds_what_does_not_exist(tmp_path):
+    (tmp_path / "home").mkdir()
+    good = {"places": {"DEMO_HOME": str(tmp_path / "home")}, "path_keeps": ["/usr/bin"]}
+    assert _probe(tmp_path, "env_paths", good, {"DEMO_HOME": str(tmp_path / "home")}).returncode == 0
+    bad = _probe(tmp_path, "env_paths", {"places": {"OPAL_PREFIX": "/opt/hpcx/ompi"}, "path_keeps": ["/usr/bin"]},
+                 {"OPAL_PREFIX": "/opt/hpcx/ompi"})
+    assert bad.returncode == 1 and "OPAL_PREFIX names /opt/hpcx/ompi, which does not exist" in bad.stdout
+    lost = _probe(tmp_path, "env_paths", {"places": {}, "path_keeps": ["/usr/bin", "/no/such"]})
+    assert lost.returncode == 1 and "PATH lost the base image's /no/such" in lost.stdout
+
+
+def test_the_prerelease_probe_lists_every_prerelease_and_allows_named_ones(tmp_path):
+    site = tmp_path / "site"
+    for name, version in (("alpha-pkg", "1.0rc1"), ("fine-pkg", "2.0"), ("dev-pkg", "0.1.dev3")):
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    env, isolated = {"PYTHONPATH": str(site)}, f"{sys.executable} -S"  # only the planted distributions
+    out = _probe(tmp_path, "prereleases", {"allowed": []}, env, isolated)
+    assert out.returncode == 1 and "alpha-pkg 1.0rc1 PRE-RELEASE" in out.stdout and "dev-pkg 0.1.dev3" in out.stdout
+    assert "fine-pkg" not in out.stdout
+    allowed = _probe(tmp_path, "prereleases", {"allowed": ["alpha_pkg", "dev-pkg"]}, env, isolated)
+    assert allowed.returncode == 0 and "(allowed by the recipe)" in allowed.stdout
+
+
+def test_a_spec_check_needs_run_or_a_known_probe(tmp_path):
+    bad = tmp_path / "smoke.yaml"
+    bad.write_text("checks:\n  - name: both\n    run: 'true'\n    probe: ray_cli\n")
+    with pytest.raises(UserError, match="either `run`"):
+        load_spec(bad)
+    bad.write_text("checks:\n  - name: x\n    probe: nope\n")
+    with pytest.raises(UserError, match=r"unknown probe 'nope' \(allowed: .*vllm_cli"):
+        load_spec(bad)
 
 
 def test_check_judging():

@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     selection_args(p)
     build_args(p)
 
+    p = _command(sub, "smoke", "runner.cli.release:smoke",
+                 "smoke-test existing images (a -dev index before promotion, any runner image) on the local Docker daemon")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image references; their tags name their targets")
+    p.add_argument("--target", default="", help="the target to test them as, when the tag is not a runner tag")
+    p.add_argument("--platform", default="", help="only this platform (default: the tag's, a local image's, or all)")
+    p.add_argument("--matrix", type=Path)
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
+    p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image")
+
     p = _command(sub, "publish", "runner.cli.release:publish",
                  "build (cached), smoke-test and publish single-arch tags and -dev indexes")
     selection_args(p)

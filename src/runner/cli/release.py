@@ -72,6 +72,10 @@ def publish(a: argparse.Namespace) -> int:
     return _run(_build, a, True)
 
 
+def smoke(a: argparse.Namespace) -> int:
+    return _run(_smoke, a)
+
+
 def merge(a: argparse.Namespace) -> int:
     return _run(_registry, a, "merge")
 
@@ -177,6 +181,42 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+async def _smoke(a: argparse.Namespace) -> int:
+    from runner.compose.project import load_project
+    from runner.engines.docker import Docker, DockerBuilder
+    from runner.release.existing import smoke_existing, subjects
+    from runner.release.report import report
+    from runner.release.smoke_memory import SmokeMemory
+    from runner.ui.tables import print_rich, report_table
+
+    project = load_project(a.matrix)
+    _writable(a.report, "report file")
+    memory = None if a.no_smoke_cache else SmokeMemory()
+    built = []
+    with Docker() as docker:
+        builder = DockerBuilder(docker, {}, project.pack_path)
+        try:
+            for ref in a.images:
+                local = "" if a.platform else await builder.local_platform(ref)
+                (subject,) = subjects(project, [ref], a.target, a.platform or local)
+                built += await smoke_existing(project, subject, builder, project.pack_path, a.gpu, memory)
+        finally:
+            builder.close()
+    result = report(built)
+    if a.report:
+        from runner.model.files import write_atomic
+
+        write_atomic(a.report, json.dumps(result, indent=1), "report file")
+    print_rich(report_table(result))
+    for b in built:
+        for c in b.checks:
+            if not c.passed:
+                print(f"runner: {b.target.tag} on {b.platform}: {c.name}: {c.reason}", file=sys.stderr)
+        if b.error:
+            print(f"runner: {b.target.tag} on {b.platform}: {b.error}", file=sys.stderr)
+    return 0 if built and all(b.passed for b in built) else 1
 
 
 async def _registry(a: argparse.Namespace, op: str) -> int:

@@ -12,6 +12,10 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.compose.requirements import Requirements
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +29,13 @@ class Cache:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """A bash script run with `-eo pipefail`, with its cache mounts."""
+    """A bash script run with `-eo pipefail`, with its cache mounts. An install step also carries the
+    Python requirements its script was rendered from (runner.compose.requirements)."""
 
     script: str
     caches: tuple[Cache, ...] = ()
     title: str = ""  # one line for the Dockerfile header and progress output
+    requirements: Requirements | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,7 @@ class Stage:
     args: tuple[Arg, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # target labels; the build adds source/revision/created
     tag: str = ""  # service stages: the target's multi-arch tag
+    components: tuple[tuple[str, str], ...] = ()  # (name, version) of what this stage puts in the image
     key: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +189,18 @@ class StageBuilder:
 
     def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "") -> StageBuilder:
         self._steps.append(Run(_dedent(script), tuple(caches), title))
+        return self
+
+    def install(self, requirements: Requirements, *, caches: Iterable[Cache] = (), before: str = "",
+                after: str = "") -> StageBuilder:
+        """A step that installs declared Python requirements (its shell is rendered from them)."""
+        script = "\n".join(s for s in (_dedent(before), requirements.command(), _dedent(after)) if s)
+        self._steps.append(Run(script, tuple(caches), requirements.title, requirements))
+        return self
+
+    def component(self, name: str, version: str) -> StageBuilder:
+        """Record what this stage puts in the image (listed by `runner components`, smoke-checked)."""
+        self._extra["components"] = (*self._extra.get("components", ()), (name, version))
         return self
 
     def file(self, path: str, content: str, mode: int = 0o644) -> StageBuilder:

@@ -12,7 +12,7 @@ from dagger import Doc, dag, field, function, object_type
 from runner.dagger import checkout
 from runner.dagger.args import Insecure, Namespace, Password, Registry, Repository, Username
 from runner.engines.dagger import DaggerBuilder, StageContainers
-from runner.model.errors import Failed
+from runner.model.errors import Failed, UserError
 from runner.release import pipeline, publish as flow
 from runner.ui.selection import publication_lines, summary_lines
 from runner.verify.smoke import CheckResult
@@ -75,6 +75,8 @@ class Build:
         """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
         platform of the matrix target passed. A tag with a failed platform pushes nothing; ends with an
         error listing every tag not fully published."""
+        if not self.selection:
+            raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         built = self.as_built(project)

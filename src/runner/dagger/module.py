@@ -204,6 +204,32 @@ class Runner:
                                include_deprecated)
         return await run_images(self.source, selection, concurrency, gpu, self.build_info())
 
+    @function(cache="session")
+    async def smoke(
+        self,
+        images: Annotated[list[str], Doc("image references; their tags name their targets")],
+        target: Annotated[str, Doc("the target to test them as, when a tag is not a runner tag")] = "",
+        platform: Annotated[str, Doc("only this platform (default: the tag's, else every platform of the target)")] = "",
+        registry: Annotated[str, Doc("registry to log in to for private images")] = "",
+        username: Annotated[str, Doc("registry user, for private images")] = "",
+        password: Annotated[dagger.Secret | None, Doc("registry password, for private images")] = None,
+        gpu: Gpu = False,
+    ) -> Build:
+        """Smoke-test existing images (a -dev index before promotion, any published runner image) with
+        the checks a build of their target gets; chain `summary` (fails when a check failed) or `report`."""
+        from runner.dagger.build import BuiltImage
+        from runner.engines.dagger import DaggerBuilder, StageContainers
+        from runner.release.existing import smoke_existing, subjects
+
+        project = await checkout.load(self.source)
+        builder = DaggerBuilder(StageContainers(), registry, username, password)
+        found = []
+        for subject in subjects(project, images, target, platform):
+            for b in await smoke_existing(project, subject, builder, project.pack_path, gpu):
+                found.append(BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed,
+                                        result=json.dumps(b.report()), container=b.handle if not b.error else None))
+        return Build(source=self.source, selection="", images=found)
+
     @function(cache="never")
     async def merge(
         self,

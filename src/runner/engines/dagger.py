@@ -146,6 +146,11 @@ class DaggerBuilder:
         except dagger.DaggerError as e:
             raise engine_error(f"push {ref}", e) from None
 
-    def image(self, ref: str, platform: str) -> Any:
-        """An existing image by reference, for smoke-testing it."""
-        return self._auth(dag.container(platform=dagger.Platform(platform))).from_(ref)
+    async def existing(self, ref: str, platform: str) -> tuple[Any, str]:
+        """An existing image by reference, for smoke-testing it (the engine pulls it)."""
+        ctr = self._auth(dag.container(platform=dagger.Platform(platform))).from_(ref)
+        try:
+            await ctr.sync()
+        except dagger.DaggerError as e:
+            raise engine_error(f"pull {ref} for {platform}", e) from None
+        return ctr, ""

@@ -219,14 +219,22 @@ class DockerBuilder:
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")
 
-    async def local_or_pulled(self, ref: str, platform: str) -> str:
-        """A handle for an existing image: the local one, else pulled for the platform."""
-        code, _, _ = await self.docker.run("image", "inspect", ref, check=False)
-        if code != 0:
+    async def local_platform(self, ref: str) -> str:
+        """The platform of a local image ('' when there is no such local image)."""
+        code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", ref,
+                                             check=False)
+        return out.strip() if code == 0 else ""
+
+    async def existing(self, ref: str, platform: str) -> tuple[str, str]:
+        """An existing image for a platform: the local one when it is that platform, else pulled."""
+        if await self.local_platform(ref) != platform:
             code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600)
             if code != 0:
                 raise BuildError(f"cannot pull {ref} for {platform}: {err.strip()[-500:]}")
-        return ref
+            if await self.local_platform(ref) != platform:
+                raise BuildError(f"{ref} has no {platform} image")
+        found = await self.inspect(ref)
+        return ref, found.image_id
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runner.model.errors import UserError
 from runner.compose.stages import Stage
@@ -28,19 +30,32 @@ DEFAULT_TIMEOUT = 300  # seconds a check may run unless its spec says otherwise
 
 
 class CheckSpec(BaseModel):
-    """One check: a bash script run in the image; it passes when it exits as expected and its output
-    matches `expect` (a regular expression) and `version_in` (a version range), where given."""
+    """One check: a shell script (`run`) or a named probe (`probe`, see runner.verify.probes) run in the
+    image; it passes when it exits as expected and its output matches `expect` (a regular expression)
+    and `version_in` (a version range), where given."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    run: str
+    run: str | None = None
+    probe: str | None = Field(None, description="a probe of runner.verify.probes, fed what runner knows of the target")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="extra input for the probe")
     expect: str | None = None
     version_in: str | None = None
     exit: int = 0
     services: list[str] | None = None
     platforms: list[str] | None = None
     timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=7200, description="seconds before the check is stopped")
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> CheckSpec:
+        from runner.verify import probes
+
+        if (self.run is None) == (self.probe is None):
+            raise ValueError("a check has either `run` (a shell script) or `probe` (a probe's name)")
+        if self.probe is not None and self.probe not in probes.names():
+            raise ValueError(f"unknown probe {self.probe!r} (allowed: {', '.join(probes.names())})")
+        return self
 
     @field_validator("version_in")
     @classmethod
@@ -131,16 +146,14 @@ def spec_files(pack: Path, t: Target) -> list[Path]:
 
 def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
     """Concrete checks for one target on its leaf stage's platform."""
-    from runner.verify.consumer import ray_flags, vllm_flags
+    from runner.verify import probes
 
     env = leaf.env()
     values = {
         "service": t.service, "SERVICE": t.service.upper(), "service_version": t.service_version,
         "python": t.python, "backend": t.backend, "BACKEND": t.backend.upper(), "variant": t.variant,
         "backend_version": t.backend_version, "original_backend_version": t.original_backend_version,
-        "tag": t.tag, "platform": leaf.platform, "ray_flags": " ".join(ray_flags()),
-        "vllm_flags": " ".join(vllm_flags(t.service_version)) if t.service == "vllm" else "",
-        **env,
+        "tag": t.tag, "platform": leaf.platform, **env,
     }
     fill = lambda text: re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: values.get(m[1], m[0]), text)  # noqa: E731
     checks: list[Check] = []
@@ -151,7 +164,8 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
             if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
                 continue
             expect = fill(c.expect) if c.expect else None
-            checks.append(Check(c.name, fill(c.run), expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect),
+            script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_))
+            checks.append(Check(c.name, script, expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect),
                                 c.version_in, c.exit, c.timeout))
         wanted_env += [fill(e) for e in spec.env]
     names = sorted({k for pattern in wanted_env for k in env if fnmatch.fnmatchcase(k, pattern)})

@@ -1,0 +1,159 @@
+"""Python requirements as data: what a step installs (packages with pins and extras), from where
+(index, extra indexes, find-links), under which constraints (install and build), and which packages
+may resolve to a pre-release. The step's shell is rendered from this declaration, so what
+`runner resolve` checks is exactly what the build runs.
+
+A package built from source in an earlier stage (vLLM from its tag, vllm-ascend, SGLang) is declared
+with where it comes from (`built`) and what stands for it in a resolve (`resolve_as`: the release's
+published metadata on the index, e.g. "vllm==0.14.1"), and, where the source build drops part of that
+metadata (vLLM built for device "empty" brings no torch), which of its requirements to leave out.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from runner.compose.stages import Stage
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def canonical(name: str) -> str:
+    """A package name as indexes compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Package:
+    """One requirement: `name[extras]spec ; marker`, or a local/VCS source resolved as something else."""
+
+    name: str
+    spec: str = ""  # "==2.9.1", ">=0.46.1,<1"
+    extras: tuple[str, ...] = ()
+    marker: str = ""  # "platform_machine == 'x86_64'"
+    built: str = ""  # what the step really installs when not from an index: "/workspace/wheels/*.whl"
+    resolve_as: str = ""  # what stands for `built` in a resolve: "vllm==0.14.1"
+    without: tuple[str, ...] = ()  # requirements of resolve_as the source build does not bring
+    prerelease: bool = False  # pinned to a pre-release on purpose (say why in the recipe)
+
+    @property
+    def requirement(self) -> str:
+        """The requirement as a resolver reads it."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        marker = f" ; {self.marker}" if self.marker else ""
+        return f"{self.name}{extras}{self.spec}{marker}"
+
+    @property
+    def installed(self) -> str:
+        """What the step's command line names: the requirement, or the built source."""
+        return self.built or self.requirement
+
+
+def pkg(text: str, *, built: str = "", resolve_as: str = "", without: Iterable[str] = (),
+        prerelease: bool = False) -> Package:
+    """A Package from requirement text: "torch==2.9.1", "ray[client,default]>=2.47.1,<=2.48.0"."""
+    text, _, marker = text.partition(";")
+    text = text.strip()
+    name = _NAME.match(text)
+    if not name:
+        raise ValueError(f"not a requirement: {text!r}")
+    rest = text[name.end():]
+    extras: tuple[str, ...] = ()
+    if rest.startswith("["):
+        inner, _, rest = rest[1:].partition("]")
+        extras = tuple(e.strip() for e in inner.split(",") if e.strip())
+    return Package(name[0], rest.strip(), extras, marker.strip(), built, resolve_as, tuple(without), prerelease)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What one install step installs, and how."""
+
+    packages: tuple[Package, ...]
+    index_url: str = ""  # replaces the default index
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()  # flat folders of wheels (not indexes)
+    constraints: tuple[str, ...] = ()  # pins that apply without installing anything
+    build_constraints: tuple[str, ...] = ()  # pins for the isolated builds of sdists
+    no_build_isolation: bool = False
+    upgrade: tuple[str, ...] = ()  # packages an earlier step installed that this one may change
+    title: str = ""
+
+    def allowed_prereleases(self) -> set[str]:
+        return {canonical(p.name) for p in self.packages if p.prerelease}
+
+    def options(self) -> list[str]:
+        """The resolver options this declaration asks for (uv pip spelling)."""
+        out: list[str] = []
+        if self.index_url:
+            out += ["--index-url", self.index_url]
+        for url in self.extra_index_urls:
+            out += ["--extra-index-url", url]
+        for url in self.find_links:
+            out += ["--find-links", url]
+        if self.no_build_isolation:
+            out.append("--no-build-isolation")
+        # Pre-releases: uv's default takes one only where a requirement's own specifier names one, so
+        # a package allowed to be a pre-release is pinned to it explicitly (prerelease=True says so).
+        return out
+
+    def command(self, *, constraints_file: str = "/tmp/runner-constraints.txt",
+                build_constraints_file: str = "/tmp/runner-build-constraints.txt") -> str:
+        """The shell that installs this declaration (uv into the system python)."""
+        lines = []
+        if self.constraints:
+            lines.append(_heredoc(constraints_file, self.constraints))
+        if self.build_constraints:
+            lines.append(_heredoc(build_constraints_file, self.build_constraints))
+        argv = ["uv", "pip", "install", *self.options()]
+        if self.constraints:
+            argv += ["--constraint", constraints_file]
+        if self.build_constraints:
+            argv += ["--build-constraint", build_constraints_file]
+        words = " ".join(shlex.quote(a) for a in argv)
+        names = " ".join(p.installed if p.built else shlex.quote(p.installed) for p in self.packages)
+        lines.append(f"{words} {names}")
+        if self.constraints or self.build_constraints:
+            lines.append(f"rm -f {constraints_file} {build_constraints_file}")
+        return "\n".join(lines)
+
+
+def _heredoc(path: str, lines: Iterable[str]) -> str:
+    body = "\n".join(lines)
+    return f"cat > {path} <<'RUNNER_PINS'\n{body}\nRUNNER_PINS"
+
+
+@dataclass(frozen=True)
+class Installs:
+    """The install steps of one image, in build order, with the stage each belongs to."""
+
+    steps: tuple[tuple[Stage, Requirements], ...] = field(default_factory=tuple)
+
+
+def installs(leaf: Stage) -> Installs:
+    """Every declared install of a leaf's image, base first (copy sources included, once)."""
+    from runner.compose.stages import Run
+
+    seen: set[str] = set()
+    found: list[tuple[Stage, Requirements]] = []
+
+    def visit(stage: Stage) -> None:
+        if stage.key in seen:
+            return
+        seen.add(stage.key)
+        for dep in stage.dependencies():
+            visit(dep)
+        for step in stage.steps:
+            if isinstance(step, Run) and step.requirements is not None:
+                found.append((stage, step.requirements))
+
+    visit(leaf)
+    return Installs(tuple(found))
+
+
+def allowed_prereleases(leaf: Stage) -> set[str]:
+    """Packages the leaf's recipe lets resolve to a pre-release (canonical names)."""
+    return set().union(*(r.allowed_prereleases() for _, r in installs(leaf).steps)) if installs(leaf).steps else set()

@@ -1,0 +1,82 @@
+"""Probes: small Python programs a smoke check runs inside the image under test (`probe: NAME` in a
+smoke spec), each fed an INPUT that runner computes for the target: the consumer's command lines for
+its vLLM version and backend, the paths its environment names, the pre-releases its recipe allows.
+
+A probe is this folder's NAME.py; it is never imported here, only read and sent into the image as
+`python3 - <<HEREDOC` with `INPUT = {...}` put above its text. It must run on the image's python
+(3.8 and later) with nothing but the standard library and the software it probes."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from runner.compose.stages import Stage
+from runner.model.targets import Target
+
+FOLDER = Path(__file__).parent
+PATH_LIKE = ("*_HOME", "*_PREFIX", "*_PATH", "*_ROOT", "*_DIR")  # environment that names places
+STANDARD_PATH = ("/usr/local/bin", "/usr/bin", "/bin")  # every base image's PATH has these
+_END = "RUNNER_PROBE_END"
+
+
+@lru_cache(maxsize=32)
+def source(name: str) -> str:
+    path = FOLDER / f"{name}.py"
+    if not path.is_file():
+        raise LookupError(name)
+    return path.read_text()
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in FOLDER.glob("*.py") if p.stem != "__init__")
+
+
+def script(name: str, data: dict, python: str = "python3") -> str:
+    """The shell text that runs probe NAME on `data` in the image."""
+    return f"{python} - <<'{_END}'\nINPUT = {json.dumps(data, sort_keys=True)!r}\nimport json as _json\nINPUT = _json.loads(INPUT)\n{source(name)}{_END}\n"
+
+
+def components(leaf: Stage) -> frozenset[str]:
+    """Names of the components the leaf's stages declare (what the image ships)."""
+    return frozenset(name for stage in leaf.chain() for name, _ in getattr(stage, "components", ()))
+
+
+def _vllm_cli(t: Target, leaf: Stage, given: dict) -> dict:
+    from runner.verify.consumer import vllm_cases
+
+    cases = vllm_cases(t.service_version, t.backend, t.variant, components(leaf))
+    return {"mode": given.get("mode", "serve"), "cases": [c.as_dict() for c in cases]}
+
+
+def _ray_cli(t: Target, leaf: Stage, given: dict) -> dict:
+    from runner.verify.consumer import ray_cases
+
+    return {"cases": [c.as_dict() for c in ray_cases()]}
+
+
+def _env_paths(t: Target, leaf: Stage, given: dict) -> dict:
+    env = leaf.env()
+    places = {k: v for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in PATH_LIKE)
+              and v.startswith("/") and "$" not in v}
+    return {"places": places, "path_keeps": list(given.get("path_keeps", STANDARD_PATH))}
+
+
+def _prereleases(t: Target, leaf: Stage, given: dict) -> dict:
+    from runner.compose.requirements import allowed_prereleases
+
+    return {"allowed": sorted(allowed_prereleases(leaf) | set(given.get("allowed", ())))}
+
+
+INPUTS: dict[str, Callable[[Target, Stage, dict], dict]] = {
+    "vllm_cli": _vllm_cli, "ray_cli": _ray_cli, "env_paths": _env_paths, "prereleases": _prereleases,
+}
+
+
+def input_for(name: str, t: Target, leaf: Stage, given: dict) -> dict:
+    """What probe NAME is told about the target (plus what the spec's `with` gives)."""
+    build = INPUTS.get(name)
+    return {**given, **(build(t, leaf, given) if build else {})}
