@@ -16,7 +16,8 @@ from pathlib import Path
 LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "ui": 5, "cli": 6, "dagger": 6}
 TOP = {"runner": 0, "runner.__main__": 6}  # the consumer API sits on the model; __main__ is the CLI
 DAGGER_SDK_ALLOWED = ("runner.engines.dagger", "runner.dagger")
-RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.stages", "runner.compose.requirements", "runner.model")
+RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.stages", "runner.compose.requirements",
+                  "runner.compose.components", "runner.compose.sources", "runner.model")
 
 
 def modules(src: Path) -> dict[str, Path]:

@@ -35,12 +35,18 @@ def test_convention(leaves):
     commands = dockerfile.parse_string(text)
     assert text.startswith("# cann8.5-910b-vllm0.14.1 for linux/arm64")
     header_args = [c for c in commands if c.cmd == "ARG" and commands.index(c) < [x.cmd for x in commands].index("FROM")]
-    assert {"PYTHON_VERSION", "CANN_VERSION", "VLLM_VERSION", "VLLM_BASE_IMAGE", "CMAKE_MAX_JOBS"} <= {
-        c.value[0].split("=")[0] for c in header_args}
+    names = [c.value[0].split("=")[0] for c in header_args]
+    # the convention's order: python, jobs, backend version and archs, base image, service version
+    assert names[:6] == ["PYTHON_VERSION", "CMAKE_MAX_JOBS", "CANN_VERSION", "CANN_ARCHS", "VLLM_BASE_IMAGE", "VLLM_VERSION"]
+    # the base image follows --build-arg CANN_VERSION / PYTHON_VERSION
+    assert "ARG VLLM_BASE_IMAGE=quay.io/ascend/cann:${CANN_VERSION}-910b-ubuntu22.04-py${PYTHON_VERSION}" in text
     for line in text.splitlines():
         if line.startswith("ARG ") and "=" in line:
             assert line.rstrip().endswith(("# REQUIRED", "# OPTIONAL", "# REQUIRED (PLACEHOLDER)")), line
-    assert "ARG CMAKE_MAX_JOBS=" in text and "(PLACEHOLDER)" in text.split("ARG CMAKE_MAX_JOBS=")[1].splitlines()[0]
+    # CMAKE_MAX_JOBS is read by the Mooncake build here, so it is no placeholder and that stage redeclares it
+    assert "(PLACEHOLDER)" not in text.split("ARG CMAKE_MAX_JOBS=")[1].splitlines()[0]
+    mooncake = text.split("AS mooncake-build")[1].split("\nFROM ")[0]
+    assert "\nARG CMAKE_MAX_JOBS\n" in mooncake and "${CMAKE_MAX_JOBS:-" in mooncake
     stages = [i for i, c in enumerate(commands) if c.cmd == "FROM"]
     for start, end in zip(stages, stages[1:] + [len(commands)]):
         body = commands[start + 1:end]
@@ -55,6 +61,7 @@ def test_convention(leaves):
                 "org.opencontainers.image.version", "org.opencontainers.image.created", "io.gpustack.runner.backend"):
         assert key in labels
     mounts = [f for c in commands if c.cmd == "RUN" for f in c.flags]
+    assert any(f.startswith("--mount=type=bind,from=mooncake-build,") for f in mounts)
     assert "--mount=type=cache,target=/var/cache/apt,id=runner-cann-linux-arm64-apt,sharing=locked" in mounts
 
 
@@ -72,3 +79,11 @@ def test_compat_form_keeps_the_same_scripts(leaves):
             # the compat RUN prints exactly the heredoc's lines
             quoted = c.value[0].split("printf '%s\\n'", 1)[1].rsplit(")", 1)[0]
             assert "\n".join(shlex.split(quoted)) == script
+
+
+def test_unused_required_arg_is_a_placeholder(leaves):
+    """A target whose stages never read CMAKE_MAX_JOBS marks it (PLACEHOLDER), as the convention asks."""
+    leaf = next(x for x in leaves if x.target.backend == "corex")
+    text = render(leaf.stage).text
+    line = next(x for x in text.splitlines() if x.startswith("ARG CMAKE_MAX_JOBS="))
+    assert ("${CMAKE_MAX_JOBS" in text) != line.endswith("# REQUIRED (PLACEHOLDER)")

@@ -8,17 +8,17 @@ import sys
 
 RECIPE = '''
 """A throwaway accelerator for the test."""
-from runner.compose.kit import prebuilt_runtime, prebuilt_service
+from runner.compose.kit import finish, runtime_builder, vendor_service
 
 SERVICES = ("vllm", "tgi")
 
 
 def runtime(t, base):
-    return prebuilt_runtime(t, base, home="/opt/npx", vendor_home="/opt/npx-sdk")
+    return runtime_builder(t, base, home="/opt/npx", vendor_home="/opt/npx-sdk-2.1.3").build()
 
 
 def service(t, runtime):
-    return prebuilt_service(t, runtime, torch="2.5.0")
+    return finish(vendor_service(t, runtime, torch="2.5.0"), t)
 '''
 
 ENTRY = '''

@@ -76,10 +76,14 @@ def test_every_image_ends_with_tini_workdir_and_labels(project):
         assert env[f"{leaf.target.service.upper()}_VERSION"] == leaf.target.service_version
 
 
-def test_build_stages_are_copied_from_not_inherited(project):
+def test_build_stages_are_mounted_not_inherited(project):
+    """Wheels built in a build stage reach the service through a one-step mount: the service never
+    inherits the compilers and sources of the build stage."""
     plan = make_plan(Selection(backend="rocm").apply(project.targets), project.recipes)
-    copies = [st for s in plan.stages for st in s.steps if isinstance(st, CopyFrom)]
-    assert copies and all(c.stage.kind == "vllm-build" for c in copies)
+    mounts = [m for s in plan.stages for st in s.steps if isinstance(st, Run) for m in st.mounts]
+    assert mounts and all(m.stage.kind.endswith("-build") for m in mounts)
+    for leaf in plan.leaves:
+        assert all(not st.kind.endswith("-build") for st in leaf.stage.chain())
 
 
 def test_plan_cli_json_shape():

@@ -1,123 +1,282 @@
-"""Ascend CANN: runtime on the CANN image of the chip variant; vLLM (device "empty") plus vllm-ascend,
-MindIE from its installer, SGLang with the NPU extras. All share the release's runtime."""
+"""Ascend CANN: runtime on the CANN image of the chip variant; vLLM (device "empty") with vllm-ascend,
+Mooncake with Ascend direct transport and vllm-omni; MindIE from its installer with its pinned
+dependencies and ATB models; SGLang from its NPU project file with sgl-kernel-npu, custom ops and the
+BiSheng compiler. Everything shares the release's runtime and its torch with torch-npu."""
 
 from pathlib import Path
 
-from runner.compose.kit import WITH_CACHES, caches, finish, pick, runtime_builder, service_builder, torch_stage
-from runner.compose.stages import Stage
+from runner.compose.components import LeftOut, native, python
+from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, caches, finish, install, pick, pick_or,
+                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.requirements import Requirements, pkg
+from runner.compose.sources import Download, github
+from runner.compose.stages import Mount, Stage, StageBuilder
 from runner.model.targets import Target
 
 SERVICES = ("mindie", "vllm", "sglang")
 HERE = Path(__file__).parent
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # torch-npu on amd64 needs torch's +cpu build
+ASCEND_INDEX = "https://mirrors.huaweicloud.com/ascend/repos/pypi"  # torch-npu and vllm-ascend dev builds
 
-TORCH = {">=0.14": "2.9.0", ">=0.12": "2.8.0", ">=0.9": "2.7.1"}
-VLLM_ASCEND = {">=0.14": "0.14.0rc1", ">=0.12": "", ">=0.11": "0.11.0rc3", ">=0.10.2": "0.10.2rc1",
-               ">=0.10.1": "0.10.1rc1", ">=0.10": "0.10.0rc1", ">=0.9.2": "0.9.2rc1", ">=0.9": "0.9.1"}
+# vLLM -> (torch, torch-npu, vllm-ascend): vllm-ascend's own pins (0.9.x: torch 2.5.1; 0.10.x: a torch-npu dev build)
+VLLM_ASCEND = {">=0.14": ("2.9.0", "2.9.0", "0.14.0rc1"), ">=0.13": ("2.8.0", "2.8.0", "0.13.0"),
+               ">=0.12": ("2.8.0", "2.8.0", "0.12.0rc1"), ">=0.11": ("2.7.1", "2.7.1", "0.11.0rc3"),
+               ">=0.10.2": ("2.7.1", "2.7.1.dev20250724", "0.10.2rc1"), ">=0.10.1": ("2.7.1", "2.7.1.dev20250724", "0.10.1rc1"),
+               ">=0.10": ("2.7.1", "2.7.1.dev20250724", "0.10.0rc1"), ">=0.9.2": ("2.5.1", "2.5.1.post1.dev20250619", "0.9.2rc1"),
+               ">=0.9": ("2.5.1", "2.5.1.post1", "0.9.1")}
+MOONCAKE = {">=0.10": "0.3.7.post2"}
+OMNI = {">=0.14": "b11d436"}
 SGLANG_TORCH = {">=0.5.6": "2.8.0", ">=0.5": "2.6.0"}
 SGL_KERNEL_NPU = {">=0.5.8": "2026.01.28", ">=0.5.6": "2025.12.31", ">=0.5": "2025.09.15"}
+SGLANG_VLLM = "0.10.2"  # the vLLM SGLang's NPU backend imports (device "empty")
+MINDIE_TORCH = "2.1.0"
+# the download host names releases in capitals (2.2.RC1): the version given is that spelling
+MINDIE_URL = "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/MindIE/MindIE%20{version}/Ascend-mindie_{version}_linux-{arch}_abi0.run"
+# the installer does not ship the ATB models; the released images keep each release's archive in their repository
+ATB_MODELS = {"2.3.0": "c78e66c", "2.2.rc1": "c78e66c", "2.1.rc2": "83ec08d"}
+ATB_URL = ("https://github.com/gpustack/runner/raw/{commit}/pack/cann/mindie-atb-models_{version}_linux-{arch}"
+           "_py3.11_torch2.1.0-abi0.tar.gz")
+CUSTOM_OPS = Download("custom_ops", "https://sglang-ascend.obs.cn-east-3.myhuaweicloud.com/ops/custom_ops-{version}.{variant}-"
+                      "cp311-cp311-linux_{arch}.whl", "2.0")
+BISHENG = Download("BiSheng toolkit", "https://sglang-ascend.obs.cn-east-3.myhuaweicloud.com/sglang/triton_ascend/"
+                   "Ascend-BiSheng-toolkit_aarch64_{version}.run", "20251121")
+BISHENG_PATH = "/usr/local/Ascend/ascend-toolkit/latest/bisheng_toolkit/bishengir/bin"
 NPU_ENV = {"TASK_QUEUE_ENABLE": "1", "CPU_AFFINITY_CONF": "1", "PYTORCH_NPU_ALLOC_CONF": "expandable_segments:True"}
-SET_ENV = ("source /usr/local/Ascend/ascend-toolkit/set_env.sh; "
-           "[ -f /usr/local/Ascend/nnal/atb/set_env.sh ] && source /usr/local/Ascend/nnal/atb/set_env.sh; true")
+SET_ENV = "source ${CANN_HOME}/ascend-toolkit/set_env.sh; source ${CANN_HOME}/nnal/atb/set_env.sh"
+MINDIE_PINS = (
+    "av==16.0.1", "absl-py==2.2.2", "accelerate==0.34.2", "aiohttp==3.13.3", "attrs==24.3.0", "cloudpickle==3.0.0",
+    "cpm-kernels==1.0.11", "decorator==5.2.1", "easydict==1.13", "einops==0.8.1", "fuzzywuzzy==0.18.0", "gevent==24.2.1",
+    "geventhttpclient==2.3.1", "grpcio==1.71.0", "icetk==0.0.4", "jieba==0.42.1", "Jinja2==3.1.6", "json5==0.13.0",
+    "jsonlines==4.0.0", "jsonschema==4.23.0", "latex2mathml==3.77.0", "loguru==0.7.2", "Markdown==3.7",
+    "matplotlib==3.9.2", "mdtex2html==1.3.0", "ml_dtypes==0.5.0", "nltk==3.9.1", "numba==0.61.2", "numpy==1.26.4",
+    "onnx==1.20.1", "openai==2.15.0", "opencv-python-headless==4.11.0.86", "openpyxl==3.1.5", "orjson==3.11.3",
+    "pandas==1.5.3", "pillow==11.2.1", "prettytable==3.11.0", "psutil==6.0.0", "pyarrow==19.0.1", "pydantic==2.12.5",
+    "python-rapidjson==1.20", "posix_ipc==1.2.0", "PyYAML==6.0.2", "pathlib2==2.3.7.post1", "protobuf==6.33.4",
+    "requests==2.32.3", "rouge-score==0.1.2", "rouge==1.0.1", "sacrebleu==2.4.3", "scipy==1.15.3", "sympy==1.14.0",
+    "text-generation==0.7.0", "thefuzz==0.22.1", "tiktoken==0.7.0", "tornado==6.4.2", "tqdm==4.67.1",
+    "transformers==4.51.3", "safetensors==0.5.3", "tritonclient==2.49.0", "typing_extensions==4.15.0",
+    "tzdata==2024.2", "urllib3==2.4.0", "yarl==1.22.0", "zope.event==5.0", "zope.interface==7.0.3")
+
+LEFT_OUT = (
+    LeftOut("MindIE patches (mindie.zip) and MiniCPM's resampler.py", "their content is not known here and the "
+            "resampler comes from a model hub at build time; no patch is invented", ("mindie",)),
+    LeftOut("BiSheng toolkit on amd64", "the toolkit is published for aarch64 only", ("sglang",)),
+    LeftOut("Mooncake on 310P", "Mooncake's Ascend transport does not support the 310P", ("vllm",)),
+)
 
 
 def soc_version(t: Target) -> str:
     return {"a3": "ascend910_9391", "310p": "ascend310p1"}.get(t.variant, "ascend910b1")
 
 
-def torch_index(platform: str) -> str:
-    """CPU torch wheels on amd64 (the NPU does the work); arm64 wheels from the default index."""
-    return "https://download.pytorch.org/whl/cpu" if platform == "linux/amd64" else ""
-
-
 def runtime(t: Target, base: Stage) -> Stage:
-    return (
-        runtime_builder(t, base, extra_apt="libopenmpi-dev openmpi-bin clang-15", home="/usr/local/Ascend")
-        .env(PATH="/usr/local/Ascend/driver/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-             SOC_VERSION=soc_version(t))
-        .build()
-    )
+    b = runtime_builder(t, base, home="/usr/local/Ascend", extra_apt="clang-15")
+    b.run("""
+        update-alternatives --install /usr/bin/clang clang /usr/bin/clang-15 15
+        update-alternatives --install /usr/bin/clang++ clang++ /usr/bin/clang++-15 15""", title="clang 15 as clang")
+    b.env(PATH="/usr/local/Ascend/driver/tools:${PATH}")
+    return b.build()
 
 
 def service(t: Target, runtime: Stage) -> Stage:
     return {"vllm": vllm, "mindie": mindie, "sglang": sglang}[t.service](t, runtime)
 
 
-def _torch_npu(t: Target, runtime: Stage, torch: str) -> Stage:
-    """torch and torch-npu of one release, shared by every service that needs that torch."""
-    return torch_stage(t, runtime, torch, f"torch-npu=={torch}.*", index=torch_index(runtime.platform),
-                       extra_index="https://mirrors.huaweicloud.com/ascend/repos/pypi")
+def npu_torch(t: Target, runtime: Stage, torch: str, npu: str) -> Stage:
+    """torch (the +cpu build on amd64) with torch-npu of the same release, shared by every service on it."""
+    cpu = (CPU_INDEX,) if runtime.platform == "linux/amd64" else ()
+    return torch_stage(t, runtime, torch, extra_indexes=(*cpu, ASCEND_INDEX), audio=False,
+                       extra=(pkg(f"torch-npu=={npu}" if npu.count(".") > 2 else f"torch-npu=={npu}.*",
+                                  prerelease="dev" in npu),), name=f"torch{torch}-npu{npu}")
+
+
+def _build_env(b: StageBuilder, t: Target) -> str:
+    """CANN's environment for building kernels for the target's chip (the stage's CANN_ARCHS)."""
+    b.arg("CANN_ARCHS", " ".join(t.archs) or soc_version(t), doc="the Ascend SoC the kernels are built for")
+    return (f'{SET_ENV}\nexport SOC_VERSION="${{CANN_ARCHS%% *}}" COMPILE_CUSTOM_KERNELS=1 '
+            'LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:${CANN_HOME}/ascend-toolkit/latest/$(uname -m)-linux/devlib"')
+
+
+@shared
+def mooncake_build(t: Target, parent: Stage, version: str) -> Stage:
+    b = StageBuilder("vllm-build", "mooncake-build", parent)
+    b.run(f"""
+        {WITH_CACHES}
+        {max_jobs(8)}
+        {SET_ENV}
+        {github("kvcache-ai/Mooncake", f"v{version}").clone("/tmp/mooncake")}
+        cd /tmp/mooncake && bash dependencies.sh -y
+        cmake -S . -B build -DBUILD_UNIT_TESTS=OFF -DUSE_ASCEND_DIRECT=ON -DUSE_HTTP=ON -DUSE_ETCD=ON -DSTORE_USE_ETCD=ON -DCMAKE_BUILD_TYPE=Release
+        cmake --build build --target install -j"$MAX_JOBS" && ./scripts/build_wheel.sh
+        mkdir -p /workspace/mooncake && mv mooncake-wheel/dist/*.whl /workspace/mooncake/ && rm -rf /tmp/mooncake
+        """, caches=caches(t, parent.platform, "uv", "ccache"), title=f"build Mooncake {version} with Ascend direct transport")
+    return b.build()
+
+
+@shared
+def omni_build(t: Target, parent: Stage, commit: str) -> Stage:
+    b = StageBuilder("vllm-build", "vllm-omni-build", parent)
+    b.run(f"""
+        {_build_env(b, t)}
+        {github("vllm-project/vllm-omni", commit).clone("/tmp/omni")}
+        cd /tmp/omni && sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is for CUDA
+        VLLM_TARGET_DEVICE=empty python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni && rm -rf /tmp/omni
+        """, caches=caches(t, parent.platform, "uv"), title=f"build vllm-omni {commit}")
+    return b.build()
 
 
 def vllm(t: Target, runtime: Stage) -> Stage:
-    p, torch = runtime.platform, pick(t.service_version, TORCH, "torch")
-    ascend = pick(t.service_version, VLLM_ASCEND, "vllm-ascend")
-    mooncake = "" if t.variant == "310p" else "'mooncake-transfer-engine==0.3.7.post2'"
-    b = (
-        service_builder(t, _torch_npu(t, runtime, torch))
-        .arg("VLLM_TORCH_VERSION", torch, doc="torch and torch-npu release")
-        .arg("VLLM_ASCEND_VERSION", ascend, required=False, doc="vllm-ascend tag; empty: newest for this vLLM")
-        .run(f"""
-            {WITH_CACHES}
-            {SET_ENV}
-            ascend="${{VLLM_ASCEND_VERSION}}"
-            if [[ -z "$ascend" ]]; then
-                ascend=$(curl -fsSL https://pypi.org/rss/project/vllm-ascend/releases.xml | grep -o "<title>${{VLLM_VERSION}}[^<]*" | head -1 | sed 's/<title>//')
-            fi
-            git clone --depth 1 --branch "v${{VLLM_VERSION}}" https://github.com/vllm-project/vllm.git /workspace/vllm
-            VLLM_TARGET_DEVICE=empty uv pip install /workspace/vllm
-            git clone --depth 1 --branch "v${{ascend}}" https://github.com/vllm-project/vllm-ascend.git /workspace/vllm-ascend
-            SOC_VERSION={soc_version(t)} uv pip install /workspace/vllm-ascend
-            uv pip install 'ray[client,default]>=2.47.1,<=2.48.0' 'grpcio==1.71.0' {mooncake}
-            rm -rf /workspace/vllm /workspace/vllm-ascend
-            """, caches=caches(t, p, "uv", "ccache"), title="vLLM (device empty) and vllm-ascend")
-        .run("""
-            real=$(command -v vllm); mv "$real" "${real}_"
-            printf '#!/bin/bash\\n%s\\nexport LD_PRELOAD=/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2${LD_PRELOAD:+:$LD_PRELOAD}\\nexec %s_ "$@"\\n' \\
-                "$SET_ENV_LINE" "$real" > "$real" && chmod +x "$real"
-            """.replace("$SET_ENV_LINE", SET_ENV), title="vllm wrapper that sources the CANN environment")
-    )
-    return finish(b, t, VLLM_TORCH_VERSION=torch, **NPU_ENV, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES="1")
+    p, v = runtime.platform, t.service_version
+    torch, npu, ascend = pick(v, VLLM_ASCEND, "torch and vllm-ascend")
+    with_torch = npu_torch(t, runtime, torch, npu)
+    b = service_builder(t, with_torch)
+    b.arg("VLLM_ASCEND_VERSION", ascend, doc="vllm-ascend release")
+    cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
+    device_empty = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "numba", "ray", "triton")
+    reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={v}", without=device_empty),),
+                        extra_index_urls=cpu, prereleases=OTEL_BETAS, title=f"vLLM {v} from its tag (device empty)")
+    install(b, t, reqs, before=f'{github("vllm-project/vllm", "v${VLLM_VERSION}").clone("/tmp/vllm")}\nexport VLLM_TARGET_DEVICE=empty',
+            after="uv pip uninstall triton || true  # vllm-ascend brings triton-ascend\nrm -rf /tmp/vllm")
+    ascend_reqs = Requirements((pkg("vllm-ascend", built="/tmp/vllm-ascend", resolve_as=f"vllm-ascend=={ascend}",
+                                    prerelease="rc" in ascend),),
+                               extra_index_urls=(*cpu, ASCEND_INDEX), no_build_isolation=False,
+                               title=f"vllm-ascend {ascend} from its tag")
+    install(b, t, ascend_reqs, tools=("uv", "ccache"), before=f'{_build_env(b, t)}\n'
+            f'{github("vllm-project/vllm-ascend", "v${VLLM_ASCEND_VERSION}").clone("/tmp/vllm-ascend")}',
+            after="rm -rf /tmp/vllm-ascend")
+    b.component(python("vllm", v, imports=()), python("vllm-ascend", ascend, imports=()),
+                python("torch-npu", npu.split(".dev")[0]))
+    wheels, mounts = [], []
+    if t.variant != "310p" and (mc := pick_or(v, MOONCAKE)):
+        mounts.append(Mount(mooncake_build(t, with_torch, mc), "/workspace/mooncake", "/mnt/mooncake"))
+        wheels.append(pkg("mooncake-transfer-engine", built="/mnt/mooncake/*.whl", resolve_as=f"mooncake-transfer-engine=={mc}"))
+        b.component(python("mooncake", mc, dist="mooncake-transfer-engine"))
+    if (omni := pick_or(v, OMNI)):
+        mounts.append(Mount(omni_build(t, with_torch, omni), "/workspace/vllm-omni", "/mnt/vllm-omni"))
+        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
+                       without=("onnxruntime", "torch", "fa3-fwd")), pkg("onnxruntime-cann"), pkg("sox")]
+        b.component(python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", ""))
+    extras = ["accelerate", "hf_transfer", "modelscope", "ray[client,default]>=2.47.1,<=2.48.0", "protobuf>3.20.0",
+              "grpcio==1.71.0", "librosa", "soundfile", "mistral_common[audio]"]
+    install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels),
+                               title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
+            mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
+    b.component(python("ray", "2.4", imports=("ray",)))
+    b.run(f"""
+        real="$(python3 -c 'import sys; print(sys.base_prefix)')/bin/vllm"
+        mv "$real" "${{real}}_"
+        libs="$(python3 -c 'import sys; print(sys.base_prefix)')"
+        printf '%s\\n' '#!/usr/bin/bash' '{SET_ENV}' \\
+            "export LD_LIBRARY_PATH=$libs/lib:$libs/lib64:\\${{LD_LIBRARY_PATH}}" \\
+            'export LD_PRELOAD=/usr/lib/'"$(uname -m)"'-linux-gnu/libjemalloc.so.2${{LD_PRELOAD:+:$LD_PRELOAD}}' \\
+            'exec "${{BASH_SOURCE[0]}}_" "$@"' > "$real"
+        chmod +x "$real"
+        """, title="the vllm command sources CANN's environment and preloads jemalloc")
+    add_patches(b, t, HERE, site_packages("vllm"))
+    if omni:
+        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
+    return finish(b, t, PATH=f"{BISHENG_PATH}:${{PATH}}", **NPU_ENV, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES="1")
 
 
 def mindie(t: Target, runtime: Stage) -> Stage:
-    p = runtime.platform
-    arch = "aarch64" if p == "linux/arm64" else "x86_64"
-    b = (
-        service_builder(t, _torch_npu(t, runtime, "2.1.0"))
-        .arg("MINDIE_TORCH_VERSION", "2.1.0", doc="torch MindIE is built against")
-        .run(f"""
-            {WITH_CACHES}
-            {SET_ENV}
-            cd /tmp
-            curl -fsSL -H 'Referer: https://www.hiascend.com/' -o mindie.run \\
-                "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/MindIE/MindIE%20${{MINDIE_VERSION}}/Ascend-mindie_${{MINDIE_VERSION}}_linux-{arch}_abi0.run"
-            chmod +x mindie.run && ./mindie.run --install --quiet --install-path=/usr/local/Ascend && rm -f mindie.run
-            mkdir -p /usr/local/Ascend/atb-models && tar -xzf /usr/local/Ascend/mindie/latest/mindie-llm/atb-models.tar.gz -C /usr/local/Ascend/atb-models
-            uv pip install /usr/local/Ascend/atb-models/*.whl
-            daemon=$(find /usr/local/Ascend/mindie -name mindieservice_daemon -type f | head -1)
-            mv "$daemon" "${{daemon}}_"
-            printf '#!/bin/bash\\nexec "%s_" "$@" 2>&1 | tee -a /var/log/mindieservice.log\\n' "$daemon" > "$daemon" && chmod +x "$daemon"
-            ln -sf "$daemon" /usr/local/bin/mindieservice_daemon && ln -sf "${{daemon}}_" /usr/local/bin/mindieservice_daemon_
-            """, caches=caches(t, p, "uv"), title="MindIE from its installer, ATB models, logging daemon wrapper")
-    )
-    return finish(b, t, MINDIE_TORCH_VERSION="2.1.0", **NPU_ENV)
+    p, v = runtime.platform, t.service_version
+    with_torch = npu_torch(t, runtime, MINDIE_TORCH, MINDIE_TORCH)
+    arch = "arm64" if p == "linux/arm64" else "amd64"
+    installer = Download("MindIE", MINDIE_URL, v.upper(), ("Referer: https://www.hiascend.com/",))
+    atb = Download("ATB models", ATB_URL.replace("{commit}", ATB_MODELS[v]), v)
+    b = service_builder(t, with_torch)
+    reqs = Requirements((*(pkg(x) for x in MINDIE_PINS), pkg("atb-llm", built="${CANN_HOME}/atb-models/*.whl")),
+                        title=f"MindIE {v}'s pinned dependencies and ATB models")
+    install(b, t, reqs, before=f"""
+        test "${{MINDIE_VERSION}}" = {v}
+        mkdir -p "${{CANN_HOME}}/atb-models" && {atb.fetch(arch=arch)} | tar -xz -C "${{CANN_HOME}}/atb-models"
+        """)
+    b.run(f"""
+        {installer.fetch("/tmp/mindie.run", arch="$(uname -m)")}
+        chmod +x /tmp/mindie.run && printf 'Y\\n' | /tmp/mindie.run --install --install-path="${{CANN_HOME}}" && rm -f /tmp/mindie.run
+        chmod +w "${{CANN_HOME}}/mindie/latest/mindie-service/conf"  # the service writes its configuration
+        mv {DAEMON} {DAEMON}_
+        """, title=f"MindIE {v} from its installer")
+    b.file(DAEMON, DAEMON_WRAPPER, 0o755)
+    b.component(native("MindIE", v, [f"{DAEMON}_"]), python("mindie-llm", "", dist="mindie_llm"),
+                python("atb-llm", ""), python("torch-npu", MINDIE_TORCH))
+    return finish(b, t, PATH="/usr/local/Ascend/mindie/latest/mindie-service/bin:${PATH}", **NPU_ENV)
+
+
+DAEMON = "/usr/local/Ascend/mindie/latest/mindie-service/bin/mindieservice_daemon"
+# Runs the real daemon with CANN's, ATB's and MindIE's environment, every component logging to stdout (the
+# consumer reads the container's output), from the service folder the daemon resolves its files from.
+DAEMON_WRAPPER = """#!/usr/bin/bash
+for script in "${CANN_HOME}/ascend-toolkit/set_env.sh" "${CANN_HOME}/nnal/atb/set_env.sh" \\
+              "${CANN_HOME}/atb-models/set_env.sh" "${CANN_HOME}/mindie/set_env.sh"; do
+    if [[ -f "$script" ]]; then source "$script"; fi
+done
+python_prefix="$(python3 -c 'import sys; print(sys.base_prefix)')"
+export LD_LIBRARY_PATH="${python_prefix}/lib:${python_prefix}/lib64:${LD_LIBRARY_PATH:-}"
+export MINDIE_LOG_LEVEL="${MINDIE_LOG_LEVEL:-INFO}" MINDIE_LLM_LOG_LEVEL="${MINDIE_LLM_LOG_LEVEL:-WARN}" \\
+       MINDIE_LLM_PYTHON_LOG_LEVEL="${MINDIE_LLM_PYTHON_LOG_LEVEL:-WARN}" ASCEND_GLOBAL_LOG_LEVEL="${ASCEND_GLOBAL_LOG_LEVEL:-3}" \\
+       ASCEND_SLOG_LEVEL="${ASCEND_SLOG_LEVEL:-WARN}" ATB_LOG_LEVEL="${ATB_LOG_LEVEL:-ERROR}" \\
+       ASDOPS_LOG_LEVEL="${ASDOPS_LOG_LEVEL:-ERROR}" ASCEND_GLOBAL_EVENT_ENABLE=0 ATB_STREAM_SYNC_EVERY_KERNEL_ENABLE=0
+for part in MINDIE MIES_CERTS MINDIE_LLM MINDIE_LLM_PYTHON ATB ASDOPS OCK LOG; do
+    export "${part}_LOG_TO_STDOUT=1" "${part}_LOG_TO_FILE=0"
+done
+for part in ASCEND_SLOG MINDIE_RT TORCH_AIE; do
+    export "${part}_PRINT_TO_STDOUT=1" "${part}_PRINT_TO_FILE=0"
+done
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+exec "./bin/$(basename "${BASH_SOURCE[0]}")_" "$@"
+"""
 
 
 def sglang(t: Target, runtime: Stage) -> Stage:
-    p, torch = runtime.platform, pick(t.service_version, SGLANG_TORCH, "torch")
-    b = (
-        service_builder(t, _torch_npu(t, runtime, torch))
-        .arg("SGLANG_TORCH_VERSION", torch, doc="torch and torch-npu release")
-        .arg("SGLANG_KERNEL_NPU_VERSION", pick(t.service_version, SGL_KERNEL_NPU), doc="sgl-kernel-npu tag")
-        .run(f"""
-            {WITH_CACHES}
-            {SET_ENV}
-            git clone --depth 1 --branch v0.10.2 https://github.com/vllm-project/vllm.git /workspace/vllm
-            VLLM_TARGET_DEVICE=empty uv pip install /workspace/vllm
-            uv pip install 'triton-ascend==3.2.0' 'memfabric-hybrid==1.0.0' "sglang[srt_npu]==${{SGLANG_VERSION}}"
-            git clone --depth 1 --branch "${{SGLANG_KERNEL_NPU_VERSION}}" https://github.com/sgl-project/sgl-kernel-npu.git /workspace/kernel
-            cd /workspace/kernel && SOC_VERSION={soc_version(t)} bash build.sh && uv pip install output/*.whl
-            rm -rf /workspace/vllm /workspace/kernel
-            """, caches=caches(t, p, "uv", "ccache"), title="SGLang with the NPU extras and sgl-kernel-npu")
-    )
-    return finish(b, t, SGLANG_TORCH_VERSION=torch, **NPU_ENV)
+    p, v = runtime.platform, t.service_version
+    torch = pick(v, SGLANG_TORCH, "torch")
+    with_torch = npu_torch(t, runtime, torch, torch)
+    b = service_builder(t, with_torch)
+    b.arg("SGLANG_KERNEL_NPU_VERSION", pick(v, SGL_KERNEL_NPU), doc="sgl-kernel-npu tag")
+    cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
+    deps = ("attrs==25.4.0", "decorator==5.2.1", "psutil==7.1.3", "pyyaml==6.0.3", "memfabric-hybrid==1.0.0",
+            "triton-ascend==3.2.0")
+    reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={SGLANG_VLLM}",
+                             without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "triton")),
+                         *(pkg(d) for d in deps),
+                         pkg("sglang", extras=("srt_npu",), built='"/tmp/sglang/python[srt_npu]"', resolve_as=f"sglang=={v}",
+                             without=("torch", "torchaudio", "torchvision", "sgl-kernel", "flashinfer-python"))),
+                        extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS,
+                        title=f"SGLang {v} with its NPU extras (its project file), on vLLM {SGLANG_VLLM} (device empty)")
+    install(b, t, reqs, tools=("uv", "ccache"), before=f"""
+        {_build_env(b, t)}
+        {github("vllm-project/vllm", f"v{SGLANG_VLLM}").clone("/tmp/vllm")}
+        sed -i 's/"torch ==[^"]*"/"torch"/' /tmp/vllm/pyproject.toml && export VLLM_TARGET_DEVICE=empty
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
+        if [[ -f /tmp/sglang/python/pyproject_other.toml ]]; then mv /tmp/sglang/python/pyproject_other.toml /tmp/sglang/python/pyproject.toml; fi""",
+            after="rm -rf /tmp/vllm /tmp/sglang")
+    b.run(f"""
+        {WITH_CACHES}
+        {_build_env(b, t)}
+        {github("sgl-project/sgl-kernel-npu", "${SGLANG_KERNEL_NPU_VERSION}").clone("/tmp/kernel")}
+        unset ASCEND_HOME_PATH && cd /tmp/kernel && ./build.sh
+        uv pip install /tmp/kernel/output/deep_ep*.whl /tmp/kernel/output/sgl_kernel_npu*.whl
+        cd "$(python3 -m pip show deep-ep | sed -n 's/^Location: //p')" && ln -sf deep_ep/deep_ep_cpp*.so .
+        {rust_toolchain()}
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
+        uv pip install setuptools-rust maturin
+        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
+        maturin build --release --features vendored-openssl --out /tmp/router && uv pip install --force-reinstall /tmp/router/*.whl
+        rm -rf /tmp/kernel /tmp/sglang /tmp/router /root/.cargo /root/.rustup
+        """, caches=caches(t, p, "uv", "ccache"), title="sgl-kernel-npu (with DeepEP) and the SGLang router")
+    extras = Requirements((pkg("librosa"), pkg("soundfile"), pkg("mistral_common[audio]"),
+                           pkg("custom-ops", built=CUSTOM_OPS.href(variant=t.variant, arch="$(uname -m)"))),
+                          title="audio extras and Ascend custom ops")
+    install(b, t, extras, before="export UV_SKIP_WHEEL_FILENAME_CHECK=1")
+    b.component(python("sglang", v, imports=()), python("sgl-kernel-npu", "", dist="sgl_kernel_npu"),
+                python("deep-ep", "", dist="deep-ep"), python("sglang-router", ""), python("triton-ascend", "3.2.0"),
+                python("custom-ops", CUSTOM_OPS.version))
+    if p == "linux/arm64":
+        b.run(f"""
+            {BISHENG.fetch("/tmp/bisheng.run")} && chmod +x /tmp/bisheng.run
+            printf 'Y\\n' | /tmp/bisheng.run --install && rm -f /tmp/bisheng.run
+            """, title=f"the BiSheng compiler {BISHENG.version} triton-ascend needs")
+        b.component(native("BiSheng toolkit", BISHENG.version, [f"{BISHENG_PATH}/*"]))
+    return finish(b, t, PATH=f"{BISHENG_PATH}:${{PATH}}", **NPU_ENV, SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN="1",
+                  SGLANG_MOE_PADDING="1", SGLANG_SET_CPU_AFFINITY="1")

@@ -1,105 +1,328 @@
-"""NVIDIA CUDA: runtime on the cuDNN devel image; vLLM built from its tag against cu12x torch wheels;
-SGLang on top of the release's vLLM 0.14.1 image; VoxBox on the runtime."""
+"""NVIDIA CUDA: runtime on the cuDNN devel image; vLLM and its kernels built from their sources against
+the cu12x torch wheels (once per torch CUDA release, torch and platform: 12.6 images use 12.8.1's
+builds, as their torch is cu128), installed with the multi-node stack (GDRCopy, HPC-X, AWS EFA,
+NVSHMEM); SGLang on the release's vLLM 0.14.1 image; VoxBox on the runtime."""
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
-from runner.compose.kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
-from runner.compose.stages import Stage
+from runner.compose.components import LeftOut, native, python
+from runner.compose.kit import (OTEL_BETAS, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.requirements import Requirements, pkg
+from runner.compose.sources import Download, github
+from runner.compose.stages import Mount, Stage, StageBuilder, base_stage
 from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang", "voxbox")
 HERE = Path(__file__).parent
+TORCH_INDEX = "https://download.pytorch.org/whl/cu{}"
 
 TORCH = {">=0.14": "2.9.1", ">=0.11.2": "2.9.0", ">=0.10.2": "2.8.0"}
-SGL_KERNEL = {">=0.5.8": "0.3.21", ">=0.5.7": "0.3.20", ">=0.5.6": "0.3.19", ">=0.5.5": "0.3.17.post1", ">=0.5.4": "0.3.16.post3"}
-FLASHINFER = {">=0.14": "0.6.1", ">=0.11.2": "0.5.3", ">=0.10.2": "0.3.1"}
+FLASHINFER = {">=0.12": "0.5.3", ">=0.11.2": "0.5.2", ">=0.11": "0.3.1", ">=0.10.2": "0.3.0"}  # vLLM's own pins
+FLASH_ATTN = {">=0.12": "2.8.3", ">=0.11": "2.8.2"}
+LMCACHE = {">=0.14": "0.3.12", ">=0.13": "0.3.11", ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2",
+           ">=0.11": "0.3.9.post1", ">=0.10.2": "0.3.6"}
+MOONCAKE = {">=0.14": "0.3.8.post1", ">=0.12": "0.3.7.post2"}
+OMNI = {">=0.14": "2c294a7"}  # vllm-omni commit for this vLLM
+EP_KERNELS = {">=0.12": ("9b680f42", "b57e5e21", "12cecfda")}  # DeepGEMM, DeepEP, pplx-kernels commits
+SGL_KERNEL = {">=0.5.8": "0.3.21", ">=0.5.7": "0.3.20", ">=0.5.6": "0.3.19", ">=0.5.5": "0.3.17.post1",
+              ">=0.5.4": "0.3.16.post4"}
 SGLANG_BASE_VLLM = "0.14.1"
+VOXBOX_TORCH = "2.7.1"
+
+GDRCOPY = "2.5.1"
+HPCX = Download("HPC-X", "https://content.mellanox.com/hpc/hpc-x/v{version}_cuda12/hpcx-v{version}-gcc-inbox-"
+                "ubuntu22.04-cuda12-{arch}.tbz", "2.24.1")
+EFA = Download("AWS EFA", "https://efa-installer.amazonaws.com/aws-efa-installer-{version}.tar.gz", "1.44.0")
+NVSHMEM = Download("NVSHMEM", "https://developer.download.nvidia.com/compute/nvshmem/redist/libnvshmem/linux-{arch}/"
+                   "libnvshmem-linux-{arch}-{version}_cuda12-archive.tar.xz", "3.4.5")
+FLASH_ATTN_WHEEL = ("https://github.com/Dao-AILab/flash-attention/releases/download/v{version}/flash_attn-{version}"
+                    "+cu12torch{torch}cxx11abi{abi}-cp{py}-cp{py}-linux_{arch}.whl")  # a Download per version
+FLASHINFER_JIT = "https://flashinfer.ai/whl/cu{cu}"  # the ahead-of-time kernels, per CUDA release
+
+LEFT_OUT = (
+    LeftOut("flashinfer 0.6.1 (vLLM 0.14.1)", "vLLM 0.14.1 requires flashinfer-python==0.5.3; the released image "
+            "installs 0.6.1 over it and fails `pip check`; this image keeps vLLM's own pin", ("vllm", "sglang")),
+    LeftOut("DeepGEMM, DeepEP, pplx-kernels (vLLM < 0.12)", "the released images build them from vLLM 0.12 on", ("vllm",)),
+    LeftOut("flash-attn on arm64 without a prebuilt wheel", "flash-attn's own build supports amd64 only", ("vllm", "sglang")),
+)
+
+
+def cuda_tag(version: str) -> str:
+    major, minor = version.split(".")[:2]
+    return f"{major}{minor}"
 
 
 def torch_cuda(t: Target) -> str:
-    """CUDA release the torch wheels are built for: 12.6 images use the cu128 wheels."""
+    """CUDA release the torch wheels and kernel builds are for: 12.6 images use the cu128 wheels."""
     return "12.8.1" if t.original_backend_version.startswith("12.6") else t.original_backend_version
 
 
-def cu_index(t: Target) -> str:
-    major, minor = torch_cuda(t).split(".")[:2]
-    return f"https://download.pytorch.org/whl/cu{major}{minor}"
-
-
 def runtime(t: Target, base: Stage) -> Stage:
-    return runtime_builder(t, base, home="/usr/local/cuda").build()
+    return runtime_builder(t, base, home="/usr/local/cuda", mpi=False).build()
 
 
 def service(t: Target, runtime: Stage) -> Stage:
     return {"vllm": vllm, "sglang": sglang, "voxbox": voxbox}[t.service](t, runtime)
 
 
+def build_target(t: Target) -> Target:
+    """The release the kernels build on: the torch CUDA release's own runtime and arch list."""
+    cuda = torch_cuda(t)
+    if cuda == t.original_backend_version:
+        return t
+    return replace(t, original_backend_version=cuda, backend_version=".".join(cuda.split(".")[:2]),
+                   base_image=re.sub(re.escape(t.original_backend_version), cuda, t.base_image), archs=t.archs)
+
+
+def arch_list(t: Target) -> str:
+    cuda = torch_cuda(t)
+    return ("7.5 8.0+PTX 8.9 9.0 10.0 10.3 12.0 12.1+PTX" if at_least(cuda, "12.9") else "7.5 8.0+PTX 8.9 9.0 10.0+PTX 12.0+PTX")
+
+
+def build_runtime(t: Target, platform: str) -> Stage:
+    bt = build_target(t)
+    return runtime(bt, base_stage(bt.base_image, platform))
+
+
+@shared
+def build_base(t: Target, platform: str, torch: str) -> Stage:
+    """torch and the build dependencies on the torch CUDA release's runtime: what every kernel builds on."""
+    bt = build_target(t)
+    rt = build_runtime(t, platform)
+    with_torch = torch_stage(bt, rt, torch, index=TORCH_INDEX.format(cuda_tag(bt.original_backend_version)))
+    major_minor = ".".join(bt.original_backend_version.split(".")[:2])
+    deps = Requirements(tuple(pkg(p) for p in ("requests", "pyyaml", "einops", f"cuda-python=={major_minor}.*",
+                                                 f"pynvml=={major_minor.split('.')[0]}.*", "nvidia-nvshmem-cu12",
+                                                 "nvshmem4py-cu12")), title="kernel build dependencies")
+    b = StageBuilder("vllm-build", f"kernel-build-torch{torch}", with_torch)
+    return install(b, bt, deps).build()
+
+
+def kernel(t: Target, base: Stage, name: str, version: str, script: str, *, cap: int = 4,
+           args: dict[str, str] | None = None) -> Stage:
+    """A build stage leaving its wheels (or packages) in /workspace/<name>; `args` are build arguments
+    its script reads."""
+    b = StageBuilder("vllm-build", f"{name}-build", base)
+    b.arg("CUDA_ARCHS", arch_list(t), doc="compute capabilities the kernels are built for")
+    for arg, value in (args or {}).items():
+        b.arg(arg, value, doc=f"{name} release")
+    b.run(f"""
+        {WITH_CACHES}
+        {max_jobs(cap)}
+        export TORCH_CUDA_ARCH_LIST="${{CUDA_ARCHS}}" NVCC_THREADS=1 CCACHE_DIR=/root/.cache/ccache
+        mkdir -p /workspace/{name}
+        {script}
+        """, caches=caches(t, base.platform, "uv", "ccache"), title=f"build {name} {version}")
+    return b.build()
+
+
+@shared
+def vllm_build(t: Target, platform: str, version: str) -> Stage:
+    base = build_base(t, platform, pick(version, TORCH, "torch"))
+    return kernel(t, base, "vllm", version, f"""
+        {github("vllm-project/vllm", "v${VLLM_VERSION}").clone("/tmp/vllm")}
+        cd /tmp/vllm && python3 use_existing_torch.py
+        uv pip install -r requirements/build.txt
+        VLLM_TARGET_DEVICE=cuda COMPILE_CUSTOM_KERNELS=1 python3 -m build --wheel --no-isolation --outdir /workspace/vllm
+        rm -rf /tmp/vllm""", args={"VLLM_VERSION": version})
+
+
+@shared
+def flash_attn_build(t: Target, platform: str, torch: str, version: str) -> Stage:
+    py = t.python.replace(".", "")
+    wheel = Download("flash-attn wheel", FLASH_ATTN_WHEEL, version)
+    fields = dict(torch=".".join(torch.split(".")[:2]), abi="${abi}", py=py, arch="$(uname -m)")
+    name = f"flash_attn-{version}+cu12torch{fields['torch']}cxx11abi${{abi}}-cp{py}-cp{py}-linux_$(uname -m).whl"
+    return kernel(t, build_base(t, platform, torch), "flash-attn", version, f"""
+        for abi in FALSE TRUE; do  # a prebuilt wheel when one exists, for either C++ ABI
+            if {wheel.fetch(f"/workspace/flash-attn/{name}", **fields)}; then exit 0; fi
+        done
+        {github("Dao-AILab/flash-attention", f"v{version}").clone("/tmp/fa")}
+        cd /tmp/fa && BUILD_TARGET=cuda python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn""", cap=2)
+
+
+@shared
+def gdrcopy_build(t: Target, platform: str) -> Stage:
+    return kernel(t, build_runtime(t, platform), "gdrcopy", GDRCOPY, f"""
+        apt-get update && apt-get install -y --no-install-recommends devscripts debhelper fakeroot dkms
+        {github("NVIDIA/gdrcopy", f"v{GDRCOPY}").clone("/tmp/gdrcopy")}
+        cd /tmp/gdrcopy/packages && CUDA=/usr/local/cuda ./build-deb-packages.sh
+        mv /tmp/gdrcopy/packages/*.deb /workspace/gdrcopy/""")
+
+
+@shared
+def ep_kernels_build(t: Target, platform: str, torch: str, commits: tuple[str, str, str]) -> Stage:
+    """DeepGEMM, and DeepEP and pplx-kernels on NVSHMEM, for Hopper and Blackwell."""
+    deepgemm, deepep, pplx = commits
+    archs = "9.0a 10.0a+PTX" + (" 10.3" if at_least(torch_cuda(t), "12.9") else "")
+    return kernel(t, build_base(t, platform, torch), "ep-kernels", f"{deepgemm}/{deepep}/{pplx}", f"""
+        export TORCH_CUDA_ARCH_LIST="{archs}" NVSHMEM_DIR=/usr/local/nvshmem
+        mkdir -p "$NVSHMEM_DIR"
+        arch=$([[ "$(uname -m)" == aarch64 ]] && echo sbsa || uname -m)
+        {NVSHMEM.fetch(arch="${arch}")} | tar -xJ --strip-components=1 -C "$NVSHMEM_DIR"
+        export CMAKE_PREFIX_PATH="$NVSHMEM_DIR/lib/cmake:${{CMAKE_PREFIX_PATH:-}}"
+        {github("deepseek-ai/DeepGEMM", deepgemm).clone("/tmp/deepgemm")}
+        (cd /tmp/deepgemm && python3 -m build --wheel --no-isolation --outdir /workspace/ep-kernels)
+        {github("deepseek-ai/DeepEP", deepep).clone("/tmp/deepep")}
+        (cd /tmp/deepep && sed -i 's/NUM_CPU_TIMEOUT_SECS 100$/NUM_CPU_TIMEOUT_SECS 1000/' csrc/kernels/configs.cuh \\
+            && python3 -m build --wheel --no-isolation --outdir /workspace/ep-kernels)
+        {github("ppl-ai/pplx-kernels", pplx).clone("/tmp/pplx")}
+        (cd /tmp/pplx && python3 -m build --wheel --no-isolation --outdir /workspace/ep-kernels)
+        rm -rf /tmp/deepgemm /tmp/deepep /tmp/pplx""")
+
+
+@shared
+def lmcache_build(t: Target, platform: str, torch: str, version: str) -> Stage:
+    return kernel(t, build_base(t, platform, torch), "lmcache", version, f"""
+        {github("LMCache/LMCache", f"v{version}").clone("/tmp/lmcache")}
+        cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
+        python3 -m build --wheel --no-isolation --outdir /workspace/lmcache""", cap=8)
+
+
+@shared
+def omni_build(t: Target, platform: str, torch: str, commit: str) -> Stage:
+    return kernel(t, build_base(t, platform, torch), "vllm-omni", commit, f"""
+        {github("vllm-project/vllm-omni", commit).clone("/tmp/omni")}
+        cd /tmp/omni
+        [[ "$(uname -m)" == x86_64 ]] || sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is amd64 only
+        python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni""")
+
+
 @shared
 def vllm(t: Target, runtime: Stage) -> Stage:
-    p, torch = runtime.platform, pick(t.service_version, TORCH, "torch")
-    arch_list = " ".join(t.archs)
-    with_torch = torch_stage(t, runtime, torch, "torchvision", "torchaudio", index=cu_index(t))
-    build = (
-        service_builder(t, with_torch, name="vllm-build", kind="vllm-build")
-        .arg("VLLM_TORCH_VERSION", torch, doc="torch the vLLM release needs")
-        .run('git clone --depth 1 --branch "v${VLLM_VERSION}" https://github.com/vllm-project/vllm.git /workspace/vllm',
-             title="fetch vLLM at its release tag")
-    )
-    build = (
-        add_patches(build, t, HERE, "/workspace/vllm")
-        .run(f"""
-            {WITH_CACHES}
-            export TORCH_CUDA_ARCH_LIST="{arch_list}" VLLM_TARGET_DEVICE=cuda CCACHE_DIR=/root/.cache/ccache
-            export MAX_JOBS=$(( $(nproc) / 2 < 2 ? 2 : ( $(nproc) / 2 > 8 ? 8 : $(nproc) / 2 ) ))
-            cd /workspace/vllm
-            python3 use_existing_torch.py
-            uv pip install -r requirements/build.txt
-            python3 -m build --wheel --no-isolation --outdir /workspace/wheels
-            """, caches=caches(t, p, "uv", "pip", "ccache"), title="build the vLLM wheel from its tag")
-        .build()
-    )
-    b = (
-        service_builder(t, with_torch)
-        .arg("VLLM_TORCH_VERSION", torch, doc="torch the vLLM release needs")
-        .copy_from(build, "/workspace/wheels", "/workspace/wheels")
-        .run(f"""
-            {WITH_CACHES}
-            uv pip install /workspace/wheels/*.whl "flashinfer-python=={pick(t.service_version, FLASHINFER)}" \\
-                "cuda-python=={torch_cuda(t).rsplit('.', 1)[0]}" "pynvml=={torch_cuda(t).split('.')[0]}" \\
-                nvidia-nvshmem-cu12 "bitsandbytes>=0.46.1" "vllm[audio]"
-            ray_version=$(python3 -c 'import ray; print(ray.__version__)')
-            uv pip install "ray[client]==${{ray_version}}" "ray[default]==${{ray_version}}"
-            rm -rf /workspace/wheels
-            """, caches=caches(t, p, "uv"), title="install vLLM, its torch, FlashInfer and Ray")
-    )
+    p, v = runtime.platform, t.service_version
+    torch = pick(v, TORCH, "torch")
+    cu = cuda_tag(torch_cuda(t))
+    major_minor = ".".join(torch_cuda(t).split(".")[:2])
+    with_torch = torch_stage(t, runtime, torch, index=TORCH_INDEX.format(cu))
+    b = service_builder(t, with_torch)
+    b.arg("VLLM_TORCH_VERSION", torch, required=False, doc="torch the vLLM release needs (from the torch stage)")
+    gdr = gdrcopy_build(build_target(t), p)
+    b.run(f"""
+        dpkg -i /mnt/gdrcopy/libgdrapi_*.deb && ldconfig
+        rm -f $(dpkg-query -L libibverbs-dev librdmacm-dev libibumad-dev | grep '\\.\\(so\\|a\\)$') || true
+        mkdir -p /opt/hpcx && {HPCX.fetch(arch="$(uname -m)")} | tar -xj --strip-components=1 -C /opt/hpcx
+        ln -sf /opt/hpcx/ompi /usr/local/mpi && ln -sf /opt/hpcx/ucx /usr/local/ucx
+        sed -i 's/^\\(hwloc_base_binding_policy\\) = core$/\\1 = none/; s/^\\(btl = self\\)$/#\\1/' /opt/hpcx/ompi/etc/openmpi-mca-params.conf
+        printf '%s\\n' /opt/hpcx/{{clusterkit,hcoll,nccl_rdma_sharp_plugin,ncclnet_plugin,ompi,sharp,ucc,ucx}}/lib > /etc/ld.so.conf.d/hpcx.conf
+        ln -sf /usr/lib/$(uname -m)-linux-gnu/libmlx5.so.1 /usr/lib/$(uname -m)-linux-gnu/libmlx5.so || true
+        {EFA.fetch()} | tar -xz -C /tmp && (cd /tmp/aws-efa-installer && ./efa_installer.sh -y --skip-kmod --no-verify)
+        rm -f /opt/amazon/efa/lib/libfabric.a && rm -rf /tmp/aws-efa-installer && ldconfig
+        """, caches=caches(t, p, "apt"), mounts=[Mount(gdr, "/workspace/gdrcopy", "/mnt/gdrcopy")],
+          title=f"GDRCopy {GDRCOPY}, HPC-X {HPCX.version}, AWS EFA {EFA.version}")
+    b.component(native("GDRCopy", GDRCOPY, libs=["/usr/lib/*-linux-gnu/libgdrapi.so*"]),
+                native("HPC-X", HPCX.version, ["/opt/hpcx/ompi/bin/mpirun"], ["/opt/hpcx/ucx/lib/libucp.so"]),
+                native("AWS EFA", EFA.version, ["/opt/amazon/efa/bin/fi_info"], ["/opt/amazon/efa/lib/libfabric.so"]))
+    wheel = vllm_build(t, p, v)
+    reqs = Requirements((pkg("vllm", built="/mnt/vllm/vllm-${VLLM_VERSION}[+-]*.whl", resolve_as=f"vllm=={v}"),
+                         pkg(f"cuda-python=={major_minor}.*"), pkg(f"pynvml=={major_minor.split('.')[0]}.*"),
+                         pkg("nvidia-nvshmem-cu12"), pkg("nvshmem4py-cu12")),
+                        prereleases=OTEL_BETAS, title=f"vLLM {v} (built from its tag) and the CUDA Python bindings")
+    install(b, t, reqs, mounts=[Mount(wheel, "/workspace/vllm", "/mnt/vllm")])
+    install(b, t, RAY_EXTRAS)
+    b.component(python("vllm", v, imports=("vllm",)), python("ray", "", imports=("ray.dashboard",)))
+    fi = pick(v, FLASHINFER)
+    fi_reqs = [pkg(f"flashinfer-python=={fi}")]
+    aot = at_least(fi, "0.5")  # the ahead-of-time kernels and cubins come as packages from 0.5 on
+    if aot:
+        fi_reqs += [pkg(f"flashinfer-cubin=={fi}"), pkg(f"flashinfer-jit-cache=={fi}+cu{cu}")]
+    install(b, t, Requirements(tuple(fi_reqs), extra_index_urls=((FLASHINFER_JIT.format(cu=cu),) if aot else ()),
+                               title=f"FlashInfer {fi} with its ahead-of-time kernels"))
+    b.component(python("flashinfer", fi, dist="flashinfer-python", imports=("flashinfer",)))
+    if aot:
+        b.component(python("flashinfer-cubin", fi), python("flashinfer-jit-cache", fi))
+    mounts, wheels = [], []
+    if (fa := pick_or(v, FLASH_ATTN)) and p == "linux/amd64":  # see LEFT_OUT for arm64
+        mounts.append(Mount(flash_attn_build(t, p, torch, fa), "/workspace/flash-attn", "/mnt/flash-attn"))
+        wheels.append(pkg("flash-attn", built="/mnt/flash-attn/*.whl", resolve_as=f"flash-attn=={fa}"))
+        b.component(python("flash-attn", fa, libs=["/usr/local/lib/python3*/dist-packages/flash_attn_2_cuda*.so"]))
+    if (ep := pick_or(v, EP_KERNELS, None)):
+        mounts.append(Mount(ep_kernels_build(t, p, torch, ep), "/workspace/ep-kernels", "/mnt/ep-kernels"))
+        wheels += [pkg("deep-gemm", built="/mnt/ep-kernels/deep_gemm*.whl"), pkg("deep-ep", built="/mnt/ep-kernels/deep_ep*.whl"),
+                   pkg("pplx-kernels", built="/mnt/ep-kernels/pplx_kernels*.whl")]
+        b.component(python("DeepGEMM", "", dist="deep-gemm"), python("DeepEP", "", dist="deep-ep"),
+                    python("pplx-kernels", ""))
+    lm = pick(v, LMCACHE)
+    mounts.append(Mount(lmcache_build(t, p, torch, lm), "/workspace/lmcache", "/mnt/lmcache"))
+    wheels.append(pkg("lmcache", built="/mnt/lmcache/*.whl", resolve_as=f"lmcache=={lm}"))
+    b.component(python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",)))
+    if (omni := pick_or(v, OMNI)):
+        mounts.append(Mount(omni_build(t, p, torch, omni), "/workspace/vllm-omni", "/mnt/vllm-omni"))
+        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
+                       without=() if p == "linux/amd64" else ("fa3-fwd",)),  # the build drops it off amd64
+                   pkg("onnxruntime"), pkg("sox")]
+        b.component(python("vllm-omni", omni, dist="", imports=("vllm_omni",)))
+    install(b, t, Requirements(tuple(wheels), no_build_isolation=True, title="kernels and connectors built for this torch"),
+            mounts=mounts)
+    extras = ["accelerate", "hf_transfer", "modelscope", "timm>=1.0.17", "boto3", "librosa", "soundfile",
+              "mistral_common[audio]", "bitsandbytes>=0.46.1 ; platform_machine == 'x86_64'",
+              "bitsandbytes>=0.42.0 ; platform_machine == 'aarch64'", "nixl>=0.7.1"]
+    if (mc := pick_or(v, MOONCAKE)):
+        extras.append(f"mooncake-transfer-engine=={mc}")
+        b.component(python("mooncake", mc, dist="mooncake-transfer-engine"))
+    install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS,
+                               title="KV connectors (nixl, Mooncake), audio and model-hub extras"))
+    b.component(python("nixl", ""))
+    add_patches(b, t, HERE, site_packages("vllm"))
+    if omni:
+        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
     return finish(b, t, VLLM_TORCH_VERSION=torch, RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES="1",
                   SAFETENSORS_FAST_GPU="1", RUNAI_STREAMER_MEMORY_LIMIT="0", RUNAI_STREAMER_LOG_TO_STDERR="1",
-                  RUNAI_STREAMER_LOG_LEVEL="INFO", OPAL_PREFIX="/opt/hpcx/ompi", OMPI_MCA_coll_hcoll_enable="0")
+                  RUNAI_STREAMER_LOG_LEVEL="INFO", OPAL_PREFIX="/opt/hpcx/ompi", OMPI_MCA_coll_hcoll_enable="0",
+                  PATH="/usr/local/mpi/bin:/usr/local/ucx/bin:/usr/local/cuda/bin:${PATH}:/opt/amazon/efa/bin",
+                  LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH}")
+
+
+@shared
+def sglang_build(t: Target, platform: str, version: str) -> Stage:
+    """The SGLang wheel from its tag (torch pins loosened: torch comes from the vLLM image) and its router."""
+    base = build_base(t, platform, pick(SGLANG_BASE_VLLM, TORCH))
+    return kernel(t, base, "sglang", version, f"""
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
+        cd /tmp/sglang/python && cp ../README.md ../LICENSE . 2>/dev/null || true
+        sed -i 's/"torch==[^"]*"/"torch"/; s/"torchaudio==[^"]*"/"torchaudio"/' pyproject.toml
+        uv pip install "grpcio-tools==1.75.1"
+        python3 -m build --wheel --no-isolation --outdir /workspace/sglang
+        {rust_toolchain()}
+        uv pip install setuptools-rust maturin
+        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
+        maturin build --release --features vendored-openssl --out /workspace/sglang
+        rm -rf /tmp/sglang /root/.cargo /root/.rustup""", cap=8, args={"SGLANG_VERSION": version})
 
 
 def sglang(t: Target, runtime: Stage) -> Stage:
     """SGLang images start from the release's vLLM image, so torch and Ray come with it."""
-    p = runtime.platform
+    p, v = runtime.platform, t.service_version
     parent = vllm(replace(t, service="vllm", service_version=SGLANG_BASE_VLLM, archs=t.archs), runtime)
-    diffusion = '"sglang[diffusion]"' if p == "linux/amd64" else ""
-    b = (
-        service_builder(t, parent)
-        .arg("SGLANG_KERNEL_VERSION", pick(t.service_version, SGL_KERNEL, "sgl-kernel"), doc="prebuilt sgl-kernel")
-        .run(f"""
-            {WITH_CACHES}
-            uv pip install "sglang[all]==${{SGLANG_VERSION}}" "sgl-kernel==${{SGLANG_KERNEL_VERSION}}" {diffusion}
-            uv pip uninstall runai-model-streamer || true
-            """, caches=caches(t, p, "uv"), title="install SGLang and sgl-kernel")
-    )
+    kernel_version = pick(v, SGL_KERNEL, "sgl-kernel")
+    b = service_builder(t, parent)
+    b.arg("SGLANG_KERNEL_VERSION", kernel_version, doc="prebuilt sgl-kernel")
+    extras = ("diffusion",) if p == "linux/amd64" and at_least(v, "0.5.5") else ()  # the extra appeared in 0.5.5
+    reqs = Requirements((pkg("sglang", extras=extras, built=f'"$(ls /mnt/sglang/sglang-${{SGLANG_VERSION}}-*.whl){"[diffusion]" if extras else ""}"',
+                             resolve_as=f"sglang{'[diffusion]' if extras else ''}=={v}",
+                             without=("torch", "torchaudio", "torchvision", "flashinfer-python", "sgl-kernel")),
+                         pkg("sgl-kernel==${SGLANG_KERNEL_VERSION}"),
+                         pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
+                        prereleases=OTEL_BETAS, title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
+    install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true",
+            mounts=[Mount(sglang_build(t, p, v), "/workspace/sglang", "/mnt/sglang")])
+    b.component(python("sglang", v, imports=("sglang",)), python("sgl-kernel", kernel_version),
+                python("sglang-router", "", imports=("sglang_router",)))
     return finish(b, t, SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN="1", SGLANG_INT4_WEIGHT="0",
                   SGLANG_MOE_PADDING="1", SGLANG_SET_CPU_AFFINITY="1")
 
 
 def voxbox(t: Target, runtime: Stage) -> Stage:
-    p = runtime.platform
-    with_torch = torch_stage(t, runtime, "2.7.1", "torchaudio==2.7.1", index=cu_index(t))
-    b = service_builder(t, with_torch).arg("VOXBOX_TORCH_VERSION", "2.7.1", doc="torch VoxBox needs").run(
-        f"{WITH_CACHES}\nuv pip install 'transformers==4.51.3' 'numba==0.61.2' 'llvmlite==0.44.0' 'httpx<1.0' 'vox-box=={t.service_version}'",
-        caches=caches(t, p, "uv"), title="install VoxBox and its pins")
-    return finish(b, t, VOXBOX_TORCH_VERSION="2.7.1")
+    with_torch = torch_stage(t, runtime, VOXBOX_TORCH, index=TORCH_INDEX.format(cuda_tag(torch_cuda(t))))
+    b = service_builder(t, with_torch)
+    b.arg("VOXBOX_TORCH_VERSION", VOXBOX_TORCH, required=False, doc="torch VoxBox needs (from the torch stage)")
+    reqs = Requirements((pkg("transformers==4.51.3"), pkg("numba==0.61.2"), pkg("llvmlite==0.44.0"), pkg("httpx<1.0"),
+                         pkg("vox-box==${VOXBOX_VERSION}")),
+                        # openai-whisper 20240930 is an sdist whose build imports pkg_resources (setuptools < 81)
+                        build_constraints=("setuptools<81",), title="VoxBox and its pins")
+    install(b, t, reqs)
+    b.component(python("vox-box", t.service_version, imports=("vox_box",)), python("openai-whisper", "20240930"))
+    return finish(b, t, VOXBOX_TORCH_VERSION=VOXBOX_TORCH)

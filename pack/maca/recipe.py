@@ -1,17 +1,22 @@
-"""MetaX MACA: vendor images ship torch and the service; link MACA_HOME and set the environment."""
+"""MetaX MACA: vendor images ship torch and the service; the shared runtime goes on them, MACA_HOME is
+linked to the versioned install and MACA_PATH names it."""
 
-from runner.compose.kit import pick, prebuilt_runtime, prebuilt_service
+from runner.compose.kit import finish, pick, runtime_builder, vendor_service
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
+LEFT_OUT = ()
 TORCH = {"vllm": {">=0.11": "2.8.0", ">=0.9": "2.6.0"}, "sglang": {">=0.5": "2.6.0"}}
-ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0"}
+VLLM_ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0"}
+SGLANG_ENV = {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}
 
 
 def runtime(t: Target, base: Stage) -> Stage:
-    return prebuilt_runtime(t, base, home="/opt/maca", vendor_home="/opt/maca-" + t.original_backend_version)
+    return (runtime_builder(t, base, home="/opt/maca", vendor_home=f"/opt/maca-{t.original_backend_version}")
+            .env(MACA_PATH="/opt/maca").build())
 
 
 def service(t: Target, runtime: Stage) -> Stage:
-    return prebuilt_service(t, runtime, torch=pick(t.service_version, TORCH[t.service], "torch"), **ENV)
+    b = vendor_service(t, runtime, torch=pick(t.service_version, TORCH[t.service], "torch"))
+    return finish(b, t, **(VLLM_ENV if t.service == "vllm" else SGLANG_ENV))

@@ -1,17 +1,22 @@
-"""MThreads MUSA: vendor images ship torch and the service; link MUSA_HOME and set the environment."""
+"""MThreads MUSA: vendor images ship torch and the service; the shared runtime goes on them, MUSA_HOME
+is linked to the versioned install and MUSA_PATH names it."""
 
-from runner.compose.kit import prebuilt_runtime, prebuilt_service
+from runner.compose.kit import finish, runtime_builder, vendor_service
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
-ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0",
-       "RAY_EXPERIMENTAL_NOSET_MUSA_VISIBLE_DEVICES": "1"}
+LEFT_OUT = ()
+VLLM_ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_MUSA_VISIBLE_DEVICES": "1",
+            "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0"}
+SGLANG_ENV = {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_USE_MUSA_FUSED_KERNEL": "1",
+              "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}
 
 
 def runtime(t: Target, base: Stage) -> Stage:
-    return prebuilt_runtime(t, base, home="/usr/local/musa", vendor_home="/usr/local/musa-" + t.original_backend_version)
+    return (runtime_builder(t, base, home="/usr/local/musa", vendor_home=f"/usr/local/musa-{t.original_backend_version}")
+            .env(MUSA_PATH="/usr/local/musa").build())
 
 
 def service(t: Target, runtime: Stage) -> Stage:
-    return prebuilt_service(t, runtime, torch="2.5.0", **ENV)
+    return finish(vendor_service(t, runtime, torch="2.5.0"), t, **(VLLM_ENV if t.service == "vllm" else SGLANG_ENV))

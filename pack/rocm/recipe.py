@@ -1,11 +1,17 @@
-"""AMD ROCm: runtime on rocm/dev-ubuntu complete; vLLM built from its tag with AITER against ROCm torch
-wheels; SGLang built on the release's vLLM 0.14.1 image with its kernel for the release's arch."""
+"""AMD ROCm: runtime on rocm/dev-ubuntu complete; vLLM, flash-attn (CK), AITER with prebuilt kernels,
+LMCache and Mooncake built from their sources against ROCm torch (AMD's wheels for 7.0, PyTorch's
+index for 6.4); SGLang built from its ROCm project file with its kernel, router and fast Hadamard
+transform, on the release's vLLM 0.14.1 image."""
 
 from dataclasses import replace
 from pathlib import Path
 
-from runner.compose.kit import WITH_CACHES, add_patches, caches, finish, pick, runtime_builder, service_builder, shared, torch_stage
-from runner.compose.stages import Stage
+from runner.compose.components import LeftOut, python
+from runner.compose.kit import (OTEL_BETAS, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.requirements import Requirements, pkg
+from runner.compose.sources import Git, github
+from runner.compose.stages import Mount, Stage, StageBuilder
 from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
@@ -13,86 +19,193 @@ HERE = Path(__file__).parent
 
 TORCH = {">=0.13": "2.9.1", ">=0.11.2": "2.9.0", ">=0.10.2": "2.8.0"}
 AITER = {"7": "0.1.8", "6": "0.1.7.post2"}
+FLASH_ATTN = {">=0.12": "2.8.3", ">=0.11": "2.8.2"}
+LMCACHE = {">=0.14": "0.3.12", ">=0.13": "0.3.11", ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2",
+           ">=0.10.2": "0.3.6"}
+MOONCAKE = {">=0.14": "0.3.8.post1", ">=0.12": "0.3.7.post2"}
+OMNI = {">=0.14": "2c294a7"}
 SGLANG_BASE_VLLM = "0.14.1"
+RADEON = "https://repo.radeon.com/rocm/manylinux/rocm-rel-{}/"  # a folder of wheels, not an index
+PYTORCH_ROCM = "https://download.pytorch.org/whl/rocm{}"
+# the ROCm port of fast-hadamard-transform lives on a branch of a fork that publishes no tags
+FAST_HADAMARD = Git("fast-hadamard-transform", "https://github.com/jeffdaily/fast-hadamard-transform.git", "rocm",
+                    branch_reason="the ROCm port is a branch of a fork that publishes no tags")
 NOSET = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
          "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1"}
 
+LEFT_OUT = (
+    LeftOut("ROCm/triton (57c693b6)", "torch's own pytorch-triton-rocm (or AMD's triton wheel) provides triton; the "
+            "released images build it only when triton is absent, which it never is", ("vllm", "sglang")),
+    LeftOut("SGLang patch 001_wrong_vram", "its content is not known here; no patch is invented", ("sglang",)),
+)
 
-def torch_index(t: Target) -> str:
-    """ROCm 7 torch comes from AMD's wheel repository of that release; ROCm 6.4 from PyTorch's index."""
-    if t.original_backend_version.startswith("7."):
-        return f"https://repo.radeon.com/rocm/manylinux/rocm-rel-{t.original_backend_version}/"
-    return "https://download.pytorch.org/whl/rocm6.4"
+
+def rocm_major(t: Target) -> str:
+    return t.original_backend_version.split(".")[0]
+
+
+def torch_source(t: Target, version: str) -> dict:
+    """Where torch comes from: AMD's wheels for ROCm 7 (vLLM 0.11.2 uses PyTorch's ROCm 6.4 build, as the
+    seed's table notes), PyTorch's ROCm index for 6.x."""
+    if rocm_major(t) == "7" and at_least(version, "0.12"):
+        return {"find_links": (RADEON.format(t.original_backend_version),)}
+    major_minor = "6.4" if rocm_major(t) == "7" else ".".join(t.original_backend_version.split(".")[:2])
+    return {"index": PYTORCH_ROCM.format(major_minor)}
 
 
 def runtime(t: Target, base: Stage) -> Stage:
-    return (
-        runtime_builder(t, base, extra_apt="libopenmpi-dev openmpi-bin", home="/opt/rocm")
-        .run(f"{WITH_CACHES}\npython3 -m pip install /opt/rocm/share/amd_smi", caches=caches(t, base.platform, "pip"),
-             title="amd_smi python bindings")
-        .build()
-    )
+    b = runtime_builder(t, base, home="/opt/rocm")
+    install(b, t, Requirements((pkg("amdsmi", built="/opt/rocm/share/amd_smi"),), no_build_isolation=True,
+                               title="amd_smi Python bindings from ROCm"))
+    return b.build()
 
 
 def service(t: Target, runtime: Stage) -> Stage:
     return vllm(t, runtime) if t.service == "vllm" else sglang(t, runtime)
 
 
+def kernel(t: Target, base: Stage, name: str, version: str, script: str, cap: int = 8,
+           args: dict[str, str] | None = None) -> Stage:
+    """A build stage leaving its wheels in /workspace/<name>; `args` are build arguments its script reads."""
+    b = StageBuilder("vllm-build", f"{name}-build", base)
+    b.arg("ROCM_ARCHS", ";".join(t.archs), doc="GPU targets the kernels are built for")
+    for arg, value in (args or {}).items():
+        b.arg(arg, value, doc=f"{name} release")
+    b.run(f"""
+        {WITH_CACHES}
+        {max_jobs(cap)}
+        export PYTORCH_ROCM_ARCH="${{ROCM_ARCHS}}" CCACHE_DIR=/root/.cache/ccache
+        mkdir -p /workspace/{name}
+        {script}
+        """, caches=caches(t, base.platform, "uv", "ccache"), title=f"build {name} {version}")
+    return b.build()
+
+
+@shared
+def build_base(t: Target, runtime: Stage, torch: str, version: str) -> Stage:
+    with_torch = torch_stage(t, runtime, torch, **torch_source(t, version))
+    b = StageBuilder("vllm-build", f"rocm-build-torch{torch}", with_torch)
+    deps = Requirements(tuple(pkg(p) for p in ("setuptools>=77.0.3,<80", "requests", "pyyaml", "einops", "pandas")),
+                        title="kernel build dependencies")
+    return install(b, t, deps).build()
+
+
 @shared
 def vllm(t: Target, runtime: Stage) -> Stage:
-    p, torch = runtime.platform, pick(t.service_version, TORCH, "torch")
-    archs = ";".join(t.archs)
-    with_torch = torch_stage(t, runtime, torch, "torchvision", extra_index=torch_index(t))
-    build = (
-        service_builder(t, with_torch, name="vllm-build", kind="vllm-build")
-        .arg("VLLM_TORCH_VERSION", torch, doc="torch the vLLM release needs")
-        .arg("VLLM_AITER_VERSION", AITER[t.original_backend_version.split(".")[0]], doc="AITER release")
-        .run('git clone --depth 1 --branch "v${VLLM_VERSION}" https://github.com/vllm-project/vllm.git /workspace/vllm',
-             title="fetch vLLM at its release tag")
-    )
-    build = add_patches(build, t, HERE, "/workspace/vllm").run(f"""
-        {WITH_CACHES}
-        export PYTORCH_ROCM_ARCH="{archs}" VLLM_TARGET_DEVICE=rocm CCACHE_DIR=/root/.cache/ccache
-        python3 -c 'import triton' 2>/dev/null || uv pip install "git+https://github.com/ROCm/triton@57c693b6#subdirectory=python"
-        git clone --depth 1 --branch "v${{VLLM_AITER_VERSION}}" --recursive https://github.com/ROCm/aiter.git /workspace/aiter
-        (cd /workspace/aiter && GPU_ARCHS="gfx942{';gfx950' if t.original_backend_version.startswith('7.') else ''}" python3 -m build --wheel --no-isolation --outdir /workspace/wheels)
-        cd /workspace/vllm && python3 use_existing_torch.py && uv pip install -r requirements/rocm-build.txt
-        python3 -m build --wheel --no-isolation --outdir /workspace/wheels
-        """, caches=caches(t, p, "uv", "pip", "ccache"), title="build AITER and the vLLM wheel").build()
-    b = (
-        service_builder(t, with_torch)
-        .arg("VLLM_TORCH_VERSION", torch, doc="torch the vLLM release needs")
-        .copy_from(build, "/workspace/wheels", "/workspace/wheels")
-        .run(f"""
-            {WITH_CACHES}
-            uv pip install /workspace/wheels/*.whl \\
-                "cufile-python==0.2.0" "awscrt==0.28.2" petit-kernel onnxruntime-rocm
-            ray_version=$(python3 -c 'import ray; print(ray.__version__)')
-            uv pip install "ray[client]==${{ray_version}}" "ray[default]==${{ray_version}}"
-            rm -rf /workspace/wheels
-            """, caches=caches(t, p, "uv"), title="install vLLM, AITER, torch and Ray")
-    )
+    p, v = runtime.platform, t.service_version
+    torch = pick(v, TORCH, "torch")
+    base = build_base(t, runtime, torch, v)
+    wheel = kernel(t, base, "vllm", v, f"""
+        {github("vllm-project/vllm", "v${VLLM_VERSION}").clone("/tmp/vllm")}
+        cd /tmp/vllm && sed -i 's/"torch ==[^"]*"/"torch"/' pyproject.toml
+        sed -i 's/^\\(torch\\|torchvision\\|torchaudio\\|triton\\)==.*/\\1/' requirements/rocm-build.txt
+        uv pip install -r requirements/rocm-build.txt "protobuf>=6.33.2" "grpcio-tools>=1.76.0"
+        VLLM_TARGET_DEVICE=rocm COMPILE_CUSTOM_KERNELS=1 python3 -m build --wheel --no-isolation --outdir /workspace/vllm""", cap=4,
+        args={"VLLM_VERSION": v})
+    aiter_version = AITER[rocm_major(t)]
+    aiter_archs = "gfx942;gfx950" if rocm_major(t) == "7" else "gfx942"
+    aiter = kernel(t, base, "aiter", aiter_version, f"""
+        {github("ROCm/aiter", f"v{aiter_version}").clone("/tmp/aiter")}
+        cd /tmp/aiter && GPU_ARCHS="{aiter_archs}" BUILD_TARGET=rocm PREBUILD_KERNELS=1 python3 setup.py bdist_wheel --dist-dir /workspace/aiter""")
+    mounts = [Mount(wheel, "/workspace/vllm", "/mnt/vllm"), Mount(aiter, "/workspace/aiter", "/mnt/aiter")]
+    wheels = [pkg("vllm", built="/mnt/vllm/vllm-${VLLM_VERSION}[+-]*.whl", resolve_as=f"vllm=={v}",
+                  without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")),
+              pkg("amd-aiter", built="/mnt/aiter/*.whl")]
+    if (fa := pick_or(v, FLASH_ATTN)):
+        fa_archs = ";".join(a for a in t.archs if not a.startswith("gfx1")) or "gfx942"
+        mounts.append(Mount(kernel(t, base, "flash-attn", fa, f"""
+            {github("Dao-AILab/flash-attention", f"v{fa}").clone("/tmp/fa")}
+            cd /tmp/fa && GPU_ARCHS="{fa_archs}" BUILD_TARGET=rocm python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn"""),
+            "/workspace/flash-attn", "/mnt/flash-attn"))
+        wheels.append(pkg("flash-attn", built="/mnt/flash-attn/*.whl"))
+    lm = pick(v, LMCACHE)
+    mounts.append(Mount(kernel(t, base, "lmcache", lm, f"""
+        {github("LMCache/LMCache", f"v{lm}").clone("/tmp/lmcache")}
+        cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
+        TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1 python3 -m build --wheel --no-isolation --outdir /workspace/lmcache"""),
+        "/workspace/lmcache", "/mnt/lmcache"))
+    wheels.append(pkg("lmcache", built="/mnt/lmcache/*.whl", resolve_as=f"lmcache=={lm}", without=("torch",)))
+    if (mc := pick_or(v, MOONCAKE)):
+        mounts.append(Mount(kernel(t, base, "mooncake", mc, f"""
+            {github("kvcache-ai/Mooncake", f"v{mc}").clone("/tmp/mooncake")}
+            cd /tmp/mooncake && bash dependencies.sh -y
+            cmake -S . -B build -DBUILD_UNIT_TESTS=OFF -DUSE_HIP=ON -DUSE_HTTP=ON -DUSE_ETCD=ON -DSTORE_USE_ETCD=ON -DCMAKE_BUILD_TYPE=Release
+            cmake --build build --target install -j"$MAX_JOBS" && ./scripts/build_wheel.sh
+            mv mooncake-wheel/dist/*.whl /workspace/mooncake/"""), "/workspace/mooncake", "/mnt/mooncake"))
+        wheels.append(pkg("mooncake-transfer-engine", built="/mnt/mooncake/*.whl", resolve_as=f"mooncake-transfer-engine=={mc}"))
+    if (omni := pick_or(v, OMNI)):
+        mounts.append(Mount(kernel(t, base, "vllm-omni", omni, f"""
+            {github("vllm-project/vllm-omni", omni).clone("/tmp/omni")}
+            cd /tmp/omni && sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is for CUDA
+            python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni"""), "/workspace/vllm-omni", "/mnt/vllm-omni"))
+        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
+                       without=("onnxruntime", "fa3-fwd")), pkg("onnxruntime-rocm"), pkg("sox")]
+    b = service_builder(t, torch_stage(t, runtime, torch, **torch_source(t, v)))  # not the build base: no compilers
+    install(b, t, Requirements(tuple(wheels), no_build_isolation=True, prereleases=OTEL_BETAS,
+                               title=f"vLLM {v}, AITER and the kernels and connectors built for this torch"),
+            mounts=mounts)
+    install(b, t, RAY_EXTRAS)
+    extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", "aiofiles==25.1.0", "awscrt==0.28.2",
+              "cufile-python==0.2.0", "nvtx==0.2.13", "sortedcontainers==2.4.0", "librosa", "soundfile",
+              "mistral_common[audio]", "petit-kernel")
+    install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS, title="audio, model-hub and kernel extras"))
+    b.component(python("vllm", v, imports=("vllm",)), python("AITER", aiter_version, dist="amd-aiter", imports=("aiter",)),
+                python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",)), python("ray", ""),
+                python("petit-kernel", ""))
+    if fa:
+        b.component(python("flash-attn", fa))
+    if mc:
+        b.component(python("mooncake", mc, dist="mooncake-transfer-engine"))
+    if omni:
+        b.component(python("vllm-omni", omni, dist="", imports=("vllm_omni",)), python("onnxruntime-rocm", ""))
+    add_patches(b, t, HERE, site_packages("vllm"))
+    if omni:
+        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
     return finish(b, t, VLLM_TORCH_VERSION=torch, **NOSET, HIP_FORCE_DEV_KERNARG="1", HSA_NO_SCRATCH_RECLAIM="1",
                   VLLM_ROCM_USE_AITER="1", VLLM_FP8_PADDING="1", VLLM_FP8_ACT_PADDING="1",
                   VLLM_FP8_WEIGHT_PADDING="1", VLLM_FP8_REDUCE_CONV="1")
 
 
+def runtime_archs(t: Target) -> tuple[str, ...]:
+    """The vLLM 0.14.1 image SGLang starts from is built for vLLM 0.13+'s arch set on this release."""
+    return ("gfx908", "gfx90a", "gfx942") if rocm_major(t) == "6" else (
+        "gfx908", "gfx90a", "gfx942", "gfx950", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201", "gfx1150", "gfx1151")
+
+
 def sglang(t: Target, runtime: Stage) -> Stage:
-    p = runtime.platform
+    p, v = runtime.platform, t.service_version
     parent = vllm(replace(t, service="vllm", service_version=SGLANG_BASE_VLLM, archs=runtime_archs(t)), runtime)
-    b = service_builder(t, parent).run(f"""
-        {WITH_CACHES}
-        git clone --depth 1 --branch "v${{SGLANG_VERSION}}" https://github.com/sgl-project/sglang.git /workspace/sglang
-        cd /workspace/sglang/sgl-kernel && AMDGPU_TARGET="{';'.join(t.archs)}" python3 setup_rocm.py install
-        cd /workspace/sglang && uv pip install -e "python[srt_hip,diffusion_hip]"
-        uv pip install "git+https://github.com/Dao-AILab/fast-hadamard-transform@rocm"
-        """, caches=caches(t, p, "uv", "ccache"), title="build SGLang and its ROCm kernel")
+    base = build_base(t, runtime, pick(SGLANG_BASE_VLLM, TORCH), SGLANG_BASE_VLLM)
+    built = kernel(t, base, "sglang", v, f"""
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
+        find /tmp/sglang/python/sglang/srt/layers/quantization/configs /tmp/sglang/python/sglang/srt/layers/moe/fused_moe_triton/configs \\
+            -type f -name '*MI300X*' -exec sh -c 'cp "$1" "$(echo "$1" | sed s/MI300X/MI300X_VF/)"' _ {{}} \\;
+        cd /tmp/sglang/python && cp ../README.md ../LICENSE . 2>/dev/null || true
+        if [[ -f pyproject_other.toml ]]; then mv pyproject_other.toml pyproject.toml; fi  # the ROCm and NPU extras live there
+        sed -i 's/"torch==[^"]*"/"torch"/; s/"torchaudio==[^"]*"/"torchaudio"/' pyproject.toml
+        uv pip install "grpcio-tools==1.75.1" && python3 -m build --wheel --no-isolation --outdir /workspace/sglang
+        cd /tmp/sglang/sgl-kernel && if [[ -f pyproject_rocm.toml ]]; then mv pyproject_rocm.toml pyproject.toml; fi
+        AMDGPU_TARGET="{';'.join(t.archs)}" python3 setup_rocm.py bdist_wheel --dist-dir /workspace/sglang
+        {rust_toolchain()}
+        uv pip install setuptools-rust maturin
+        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
+        maturin build --release --features vendored-openssl --out /workspace/sglang
+        {FAST_HADAMARD.clone("/tmp/fht", submodules=False)}
+        cd /tmp/fht && FAST_HADAMARD_TRANSFORM_SKIP_CUDA_BUILD=TRUE python3 -m build --wheel --no-isolation --outdir /workspace/sglang
+        rm -rf /tmp/sglang /tmp/fht /root/.cargo /root/.rustup""", args={"SGLANG_VERSION": v})
+    extras = ("srt_hip", "diffusion_hip") if p == "linux/amd64" else ("srt_hip",)
+    b = service_builder(t, parent)
+    reqs = Requirements((pkg("sglang", extras=extras, built=f'"$(ls /mnt/sglang/sglang-${{SGLANG_VERSION}}-*.whl)[{",".join(extras)}]"',
+                         resolve_as=f"sglang=={v}",  # the HIP extras are in the source tree's project file only
+                         without=("torch", "torchaudio")),  # the build loosens its torch pins: the image's torch
+                         pkg("sgl-kernel", built="/mnt/sglang/sgl_kernel*.whl"),
+                         pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl"),
+                         pkg("fast-hadamard-transform", built="/mnt/sglang/fast_hadamard_transform*.whl")),
+                        no_build_isolation=True, prereleases=OTEL_BETAS,
+                        title=f"SGLang {v} (ROCm project file), its kernel, the router and fast-hadamard-transform")
+    install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true", mounts=[Mount(built, "/workspace/sglang", "/mnt/sglang")])
+    b.component(python("sglang", v, imports=("sglang",)), python("sgl-kernel", ""),
+                python("sglang-router", "", imports=("sglang_router",)), python("fast-hadamard-transform", ""))
     return finish(b, t, SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN="1", SGLANG_INT4_WEIGHT="0",
                   SGLANG_MOE_PADDING="1", SGLANG_SET_CPU_AFFINITY="1", SGLANG_ROCM_DISABLE_LINEARQUANT="0",
                   SGLANG_ROCM_FUSED_DECODE_MLA="1", SGLANG_USE_AITER="1", SGLANG_USE_ROCM700A="1")
-
-
-def runtime_archs(t: Target) -> tuple[str, ...]:
-    """The vLLM 0.14.1 image SGLang starts from is built for vLLM 0.13+'s arch set on this release."""
-    return ("gfx908", "gfx90a", "gfx942") if t.original_backend_version.startswith("6.") else (
-        "gfx908", "gfx90a", "gfx942", "gfx950", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201", "gfx1150", "gfx1151")

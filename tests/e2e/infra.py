@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "e2e"
+TEST_CACHE = Path(os.environ.get("RUNNER_TEST_CACHE") or Path.home() / ".cache" / "runner-tests")  # kept between runs
 DOCKER = "/usr/bin/docker"
 TOOLS = {"dockerd": "docker.io", DOCKER: "docker.io", "docker-registry": "docker-registry", "skopeo": "skopeo",
          "qemu-aarch64-static": "qemu-user-static", "busybox": "busybox-static", "htpasswd": "apache2-utils",
@@ -85,8 +86,13 @@ class Environment:
         return {**os.environ, "DOCKER_HOST": self.docker_host, "RUNNER_FIXTURE_INDEX": self.index,
                 "RUNNER_CACHE_DIR": str(self.root / "runner-cache"), "REGISTRY_USERNAME": self.username, **extra}
 
-    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([DOCKER, *args], env=self.env(), capture_output=True, text=True, check=check)
+    def docker(self, *args: str, check: bool = True, input: str | None = None,
+               timeout: float | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run([DOCKER, *args], env=self.env(), capture_output=True, text=True, input=input,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args[:3])} failed: {(done.stdout + done.stderr)[-3000:]}")
+        return done
 
     def skopeo(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         auth = self.root / "skopeo-auth.json"
@@ -183,10 +189,10 @@ auth:
     log = open(e.root / "registry.log", "w")
     e.procs.append(subprocess.Popen(["docker-registry", "serve", str(e.root / "registry.yml")], stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True))
-    wait_for(lambda: _port_open(port), "the registry")
+    wait_for(lambda: port_open(port), "the registry")
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -217,7 +223,7 @@ def _start_index(e: Environment) -> None:
     e.procs.append(subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                                      str(pkgs), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True))
-    wait_for(lambda: _port_open(port), "the package index")
+    wait_for(lambda: port_open(port), "the package index")
 
 
 def _debs(e: Environment) -> Path:

@@ -78,23 +78,29 @@ def schema(a: argparse.Namespace) -> int:
 
 
 def plan(a: argparse.Namespace) -> int:
+    """The stage DAG, then the static checks over it: any finding exits 2."""
+    from runner.compose.checks import check_stages
     from runner.compose.plan import make_plan
 
     project, targets = selected_targets(a)
     the_plan = make_plan(targets, project.recipes)
+    findings = check_stages(the_plan.stages)
     if a.format == "json":
-        print(json.dumps(the_plan.to_json(), indent=1))
+        print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings]}, indent=1))
     else:
         from runner.ui.tables import plan_tree, print_rich
 
         print_rich(plan_tree(the_plan))
-    return 0
+    for f in findings:
+        print(f"runner: error: {f}", file=sys.stderr)
+    return 2 if findings else 0
 
 
 def dockerfile(a: argparse.Namespace) -> int:
     from runner.compose.dockerfile import render
 
-    sys.stdout.write(render(_project(a).leaf_stage(a.tag, a.platform), a.form).text)
+    project = _project(a)
+    sys.stdout.write(render(project.leaf_stage(a.tag, a.platform), a.form, project.mirror_map()).text)
     return 0
 
 

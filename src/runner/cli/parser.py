@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     selection_args(p)
     p.add_argument("--format", choices=("tree", "json"), default="tree")
 
+    p = _command(sub, "resolve", "runner.cli.resolve:resolve",
+                 "resolve every install step of the selected images with uv, before any build (exit 2 on a conflict)")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--jobs", type=int, default=4, help="uv resolves at once")
+    p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
+    p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
+
     p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
     p.add_argument("tag", metavar="TAG")
     p.add_argument("--platform", default="")

@@ -143,7 +143,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     memory = None if a.no_smoke_cache else SmokeMemory()
     pubs: list = []
     with Docker() as docker:
-        builder = DockerBuilder(docker, info, project.pack_path)
+        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map())
         try:
             if publish:
                 async with _client(a, password) as reg:

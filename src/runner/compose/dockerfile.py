@@ -11,6 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from runner.compose.mirrors import Mirrors
 from runner.compose.stages import Arg, CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
 
 SHELL = '["/bin/bash", "-eo", "pipefail", "-c"]'
@@ -47,13 +48,16 @@ def stages_for(leaf: Stage) -> list[Stage]:
     return out
 
 
-def render(leaf: Stage, form: str = "heredoc") -> Rendered:
-    """A multi-stage Dockerfile that builds `leaf` (a service stage) for its platform."""
+def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors()) -> Rendered:
+    """A multi-stage Dockerfile that builds `leaf` (a service stage) for its platform, with the
+    mirror map applied to every script."""
     if form not in ("heredoc", "compat"):
         raise ValueError(f"unknown Dockerfile form {form!r} (allowed: heredoc, compat)")
     stages = stages_for(leaf)
     names = _names(stages)
     args = _global_args(stages, leaf)
+    owned = {a.name for s in stages for a in s.args}
+    build_wide = {a.name for a in args} - owned - {_base_arg(leaf)} - {a.name for a in BUILD_ARGS}
     lines = _header(leaf, stages, args)
     for stage in stages:
         lines += ["", f"# Stage {names[stage.key]}: {_describe(stage)}"]
@@ -62,9 +66,11 @@ def render(leaf: Stage, form: str = "heredoc") -> Rendered:
         lines.append(f"FROM {source} AS {names[stage.key]}")
         lines.append(f"SHELL {SHELL}")
         lines += [f"ARG {a}" for a in PLATFORM_ARGS] + [f"ARG {a.name}" for a in stage.args]
+        # build-wide ARGs no stage owns (CMAKE_MAX_JOBS) reach a stage's scripts only when redeclared there
+        lines += [f"ARG {a.name}" for a in args if a.name in build_wide and _used(a.name, [stage])]
         own_args = {a.name for a in stage.args}
         for step in stage.steps:
-            lines += _step(step, names, form, own_args)
+            lines += _step(step, names, form, own_args, mirrors)
         if stage is leaf:
             lines += [f"ARG {a.name}" for a in BUILD_ARGS]
             lines.append("LABEL " + " \\\n      ".join(f"{k}={_q(v)}" for k, v in _labels(leaf)))
@@ -104,9 +110,24 @@ def _global_args(stages: list[Stage], leaf: Stage) -> list[Arg]:
     for s in stages:
         for a in s.args:
             seen.setdefault(a.name, a)
-    seen[_base_arg(leaf)] = Arg(_base_arg(leaf), _base_image(leaf), True, "image the runtime starts from")
+    image = _base_image(leaf)
+    # The default names the runtime's versions (python, backend) it is made of, so
+    # --build-arg PYTHON_VERSION=... moves the base image with it.
+    for a in stages[0].args if stages else ():
+        if a.name.endswith("_VERSION") and a.value:
+            image = re.sub(rf"(?<![\d.]){re.escape(a.value)}(?!\.?\d)", "${" + a.name + "}", image)
+    seen[_base_arg(leaf)] = Arg(_base_arg(leaf), image, True, "image the runtime starts from")
     seen.setdefault("CMAKE_MAX_JOBS", Arg("CMAKE_MAX_JOBS", "", True, "parallel jobs of native builds"))
-    return list(seen.values()) + list(BUILD_ARGS)
+    backend = next((a.name[:-len("_VERSION")] for a in stages[0].args if a.name.endswith("_VERSION")
+                    and a.name != "PYTHON_VERSION"), "") if stages else ""
+    service = _base_arg(leaf)[:-len("_BASE_IMAGE")]
+
+    def rank(a: Arg) -> int:  # the order of the convention's header; the rest keep their stage order
+        order = ["PYTHON_VERSION", "CMAKE_MAX_JOBS", f"{backend}_VERSION", f"{backend}_ARCHS",
+                 f"{service}_BASE_IMAGE", f"{service}_VERSION"]
+        return order.index(a.name) if a.name in order else len(order)
+
+    return sorted(seen.values(), key=rank) + list(BUILD_ARGS)
 
 
 def _used(name: str, stages: list[Stage]) -> bool:
@@ -152,11 +173,13 @@ def _describe(stage: Stage) -> str:
     return "; ".join(titles) if titles else stage.kind
 
 
-def _mounts(run: Run) -> str:
-    return "".join(f"--mount=type=cache,target={c.target},id={c.id},sharing={c.sharing} " for c in run.caches)
+def _mounts(run: Run, names: dict[str, str]) -> str:
+    cache = "".join(f"--mount=type=cache,target={c.target},id={c.id},sharing={c.sharing} " for c in run.caches)
+    return cache + "".join(f"--mount=type=bind,from={names[m.stage.key]},source={m.source},target={m.target},rw "
+                           for m in run.mounts)
 
 
-def _step(step, names: dict[str, str], form: str, own_args: set[str]) -> list[str]:
+def _step(step, names: dict[str, str], form: str, own_args: set[str], mirrors: Mirrors) -> list[str]:
     if isinstance(step, Env):
         # An ENV named like one of the stage's ARGs takes the ARG, so --build-arg overrides reach it.
         return ["ENV " + " \\\n    ".join(f"{k}=${{{k}}}" if k in own_args else f"{k}={_q(v)}" for k, v in step.values)]
@@ -171,13 +194,14 @@ def _step(step, names: dict[str, str], form: str, own_args: set[str]) -> list[st
         return [f"RUN mkdir -p {shlex.quote(step.path.rsplit('/', 1)[0] or '/')} && echo {data} | base64 -d > {shlex.quote(step.path)} "
                 f"&& chmod {step.mode:o} {shlex.quote(step.path)}"]
     assert isinstance(step, Run)
+    script = mirrors.text(step.script)
     if form == "heredoc":
         delim = "EOF"
-        while re.search(rf"^{delim}$", step.script, re.M):
+        while re.search(rf"^{delim}$", script, re.M):
             delim += "_"
-        return [f"RUN {_mounts(step)}<<{delim}", step.script, delim]
-    quoted = " \\\n        ".join(shlex.quote(line) if line else "''" for line in step.script.splitlines())
-    return [f"RUN {_mounts(step)}bash -eo pipefail -c \"$(printf '%s\\n' \\\n        {quoted})\""]
+        return [f"RUN {_mounts(step, names)}<<{delim}", script, delim]
+    quoted = " \\\n        ".join(shlex.quote(line) if line else "''" for line in script.splitlines())
+    return [f"RUN {_mounts(step, names)}bash -eo pipefail -c \"$(printf '%s\\n' \\\n        {quoted})\""]
 
 
 def _q(value: str) -> str:

@@ -1,8 +1,13 @@
-"""Building blocks the recipes in pack/<backend>/recipe.py share: cache mounts, the common runtime,
-service stage scaffolding and version-range pins. Recipes stay short and read top to bottom."""
+"""Building blocks the recipes in pack/<backend>/recipe.py share: cache mounts, the shared runtime
+(on vendor images too), torch stages, Python installs rendered from declared requirements, service
+stage scaffolding, patches and version-range pins. Recipes stay short and read top to bottom.
+
+Build arguments a stage declares are read by its scripts (`${NAME}`), so `--build-arg` changes what
+is built; what only describes the image is environment, not a REQUIRED argument."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -10,14 +15,22 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from runner.compose.components import Component, native, python
+from runner.compose.requirements import Package, Requirements, pkg
+from runner.compose.sources import Download
 from runner.compose.stages import Cache, Stage, StageBuilder
 from runner.model.targets import Target
 
-CMAKE_VERSION = "3.31.7"
-UV_SPEC = "uv<=0.9.11"
-PIP_PINS = ("build", "cmake<4", "ninja<1.11", "setuptools>=77.0.3,<80", "setuptools-scm", "packaging<25",
-            "wheel==0.45.1", "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)
 TIMEZONE = "Asia/Shanghai"
+CMAKE = Download("cmake", "https://github.com/Kitware/CMake/releases/download/v{version}/cmake-{version}-linux-{arch}.tar.gz",
+                 "3.31.7")
+UV_SPEC = "uv<=0.9.11"
+BUILD_TOOLS = Requirements(tuple(pkg(p) for p in (
+    "build", "cmake<4", "ninja<1.11", "setuptools>=77.0.3,<80", "setuptools-scm", "packaging<25", "wheel==0.45.1",
+    "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)), installer="pip", title="Python build tools and uv")
+# torch's companions, released together with it (an unpinned torchvision resolves to one that needs another torch)
+TORCHVISION = {"2.9.1": "0.24.1", "2.9.0": "0.24.0", "2.8.0": "0.23.0", "2.7.1": "0.22.1", "2.6.0": "0.21.0",
+               "2.5.1": "0.20.1", "2.4.1": "0.19.1", "2.1.0": "0.16.0"}
 
 _CACHE_PATHS = {
     "apt": ("/var/cache/apt", "/var/lib/apt/lists"),
@@ -25,6 +38,46 @@ _CACHE_PATHS = {
     "pip": ("/root/.cache/pip",),
     "ccache": ("/root/.cache/ccache",),
 }
+TOOLS_APT = (
+    "ca-certificates build-essential binutils bash openssl curl wget aria2 git git-lfs unzip xz-utils tzdata locales "
+    "iproute2 iputils-ping ifstat net-tools dnsutils pciutils ipmitool rdma-core rdmacm-utils infiniband-diags "
+    "procps sysstat htop tini vim jq bc tree make ninja-build pkg-config ccache software-properties-common gnupg"
+)
+# the C build kit: what native Python packages and the services' own builds link against
+DEV_APT = (
+    "perl yasm zlib1g-dev libbz2-dev libffi-dev libgdbm-dev libgdbm-compat-dev libssl-dev libsqlite3-dev lcov libomp-dev "
+    "libblas-dev liblapack-dev libopenblas-dev libhdf5-dev libxml2 libxslt1-dev libgl1 libglib2.0-0 libgmpxx4ldbl "
+    "libncurses5-dev libreadline-dev liblzma-dev tk-dev uuid-dev libmpdec-dev ffmpeg libjpeg-dev libpng-dev "
+    "libtiff-dev libwebp-dev libnuma1 libnuma-dev libjemalloc-dev libgrpc-dev libgrpc++-dev libprotobuf-dev "
+    "protobuf-compiler protobuf-compiler-grpc libnl-3-dev libnl-route-3-dev libibverbs-dev librdmacm-dev "
+    "libibumad-dev libtool ibverbs-utils ibverbs-providers"
+)
+MPI_APT = "openmpi-bin openmpi-common libopenmpi-dev"  # every backend but CUDA, which brings HPC-X's Open MPI
+WITH_CACHES = ("unset UV_NO_CACHE PIP_NO_CACHE_DIR; "
+               "export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy PIP_CACHE_DIR=/root/.cache/pip")
+APT_KEEP = ("rm -f /etc/apt/apt.conf.d/docker-clean; "
+            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache")
+# OpenTelemetry's exporters and conventions are published only as betas; vLLM's tracing pulls them in
+OTEL_BETAS = ("opentelemetry-semantic-conventions", "opentelemetry-exporter-http-transport",
+              "opentelemetry-exporter-otlp-common", "opentelemetry-exporter-prometheus", "opentelemetry-instrumentation")
+
+
+# uv keeps the Ray the service brought and adds what the consumer's `ray start` needs
+RAY_EXTRAS = Requirements((pkg("ray[client,default]"),), title="Ray's client and dashboard extras, on the installed Ray")
+RUSTUP = Download("rustup", "https://static.rust-lang.org/rustup/archive/{version}/{arch}-unknown-linux-gnu/rustup-init",
+                  "1.28.2")
+
+
+def rust_toolchain() -> str:
+    """The shell that installs a minimal Rust toolchain for this step (the SGLang router's build)."""
+    return (f'{RUSTUP.fetch("/tmp/rustup-init", arch="$(uname -m)")} && chmod +x /tmp/rustup-init\n'
+            '/tmp/rustup-init -y --profile minimal && rm -f /tmp/rustup-init && export PATH="/root/.cargo/bin:$PATH"')
+
+
+def max_jobs(cap: int) -> str:
+    """Parallel native-build jobs: CMAKE_MAX_JOBS when given, else half the cores, at most `cap`."""
+    return ('export MAX_JOBS="${CMAKE_MAX_JOBS:-$(( $(nproc) / 2 < 1 ? 1 : $(nproc) / 2 ))}"\n'
+            f'if (( MAX_JOBS > {cap} )); then export MAX_JOBS={cap}; fi')
 
 
 def caches(t: Target, platform: str, *tools: str) -> tuple[Cache, ...]:
@@ -36,12 +89,8 @@ def caches(t: Target, platform: str, *tools: str) -> tuple[Cache, ...]:
 @lru_cache(maxsize=1024)
 def _caches(backend: str, platform: str, tools: tuple[str, ...]) -> tuple[Cache, ...]:
     plat = platform.replace("/", "-")
-    out = []
-    for tool in tools:
-        for i, path in enumerate(_CACHE_PATHS[tool]):
-            suffix = f"-{i}" if i else ""
-            out.append(Cache(path, f"runner-{backend}-{plat}-{tool}{suffix}"))
-    return tuple(out)
+    return tuple(Cache(path, f"runner-{backend}-{plat}-{tool}{f'-{i}' if i else ''}")
+                 for tool in tools for i, path in enumerate(_CACHE_PATHS[tool]))
 
 
 def pick(version: str, pins: Mapping[str, str], what: str = "pin") -> str:
@@ -54,58 +103,43 @@ def pick(version: str, pins: Mapping[str, str], what: str = "pin") -> str:
     raise LookupError(f"no {what} for version {version} (ranges: {', '.join(pins)})")
 
 
+def pick_or(version: str, pins: Mapping[str, str], default: str = "") -> str:
+    try:
+        return pick(version, pins)
+    except LookupError:
+        return default
+
+
 @lru_cache(maxsize=8192)
 def _contains(spec: str, version: str) -> bool:
-    return _specifier(spec).contains(_version(version))
-
-
-@lru_cache(maxsize=256)
-def _specifier(spec: str) -> SpecifierSet:
-    return SpecifierSet(spec, prereleases=True)
-
-
-@lru_cache(maxsize=8192)
-def _version(version: str) -> Version:
-    return Version(version)
+    return SpecifierSet(spec, prereleases=True).contains(Version(version))
 
 
 def shared(compose_stage):
-    """Decorator for recipe functions that other targets reuse (SGLang builds on the release's vLLM
-    image): equal (target, stage) inputs give the very same Stage, composed once."""
+    """Decorator for recipe functions other targets reuse (SGLang builds on the release's vLLM image,
+    kernels on a CUDA release's build stage): equal inputs give the very same Stage, composed once."""
     memo: dict[tuple, Stage] = {}
 
     @wraps(compose_stage)
-    def wrapper(t: Target, parent: Stage) -> Stage:
-        key = (t, parent.key)
+    def wrapper(*args):
+        key = tuple(a.key if isinstance(a, Stage) else a for a in args)
         if (found := memo.get(key)) is None:
-            found = memo[key] = compose_stage(t, parent)
+            found = memo[key] = compose_stage(*args)
         return found
 
     return wrapper
 
 
-# uv and pip get their caches back inside the step that mounts them; the image keeps the
-# UV_NO_CACHE/PIP_NO_CACHE_DIR defaults the consumers rely on.
-WITH_CACHES = "unset UV_NO_CACHE PIP_NO_CACHE_DIR; export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy PIP_CACHE_DIR=/root/.cache/pip"
-APT_KEEP = ("rm -f /etc/apt/apt.conf.d/docker-clean; "
-            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache")
-
-RUNTIME_APT = (
-    "build-essential curl wget aria2 git git-lfs locales tzdata ca-certificates gnupg "
-    "iproute2 iputils-ping net-tools rdma-core ibverbs-utils infiniband-diags "
-    "procps htop tini vim jq bc tree make ninja-build pkg-config ccache "
-    "libssl-dev libopenblas-dev ffmpeg libnuma-dev libjemalloc-dev libgrpc-dev protobuf-compiler "
-    "libibverbs-dev librdmacm-dev"
-)
-
-
-def runtime_builder(t: Target, base: Stage, *, extra_apt: str = "", home: str = "") -> StageBuilder:
-    """The runtime every service of a backend release shares: locale, timezone, OS packages with tini,
-    python at the matrix's version with pip and uv, CMake, and the build tool pins."""
-    p = base.platform
+def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", mpi: bool = True,
+                    vendor_home: str = "") -> StageBuilder:
+    """The runtime every service of a backend release shares, on the vendor's image: OS packages with
+    tini, the C build kit, Open MPI (off CUDA), locale and timezone, python at the matrix's version
+    with its library registered for the loader, CMake, and the Python build tools with uv. With
+    `vendor_home`, the backend's versioned install folder is linked at `home`."""
+    p, backend = base.platform, t.backend.upper()
     b = StageBuilder("runtime", "runtime", base)
     b.arg("PYTHON_VERSION", t.python, doc="python of the image")
-    b.arg(f"{t.backend.upper()}_VERSION", t.original_backend_version, doc="full backend version")
+    b.arg(f"{backend}_VERSION", t.original_backend_version, doc="full backend version")
     b.env(DEBIAN_FRONTEND="noninteractive", LANG="en_US.UTF-8", LANGUAGE="en_US:en", LC_ALL="en_US.UTF-8",
           PYTHON_VERSION=t.python, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
           PIP_ROOT_USER_ACTION="ignore", PIPX_HOME="/root/.local/share/pipx",
@@ -114,60 +148,87 @@ def runtime_builder(t: Target, base: Stage, *, extra_apt: str = "", home: str = 
     b.run(f"""
         {APT_KEEP}
         apt-get update
-        apt-get install -y --no-install-recommends {RUNTIME_APT} {extra_apt}
-        sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen
+        apt-get install -y --no-install-recommends {TOOLS_APT} {DEV_APT} {MPI_APT if mpi else ''} {extra_apt}
+        localedef -i en_US -c -f UTF-8 -A /usr/share/locale/locale.alias en_US.UTF-8
         ln -sf /usr/share/zoneinfo/{TIMEZONE} /etc/localtime && echo {TIMEZONE} > /etc/timezone
-        """, caches=caches(t, p, "apt"), title="OS packages, tini, locale and timezone")
+        """, caches=caches(t, p, "apt"), title="OS packages, tini, the C build kit, locale and timezone")
     b.run(f"""
         {APT_KEEP}
-        if [[ "$(python3 -c 'import sys; print(f"{{sys.version_info[0]}}.{{sys.version_info[1]}}")' 2>/dev/null)" != "${{PYTHON_VERSION}}" ]]; then
-            apt-get update && apt-get install -y --no-install-recommends software-properties-common
-            add-apt-repository -y ppa:deadsnakes/ppa && apt-get update
-            apt-get install -y --no-install-recommends python${{PYTHON_VERSION}} python${{PYTHON_VERSION}}-dev python${{PYTHON_VERSION}}-venv
+        have=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+        if [[ "$have" != "${{PYTHON_VERSION}}" ]]; then
+            for i in 1 2 3; do add-apt-repository -y ppa:deadsnakes/ppa && break || sleep 5; done
+            apt-get update
+            apt-get install -y --no-install-recommends python${{PYTHON_VERSION}} python${{PYTHON_VERSION}}-dev \\
+                python${{PYTHON_VERSION}}-venv python${{PYTHON_VERSION}}-gdbm python${{PYTHON_VERSION}}-tk
             update-alternatives --install /usr/bin/python3 python3 /usr/bin/python${{PYTHON_VERSION}} 10
             update-alternatives --install /usr/bin/python python /usr/bin/python${{PYTHON_VERSION}} 10
-            curl -fsSL https://bootstrap.pypa.io/get-pip.py | python3 -
-        else
-            ldconfig "$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
+            python${{PYTHON_VERSION}} -m ensurepip --upgrade
         fi
-        """, caches=caches(t, p, "apt"), title="python ${PYTHON_VERSION} with pip")
+        # register libpython with the loader in a file of its own, so later ldconfig runs keep it
+        python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))' > /etc/ld.so.conf.d/00-python.conf
+        ldconfig
+        """, caches=caches(t, p, "apt"), title="python ${PYTHON_VERSION}, registered with the loader")
     b.run(f"""
         {WITH_CACHES}
-        curl -fsSL https://github.com/Kitware/CMake/releases/download/v{CMAKE_VERSION}/cmake-{CMAKE_VERSION}-linux-$(uname -m).tar.gz \\
-            | tar -xz --strip-components=1 -C /usr/local
-        python3 -m pip install {' '.join(repr(x) for x in PIP_PINS)}
-        """, caches=caches(t, p, "pip"), title=f"CMake {CMAKE_VERSION}, uv and the build tool pins")
-    if home:
-        b.env(**{f"{t.backend.upper()}_HOME": home, f"{t.backend.upper()}_VERSION": t.original_backend_version})
+        {CMAKE.fetch(arch="$(uname -m)")} | tar -xz --strip-components=1 -C /usr
+        {BUILD_TOOLS.command()}
+        mkdir -p "$PIPX_HOME" "$PIPX_LOCAL_VENVS"
+        """, caches=caches(t, p, "pip"), title=f"CMake {CMAKE.version}, the Python build tools and uv")
+    if vendor_home:
+        versioned = vendor_home.replace(t.original_backend_version, "${" + backend + "_VERSION}")
+        b.run(f'if [[ ! -e {home} && -d {versioned} ]]; then ln -s {versioned} {home}; fi', title=f"link {home}")
+    b.env(**{f"{backend}_HOME": home, f"{backend}_VERSION": t.original_backend_version})
+    b.component(native("tini", "", ["/usr/bin/tini"]), native("cmake", CMAKE.version, ["/usr/bin/cmake"]),
+                python("uv", "", imports=()), python("pipx", ""))
     return b
 
 
-def torch_stage(t: Target, runtime: Stage, torch: str, *packages: str, index: str = "", extra_index: str = "") -> Stage:
-    """torch (with companions such as torchvision or torch-npu) on the runtime: a stage of its own so
-    that every service version needing the same torch shares it."""
-    memo_key = (runtime.key, t.backend, torch, packages, index, extra_index)
-    if (found := _TORCH_STAGES.get(memo_key)) is not None:
-        return found
-    where = (f" --index-url {index}" if index else "") + (f" --extra-index-url {extra_index}" if extra_index else "")
-    _TORCH_STAGES[memo_key] = stage = (
-        StageBuilder("torch", f"torch{torch}", runtime)
-        .arg("TORCH_VERSION", torch, doc="torch release")
-        .run(f"{WITH_CACHES}\nuv pip install --system{where} \"torch==${{TORCH_VERSION}}\" {' '.join(repr(p) for p in packages)}".rstrip(),
-             caches=caches(t, runtime.platform, "uv"), title=f"torch {torch}")
-        .build()
-    )
-    return stage
+def torch_stage(t: Target, parent: Stage, torch: str, *, index: str = "", extra_indexes: tuple[str, ...] = (),
+                find_links: tuple[str, ...] = (), extra: tuple[Package, ...] = (), audio: bool = True,
+                name: str = "") -> Stage:
+    """torch with torchvision (and torchaudio) of the same release, numpy and scipy: a stage of its own
+    so every service version needing the same torch from the same place shares it."""
+    return _torch_stage(t.backend, parent, torch, index, extra_indexes, find_links, extra, audio, name)
 
 
-_TORCH_STAGES: dict[tuple, Stage] = {}  # a stage is immutable, so equal inputs can share one
+@shared
+def _torch_stage(backend: str, parent: Stage, torch: str, index: str, extra_indexes: tuple[str, ...],
+                 find_links: tuple[str, ...], extra: tuple[Package, ...], audio: bool, name: str) -> Stage:
+    packages = [pkg("torch==${TORCH_VERSION}"), pkg(f"torchvision=={TORCHVISION[torch]}")]
+    if audio:
+        packages.append(pkg("torchaudio==${TORCH_VERSION}"))
+    reqs = Requirements((*packages, *extra), index_url=index, extra_index_urls=extra_indexes, find_links=find_links,
+                        from_declared=("torch",) if index or extra_indexes or find_links else (),
+                        title=f"torch {torch}" + (f" from {index or extra_indexes[0]}" if index or extra_indexes else ""))
+    common = Requirements((pkg("numpy"), pkg("scipy")), title="numpy and scipy")
+    plat = parent.platform.replace("/", "-")
+    uv = (Cache("/root/.cache/uv", f"runner-{backend}-{plat}-uv"),)
+    return (StageBuilder("torch", name or f"torch{torch}", parent)
+            .arg("TORCH_VERSION", torch, doc="torch release")
+            .install(reqs, caches=uv, before=WITH_CACHES)
+            .install(common, caches=uv, before=WITH_CACHES)
+            .component(python("torch", torch, imports=("torch",)),
+                       python("torchvision", TORCHVISION[torch]))
+            .build())
+
+
+def install(b: StageBuilder, t: Target, reqs: Requirements, *, before: str = "", after: str = "",
+            tools: tuple[str, ...] = ("uv",), mounts=()) -> StageBuilder:
+    """A step that installs declared requirements with the uv cache (and any build stages' outputs)
+    mounted for it only."""
+    before = WITH_CACHES + ("\n" + textwrap.dedent(before).strip("\n") if before else "")
+    return b.install(reqs, caches=caches(t, b.platform, *tools), before=before, after=after, mounts=mounts)
+
+
+def at_least(version: str, floor: str) -> bool:
+    return Version(version) >= Version(floor)
 
 
 def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = "service") -> StageBuilder:
-    """A service stage (or a build stage of one, with another kind) with uv set to the system python."""
+    """A service stage (or a build stage of one, with another kind), with uv set to the system python."""
     b = StageBuilder(kind, name or t.service, parent, **({"tag": t.tag} if kind == "service" else {}))
     b.arg(f"{t.service.upper()}_VERSION", t.service_version, doc=f"{t.service} version")
-    b.arg(f"{t.backend.upper()}_ARCHS", " ".join(t.archs), required=bool(t.archs), doc="compute architectures")
-    b.env(UV_SYSTEM_PYTHON="1", UV_PRERELEASE="allow")
+    b.env(UV_SYSTEM_PYTHON="1")
     return b
 
 
@@ -180,16 +241,18 @@ def finish(b: StageBuilder, t: Target, **env: str) -> Stage:
     return b.labels(target_labels(t)).build()
 
 
-def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, source_dir: str) -> StageBuilder:
+def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, where: str, service: str = "") -> StageBuilder:
     """Apply pack/<backend>/patches/<service>/<version>/*.patch (and patches/<service>/all/*.patch) to
-    the service source in source_dir, in name order. A patch that does not apply fails the build."""
-    found = _patches(recipe_dir, t.service, t.service_version)
+    the installed package or source tree `where` (a shell expression), in name order. A patch that
+    does not apply fails the build."""
+    service = service or t.service
+    found = _patches(recipe_dir, service, t.service_version)
     for name, text in found:
-        b.file(f"/workspace/patches/{name}", text)
+        b.file(f"/workspace/patches/{service}/{name}", text)
     if found:
-        names = " ".join(f"/workspace/patches/{name}" for name, _ in found)
-        b.run(f"cd {source_dir}\nfor p in {names}; do patch -p1 --forward < \"$p\"; done",
-              title=f"apply {len(found)} patch(es) to {t.service} {t.service_version}")
+        names = " ".join(f"/workspace/patches/{service}/{name}" for name, _ in found)
+        b.run(f'cd {where}\nfor p in {names}; do patch -p1 --forward < "$p"; done\nrm -rf /workspace/patches',
+              title=f"apply {len(found)} patch(es) to {service} {t.service_version}")
     return b
 
 
@@ -199,6 +262,11 @@ def _patches(recipe_dir: Path, service: str, version: str) -> tuple[tuple[str, s
     for folder in (recipe_dir / "patches" / service / "all", recipe_dir / "patches" / service / version):
         found += sorted(folder.glob("*.patch")) if folder.is_dir() else []
     return tuple((p.name, p.read_text()) for p in found)
+
+
+def site_packages(dist: str) -> str:
+    """A shell expression for the folder an installed distribution lives in."""
+    return f'"$(python3 -m pip show {dist} | sed -n \'s/^Location: //p\')"'
 
 
 def target_labels(t: Target) -> tuple[tuple[str, str], ...]:
@@ -212,34 +280,15 @@ def target_labels(t: Target) -> tuple[tuple[str, str], ...]:
     )
 
 
-def prebuilt_runtime(t: Target, base: Stage, *, home: str, vendor_home: str) -> Stage:
-    """Runtime for vendor images that already ship torch and the service: link the backend home,
-    make sure tini is there, and set the shared environment."""
-    b = StageBuilder("runtime", "runtime", base)
-    b.arg("PYTHON_VERSION", t.python, doc="python of the image")
-    b.arg(f"{t.backend.upper()}_VERSION", t.original_backend_version, doc="full backend version")
-    b.env(LANG="en_US.UTF-8", LANGUAGE="en_US:en", LC_ALL="en_US.UTF-8", PYTHON_VERSION=t.python,
-          PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore",
-          UV_NO_CACHE="1", UV_HTTP_TIMEOUT="500", UV_INDEX_STRATEGY="unsafe-best-match",
-          **{f"{t.backend.upper()}_HOME": home, f"{t.backend.upper()}_VERSION": t.original_backend_version})
-    b.run(f"""
-        {APT_KEEP}
-        [[ -e {home} ]] || ln -s {vendor_home} {home}
-        if ! command -v tini >/dev/null; then apt-get update && apt-get install -y --no-install-recommends tini; fi
-        ln -sf /usr/share/zoneinfo/{TIMEZONE} /etc/localtime && echo {TIMEZONE} > /etc/timezone
-        """, caches=caches(t, base.platform, "apt"), title=f"link {home}, tini, timezone")
-    b.run(f"{WITH_CACHES}\npython3 -m pip install '{UV_SPEC}'", caches=caches(t, base.platform, "pip"), title="uv")
-    return b.build()
-
-
-def prebuilt_service(t: Target, runtime: Stage, *, torch: str, **env: str) -> Stage:
-    """Service stage for vendor images: record versions and environment; the service is already in."""
+def vendor_service(t: Target, runtime: Stage, *, torch: str, components: tuple[Component, ...] = (),
+                   **env: str) -> StageBuilder:
+    """Service stage for vendor images that ship torch and the service: check and record them."""
+    module = {"voxbox": "vox_box", "mindie": "mindie_llm"}.get(t.service, t.service)
     b = service_builder(t, runtime)
     b.arg(f"{t.service.upper()}_TORCH_VERSION", torch, doc="torch the vendor image ships")
-    b.run(f"python3 -c 'import {_import_name(t.service)}' && python3 -c 'import torch; print(torch.__version__)'",
-          title=f"check the vendor's {t.service} and torch import")
-    return finish(b, t, **{f"{t.service.upper()}_TORCH_VERSION": torch}, **env)
-
-
-def _import_name(service: str) -> str:
-    return {"voxbox": "vox_box", "mindie": "mindie_llm"}.get(service, service)
+    b.run(f'python3 -m pip show {t.service} torch | grep -E "^(Name|Version):"\n'
+          f'python3 -m pip show {t.service} | grep -q "^Version: ${{{t.service.upper()}_VERSION}}"\n'
+          f'python3 -m pip show torch | grep -q "^Version: ${{{t.service.upper()}_TORCH_VERSION}}"',
+          title=f"check the vendor's {t.service} and torch versions")
+    b.component(python(t.service, t.service_version, imports=(module,)), python("torch", torch), *components)
+    return b

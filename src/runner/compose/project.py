@@ -19,7 +19,7 @@ from runner.model.errors import Where
 from runner.model.naming import PLATFORMS, ImageParser, format_image
 from runner.model.targets import Selection, Target
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 
 @dataclass
@@ -34,7 +34,14 @@ class Project:
     services: dict[str, list[str]]  # backend -> services its recipe builds
     targets: list[Target]
     registry: str = ""
+    mirrors: dict[str, str] = field(default_factory=dict)  # matrix.yaml's; see mirror_map()
     _recipes: dict | None = field(default=None, repr=False)
+
+    def mirror_map(self):
+        """The URL rewrites engines and `runner resolve` apply: matrix.yaml's, then $RUNNER_MIRRORS."""
+        from runner.compose.mirrors import mirrors
+
+        return mirrors(self.mirrors)
 
     @property
     def recipes(self) -> dict:
@@ -126,7 +133,7 @@ def _validate(path: Path, pack: Path) -> Project:
     return Project(path, pack, matrix.namespace, matrix.repository,
                    {n: list(b.variants) for n, b in matrix.backends.items()},
                    {n: sorted(r.services) for n, r in recipes.items()},
-                   expand(matrix, doc.where), _recipes=recipes)
+                   expand(matrix, doc.where), mirrors=dict(matrix.mirrors), _recipes=recipes)
 
 
 def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
@@ -139,8 +146,9 @@ def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
             h.update(f"\0{recipe.parent.name}\0".encode() + recipe.read_bytes())
     except OSError:
         return "", None  # let validation report the unreadable file
-    root = Path(os.environ.get("RUNNER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
-    return h.hexdigest(), root / "matrix" / f"{h.hexdigest()[:32]}.json"
+    from runner.model.files import cache_root
+
+    return h.hexdigest(), cache_root() / "matrix" / f"{h.hexdigest()[:32]}.json"
 
 
 def _read_cache(file: Path, key: str) -> dict | None:
@@ -156,7 +164,7 @@ def _read_cache(file: Path, key: str) -> dict | None:
         t.pop("where", None)
         targets.append(Target(**{**t, "platforms": tuple(t["platforms"]), "archs": tuple(t["archs"])}, where=where))
     return {"namespace": data["namespace"], "repository": data["repository"], "variants": data["variants"],
-            "services": data["services"], "targets": targets}
+            "services": data["services"], "targets": targets, "mirrors": data["mirrors"]}
 
 
 def _write_cache(file: Path, key: str, p: Project) -> None:
@@ -166,7 +174,7 @@ def _write_cache(file: Path, key: str, p: Project) -> None:
         d["where"] = [t.where.file, t.where.line, t.where.column] if t.where else None
         targets.append(d)
     data = {"key": key, "namespace": p.namespace, "repository": p.repository, "variants": p.variants,
-            "services": p.services, "targets": targets}
+            "services": p.services, "targets": targets, "mirrors": p.mirrors}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(f".{os.getpid()}.tmp")

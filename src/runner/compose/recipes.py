@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,13 @@ def _load(backend: str, path: Path) -> Recipe:
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any mistake in a recipe is the user's to fix, at its line
+            sys.modules.pop(name, None)
+            line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == str(path)),
+                        getattr(e, "lineno", None))
+            raise UserError(f"the recipe cannot be loaded: {type(e).__name__}: {e}", where=Where(str(path), line)) from None
     missing = [f for f in ("SERVICES", "runtime", "service") if not hasattr(module, f)]
     if missing:
         raise UserError(f"recipe does not define {', '.join(missing)}", where=Where(str(path)),

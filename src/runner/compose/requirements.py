@@ -53,8 +53,9 @@ class Package:
 
 
 def pkg(text: str, *, built: str = "", resolve_as: str = "", without: Iterable[str] = (),
-        prerelease: bool = False) -> Package:
+        prerelease: bool = False, extras: Iterable[str] = ()) -> Package:
     """A Package from requirement text: "torch==2.9.1", "ray[client,default]>=2.47.1,<=2.48.0"."""
+    given = tuple(extras)
     text, _, marker = text.partition(";")
     text = text.strip()
     name = _NAME.match(text)
@@ -65,7 +66,7 @@ def pkg(text: str, *, built: str = "", resolve_as: str = "", without: Iterable[s
     if rest.startswith("["):
         inner, _, rest = rest[1:].partition("]")
         extras = tuple(e.strip() for e in inner.split(",") if e.strip())
-    return Package(name[0], rest.strip(), extras, marker.strip(), built, resolve_as, tuple(without), prerelease)
+    return Package(name[0], rest.strip(), (*extras, *given), marker.strip(), built, resolve_as, tuple(without), prerelease)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,12 @@ class Requirements:
     no_build_isolation: bool = False
     upgrade: tuple[str, ...] = ()  # packages an earlier step installed that this one may change
     title: str = ""
+    installer: str = "uv"  # "pip" before uv is there (the runtime's own build tools)
+    prereleases: tuple[str, ...] = ()  # dependencies published only as pre-releases (say which in the recipe)
+    from_declared: tuple[str, ...] = ()  # packages that must come from this step's own index or find-links
 
     def allowed_prereleases(self) -> set[str]:
-        return {canonical(p.name) for p in self.packages if p.prerelease}
+        return {canonical(p.name) for p in self.packages if p.prerelease} | {canonical(n) for n in self.prereleases}
 
     def options(self) -> list[str]:
         """The resolver options this declaration asks for (uv pip spelling)."""
@@ -108,17 +112,28 @@ class Requirements:
             lines.append(_heredoc(constraints_file, self.constraints))
         if self.build_constraints:
             lines.append(_heredoc(build_constraints_file, self.build_constraints))
-        argv = ["uv", "pip", "install", *self.options()]
+        argv = ["uv", "pip", "install", *self.options()] if self.installer == "uv" else \
+            ["python3", "-m", "pip", "install", *self.options()]
         if self.constraints:
             argv += ["--constraint", constraints_file]
         if self.build_constraints:
             argv += ["--build-constraint", build_constraints_file]
         words = " ".join(shlex.quote(a) for a in argv)
-        names = " ".join(p.installed if p.built else shlex.quote(p.installed) for p in self.packages)
+        names = " ".join(p.installed if p.built else _quote(p.installed) for p in self.packages)
         lines.append(f"{words} {names}")
         if self.constraints or self.build_constraints:
             lines.append(f"rm -f {constraints_file} {build_constraints_file}")
         return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    """Quote a requirement for the shell, leaving ${ARG} references to expand."""
+    return f'"{text}"' if re.search(r"[\s<>;|&*()\[\]!]", text) else text
+
+
+def expand(text: str, args: dict[str, str]) -> str:
+    """A requirement with its ${ARG} references filled from the stage's build arguments."""
+    return re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: args.get(m[1], m[0]), text)
 
 
 def _heredoc(path: str, lines: Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runner.compose.components import Component
     from runner.compose.requirements import Requirements
 
 
@@ -28,14 +29,25 @@ class Cache:
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """Another stage's folder mounted read-write for one step only (build outputs to install), so
+    nothing of it stays in a layer."""
+
+    stage: Stage
+    source: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
-    """A bash script run with `-eo pipefail`, with its cache mounts. An install step also carries the
-    Python requirements its script was rendered from (runner.compose.requirements)."""
+    """A bash script run with `-eo pipefail`, with its cache and stage mounts. An install step also
+    carries the Python requirements its script was rendered from (runner.compose.requirements)."""
 
     script: str
     caches: tuple[Cache, ...] = ()
     title: str = ""  # one line for the Dockerfile header and progress output
     requirements: Requirements | None = field(default=None, compare=False)
+    mounts: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +111,7 @@ class Stage:
     args: tuple[Arg, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # target labels; the build adds source/revision/created
     tag: str = ""  # service stages: the target's multi-arch tag
-    components: tuple[tuple[str, str], ...] = ()  # (name, version) of what this stage puts in the image
+    components: tuple[Component, ...] = ()  # what this stage puts in the image
     key: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +141,8 @@ class Stage:
         """Stages this one needs built first: its parent and the stages it copies from."""
         deps = [self.parent] if self.parent else []
         deps += [s.stage for s in self.steps if isinstance(s, CopyFrom)]
-        return deps
+        deps += [m.stage for s in self.steps if isinstance(s, Run) for m in s.mounts]
+        return list(dict.fromkeys(deps))
 
     def env(self) -> dict[str, str]:
         """Environment in effect at the end of this stage (inherited from parents)."""
@@ -148,7 +161,8 @@ class Stage:
 
 
 _STEP_PARTS = {
-    Run: lambda s: ("run", s.script, *(f"{c.target}\x01{c.id}\x01{c.sharing}" for c in s.caches)),
+    Run: lambda s: ("run", s.script, *(f"{c.target}\x01{c.id}\x01{c.sharing}" for c in s.caches),
+                    *(f"{m.stage.key}\x01{m.source}\x01{m.target}" for m in s.mounts)),
     Env: lambda s: ("env", *(f"{k}={v}" for k, v in s.values)),
     CopyFrom: lambda s: ("copy", s.stage.key, s.source, s.dest),
     File: lambda s: ("file", s.path, s.content, str(s.mode)),
@@ -179,6 +193,10 @@ class StageBuilder:
         self._args: list[Arg] = []
         self._extra = extra
 
+    @property
+    def platform(self) -> str:
+        return self._parent.platform
+
     def arg(self, name: str, value: str, *, required: bool = True, doc: str = "") -> StageBuilder:
         self._args.append(Arg(name, value, required, doc))
         return self
@@ -187,20 +205,21 @@ class StageBuilder:
         self._steps.append(Env(tuple(values.items())))
         return self
 
-    def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "") -> StageBuilder:
-        self._steps.append(Run(_dedent(script), tuple(caches), title))
+    def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "",
+            mounts: Iterable[Mount] = ()) -> StageBuilder:
+        self._steps.append(Run(_dedent(script), tuple(caches), title, None, tuple(mounts)))
         return self
 
     def install(self, requirements: Requirements, *, caches: Iterable[Cache] = (), before: str = "",
-                after: str = "") -> StageBuilder:
+                after: str = "", mounts: Iterable[Mount] = ()) -> StageBuilder:
         """A step that installs declared Python requirements (its shell is rendered from them)."""
         script = "\n".join(s for s in (_dedent(before), requirements.command(), _dedent(after)) if s)
-        self._steps.append(Run(script, tuple(caches), requirements.title, requirements))
+        self._steps.append(Run(script, tuple(caches), requirements.title, requirements, tuple(mounts)))
         return self
 
-    def component(self, name: str, version: str) -> StageBuilder:
+    def component(self, *components: Component) -> StageBuilder:
         """Record what this stage puts in the image (listed by `runner components`, smoke-checked)."""
-        self._extra["components"] = (*self._extra.get("components", ()), (name, version))
+        self._extra["components"] = (*self._extra.get("components", ()), *components)
         return self
 
     def file(self, path: str, content: str, mode: int = 0o644) -> StageBuilder:

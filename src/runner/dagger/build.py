@@ -124,7 +124,7 @@ async def run_images(source: dagger.Directory, selection, concurrency: int, gpu:
 
     project = await checkout.load(source)
     plan = make_plan(project.select(selection), project.recipes)
-    builder = DaggerBuilder(StageContainers(build_info))
+    builder = DaggerBuilder(StageContainers(build_info, project.mirror_map()))
     built = await pipeline.build_all(plan, builder, project.pack_path, concurrency, gpu=gpu)
     images = [BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed, result=json.dumps(b.report()),
                          container=b.handle if not b.error else None) for b in built]

@@ -149,7 +149,8 @@ class Runner:
         """One target's stages rendered as a multi-stage Dockerfile (seed 000's convention)."""
         from runner.compose.dockerfile import render
 
-        return render((await checkout.load(self.source)).leaf_stage(tag, platform), form.value).text
+        project = await checkout.load(self.source)
+        return render(project.leaf_stage(tag, platform), form.value, project.mirror_map()).text
 
     @function
     async def base(self, tag: Tag, platform: Annotated[str, Doc("platform")] = "") -> dagger.Container:
@@ -361,9 +362,10 @@ class Runner:
     async def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
         from runner.engines.dagger import StageContainers
 
-        leaf = (await checkout.load(self.source)).leaf_stage(tag, platform)
+        project = await checkout.load(self.source)
+        leaf = project.leaf_stage(tag, platform)
         stage = next(s for s in reversed(leaf.chain()) if s.kind == kind)
-        return StageContainers(self.build_info()).container(stage)
+        return StageContainers(self.build_info(), project.mirror_map()).container(stage)
 
 
 async def _updated_catalog(catalog: dagger.File | None, change) -> dagger.File:

@@ -14,6 +14,7 @@ from typing import Any
 import dagger
 from dagger import dag
 
+from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
 from runner.release.pipeline import BuildError, DeviceUnavailable, Image
@@ -28,9 +29,10 @@ GPU_HINT = ("the engine has no GPU support: start it with _EXPERIMENTAL_DAGGER_G
 class StageContainers:
     """Translates stages into Containers, memoised by content key."""
 
-    def __init__(self, build_info: dict[str, str] | None = None) -> None:
+    def __init__(self, build_info: dict[str, str] | None = None, mirrors: Mirrors = Mirrors()) -> None:
         self._by_key: dict[str, dagger.Container] = {}
         self.build_info = build_info or {}
+        self.mirrors = mirrors
 
     def container(self, stage: Stage) -> dagger.Container:
         """The Container of a stage (its parents and copy sources included)."""
@@ -54,9 +56,11 @@ class StageContainers:
         if isinstance(step, Run):
             for cache in step.caches:
                 ctr = ctr.with_mounted_cache(cache.target, dag.cache_volume(cache.id), sharing=_SHARING[cache.sharing])
-            ctr = ctr.with_exec([*SHELL, exports + step.script])
-            for cache in step.caches:
-                ctr = ctr.without_mount(cache.target)  # caches serve one step, as in the Dockerfile
+            for mount in step.mounts:
+                ctr = ctr.with_mounted_directory(mount.target, self.container(mount.stage).directory(mount.source))
+            ctr = ctr.with_exec([*SHELL, exports + self.mirrors.text(step.script)])
+            for path in [c.target for c in step.caches] + [m.target for m in step.mounts]:
+                ctr = ctr.without_mount(path)  # mounts serve one step, as in the Dockerfile
             return ctr
         if isinstance(step, Env):
             for name, value in step.values:

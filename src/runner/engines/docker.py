@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 
 from runner.compose.dockerfile import render
+from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.model.errors import UserError
 from runner.release.pipeline import BuildError, Image
@@ -131,8 +132,9 @@ class DockerBuilder:
     name = "docker"
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
-                 network: str = "host", push_attempts: int = 4) -> None:
+                 network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors()) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
+        self.mirrors = mirrors
         self.push_attempts = push_attempts
         self.counts = StepCounts()
         self.retries: list[str] = []
@@ -140,7 +142,7 @@ class DockerBuilder:
         self._inspected: dict[str, _Inspected] = {}
 
     async def build(self, leaf: Leaf) -> Image:
-        rendered = render(leaf.stage, self.form)
+        rendered = render(leaf.stage, self.form, self.mirrors)
         ctx = Path(self.workdir) / f"{leaf.target.tag}-{leaf.platform.replace('/', '-')}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)

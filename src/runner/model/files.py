@@ -14,6 +14,12 @@ from runner.model.errors import UserError
 MAX_INPUT = 16 * 1024 * 1024  # no matrix, spec or catalog comes near this
 
 
+def cache_root() -> Path:
+    """Where runner keeps what it may forget: $RUNNER_CACHE_DIR, else ~/.cache/runner."""
+    base = os.environ.get("RUNNER_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
+    return Path(base)
+
+
 def read_text(path: Path, what: str, limit: int = MAX_INPUT) -> str:
     """The text of a regular file, or a UserError that says what is wrong with it."""
     try:

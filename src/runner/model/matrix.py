@@ -52,7 +52,19 @@ def check_template(value: str | None) -> str | None:
     return value
 
 
+_URL_RE = re.compile(r"^(https?|file)://[^\s\"'`$\\]+$")
+
+
+def check_url(value: str, what: str = "mirror URL") -> str:
+    """An http(s) or file URL without spaces, quotes or shell expansions."""
+    if not isinstance(value, str) or not _URL_RE.match(value):
+        raise ValueError(f"malformed {what} {value!r} (allowed: http://, https:// or file:// URLs without spaces, "
+                         "quotes or $)")
+    return value
+
+
 VersionStr = Annotated[str, AfterValidator(check_version)]
+Url = Annotated[str, AfterValidator(check_url)]
 ImageTemplate = Annotated[str, AfterValidator(check_template)]
 
 
@@ -108,6 +120,9 @@ class Matrix(_Model):
 
     namespace: str = Field("gpustack", pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*$")
     repository: str = Field("runner", pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*$")
+    mirrors: dict[Url, Url] = Field(default_factory=dict, description=(
+        "URL prefix -> replacement, for indexes and downloads the recipes name (a build farm's mirror); "
+        "$RUNNER_MIRRORS (FROM=TO pairs) adds to and overrides it."))
     backends: dict[str, Backend]
 
 

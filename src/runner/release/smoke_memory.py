@@ -8,10 +8,7 @@ import json
 import os
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    base = os.environ.get("RUNNER_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
-    return Path(base)
+from runner.model.files import cache_root
 
 
 class SmokeMemory:

@@ -40,9 +40,15 @@ def script(name: str, data: dict, python: str = "python3") -> str:
     return f"{python} - <<'{_END}'\nINPUT = {json.dumps(data, sort_keys=True)!r}\nimport json as _json\nINPUT = _json.loads(INPUT)\n{source(name)}{_END}\n"
 
 
+def declared(leaf: Stage) -> list:
+    """The components the leaf's stages declare (what the image ships), copy sources excluded: a
+    build stage's wheel counts where it is installed."""
+    return [c for stage in leaf.chain() for c in stage.components]
+
+
 def components(leaf: Stage) -> frozenset[str]:
-    """Names of the components the leaf's stages declare (what the image ships)."""
-    return frozenset(name for stage in leaf.chain() for name, _ in getattr(stage, "components", ()))
+    """Names of the components the image ships."""
+    return frozenset(c.name for c in declared(leaf))
 
 
 def _vllm_cli(t: Target, leaf: Stage, given: dict) -> dict:
@@ -71,8 +77,15 @@ def _prereleases(t: Target, leaf: Stage, given: dict) -> dict:
     return {"allowed": sorted(allowed_prereleases(leaf) | set(given.get("allowed", ())))}
 
 
+def _components(t: Target, leaf: Stage, given: dict) -> dict:
+    from runner.compose.components import DRIVER_LIBRARIES
+
+    return {"components": [c.check() for c in declared(leaf)], "driver_libraries": list(DRIVER_LIBRARIES)}
+
+
 INPUTS: dict[str, Callable[[Target, Stage, dict], dict]] = {
     "vllm_cli": _vllm_cli, "ray_cli": _ray_cli, "env_paths": _env_paths, "prereleases": _prereleases,
+    "components": _components,
 }
 
 

@@ -1,0 +1,101 @@
+"""Static checks on the stage plan, before anything is built (`runner plan` runs them):
+
+- search paths: an ENV may only extend `PATH` and `LD_LIBRARY_PATH`, never replace what the base
+  image (or an earlier stage) put there;
+- build arguments: an ARG marked required must be read by a step of its stage (a script, or the base
+  image it names), not only copied into an ENV: otherwise `--build-arg` relabels an image the
+  scripts still build from hard-coded values;
+- downloads: every URL a script fetches from comes from a declared source (runner.compose.sources:
+  once, with its version in it), or is an index or find-links URL of the step's declared requirements.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from runner.compose.sources import declared_url_at
+from runner.compose.stages import Env, Run, Stage
+
+SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH")
+_URL = re.compile(r"https?://")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one stage."""
+
+    check: str  # search-path, required-arg, undeclared-url
+    stage: str  # kind and name
+    key: str  # the stage's content key
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: stage {self.stage} ({self.key[:12]}): {self.message}"
+
+
+def check_stages(stages: Iterable[Stage]) -> list[Finding]:
+    """Every finding over distinct stages, in plan order."""
+    found: list[Finding] = []
+    for stage in stages:
+        found += _search_paths(stage) + _required_args(stage) + _urls(stage)
+    return found
+
+
+def _finding(check: str, stage: Stage, message: str) -> Finding:
+    return Finding(check, f"{stage.kind} {stage.name}", stage.key, message)
+
+
+def _search_paths(stage: Stage) -> list[Finding]:
+    out = []
+    for step in stage.steps:
+        if not isinstance(step, Env):
+            continue
+        for name, value in step.values:
+            if name in SEARCH_PATHS and not re.search(rf"\$\{{?{name}\b", value):
+                out.append(_finding("search-path", stage, f"ENV {name}={value} replaces the {name} of the image it "
+                                                          f"starts from; extend it: {name}=...:${{{name}}}"))
+    return out
+
+
+def arg_read(stage: Stage, name: str) -> bool:
+    """Whether a step of the stage reads ARG `name`: a script, or (for the runtime) the base image,
+    whose default names the versions it is made of."""
+    pattern = re.compile(rf"\$\{{?{name}\b")
+    if any(isinstance(s, Run) and pattern.search(s.script) for s in stage.steps):
+        return True
+    parent = stage.parent
+    arg = next((a for a in stage.args if a.name == name), None)
+    return bool(parent is not None and parent.kind == "base" and arg and arg.value
+                and re.search(rf"(?<![\d.]){re.escape(arg.value)}(?!\.?\d)", parent.image or ""))
+
+
+def _required_args(stage: Stage) -> list[Finding]:
+    return [_finding("required-arg", stage, f"ARG {a.name} is marked required but no step of the stage reads it "
+                                            f"(its value {a.value!r} is only copied into the image's ENV or labels): "
+                                            f"read ${{{a.name}}} where the value is used, or mark it required=False")
+            for a in stage.args if a.required and not arg_read(stage, a.name)]
+
+
+def _urls(stage: Stage) -> list[Finding]:
+    out = []
+    for step in stage.steps:
+        if not isinstance(step, Run):
+            continue
+        allowed = _requirement_urls(step)
+        for m in _URL.finditer(step.script):
+            if declared_url_at(step.script, m.start()) or any(step.script.startswith(u, m.start()) for u in allowed):
+                continue
+            url = re.match(r"\S+", step.script[m.start():])[0].rstrip("\"');")
+            out.append(_finding("undeclared-url", stage, f"{url} in step {step.title or '(untitled)'!r} is not a "
+                                                         "declared source: declare it once, with its version, "
+                                                         "as a Download or Git in the recipe"))
+    return out
+
+
+def _requirement_urls(step: Run) -> tuple[str, ...]:
+    r = step.requirements
+    if r is None:
+        return ()
+    return tuple(u for u in (r.index_url, *r.extra_index_urls, *r.find_links) if u)

@@ -1,0 +1,70 @@
+"""The mirror map: URL prefixes the recipes name (a PyTorch wheel index, a vendor's download host)
+rewritten to where a build farm, an air-gapped site or a test really reaches them. It applies to what
+the engines run and to what `runner resolve` checks alike, so both see the same places.
+
+Sources, later ones winning for the same prefix: `mirrors:` in matrix.yaml, then $RUNNER_MIRRORS
+(`FROM=TO` pairs separated by white space). The longest matching prefix is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from runner.model.errors import UserError
+from runner.model.matrix import check_url
+
+ENV = "RUNNER_MIRRORS"
+
+
+@dataclass(frozen=True)
+class Mirrors:
+    """Prefix -> replacement, longest prefix first."""
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, str]) -> Mirrors:
+        return cls(tuple(sorted(mapping.items(), key=lambda p: -len(p[0]))))
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def url(self, url: str) -> str:
+        """One URL, rewritten by the longest prefix that matches it."""
+        for prefix, target in self.pairs:
+            if url.startswith(prefix):
+                return target + url[len(prefix):]
+        return url
+
+    def text(self, text: str) -> str:
+        """Every URL in a script, rewritten (an unmatched text is returned as it was)."""
+        if not self.pairs:
+            return text
+        pattern = "|".join(re.escape(p) for p, _ in self.pairs)  # longest first: alternation tries in order
+        return re.sub(pattern, lambda m: dict(self.pairs)[m[0]], text)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.pairs)
+
+
+def parse_env(value: str) -> dict[str, str]:
+    """`FROM=TO FROM2=TO2` from $RUNNER_MIRRORS; a malformed pair is a user error naming it."""
+    found: dict[str, str] = {}
+    for word in value.split():
+        prefix, sep, target = word.partition("=")
+        try:
+            if not sep:
+                raise ValueError(f"malformed pair {word!r} (allowed: FROM=TO)")
+            found[check_url(prefix, "mirrored URL")] = check_url(target)
+        except ValueError as e:
+            raise UserError(f"${ENV}: {e}") from None
+    return found
+
+
+def mirrors(matrix_mirrors: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> Mirrors:
+    """The project's mirror map: the matrix's, overridden by the environment's."""
+    env = os.environ if environ is None else environ
+    return Mirrors.of({**(matrix_mirrors or {}), **parse_env(env.get(ENV, ""))})

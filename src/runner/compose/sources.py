@@ -1,0 +1,96 @@
+"""What a recipe downloads, declared once with its version in it: release archives and files
+(`Download`) and git repositories at a tag or commit (`Git`). Steps render their fetch commands from
+these declarations, so `runner plan`'s static checks can tell every URL in a script from a declared
+one, and a mirror map can point any of them elsewhere."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+CURL = "curl --retry 3 --retry-connrefused -fsSL"
+_VERSIONISH = re.compile(r"^v?\d|\d+\.\d+|\$\{[A-Z0-9_]*VERSION\}")  # a release tag names a version
+# Every source declared in this process, for the static check that finds undeclared URLs in scripts.
+_DOWNLOADS: dict[tuple[str, str], "Download"] = {}
+_REPOSITORIES: dict[str, set[str]] = {}
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file fetched over HTTP(S); `url` holds `{version}` (and may hold `{arch}`, `{ARCH}`, ...,
+    filled in the shell) so the version is part of every URL it gives."""
+
+    name: str
+    url: str
+    version: str
+    headers: tuple[str, ...] = ()  # e.g. a Referer a download host insists on
+
+    def __post_init__(self) -> None:
+        if "{version}" not in self.url:
+            raise ValueError(f"download {self.name!r}: its URL must carry {{version}}: {self.url!r}")
+        _DOWNLOADS[(self.url, self.version)] = self
+
+    def pattern(self) -> re.Pattern:
+        """Matches the URL as a script holds it: the version as declared, other fields as the shell
+        fills them (`$(uname -m)`, `${arch}`)."""
+        parts = re.split(r"(\{[a-zA-Z_]+\})", self.url.replace("{version}", self.version))
+        return re.compile("".join(".+?" if re.fullmatch(r"\{\w+\}", p) else re.escape(p) for p in parts))
+
+    def href(self, **fields: str) -> str:
+        """The URL for this version; other {fields} are given here or left to the shell as $VARS."""
+        url = self.url.replace("{version}", self.version)
+        for key, value in fields.items():
+            url = url.replace("{" + key + "}", value)
+        return url
+
+    def fetch(self, dest: str = "", **fields: str) -> str:
+        """The shell that downloads it (to `dest`, or to stdout for a pipe)."""
+        headers = "".join(f" -H {shlex.quote(h)}" for h in self.headers)
+        out = f" -o {shlex.quote(dest)}" if dest else ""
+        return f'{CURL}{headers}{out} "{self.href(**fields)}"'
+
+
+@dataclass(frozen=True)
+class Git:
+    """A git repository at a release tag or a commit."""
+
+    name: str
+    url: str
+    ref: str  # a tag (v0.14.1) or a commit (9b680f42)
+    branch_reason: str = ""  # why a branch is followed instead (a fork that publishes no tags)
+
+    def __post_init__(self) -> None:
+        if not self.ref:
+            raise ValueError(f"repository {self.name!r}: give the tag or commit to check out")
+        if not (self.is_commit or _VERSIONISH.search(self.ref) or self.branch_reason):
+            raise ValueError(f"repository {self.name!r}: {self.ref!r} is neither a release tag nor a commit; "
+                             "a branch moves under the build, so say why it is followed (branch_reason=...)")
+        _REPOSITORIES.setdefault(self.url, set()).add(self.ref)
+
+    @property
+    def is_commit(self) -> bool:
+        return bool(re.fullmatch(r"[0-9a-f]{7,40}", self.ref))
+
+    def clone(self, dest: str, submodules: bool = True) -> str:
+        """The shell that checks the repository out at its ref into `dest`."""
+        sub = " --recursive --shallow-submodules" if submodules else ""
+        if self.is_commit:
+            return (f"git clone{sub} {shlex.quote(self.url)} {shlex.quote(dest)} && git -C {shlex.quote(dest)} "
+                    f"checkout {self.ref}" + (f" && git -C {shlex.quote(dest)} submodule update --init --recursive"
+                                               if submodules else ""))
+        return f"git clone --depth 1 --single-branch --branch {shlex.quote(self.ref)}{sub} {shlex.quote(self.url)} {shlex.quote(dest)}"
+
+
+def github(owner_repo: str, ref: str, name: str = "") -> Git:
+    return Git(name or owner_repo.rsplit("/", 1)[1].lower(), f"https://github.com/{owner_repo}.git", ref)
+
+
+def declared_url_at(script: str, pos: int) -> bool:
+    """Whether the URL starting at `pos` in a script comes from a declared Download or Git."""
+    if any(script.startswith(url, pos) for url in _REPOSITORIES):
+        return True
+    headers = {h.split(":", 1)[1].strip() for d in _DOWNLOADS.values() for h in d.headers if ":" in h}
+    if any(script.startswith(h, pos) for h in headers if h):
+        return True
+    return any(d.pattern().match(script, pos) for d in _DOWNLOADS.values())

@@ -1,0 +1,55 @@
+# Probe: every component the recipe declares is in the image. Runs inside the image under test;
+# runner puts `INPUT = {...}` above this text: each component's Python distribution and version,
+# modules that must import without an accelerator, paths that must exist, and native libraries
+# whose dependencies must all resolve (`ldd`), except the driver libraries only a host with the
+# device has.
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+try:
+    from importlib import metadata
+except ImportError:
+    import importlib_metadata as metadata
+
+
+def ldd_missing(path, driver):
+    try:
+        out = subprocess.run(["ldd", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode(errors="replace")
+    except OSError as e:
+        return ["ldd: %s" % e]
+    missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+    return [m for m in missing if not any(m.startswith(d) for d in driver)]
+
+
+failed = 0
+for c in INPUT["components"]:  # noqa: F821 - INPUT is put above this text by runner
+    problems = []
+    if c["dist"]:
+        try:
+            found = metadata.version(c["dist"])
+            if not found.split("+")[0].startswith(c["version"].split("+")[0]):
+                problems.append("%s is %s, not %s" % (c["dist"], found, c["version"]))
+        except metadata.PackageNotFoundError:
+            problems.append("%s is not installed" % c["dist"])
+    for module in c["imports"]:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - the real error is the result
+            problems.append("import %s: %s: %s" % (module, type(e).__name__, str(e)[:300]))
+    for pattern in c["paths"]:
+        if not glob.glob(os.path.expandvars(pattern)):
+            problems.append("%s does not exist" % pattern)
+    for pattern in c["libs"]:
+        found = glob.glob(os.path.expandvars(pattern), recursive=True)
+        if not found:
+            problems.append("no library matches %s" % pattern)
+        for lib in found:
+            missing = ldd_missing(lib, INPUT["driver_libraries"])  # noqa: F821
+            if missing:
+                problems.append("%s needs %s" % (lib, ", ".join(missing)))
+    failed += bool(problems)
+    print("%-24s %-16s %s" % (c["name"], c["version"], "ok" if not problems else "FAILED: " + "; ".join(problems)))
+sys.exit(1 if failed else 0)

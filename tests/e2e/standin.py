@@ -1,0 +1,154 @@
+"""Stand-ins for real runner images, built on the local BuildKit from the package index: a Debian base
+made offline-capable with debootstrap, the service's real packages (vLLM with its torch and Ray,
+SGLang, VoxBox), and the environment the matrix target's recipe gives its image. They are what can
+be had here of a vendor base image; the checks a stand-in cannot pass say so in the tests.
+
+Downloads are kept on this machine between runs (RUNNER_TEST_CACHE, default ~/.cache/runner-tests):
+the Debian root file system as a tarball, and each image's wheels in a folder served to the build
+over loopback; a rerun downloads nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e import infra
+
+CACHE = infra.TEST_CACHE
+SUITE = "bookworm"  # Debian 12: python 3.11, glibc 2.36
+BASE = f"runner-standin/debian:{SUITE}"
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class Standin:
+    """A stand-in image: what it installs, and the target whose recipe environment it carries."""
+
+    name: str
+    target: str  # e.g. cuda12.8-vllm0.14.1
+    requirements: tuple[str, ...]
+    torch: str = ""  # installed first, in a layer the stand-ins on the same torch share
+    build_constraints: tuple[str, ...] = ()  # for sdists the stand-in builds into wheels, as the recipe says
+
+    @property
+    def image(self) -> str:
+        return f"runner-standin/{self.name}:latest"
+
+
+def timed(what: str):
+    """Print how long a slow part took (CI shows it)."""
+    @contextmanager
+    def clock():
+        start = time.monotonic()
+        yield
+        print(f"[standin] {what}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+    return clock()
+
+
+def rootfs() -> Path:
+    """A Debian root file system tarball with python3, pip, tini and procps (debootstrap, cached)."""
+    packages = ",".join(sorted({"python3", "python3-pip", "tini", "procps"}))
+    tar = CACHE / f"debian-{SUITE}-{hashlib.sha256(packages.encode()).hexdigest()[:12]}.tar"
+    if tar.exists():
+        return tar
+    CACHE.mkdir(parents=True, exist_ok=True)
+    root = CACHE / f"{tar.stem}.root"
+    shutil.rmtree(root, ignore_errors=True)
+    with timed(f"debootstrap {SUITE} with {packages}"):
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(root)],
+                       check=True, capture_output=True)
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for f in (root / leftover).glob("*"):
+            if f.is_file():
+                f.unlink()
+    with tarfile.open(f"{tar}.part", "w") as out:
+        out.add(root, arcname=".")
+    Path(f"{tar}.part").rename(tar)
+    shutil.rmtree(root, ignore_errors=True)
+    return tar
+
+
+def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
+    """One folder of wheels on this machine that every stand-in installs from. Each stand-in's set is
+    resolved by pip on the stand-in's own python (its exact version decides some markers) and
+    downloaded once; an sdist is built into a wheel there, under the recipe's build constraints."""
+    folder = CACHE / "wheelhouse"
+    wanted = ([f"torch=={standin.torch}"] if standin.torch else []) + list(standin.requirements)
+    key = hashlib.sha256("\n".join([SUITE, *wanted, "|", *standin.build_constraints]).encode()).hexdigest()[:16]
+    marker = folder / ".sets" / key
+    if marker.exists():
+        return folder
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    (folder / ".build-constraints.txt").write_text("".join(f"{c}\n" for c in standin.build_constraints))
+    pip = "python3 -m pip {} --isolated -q --no-cache-dir --cert /etc/runner-ca.crt"
+    script = (f"{pip.format('download')} --prefer-binary --dest /wheels \"$@\"\n"
+              "for sdist in /wheels/*.tar.gz /wheels/*.zip; do\n"
+              "  [ -e \"$sdist\" ] || continue\n"
+              f"  {pip.format('wheel')} --no-deps --wheel-dir /wheels \"$sdist\" && rm \"$sdist\"\n"
+              "done\n")
+    with timed(f"download {' '.join(wanted)}"):
+        # the host's CA bundle: where a network re-signs TLS, it holds that network's authority too;
+        # PIP_CONSTRAINT reaches the isolated build environments too (build constraints)
+        e.docker("run", "--rm", "--network", "host", "-v", f"{folder}:/wheels", "-v", f"{HOST_CA}:/etc/runner-ca.crt:ro",
+                 "-e", "PIP_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "PIP_CONSTRAINT=",
+                 BASE, "sh", "-ec", script, "download", *wanted, timeout=3600)
+    marker.write_text("\n".join(wanted) + "\n")
+    return folder
+
+
+def recipe_env(project, target: str, platform: str = "linux/amd64") -> dict[str, str]:
+    """The environment the target's recipe gives its image (what the stand-in must carry)."""
+    return project.leaf_stage(target, platform).env()
+
+
+def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
+    """Build the stand-in image on the test daemon; returns its reference (remove it with `remove`)."""
+    if e.docker("image", "inspect", BASE, check=False).returncode != 0:
+        ctx = e.root / "standin-base"
+        ctx.mkdir(exist_ok=True)
+        shutil.copy(rootfs(), ctx / "rootfs.tar")
+        with timed("import the Debian base"):
+            e.docker("build", "-t", BASE, str(ctx), "-f", "-", input="FROM scratch\nADD rootfs.tar /\n")
+    wheels = wheelhouse(e, standin)
+    port = _stable_port(wheels)
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(wheels),
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    install = (f"python3 -m pip install --no-cache-dir --no-index --find-links http://127.0.0.1:{port}/ ")
+    try:
+        infra.wait_for(lambda: infra.port_open(port), "the wheelhouse")
+        lines = [f"FROM {BASE}", "RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED"]
+        if standin.torch:  # the same layer for every stand-in on this torch
+            lines.append(f"RUN {install}torch=={standin.torch}")
+        lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
+        lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(env.items()) if k != "PATH"]
+        lines.append('ENTRYPOINT ["tini", "--"]')
+        ctx = e.root / f"standin-{standin.name}"
+        ctx.mkdir(exist_ok=True)
+        (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+        with timed(f"build the {standin.name} stand-in"):
+            e.docker("build", "--network", "host", "-t", standin.image, str(ctx))
+    finally:
+        server.terminate()
+        server.wait()
+    return standin.image
+
+
+def remove(e: infra.Environment, *images: str) -> None:
+    """Remove stand-in images and the build cache they left (they are large)."""
+    e.docker("rmi", "-f", *images, check=False)
+    e.docker("builder", "prune", "-af", check=False)
+
+
+def _stable_port(folder: Path) -> int:
+    """The wheelhouse's port is part of each RUN line, so the same port keeps the layers cached."""
+    port = 40000 + int(hashlib.sha256(str(folder).encode()).hexdigest(), 16) % 9000
+    return port if not infra.port_open(port) else infra.free_port()
