@@ -21,6 +21,7 @@ TORCH_INDEX = "https://download.pytorch.org/whl/cu{}"
 
 TORCH = {">=0.14": "2.9.1", ">=0.11.2": "2.9.0", ">=0.10.2": "2.8.0"}
 FLASHINFER = {">=0.12": "0.5.3", ">=0.11.2": "0.5.2", ">=0.11": "0.3.1", ">=0.10.2": "0.3.0"}  # vLLM's own pins
+SGLANG_FLASHINFER = {">=0.5.8": "0.6.1", ">=0.5.6": "0.5.3", ">=0.5.5": "0.5.2", ">=0.5.4": "0.5.0"}  # SGLang's pins
 FLASH_ATTN = {">=0.12": "2.8.3", ">=0.11": "2.8.2"}
 LMCACHE = {">=0.14": "0.3.12", ">=0.13": "0.3.11", ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2",
            ">=0.11": "0.3.9.post1", ">=0.10.2": "0.3.6"}
@@ -224,16 +225,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     install(b, t, reqs, mounts=[Mount(wheel, "/workspace/vllm", "/mnt/vllm")])
     install(b, t, RAY_EXTRAS)
     b.component(python("vllm", v, imports=("vllm",)), python("ray", "", imports=("ray.dashboard",)))
-    fi = pick(v, FLASHINFER)
-    fi_reqs = [pkg(f"flashinfer-python=={fi}")]
-    aot = at_least(fi, "0.5")  # the ahead-of-time kernels and cubins come as packages from 0.5 on
-    if aot:
-        fi_reqs += [pkg(f"flashinfer-cubin=={fi}"), pkg(f"flashinfer-jit-cache=={fi}+cu{cu}")]
-    install(b, t, Requirements(tuple(fi_reqs), extra_index_urls=((FLASHINFER_JIT.format(cu=cu),) if aot else ()),
-                               title=f"FlashInfer {fi} with its ahead-of-time kernels"))
-    b.component(python("flashinfer", fi, dist="flashinfer-python", imports=("flashinfer",)))
-    if aot:
-        b.component(python("flashinfer-cubin", fi), python("flashinfer-jit-cache", fi))
+    flashinfer_step(b, t, pick(v, FLASHINFER), cu)
     mounts, wheels = [], []
     if (fa := pick_or(v, FLASH_ATTN)) and p == "linux/amd64":  # see LEFT_OUT for arm64
         mounts.append(Mount(flash_attn_build(t, p, torch, fa), "/workspace/flash-attn", "/mnt/flash-attn"))
@@ -293,6 +285,23 @@ def sglang_build(t: Target, platform: str, version: str) -> Stage:
         rm -rf /tmp/sglang /root/.cargo /root/.rustup""", cap=8, args={"SGLANG_VERSION": version})
 
 
+def flashinfer_step(b: StageBuilder, t: Target, version: str, cu: str, over: str = "") -> None:
+    """FlashInfer in a step of its own (never in the same resolve as the service that pins it), with
+    its ahead-of-time kernels from 0.5 on; `over` names the service whose own pin this one replaces."""
+    reqs = [pkg(f"flashinfer-python=={version}")]
+    aot = at_least(version, "0.5")  # the ahead-of-time kernels and cubins come as packages from 0.5 on
+    if aot:
+        reqs += [pkg(f"flashinfer-cubin=={version}"), pkg(f"flashinfer-jit-cache=={version}+cu{cu}")]
+    names = tuple(p.name for p in reqs)
+    install(b, t, Requirements(tuple(reqs), extra_index_urls=((FLASHINFER_JIT.format(cu=cu),) if aot else ()),
+                               upgrade=names if over else (), supersedes=tuple((over, n) for n in names[:2]) if over else (),
+                               title=f"FlashInfer {version}" + (" with its ahead-of-time kernels" if aot else "")
+                               + (f" (SGLang's, over {over}'s)" if over else "")))
+    b.component(python("flashinfer", version, dist="flashinfer-python", imports=("flashinfer",)))
+    if aot:
+        b.component(python("flashinfer-cubin", version), python("flashinfer-jit-cache", version))
+
+
 def sglang(t: Target, runtime: Stage) -> Stage:
     """SGLang images start from the release's vLLM image, so torch and Ray come with it."""
     p, v = runtime.platform, t.service_version
@@ -303,12 +312,16 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     extras = ("diffusion",) if p == "linux/amd64" and at_least(v, "0.5.5") else ()  # the extra appeared in 0.5.5
     reqs = Requirements((pkg("sglang", extras=extras, built=f'"$(ls /mnt/sglang/sglang-${{SGLANG_VERSION}}-*.whl){"[diffusion]" if extras else ""}"',
                              resolve_as=f"sglang{'[diffusion]' if extras else ''}=={v}",
-                             without=("torch", "torchaudio", "torchvision", "flashinfer-python", "sgl-kernel")),
+                             without=("torch", "torchaudio", "torchvision", "flashinfer-python", "flashinfer-cubin",
+                                      "sgl-kernel")),  # torch is the image's; FlashInfer gets a step of its own
                          pkg("sgl-kernel==${SGLANG_KERNEL_VERSION}"),
                          pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
                         prereleases=OTEL_BETAS, title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
     install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true",
             mounts=[Mount(sglang_build(t, p, v), "/workspace/sglang", "/mnt/sglang")])
+    fi, base_fi = pick(v, SGLANG_FLASHINFER, "FlashInfer"), pick(SGLANG_BASE_VLLM, FLASHINFER)
+    if fi != base_fi:  # SGLang is the service here: its FlashInfer pin wins over the vLLM image's
+        flashinfer_step(b, t, fi, cuda_tag(torch_cuda(t)), over="vllm")
     b.component(python("sglang", v, imports=("sglang",)), python("sgl-kernel", kernel_version),
                 python("sglang-router", "", imports=("sglang_router",)))
     return finish(b, t, SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN="1", SGLANG_INT4_WEIGHT="0",

@@ -89,16 +89,18 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
         return folder
     marker.parent.mkdir(parents=True, exist_ok=True)
     (folder / ".build-constraints.txt").write_text("".join(f"{c}\n" for c in standin.build_constraints))
-    pip = "python3 -m pip {} --isolated -q --no-cache-dir --cert /etc/runner-ca.crt"
+    pip = "python3 -m pip {} -q"
     script = (f"{pip.format('download')} --prefer-binary --dest /wheels \"$@\"\n"
               "for sdist in /wheels/*.tar.gz /wheels/*.zip; do\n"
               "  [ -e \"$sdist\" ] || continue\n"
               f"  {pip.format('wheel')} --no-deps --wheel-dir /wheels \"$sdist\" && rm \"$sdist\"\n"
               "done\n")
     with timed(f"download {' '.join(wanted)}"):
-        # the host's CA bundle: where a network re-signs TLS, it holds that network's authority too;
-        # PIP_CONSTRAINT reaches the isolated build environments too (build constraints)
+        # the host's CA bundle: where a network re-signs TLS, it holds that network's authority too.
+        # pip's settings go by environment so the isolated build environments get them as well
+        # (PIP_CONSTRAINT: the build constraints)
         e.docker("run", "--rm", "--network", "host", "-v", f"{folder}:/wheels", "-v", f"{HOST_CA}:/etc/runner-ca.crt:ro",
+                 "-e", "PIP_CERT=/etc/runner-ca.crt", "-e", "PIP_NO_CACHE_DIR=1", "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1",
                  "-e", "PIP_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "PIP_CONSTRAINT=",
                  BASE, "sh", "-ec", script, "download", *wanted, timeout=3600)
     marker.write_text("\n".join(wanted) + "\n")

@@ -85,6 +85,9 @@ class Requirements:
     installer: str = "uv"  # "pip" before uv is there (the runtime's own build tools)
     prereleases: tuple[str, ...] = ()  # dependencies published only as pre-releases (say which in the recipe)
     from_declared: tuple[str, ...] = ()  # packages that must come from this step's own index or find-links
+    # installed distributions whose requirements this step knowingly overrides, and which requirements:
+    # (("vllm", "flashinfer-python"),) where an SGLang image's FlashInfer replaces its vLLM's
+    supersedes: tuple[tuple[str, str], ...] = ()
 
     def allowed_prereleases(self) -> set[str]:
         return {canonical(p.name) for p in self.packages if p.prerelease} | {canonical(n) for n in self.prereleases}
@@ -172,3 +175,12 @@ def installs(leaf: Stage) -> Installs:
 def allowed_prereleases(leaf: Stage) -> set[str]:
     """Packages the leaf's recipe lets resolve to a pre-release (canonical names)."""
     return set().union(*(r.allowed_prereleases() for _, r in installs(leaf).steps)) if installs(leaf).steps else set()
+
+
+def superseded(leaf: Stage) -> dict[str, set[str]]:
+    """Installed distribution -> requirements of it the leaf's recipe knowingly overrides."""
+    out: dict[str, set[str]] = {}
+    for _, r in installs(leaf).steps:
+        for dist, requirement in r.supersedes:
+            out.setdefault(canonical(dist), set()).add(canonical(requirement))
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
 from typing import Annotated
 
 import dagger
@@ -32,3 +34,59 @@ Concurrency = Annotated[int, Doc("images built and tested at once")]
 Gpu = Annotated[bool, Doc("also run the backend's device check: NVIDIA only, with the engine started with "
                           "_EXPERIMENTAL_DAGGER_GPU_SUPPORT=1 on a host with the NVIDIA container toolkit; "
                           "skipped (not failed) where the engine has no device")]
+
+
+def _pack_folder() -> Path:
+    """pack/ beside the installed runner source (the module includes its recipes, not the rest)."""
+    import runner
+
+    for folder in (Path(runner.__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents):
+        if (folder / "pack").is_dir():
+            return folder / "pack"
+    return Path.cwd() / "pack"
+
+
+def _backend_enum() -> type[dagger.Enum]:
+    """The Backend enum, made from pack/*/recipe.py so that a new backend needs no edit here. Each
+    member's description is the first words of its recipe's docstring (e.g. "NVIDIA CUDA")."""
+    import ast
+
+    members = {}
+    for recipe in sorted(_pack_folder().glob("*/recipe.py")):
+        doc = ast.get_docstring(ast.parse(recipe.read_text())) or recipe.parent.name
+        members[recipe.parent.name.upper()] = (recipe.parent.name, doc.split(":", 1)[0].strip())
+    backend = enum.Enum("Backend", {name: value for name, (value, _) in members.items()}, module=__name__)
+    backend.__doc__ = "An accelerated backend of the matrix (one per pack/<backend>/recipe.py)."
+    for name, (_, title) in members.items():
+        backend[name].description = title  # the SDK reads a member's `description`
+    return dagger.enum_type(backend)
+
+
+Backend = _backend_enum()
+OptBackend = Annotated[Backend | None, Doc("only this backend")]
+SkipMissing = Annotated[bool, Doc("list and skip targets whose earlier step left nothing to work on (a failed CI "
+                                  "leg, already red) instead of failing the call")]
+
+
+@dagger.enum_type
+class MatrixFormat(enum.Enum):
+    """How `matrix` prints the selection."""
+
+    TABLE = "table"
+    """a table for people"""
+    JSON = "json"
+    """a JSON list of targets"""
+    GITHUB = "github"
+    """strategy.matrix for GitHub Actions: one job per target and platform"""
+    GITLAB = "gitlab"
+    """parallel:matrix for GitLab CI: one job per target and platform"""
+
+
+@dagger.enum_type
+class DockerfileForm(enum.Enum):
+    """Dockerfile flavour."""
+
+    HEREDOC = "heredoc"
+    """RUN <<EOF heredocs (Dockerfile 1.4 and later)"""
+    COMPAT = "compat"
+    """no heredocs, for built-in frontends such as Docker 20.10's"""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,69 +10,13 @@ import dagger
 from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
-from runner.dagger.args import (BackendVersion, Catalog, Concurrency, Gpu, IncludeDeprecated, Insecure, Namespace,
-                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, Source, Tag,
-                                Username, Variant)
+from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
+                                Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
+                                Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
 from runner.ui.selection import selection_of
-
-
-def _pack_folder() -> Path:
-    """pack/ beside the installed runner source (the module includes its recipes, not the rest)."""
-    import runner
-
-    for folder in (Path(runner.__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents):
-        if (folder / "pack").is_dir():
-            return folder / "pack"
-    return Path.cwd() / "pack"
-
-
-def _backend_enum() -> type[dagger.Enum]:
-    """The Backend enum, made from pack/*/recipe.py so that a new backend needs no edit here. Each
-    member's description is the first words of its recipe's docstring (e.g. "NVIDIA CUDA")."""
-    import ast
-
-    members = {}
-    for recipe in sorted(_pack_folder().glob("*/recipe.py")):
-        doc = ast.get_docstring(ast.parse(recipe.read_text())) or recipe.parent.name
-        members[recipe.parent.name.upper()] = (recipe.parent.name, doc.split(":", 1)[0].strip())
-    backend = enum.Enum("Backend", {name: value for name, (value, _) in members.items()}, module=__name__)
-    backend.__doc__ = "An accelerated backend of the matrix (one per pack/<backend>/recipe.py)."
-    for name, (_, title) in members.items():
-        backend[name].description = title  # the SDK reads a member's `description`
-    return dagger.enum_type(backend)
-
-
-Backend = _backend_enum()
-OptBackend = Annotated[Backend | None, Doc("only this backend")]
-SkipMissing = Annotated[bool, Doc("list and skip targets whose earlier step left nothing to work on (a failed CI "
-                                  "leg, already red) instead of failing the call")]
-
-
-@dagger.enum_type
-class MatrixFormat(enum.Enum):
-    """How `matrix` prints the selection."""
-
-    TABLE = "table"
-    """a table for people"""
-    JSON = "json"
-    """a JSON list of targets"""
-    GITHUB = "github"
-    """strategy.matrix for GitHub Actions: one job per target and platform"""
-    GITLAB = "gitlab"
-    """parallel:matrix for GitLab CI: one job per target and platform"""
-
-
-@dagger.enum_type
-class DockerfileForm(enum.Enum):
-    """Dockerfile flavour."""
-
-    HEREDOC = "heredoc"
-    """RUN <<EOF heredocs (Dockerfile 1.4 and later)"""
-    COMPAT = "compat"
-    """no heredocs, for built-in frontends such as Docker 20.10's"""
 
 
 def _selection(backend, backend_version="", variant="", service="", service_version="", platform="",
@@ -131,13 +74,42 @@ class Runner:
         service_version: ServiceVersion = "",
         include_deprecated: IncludeDeprecated = False,
     ) -> str:
-        """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count."""
+        """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
+        fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
+        from runner.compose.checks import check_stages
         from runner.compose.plan import make_plan
 
         project = await checkout.load(self.source)
         targets = project.select(_selection(backend, backend_version, "", service, service_version, "",
                                             include_deprecated))
-        return json.dumps(make_plan(targets, project.recipes).to_json(), indent=1)
+        plan = make_plan(targets, project.recipes)
+        if findings := check_stages(plan.stages):
+            raise Failed("\n".join(str(f) for f in findings))
+        return json.dumps(plan.to_json(), indent=1)
+
+    @function
+    async def resolve(
+        self,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        platform: Platform = "",
+        refresh: Annotated[bool, Doc("ask uv again, even for answers remembered for this content")] = False,
+    ) -> str:
+        """Every install step of the selected images resolved by uv against the real indexes, as JSON; fails
+        when a step does not resolve (steps behind an index the engine cannot reach are listed as not checked)."""
+        from runner.compose.plan import make_plan
+        from runner.verify.resolver import Resolver, resolve_all
+
+        project = await checkout.load(self.source)
+        targets = project.select(_selection(backend, backend_version, "", service, service_version, platform))
+        leaves = [x for x in make_plan(targets, project.recipes).leaves if not platform or x.platform == platform]
+        reports = await resolve_all(leaves, project.mirror_map(), Resolver(refresh=refresh))
+        conflicts = [f"{r.tag} {r.platform} step {r.step} ({r.title}): {r.message}" for r in reports if r.status == "conflict"]
+        if conflicts:
+            raise Failed(f"{len(conflicts)} install steps do not resolve:\n" + "\n".join(conflicts))
+        return json.dumps([r.to_json() for r in reports], indent=1)
 
     @function
     async def dockerfile(

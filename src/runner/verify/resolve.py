@@ -114,7 +114,8 @@ class Layers:
 
     installed: dict[str, str] = field(default_factory=dict)
     pinned: dict[str, str] = field(default_factory=dict)
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # indexes
+    find_links: tuple[str, ...] = ()
     unchecked: set[str] = field(default_factory=set)
 
 
@@ -151,8 +152,8 @@ def ask_for(step: Step, layers: Layers, python: str, platform: str, mirrors: Mir
     extras = tuple(dict.fromkeys(mirrors.url(expand(u, step.args)) for u in (*reqs.extra_index_urls, *layers.sources)
                                  if mirrors.url(expand(u, step.args)) != index))
     preferences = tuple(f"{n}=={v}" for n, v in sorted(installed.items()) if n not in given and n not in dropped)
-    ask = Ask(tuple(wanted), python, platform, index, extras,
-              tuple(mirrors.url(expand(u, step.args)) for u in reqs.find_links), tuple(constraints), tuple(overrides),
+    links = tuple(dict.fromkeys((*(mirrors.url(expand(u, step.args)) for u in reqs.find_links), *layers.find_links)))
+    ask = Ask(tuple(wanted), python, platform, index, extras, links, tuple(constraints), tuple(overrides),
               preferences, tuple(expand(c, step.args) for c in reqs.build_constraints),
               tuple(canonical(n) for n in reqs.from_declared))
     return ask, tuple(notes)

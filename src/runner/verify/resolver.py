@@ -159,7 +159,8 @@ class Resolver:
         if re.search(r"(dns error|Connect|timed out|Failed to fetch|error sending request)", err) and \
                 "No solution found" not in err:
             return Answer("not-checked", message="uv could not reach an index: " + _tail(err))
-        return Answer("conflict", message=_tail(err, 4000))
+        extras = "".join(f"{w}\n" for w in missing_extras)  # uv says this only as a warning, but it matters
+        return Answer("conflict", message=extras + _tail(err, 4000))
 
     def _read(self, key: str) -> Answer | None:
         try:
@@ -250,8 +251,10 @@ async def _layer(resolver: Resolver, report: StepReport, step, ask: Ask, answer:
         layers.installed.update(pins)
         layers.pinned.update(pins)
         layers.unchecked |= set(pins)
-    reachable = [u for u in ask.sources() if not await resolver.reach(u)]
-    layers.sources = tuple(dict.fromkeys((*layers.sources, *reachable)))
+    indexes = [u for u in (ask.index_url, *ask.extra_index_urls) if u and not await resolver.reach(u)]
+    links = [u for u in ask.find_links if not await resolver.reach(u)]
+    layers.sources = tuple(dict.fromkeys((*layers.sources, *indexes)))
+    layers.find_links = tuple(dict.fromkeys((*layers.find_links, *links)))
 
 
 async def resolve_all(leaves: Iterable[Leaf], mirrors: Mirrors, resolver: Resolver,

@@ -77,6 +77,12 @@ def _prereleases(t: Target, leaf: Stage, given: dict) -> dict:
     return {"allowed": sorted(allowed_prereleases(leaf) | set(given.get("allowed", ())))}
 
 
+def _pip_check(t: Target, leaf: Stage, given: dict) -> dict:
+    from runner.compose.requirements import superseded
+
+    return {"superseded": {dist: sorted(reqs) for dist, reqs in superseded(leaf).items()}}
+
+
 def _components(t: Target, leaf: Stage, given: dict) -> dict:
     from runner.compose.components import DRIVER_LIBRARIES
 
@@ -85,7 +91,7 @@ def _components(t: Target, leaf: Stage, given: dict) -> dict:
 
 INPUTS: dict[str, Callable[[Target, Stage, dict], dict]] = {
     "vllm_cli": _vllm_cli, "ray_cli": _ray_cli, "env_paths": _env_paths, "prereleases": _prereleases,
-    "components": _components,
+    "components": _components, "pip_check": _pip_check,
 }
 
 
