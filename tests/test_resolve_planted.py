@@ -136,6 +136,7 @@ SERVICES = ("vllm",)
 def runtime(t, base):
     b = StageBuilder("runtime", "runtime", base).arg("PYTHON_VERSION", t.python).arg("PLANT_VERSION", "9.9")
     b.run("curl -fsSL https://sh.rustup.rs | sh -s -- -y", title="a download no source declares")
+    b.run("uv pip install maturin", title="an install no declaration names")
     return b.env(PATH="/usr/local/plant/bin:/usr/bin:/bin").build()
 
 
@@ -152,6 +153,7 @@ def test_runner_plan_reports_what_no_resolver_sees(planted):
     assert "search-path: stage runtime runtime" in out.stderr and "replaces the PATH" in out.stderr
     assert "undeclared-url" in out.stderr and "https://sh.rustup.rs" in out.stderr
     assert "required-arg" in out.stderr and "ARG PLANT_VERSION" in out.stderr
+    assert "undeclared-install" in out.stderr and "'uv pip install maturin'" in out.stderr
     # the service's own version ARG is only copied into ENV in this recipe, too
     assert "ARG VLLM_VERSION" in out.stderr
 

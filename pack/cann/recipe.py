@@ -228,12 +228,34 @@ exec "./bin/$(basename "${BASH_SOURCE[0]}")_" "$@"
 """
 
 
+@shared
+def sglang_npu_build(t: Target, parent: Stage, version: str) -> Stage:
+    """sgl-kernel-npu with DeepEP, and the SGLang router, built as wheels for the service to install."""
+    b = StageBuilder("sglang-build", "sgl-kernel-npu-build", parent)
+    b.arg("SGLANG_VERSION", version, doc="SGLang release (its router)")
+    b.arg("SGLANG_KERNEL_NPU_VERSION", pick(version, SGL_KERNEL_NPU), doc="sgl-kernel-npu tag")
+    b.run(f"""
+        {WITH_CACHES}
+        {_build_env(b, t)}
+        mkdir -p /workspace/sglang
+        {github("sgl-project/sgl-kernel-npu", "${SGLANG_KERNEL_NPU_VERSION}").clone("/tmp/kernel")}
+        unset ASCEND_HOME_PATH && cd /tmp/kernel && ./build.sh
+        mv /tmp/kernel/output/deep_ep*.whl /tmp/kernel/output/sgl_kernel_npu*.whl /workspace/sglang/
+        {rust_toolchain()}
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
+        uv pip install setuptools-rust maturin
+        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
+        maturin build --release --features vendored-openssl --out /workspace/sglang
+        rm -rf /tmp/kernel /tmp/sglang /root/.cargo /root/.rustup
+        """, caches=caches(t, parent.platform, "uv", "ccache"), title="build sgl-kernel-npu (with DeepEP) and the SGLang router")
+    return b.build()
+
+
 def sglang(t: Target, runtime: Stage) -> Stage:
     p, v = runtime.platform, t.service_version
     torch = pick(v, SGLANG_TORCH, "torch")
     with_torch = npu_torch(t, runtime, torch, torch)
     b = service_builder(t, with_torch)
-    b.arg("SGLANG_KERNEL_NPU_VERSION", pick(v, SGL_KERNEL_NPU), doc="sgl-kernel-npu tag")
     cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
     deps = ("attrs==25.4.0", "decorator==5.2.1", "psutil==7.1.3", "pyyaml==6.0.3", "memfabric-hybrid==1.0.0",
             "triton-ascend==3.2.0")
@@ -251,20 +273,12 @@ def sglang(t: Target, runtime: Stage) -> Stage:
         {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
         if [[ -f /tmp/sglang/python/pyproject_other.toml ]]; then mv /tmp/sglang/python/pyproject_other.toml /tmp/sglang/python/pyproject.toml; fi""",
             after="rm -rf /tmp/vllm /tmp/sglang")
-    b.run(f"""
-        {WITH_CACHES}
-        {_build_env(b, t)}
-        {github("sgl-project/sgl-kernel-npu", "${SGLANG_KERNEL_NPU_VERSION}").clone("/tmp/kernel")}
-        unset ASCEND_HOME_PATH && cd /tmp/kernel && ./build.sh
-        uv pip install /tmp/kernel/output/deep_ep*.whl /tmp/kernel/output/sgl_kernel_npu*.whl
-        cd "$(python3 -m pip show deep-ep | sed -n 's/^Location: //p')" && ln -sf deep_ep/deep_ep_cpp*.so .
-        {rust_toolchain()}
-        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
-        uv pip install setuptools-rust maturin
-        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
-        maturin build --release --features vendored-openssl --out /tmp/router && uv pip install --force-reinstall /tmp/router/*.whl
-        rm -rf /tmp/kernel /tmp/sglang /tmp/router /root/.cargo /root/.rustup
-        """, caches=caches(t, p, "uv", "ccache"), title="sgl-kernel-npu (with DeepEP) and the SGLang router")
+    kernels = Requirements((pkg("deep-ep", built="/mnt/sglang/deep_ep*.whl"),
+                            pkg("sgl-kernel-npu", built="/mnt/sglang/sgl_kernel_npu*.whl"),
+                            pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
+                           reinstall=("sglang-router",), title="sgl-kernel-npu (with DeepEP) and the SGLang router")
+    install(b, t, kernels, mounts=[Mount(sglang_npu_build(t, with_torch, v), "/workspace/sglang", "/mnt/sglang")],
+            after='cd "$(python3 -m pip show deep-ep | sed -n \'s/^Location: //p\')" && ln -sf deep_ep/deep_ep_cpp*.so .')
     extras = Requirements((pkg("librosa"), pkg("soundfile"), pkg("mistral_common[audio]"),
                            pkg("custom-ops", built=CUSTOM_OPS.href(variant=t.variant, arch="$(uname -m)"))),
                           title="audio extras and Ascend custom ops")

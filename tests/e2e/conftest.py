@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -17,12 +18,20 @@ def e2e():
     if missing:
         message = ("end-to-end tests need: " + ", ".join(missing) +
                    "; install with `apt-get install docker.io docker-registry skopeo qemu-user-static binfmt-support "
-                   "busybox-static tini apache2-utils` and `dpkg --add-architecture arm64 && apt-get update` (.ci/run does this)")
+                   "busybox-static tini apache2-utils debootstrap` and `dpkg --add-architecture arm64 && apt-get update` (.ci/run does this)")
         if os.environ.get("RUNNER_E2E_REQUIRED"):
             pytest.fail(message)
         pytest.skip(message)
+    # a CI cancel (SIGTERM) must still stop the daemon and remove its data: turn it into the interrupt
+    # pytest tears fixtures down on
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     env = infra.start()
     try:
         yield env
     finally:
         infra.stop(env)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

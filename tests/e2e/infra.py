@@ -24,7 +24,7 @@ TEST_CACHE = Path(os.environ.get("RUNNER_TEST_CACHE") or Path.home() / ".cache" 
 DOCKER = "/usr/bin/docker"
 TOOLS = {"dockerd": "docker.io", DOCKER: "docker.io", "docker-registry": "docker-registry", "skopeo": "skopeo",
          "qemu-aarch64-static": "qemu-user-static", "busybox": "busybox-static", "htpasswd": "apache2-utils",
-         "dpkg-deb": "dpkg", "apt-get": "apt", "/usr/bin/tini-static": "tini"}
+         "dpkg-deb": "dpkg", "apt-get": "apt", "/usr/bin/tini-static": "tini", "debootstrap": "debootstrap"}
 APPLETS = ("sh", "ash", "cat", "echo", "ls", "mkdir", "rm", "ln", "tar", "gzip", "gunzip", "wget", "patch", "grep",
            "sed", "test", "[", "printenv", "base64", "chmod", "env", "head", "tail", "true", "false", "printf", "uname",
            "sleep", "id", "cp", "mv", "touch", "find", "xargs", "tr", "cut", "sort", "wc", "which")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.e2e import infra
 
 CACHE = infra.TEST_CACHE
 SUITE = "bookworm"  # Debian 12: python 3.11, glibc 2.36
+PYTHON, GLIBC = "3.11", "2_36"
 BASE = f"runner-standin/debian:{SUITE}"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -79,8 +81,9 @@ def rootfs() -> Path:
 
 def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
     """One folder of wheels on this machine that every stand-in installs from. Each stand-in's set is
-    resolved by pip on the stand-in's own python (its exact version decides some markers) and
-    downloaded once; an sdist is built into a wheel there, under the recipe's build constraints."""
+    resolved by uv for the stand-in's python and glibc (pip's own resolver backtracks for many minutes
+    on vLLM's set), then pip downloads exactly those pins inside the base; an sdist is built into a
+    wheel there, under the recipe's build constraints. Downloaded once per set."""
     folder = CACHE / "wheelhouse"
     wanted = ([f"torch=={standin.torch}"] if standin.torch else []) + list(standin.requirements)
     key = hashlib.sha256("\n".join([SUITE, *wanted, "|", *standin.build_constraints]).encode()).hexdigest()[:16]
@@ -89,8 +92,11 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
         return folder
     marker.parent.mkdir(parents=True, exist_ok=True)
     (folder / ".build-constraints.txt").write_text("".join(f"{c}\n" for c in standin.build_constraints))
+    pins = folder / ".sets" / f"{key}.txt"
+    with timed(f"resolve {' '.join(wanted)}"):
+        _compile(wanted, folder / ".build-constraints.txt", pins)
     pip = "python3 -m pip {} -q"
-    script = (f"{pip.format('download')} --prefer-binary --dest /wheels \"$@\"\n"
+    script = (f"{pip.format('download')} --no-deps --prefer-binary --dest /wheels -r /wheels/.sets/{pins.name}\n"
               "for sdist in /wheels/*.tar.gz /wheels/*.zip; do\n"
               "  [ -e \"$sdist\" ] || continue\n"
               f"  {pip.format('wheel')} --no-deps --wheel-dir /wheels \"$sdist\" && rm \"$sdist\"\n"
@@ -102,9 +108,21 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
         e.docker("run", "--rm", "--network", "host", "-v", f"{folder}:/wheels", "-v", f"{HOST_CA}:/etc/runner-ca.crt:ro",
                  "-e", "PIP_CERT=/etc/runner-ca.crt", "-e", "PIP_NO_CACHE_DIR=1", "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1",
                  "-e", "PIP_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "PIP_CONSTRAINT=",
-                 BASE, "sh", "-ec", script, "download", *wanted, timeout=3600)
+                 BASE, "sh", "-ec", script, timeout=3600)
     marker.write_text("\n".join(wanted) + "\n")
     return folder
+
+
+def _compile(wanted: list[str], build_constraints: Path, out: Path) -> None:
+    from runner.verify.resolver import find_uv
+
+    done = subprocess.run([find_uv(), "pip", "compile", "-", "--python-version", PYTHON, "--python-platform",
+                           f"x86_64-manylinux_{GLIBC}", "--no-header", "--no-annotate", "--build-constraints",
+                           str(build_constraints), "--output-file", str(out)],
+                          input="\n".join(wanted) + "\n", capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    if done.returncode != 0:
+        raise RuntimeError(f"uv could not resolve {wanted}: {done.stderr[-3000:]}")
 
 
 def recipe_env(project, target: str, platform: str = "linux/amd64") -> dict[str, str]:

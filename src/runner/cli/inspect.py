@@ -54,6 +54,11 @@ def catalog(a: argparse.Namespace) -> int:
     else:
         project = _project(a)
         records = catalog_mod.records(project.targets, project.image)
+        if not a.write:  # the same filter validation as matrix, plan and build
+            from runner.ui.selection import selection_of
+
+            project.select(selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
+                                        a.platform, a.with_deprecated))
     if a.write:
         catalog_mod.write(a.write, records)
         print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
@@ -61,6 +66,10 @@ def catalog(a: argparse.Namespace) -> int:
     records = catalog_mod.filter_records(records, a.backend or None, a.backend_version or None,
                                          a.variant if a.variant else None, a.service or None,
                                          a.service_version or None, a.platform or None, a.with_deprecated)
+    if not records:
+        from runner.model.errors import UserError
+
+        raise UserError("the filters select no catalog record", hint="list the records with `runner catalog`")
     if a.format == "json":
         print(json.dumps([r.model_dump() for r in records], indent=1))
     else:
@@ -128,6 +137,18 @@ def run_command(a: argparse.Namespace) -> int:
     t = project.target(a.tag)
     profile = load_profile(project.pack_path, t.backend)
     command = ["sh", "-c", profile.device_check] if a.device_check else serve_command(t)
-    devices = [int(x) for x in a.devices.split(",")] if a.devices else None
+    devices = _devices(a.devices)
     print(shell_line(docker_run(profile, project.image(t.tag, a.registry), command, devices)))
     return 0
+
+
+def _devices(text: str) -> list[int] | None:
+    """--devices: comma-separated device indices (0,1), or None for the default."""
+    if not text:
+        return None
+    from runner.model.errors import UserError
+
+    parts = text.split(",")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts):
+        raise UserError("malformed --devices", value=text, allowed="comma-separated device indices, e.g. 0,1")
+    return [int(p) for p in parts]

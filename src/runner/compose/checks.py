@@ -6,7 +6,9 @@
   image it names), not only copied into an ENV: otherwise `--build-arg` relabels an image the
   scripts still build from hard-coded values;
 - downloads: every URL a script fetches from comes from a declared source (runner.compose.sources:
-  once, with its version in it), or is an index or find-links URL of the step's declared requirements.
+  once, with its version in it), or is an index or find-links URL of the step's declared requirements;
+- installs: what lands in an image is installed by steps rendered from declared requirements (the
+  ones `runner resolve` checks); build stages, whose tools never reach the image, may install freely.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from runner.compose.stages import Env, Run, Stage
 
 SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH")
 _URL = re.compile(r"https?://")
+_INSTALL = re.compile(r"\b(?:uv pip|pip3?|python3? -m pip) install\b[^\n]*")
 
 
 @dataclass(frozen=True)
 class Finding:
     """One problem in one stage."""
 
-    check: str  # search-path, required-arg, undeclared-url
+    check: str  # search-path, required-arg, undeclared-url, undeclared-install
     stage: str  # kind and name
     key: str  # the stage's content key
     message: str
@@ -39,7 +42,7 @@ def check_stages(stages: Iterable[Stage]) -> list[Finding]:
     """Every finding over distinct stages, in plan order."""
     found: list[Finding] = []
     for stage in stages:
-        found += _search_paths(stage) + _required_args(stage) + _urls(stage)
+        found += _search_paths(stage) + _required_args(stage) + _urls(stage) + _installs(stage)
     return found
 
 
@@ -91,6 +94,20 @@ def _urls(stage: Stage) -> list[Finding]:
             out.append(_finding("undeclared-url", stage, f"{url} in step {step.title or '(untitled)'!r} is not a "
                                                          "declared source: declare it once, with its version, "
                                                          "as a Download or Git in the recipe"))
+    return out
+
+
+def _installs(stage: Stage) -> list[Finding]:
+    if stage.kind.endswith("-build"):
+        return []
+    out = []
+    for step in stage.steps:
+        if isinstance(step, Run):
+            script = step.script.replace(step.requirements.command(), "") if step.requirements else step.script
+            out += [_finding("undeclared-install", stage, f"{m[0].strip()!r} in step {step.title or '(untitled)'!r} "
+                                                          "installs what no declaration names: declare it as "
+                                                          "Requirements and install it with install(...)")
+                    for m in _INSTALL.finditer(script)]
     return out
 
 

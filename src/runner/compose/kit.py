@@ -27,7 +27,8 @@ CMAKE = Download("cmake", "https://github.com/Kitware/CMake/releases/download/v{
 UV_SPEC = "uv<=0.9.11"
 BUILD_TOOLS = Requirements(tuple(pkg(p) for p in (
     "build", "cmake<4", "ninja<1.11", "setuptools>=77.0.3,<80", "setuptools-scm", "packaging<25", "wheel==0.45.1",
-    "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)), installer="pip", title="Python build tools and uv")
+    "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)), installer="pip",
+    title="the Python build tools and uv, with the image's pip")
 # torch's companions, released together with it (an unpinned torchvision resolves to one that needs another torch)
 TORCHVISION = {"2.9.1": "0.24.1", "2.9.0": "0.24.0", "2.8.0": "0.23.0", "2.7.1": "0.22.1", "2.6.0": "0.21.0",
                "2.5.1": "0.20.1", "2.4.1": "0.19.1", "2.1.0": "0.16.0"}
@@ -168,12 +169,8 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
         python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))' > /etc/ld.so.conf.d/00-python.conf
         ldconfig
         """, caches=caches(t, p, "apt"), title="python ${PYTHON_VERSION}, registered with the loader")
-    b.run(f"""
-        {WITH_CACHES}
-        {CMAKE.fetch(arch="$(uname -m)")} | tar -xz --strip-components=1 -C /usr
-        {BUILD_TOOLS.command()}
-        mkdir -p "$PIPX_HOME" "$PIPX_LOCAL_VENVS"
-        """, caches=caches(t, p, "pip"), title=f"CMake {CMAKE.version}, the Python build tools and uv")
+    b.run(f'{CMAKE.fetch(arch="$(uname -m)")} | tar -xz --strip-components=1 -C /usr', title=f"CMake {CMAKE.version}")
+    install(b, t, BUILD_TOOLS, tools=("pip",), after='mkdir -p "$PIPX_HOME" "$PIPX_LOCAL_VENVS"')
     if vendor_home:
         versioned = vendor_home.replace(t.original_backend_version, "${" + backend + "_VERSION}")
         b.run(f'if [[ ! -e {home} && -d {versioned} ]]; then ln -s {versioned} {home}; fi', title=f"link {home}")

@@ -141,6 +141,10 @@ def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
         return "", None
     h = hashlib.sha256(f"{_CACHE_FORMAT}\0{path.resolve()}\0".encode())
     try:
+        import stat
+
+        if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > 4 * 1024 * 1024:
+            return "", None  # a pipe, device or huge file: validation reports it without hanging here
         h.update(path.read_bytes())
         for recipe in sorted(pack.glob("*/recipe.py")):
             h.update(f"\0{recipe.parent.name}\0".encode() + recipe.read_bytes())
@@ -154,8 +158,12 @@ def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
 def _read_cache(file: Path, key: str) -> dict | None:
     try:
         data = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
+        return _cached_fields(data, key)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a corrupted cache file is ignored, and rewritten by this run
+
+
+def _cached_fields(data: dict, key: str) -> dict | None:
     if data.get("key") != key:
         return None
     targets = []

@@ -88,6 +88,7 @@ class Requirements:
     # installed distributions whose requirements this step knowingly overrides, and which requirements:
     # (("vllm", "flashinfer-python"),) where an SGLang image's FlashInfer replaces its vLLM's
     supersedes: tuple[tuple[str, str], ...] = ()
+    reinstall: tuple[str, ...] = ()  # installed packages this step replaces even at the same version
 
     def allowed_prereleases(self) -> set[str]:
         return {canonical(p.name) for p in self.packages if p.prerelease} | {canonical(n) for n in self.prereleases}
@@ -103,6 +104,8 @@ class Requirements:
             out += ["--find-links", url]
         if self.no_build_isolation:
             out.append("--no-build-isolation")
+        for name in self.reinstall:
+            out += ["--reinstall-package", name]
         # Pre-releases: uv's default takes one only where a requirement's own specifier names one, so
         # a package allowed to be a pre-release is pinned to it explicitly (prerelease=True says so).
         return out

@@ -16,7 +16,10 @@ from runner.model.naming import PLATFORMS  # noqa: F401  (re-exported: the platf
 from runner.model.marked_yaml import MarkedDocument, load_marked_file
 
 STATUSES = ("active", "deprecated", "polished")
-_VERSION_RE = re.compile(r"^\d+(\.\d+)*(\.?(a|b|rc|post|dev)\d+)*$")
+# dotted numbers without leading zeros, ASCII digits only; a calendar month (25.04) is the one zero-padded part
+_NUMBER = r"(0|[1-9][0-9]*)"
+_VERSION_RE = re.compile(rf"^({_NUMBER}(\.{_NUMBER})*|[1-9][0-9]\.(0[1-9]|1[0-2])(\.{_NUMBER})*)"
+                         rf"(\.?(a|b|rc|post|dev){_NUMBER})*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 _VARIANT_RE = re.compile(r"^[a-z0-9]+$")
 _TEMPLATE_FIELDS = {"version", "variant", "python", "service"}
@@ -29,8 +32,9 @@ def check_version(value: str) -> str:
     """A version as the seed writes them: dotted numbers with an optional rc/post/dev part."""
     if not isinstance(value, str) or not _VERSION_RE.match(value):
         raise ValueError(
-            f"malformed version {value!r} (allowed: dotted numbers with an optional lower-case "
-            "rc/post/dev/a/b part, such as 12.8.1, 8.3.rc2, 0.5.6.post2)"
+            f"malformed version {value!r} (allowed: dotted numbers without leading zeros, with an optional "
+            "lower-case rc/post/dev/a/b part, such as 12.8.1, 8.3.rc2, 0.5.6.post2; a calendar version "
+            "may pad its month: 25.04.1)"
         )
     try:
         Version(value)
@@ -43,7 +47,15 @@ def check_template(value: str | None) -> str | None:
     """A base image reference whose {placeholders} are ones runner knows how to fill."""
     if value is None:
         return value
-    unknown = set(re.findall(r"{([^}]*)}", value)) - _TEMPLATE_FIELDS
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as e:
+        raise ValueError(f"malformed template {value!r}: {e} (write placeholders as {{version}})") from None
+    if any(spec or conv for _, name, spec, conv in parts if name is not None):
+        raise ValueError(f"malformed template {value!r}: placeholders take no format spec or conversion")
+    unknown = {name for _, name, _, _ in parts if name is not None} - _TEMPLATE_FIELDS
     if unknown:
         raise ValueError(
             f"unknown placeholder {{{sorted(unknown)[0]}}} in {value!r} "

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from runner.model.errors import UserError
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
-_SERVICE_VERSION = r"\d+(?:\.\d+)*(?:\.?(?:a|b|rc|post|dev)\d+)*"
+# ASCII digits without leading zeros, as matrix.yaml allows them (a calendar month may be padded: dtk25.04)
+_N = r"(?:0|[1-9][0-9]*)"
+_SERVICE_VERSION = rf"{_N}(?:\.{_N})*(?:\.?(?:a|b|rc|post|dev){_N})*"
+_BACKEND_VERSION = rf"(?:[1-9][0-9]\.(?:0[1-9]|1[0-2])|{_N}\.{_N})"
+# Docker's reference grammar: registry host[:port], lower-case path components, a sha256 digest
+_HOST = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$")
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def format_tag(t, platform: str = "", dev: bool = False) -> str:
@@ -82,7 +89,7 @@ class ImageParser:
         self._variants = {b: set(v) for b, v in variants.items()}
         osarch = alt(p.replace("/", "-") for p in self.platforms) or "(?!)"
         self._re = re.compile(
-            rf"^(?P<backend>{alt(self.backends)})(?P<bv>\d+\.\d+)"
+            rf"^(?P<backend>{alt(self.backends)})(?P<bv>{_BACKEND_VERSION})"
             rf"(?:-(?P<variant>{alt(all_variants) or '(?!)'}))?"
             rf"-(?P<service>{alt(self.services)})(?P<sv>{_SERVICE_VERSION})"
             rf"(?:-(?P<platform>{osarch})|-(?P<dev>dev))?$"
@@ -90,9 +97,13 @@ class ImageParser:
 
     def parse(self, reference: str) -> ParsedImage:
         """Split `[registry/][namespace/]repository:tag` and read the tag's fields."""
-        ref = reference.strip()
+        ref = reference
+        if not ref or not ref.isascii() or any(c.isspace() for c in ref) or len(ref) > 512:
+            raise UserError("not a runner image reference (ASCII, no spaces)", value=reference)
         if "@" in ref:
-            ref = ref.split("@", 1)[0]
+            ref, digest = ref.split("@", 1)
+            if not _DIGEST.match(digest):
+                raise UserError("malformed digest", value=digest, allowed="sha256: and 64 lower-case hex digits")
         name, sep, tag = ref.rpartition(":")
         if not sep or "/" in tag:
             name, tag = ref, ""
@@ -102,6 +113,14 @@ class ImageParser:
             raise UserError("not a runner image reference (no tag)", value=reference,
                             hint="expected [registry/]namespace/repository:tag such as gpustack/runner:cuda12.8-vllm0.14.1")
         registry, namespace, repository = _split_name(name)
+        if registry and not _HOST.match(registry):
+            raise UserError("malformed registry host", value=registry, allowed="host[:port]")
+        for part in (*(namespace.split("/") if namespace else ()), repository) if name else ():
+            if not _COMPONENT.match(part):
+                raise UserError("malformed image name component", value=part,
+                                allowed="lower-case letters and digits, joined by '.', '_', '__' or '-'")
+        if len(tag) > 128:
+            raise UserError("tag longer than 128 characters", value=tag)
         m = self._re.match(tag)
         if not m:
             raise UserError("cannot read the runner tag", value=tag, allowed=self._explain(tag))
@@ -119,7 +138,7 @@ class ImageParser:
         backend = next((b for b in sorted(self.backends, key=len, reverse=True) if tag.startswith(b)), None)
         if backend is None:
             return f"a tag starting with a backend: {', '.join(self.backends)}"
-        if not re.match(rf"^{re.escape(backend)}\d+\.\d+", tag):
+        if not re.match(rf"^{re.escape(backend)}{_BACKEND_VERSION}", tag):
             return f"{backend} then its major.minor version, e.g. {backend}12.8"
         return (f"{{backend}}{{major.minor}}[-{{variant}}]-{{service}}{{version}}[-dev|-{{os}}-{{arch}}] with service one of "
                 f"{', '.join(self.services)} and platform one of {', '.join(self.platforms)}")
