@@ -34,9 +34,16 @@ def test_github_workflows_match_the_schema():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _jobs(targets, project):
+    from runner.compose.jobs import ci_jobs
+    from runner.compose.plan import make_plan
+
+    return ci_jobs(make_plan(targets, project.recipes))
+
+
 def test_gitlab_files_match_the_schema(tmp_path, project):
     child = tmp_path / "child-pipeline.yml"
-    child.write_text(json.dumps(fanout.gitlab(project.targets)))
+    child.write_text(json.dumps(fanout.gitlab(_jobs(project.targets, project))))
     out = _schema_check("vendor.gitlab-ci", *GITLAB, child)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -95,6 +102,8 @@ def check_call(objects: dict, words: list[str]) -> None:
     for word in words:
         if expect_value:
             expect_value = False
+        elif word.startswith("${") and word.endswith("[@]}"):
+            continue  # a shell array of optional flags, e.g. "${publish[@]}" (its flags are spelt where it is set)
         elif word in GLOBAL_FLAGS or word.split("=", 1)[0] in GLOBAL_FLAGS:
             expect_value = GLOBAL_FLAGS[word.split("=", 1)[0]] and "=" not in word
         elif word.startswith("--"):
@@ -137,21 +146,33 @@ def test_the_call_check_can_fail():
 
 def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
     selected = Selection(backend="cann", include_deprecated=False).apply(project.targets)
-    gh = fanout.github(selected)["include"]
-    assert sorted((j["tag"], j["platform"]) for j in gh) == sorted((t.tag, p) for t in selected for p in t.platforms)
-    assert all(j["runs_on"] == ("ubuntu-22.04-arm" if j["arch"] == "arm64" else "ubuntu-22.04") for j in gh)
-    child = fanout.gitlab(project.targets)
-    entries = [e for k, v in child.items() if k.startswith("build-") for e in v["parallel"]["matrix"]]
-    assert all(len(v["parallel"]["matrix"]) <= 200 for k, v in child.items() if k.startswith("build-"))
-    assert sorted((e["RUNNER_TAG"], e["RUNNER_PLATFORM"]) for e in entries) == sorted(
-        (t.tag, p) for t in project.targets for p in t.platforms)
+    gh = fanout.github(_jobs(selected, project))
+    every = [j for n in range(1, gh["waves"] + 1) for j in gh[f"wave{n}"]["include"]]
+    assert sorted((j["tag"], j["platform"]) for j in every if j["tag"]) == sorted(
+        (t.tag, p) for t in selected for p in t.platforms)
+    assert all(j["runs_on"] == ("ubuntu-22.04-arm" if j["arch"] == "arm64" else "ubuntu-22.04") for j in every)
+    assert all(j["timeout"] == (360 if j["large"] else 120) for j in every)
+    child = fanout.gitlab(_jobs(project.targets, project))
+    waves = {k: v for k, v in child.items() if k.startswith("wave-")}
+    assert all(len(v["parallel"]["matrix"]) <= 200 for v in waves.values())
+    entries = [e for v in waves.values() for e in v["parallel"]["matrix"]]
+    assert sorted(e["RUNNER_JOB_KEY"] for e in entries) == sorted(j.key[:16] for j in _jobs(project.targets, project).jobs)
+    # nothing a parent pipeline forwards (RUNNER_BACKEND, ...) can shadow a job's own variables
+    assert all(set(e) <= {"RUNNER_JOB_KEY", "RUNNER_JOB_TAG", "RUNNER_JOB_RUNNER"} for e in entries)
+    assert child["promote"]["needs"] == ["merge"]
 
 
-def test_each_fan_out_job_selects_exactly_its_target(project):
-    for job in fanout.jobs(project.targets):
-        sel = Selection(job["backend"], job["backend_version"], job["variant"], job["service"], job["service_version"],
-                        job["platform"])
-        assert [(t.tag, t.platforms) for t in sel.apply(project.targets)] == [(job["tag"], (job["platform"],))]
+def test_release_waves_are_alike_but_for_their_number():
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())["jobs"]
+    waves = [k for k in jobs if k.startswith("wave")]
+    assert len(waves) == fanout.MAX_WAVES
+    first = json.dumps(jobs["wave1"], sort_keys=True)
+    for n in range(2, fanout.MAX_WAVES + 1):
+        again = json.dumps(jobs[f"wave{n}"], sort_keys=True).replace(f"wave{n}", "wave1").replace(f"wave {n}:", "wave 1:")
+        again = again.replace(f">= {n} ", ">= 1 ").replace(f'["plan", "wave{n - 1}"]', '"plan"')
+        assert again.replace('"needs": ["plan", "wave1"]', '"needs": "plan"') == first, n
+    assert set(jobs["merge"]["needs"]) == {"plan", *waves}
+    assert "needs.merge.result == 'success'" in jobs["promote"]["if"]
 
 
 def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):

@@ -45,7 +45,8 @@ FLASHINFER_JIT = "https://flashinfer.ai/whl/cu{cu}"  # the ahead-of-time kernels
 
 LEFT_OUT = (
     LeftOut("flashinfer 0.6.1 (vLLM 0.14.1)", "vLLM 0.14.1 requires flashinfer-python==0.5.3; the released image "
-            "installs 0.6.1 over it and fails `pip check`; this image keeps vLLM's own pin", ("vllm", "sglang")),
+            "installs 0.6.1 over it and fails `pip check`; this image keeps vLLM's own pin (SGLang images take "
+            "SGLang's own FlashInfer pin)", ("vllm",)),
     LeftOut("DeepGEMM, DeepEP, pplx-kernels (vLLM < 0.12)", "the released images build them from vLLM 0.12 on", ("vllm",)),
     LeftOut("flash-attn on arm64 without a prebuilt wheel", "flash-attn's own build supports amd64 only", ("vllm", "sglang")),
 )

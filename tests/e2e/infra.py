@@ -131,11 +131,34 @@ def start(root: Path | None = None) -> Environment:
     return e
 
 
-def start_registry(root: Path | None = None) -> Environment:
-    """Just a registry with a password on 127.0.0.1 (no daemon, no root needed); stop() it after."""
-    e = Environment(root or Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp")))
+def second_daemon(e: Environment) -> Environment:
+    """Another Docker daemon that shares nothing with `e`'s but the registry and the package index (a
+    second CI runner); the base images are copied over as they are (same IDs, as a registry pull
+    would give). stop() it after."""
+    other = Environment(Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp")), registry=e.registry, username=e.username,
+                        password=e.password, index=e.index)
     try:
-        _start_registry(e)
+        shutil.copytree(e.root / "project", other.root / "project")
+        _start_dockerd(other)
+        bases = [line for line in e.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+                 if line.startswith("runner-fixture/")]
+        saved = other.root / "bases.tar"
+        e.docker("save", "-o", str(saved), *bases)
+        other.docker("load", "-i", str(saved))
+        saved.unlink()
+    except BaseException:
+        stop(other)
+        raise
+    return other
+
+
+def start_registry(root: Path | None = None, delete: bool = True, username: str = "", password: str = "") -> Environment:
+    """Just a registry with a password on 127.0.0.1 (no daemon, no root needed); stop() it after.
+    With delete=False it refuses manifest deletes, as Docker Hub does."""
+    e = Environment(root or Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp")))
+    e.username, e.password = username or e.username, password or e.password
+    try:
+        _start_registry(e, delete)
     except BaseException:
         stop(e)
         raise
@@ -171,7 +194,7 @@ def _start_dockerd(e: Environment) -> None:
     wait_for(lambda: e.docker("version", check=False).returncode == 0, "dockerd")
 
 
-def _start_registry(e: Environment) -> None:
+def _start_registry(e: Environment, delete: bool = True) -> None:
     port = free_port()
     e.registry = f"127.0.0.1:{port}"
     htpasswd = subprocess.run(["htpasswd", "-niB", e.username], input=e.password, capture_output=True, text=True,
@@ -181,7 +204,7 @@ def _start_registry(e: Environment) -> None:
 log: {{level: warn}}
 storage:
   filesystem: {{rootdirectory: {e.root}/registry}}
-  delete: {{enabled: true}}
+  delete: {{enabled: {"true" if delete else "false"}}}
 http: {{addr: "127.0.0.1:{port}"}}
 auth:
   htpasswd: {{realm: runner-e2e, path: {e.root}/htpasswd}}

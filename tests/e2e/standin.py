@@ -57,8 +57,8 @@ def timed(what: str):
 
 
 def rootfs() -> Path:
-    """A Debian root file system tarball with python3, pip, tini and procps (debootstrap, cached)."""
-    packages = ",".join(sorted({"python3", "python3-pip", "tini", "procps"}))
+    """A Debian root file system tarball with python3, pip, tini, procps and patch (debootstrap, cached)."""
+    packages = ",".join(sorted({"python3", "python3-pip", "tini", "procps", "patch"}))
     tar = CACHE / f"debian-{SUITE}-{hashlib.sha256(packages.encode()).hexdigest()[:12]}.tar"
     if tar.exists():
         return tar
@@ -96,18 +96,20 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
     with timed(f"resolve {' '.join(wanted)}"):
         _compile(wanted, folder / ".build-constraints.txt", pins)
     pip = "python3 -m pip {} -q"
-    script = (f"{pip.format('download')} --no-deps --prefer-binary --dest /wheels -r /wheels/.sets/{pins.name}\n"
+    script = (f"PIP_CONSTRAINT=\"$BUILD_CONSTRAINT\" {pip.format('download')} --no-deps --prefer-binary --dest /wheels "
+              f"-r /wheels/.sets/{pins.name}\n"
               "for sdist in /wheels/*.tar.gz /wheels/*.zip; do\n"
               "  [ -e \"$sdist\" ] || continue\n"
-              f"  {pip.format('wheel')} --no-deps --wheel-dir /wheels \"$sdist\" && rm \"$sdist\"\n"
+              f"  PIP_CONSTRAINT=\"$BUILD_CONSTRAINT\" {pip.format('wheel')} --no-deps --wheel-dir /wheels \"$sdist\" "
+              "&& rm \"$sdist\"\n"
               "done\n")
     with timed(f"download {' '.join(wanted)}"):
         # the host's CA bundle: where a network re-signs TLS, it holds that network's authority too.
         # pip's settings go by environment so the isolated build environments get them as well
-        # (PIP_CONSTRAINT: the build constraints)
+        # (PIP_CONSTRAINT: the build constraints, for the sdists prepared and built)
         e.docker("run", "--rm", "--network", "host", "-v", f"{folder}:/wheels", "-v", f"{HOST_CA}:/etc/runner-ca.crt:ro",
                  "-e", "PIP_CERT=/etc/runner-ca.crt", "-e", "PIP_NO_CACHE_DIR=1", "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1",
-                 "-e", "PIP_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "PIP_CONSTRAINT=",
+                 "-e", "BUILD_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "BUILD_CONSTRAINT=",
                  BASE, "sh", "-ec", script, timeout=3600)
     marker.write_text("\n".join(wanted) + "\n")
     return folder
@@ -116,9 +118,10 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
 def _compile(wanted: list[str], build_constraints: Path, out: Path) -> None:
     from runner.verify.resolver import find_uv
 
+    # the build constraints hold for the whole set too: pip applies them to every download it prepares
     done = subprocess.run([find_uv(), "pip", "compile", "-", "--python-version", PYTHON, "--python-platform",
                            f"x86_64-manylinux_{GLIBC}", "--no-header", "--no-annotate", "--build-constraints",
-                           str(build_constraints), "--output-file", str(out)],
+                           str(build_constraints), "--constraint", str(build_constraints), "--output-file", str(out)],
                           input="\n".join(wanted) + "\n", capture_output=True, text=True, timeout=900,
                           env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
     if done.returncode != 0:

@@ -54,10 +54,19 @@ def _smoke(e2e, image: str, target: str, name: str) -> tuple[dict, str]:
     return image_report, r.stderr
 
 
-def _only_stand_in_gaps(image_report: dict) -> None:
+# components: what the stand-in installs must pass; what the recipe's own stages build or download
+# (HPC-X, GDRCopy, EFA, kernels built from source, CMake, uv) is not in a pip-only stand-in
+STANDIN_HAS = {"vllm": ("torch", "torchvision", "vllm", "ray", "flashinfer", "lmcache", "vllm-omni"),
+               "sglang": ("sglang", "torch"), "voxbox": ("vox-box", "openai-whisper")}
+
+
+def _only_stand_in_gaps(image_report: dict, service: str) -> None:
     checks = {c["name"]: c for c in image_report["smoke"]["checks"]}
     failed = {n for n, c in checks.items() if not c["passed"]}
-    assert failed <= set(STANDIN_GAPS) | {"environment-places"}, {n: checks[n]["excerpt"] for n in failed}
+    assert failed <= set(STANDIN_GAPS) | {"environment-places", "components"}, {n: checks[n]["excerpt"] for n in failed}
+    lines = {line.split()[0]: line for line in checks["components"]["excerpt"].splitlines() if line.strip()}
+    for name in STANDIN_HAS[service]:
+        assert name in lines and lines[name].rstrip().endswith(" ok"), (name, checks["components"]["excerpt"])
     places = checks["environment-places"]
     named = {line.split()[0] for line in places["excerpt"].splitlines() if " names " in line or " is not set" in line}
     assert named <= set(STANDIN_PLACES), places["excerpt"]
@@ -80,9 +89,9 @@ def test_the_vllm_spec_passes_on_real_vllm_but_for_what_the_stand_in_lacks(e2e, 
         assert checks[must_pass]["passed"], (must_pass, checks[must_pass]["reason"], checks[must_pass]["excerpt"])
     assert "0.14.1" in checks["cli-version"]["excerpt"]
     lines = checks["serve-command-lines"]["excerpt"]
-    for case in ("data-parallel", "kv-transfer"):
-        assert f"{case:<16} ok" in lines
-    _only_stand_in_gaps(report)
+    for case in ("single", "distributed", "data-parallel", "kv-transfer", "omni"):
+        assert f"{case:<16} ok" in lines, lines
+    _only_stand_in_gaps(report, "vllm")
     assert not checks["python-version"]["passed"] and checks["python-version"]["excerpt"].strip() == "3.11"
 
 
@@ -124,6 +133,30 @@ def test_a_vllm_image_without_the_kv_connector_fails_its_case(e2e, vllm_image, t
         e2e.docker("rmi", "-f", broken, check=False)
 
 
+DP_PORTS = """
+import os, socket
+from vllm.utils.network_utils import get_open_ports_list
+ports = get_open_ports_list(5)
+print(sorted(ports))
+base = int(os.environ["VLLM_PORT"])
+assert len(set(ports)) == 5 and all(base <= p < base + 10 for p in ports), ports
+"""
+
+
+def test_the_data_parallel_port_patch_gives_the_consumer_distinct_ports(e2e, vllm_image):
+    """With VLLM_PORT set (the consumer sets it when dp > 1), vLLM 0.14.1's own get_open_ports_list never
+    returns: the same probed port again and again. The project's patch (pack/_patches/vllm) makes it hand
+    out distinct ports from VLLM_PORT up."""
+    patch = next((ROOT / "pack" / "_patches" / "vllm").glob("0.11.2../*.patch"))
+    script = ("cd \"$(python3 -m pip show vllm | sed -n 's/^Location: //p')\" && "
+              "timeout 60 python3 -c \"$DP\"; echo \"unpatched exit $?\"; "
+              "patch -p1 --forward < /dp.patch && timeout 60 python3 -c \"$DP\"; echo \"patched exit $?\"")
+    out = e2e.docker("run", "--rm", "-e", "VLLM_PORT=45000", "-e", f"DP={DP_PORTS}", "-v", f"{patch}:/dp.patch:ro",
+                     vllm_image, "sh", "-c", script, timeout=300).stdout
+    assert "unpatched exit 124" in out, out[-2000:]  # timed out: the list never fills
+    assert "patched exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
+
+
 SGLANG = standin.Standin("sglang", "cuda12.8-sglang0.5.8", ("sglang==0.5.8",), torch="2.9.1")
 # VoxBox with the CUDA recipe's pins; openai-whisper is an sdist whose build needs setuptools < 81
 VOXBOX = standin.Standin("voxbox", "cuda12.8-voxbox0.0.21",
@@ -137,6 +170,6 @@ def test_the_sglang_and_voxbox_specs_pass_on_the_real_services(e2e, project, ser
     image = standin.build(e2e, service, standin.recipe_env(project, service.target))
     try:
         report, _ = _smoke(e2e, image, service.target, service.name)
-        _only_stand_in_gaps(report)
+        _only_stand_in_gaps(report, service.name)
     finally:
         standin.remove(e2e, image)

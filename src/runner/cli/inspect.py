@@ -25,13 +25,20 @@ def selected_targets(a: argparse.Namespace):
 
 
 def matrix(a: argparse.Namespace) -> int:
-    _, targets = selected_targets(a)
+    project, targets = selected_targets(a)
     if a.format == "json":
         from runner.ui.selection import target_json
 
         print(json.dumps([target_json(t) for t in targets], indent=1))
     elif a.format == "tags":
         print("\n".join(t.tag for t in targets))
+    elif a.format in ("github", "gitlab"):
+        from runner.compose.jobs import ci_jobs
+        from runner.compose.plan import make_plan
+        from runner.release import fanout
+
+        jobs = ci_jobs(make_plan(targets, project.recipes))
+        print(json.dumps(fanout.github(jobs) if a.format == "github" else fanout.gitlab(jobs)))
     else:
         from runner.ui.tables import matrix_table, print_rich
 
@@ -94,7 +101,9 @@ def plan(a: argparse.Namespace) -> int:
     project, targets = selected_targets(a)
     the_plan = make_plan(targets, project.recipes)
     findings = check_stages(the_plan.stages)
-    if a.format == "json":
+    if a.ci:
+        _ci_jobs(the_plan, a.format)
+    elif a.format == "json":
         print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings]}, indent=1))
     else:
         from runner.ui.tables import plan_tree, print_rich
@@ -103,6 +112,38 @@ def plan(a: argparse.Namespace) -> int:
     for f in findings:
         print(f"runner: error: {f}", file=sys.stderr)
     return 2 if findings else 0
+
+
+def components(a: argparse.Namespace) -> int:
+    from runner.compose.plan import make_plan
+    from runner.ui import components as view
+
+    project, targets = selected_targets(a)
+    records = view.rows(make_plan(targets, project.recipes), project.recipes)
+    if a.format == "json":
+        print(json.dumps(records, indent=1))
+    elif a.format == "markdown":
+        for backend in dict.fromkeys(r["backend"] for r in records):
+            sys.stdout.write(view.markdown([r for r in records if r["backend"] == backend], backend))
+    else:
+        from runner.ui.tables import print_rich
+
+        print_rich(view.table(records))
+    return 0
+
+
+def _ci_jobs(the_plan, form: str) -> None:
+    from runner.compose.jobs import ci_jobs
+
+    jobs = ci_jobs(the_plan)
+    figures = jobs.figures()
+    if form == "json":
+        print(json.dumps({"figures": figures, "jobs": [j.as_dict() for j in jobs.jobs]}, indent=1))
+        return
+    print(f"{figures['jobs']} jobs in {figures['waves']} waves ({', '.join(map(str, figures['jobs_per_wave']))} per wave)")
+    print(f"stage builds over the release: {figures['stage_builds']} for {figures['distinct_stages']} distinct stages")
+    print(f"vLLM compiles: {figures['vllm_compiles']} for {figures['distinct_vllm_compiles']} distinct vLLM builds, "
+          f"at most {figures['max_vllm_compiles_per_job']} per job")
 
 
 def dockerfile(a: argparse.Namespace) -> int:

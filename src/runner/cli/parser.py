@@ -47,6 +47,8 @@ def build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
     p.add_argument("--no-smoke-cache", action="store_true",
                    help="run every smoke check, even those remembered for an unchanged image")
+    p.add_argument("--build-cache", default="", metavar="HOST/NAMESPACE/REPOSITORY",
+                   help="start from the shared stages other jobs pushed there, and push the ones built here")
 
 
 def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "matrix", "runner.cli.inspect:matrix", "list the targets of the matrix")
     selection_args(p)
-    p.add_argument("--format", choices=("table", "json", "tags"), default="table")
+    p.add_argument("--format", choices=("table", "json", "tags", "github", "gitlab"), default="table",
+                   help="github, gitlab: the CI jobs in waves (see `runner plan --ci`)")
 
     p = _command(sub, "parse", "runner.cli.inspect:parse", "read runner image references into their fields (JSON lines)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -81,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "plan", "runner.cli.inspect:plan", "the stage DAG shared across the selected targets")
     selection_args(p)
     p.add_argument("--format", choices=("tree", "json"), default="tree")
+    p.add_argument("--ci", action="store_true",
+                   help="the CI jobs instead: waves of jobs, each stage built once, and the figures that show it")
+
+    p = _command(sub, "components", "runner.cli.inspect:components",
+                 "what each image contains, with versions, and what its recipe leaves out on purpose")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                   help="markdown: the committed pack/<backend>/components.md")
 
     p = _command(sub, "resolve", "runner.cli.resolve:resolve",
                  "resolve every install step of the selected images with uv, before any build (exit 2 on a conflict)")
@@ -122,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image")
+
+    p = _command(sub, "job", "runner.cli.jobs:job",
+                 "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
+                 "a target's job also smoke-tests its image (and with --registry pushes its single-arch tag)")
+    p.add_argument("key", metavar="KEY", help="the job's key (its stage key, 16 characters suffice)")
+    p.add_argument("--matrix", type=Path)
+    build_args(p)
+    p.add_argument("--registry", default="", help="push the target's single-arch tag to this registry")
+    p.add_argument("--namespace", default="")
+    p.add_argument("--repository", default="")
+    p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""))
+    p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR")
+    p.add_argument("--insecure", action="store_true")
 
     p = _command(sub, "publish", "runner.cli.release:publish",
                  "build (cached), smoke-test and publish single-arch tags and -dev indexes")

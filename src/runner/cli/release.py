@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from runner.cli.inspect import selected_targets
@@ -125,6 +126,26 @@ def _client(a: argparse.Namespace, password: str):
     return Registry(a.registry, a.username, password, insecure=a.insecure)
 
 
+def build_cache(a: argparse.Namespace, project):
+    """The build cache of --build-cache HOST/NAMESPACE/REPOSITORY (None without it), with the stages
+    other CI jobs start from; its credentials are the publishing ones, else $REGISTRY_USERNAME and
+    $REGISTRY_PASSWORD."""
+    if not getattr(a, "build_cache", ""):
+        return None, None
+    from runner.compose.jobs import ci_jobs
+    from runner.compose.plan import make_plan
+    from runner.release.build_cache import BuildCache
+    from runner.release.registry import Registry
+
+    host, _, path = a.build_cache.partition("/")
+    if not _HOST.match(host) or not _NAME.match(path):
+        raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
+    username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
+    password = os.environ.get(getattr(a, "password_env", "REGISTRY_PASSWORD"), "")
+    shared = ci_jobs(make_plan(project.targets, project.recipes)).shared()
+    return BuildCache(Registry(host, username, password), path, shared), (host, username, password)
+
+
 async def _build(a: argparse.Namespace, publish: bool) -> int:
     from runner.compose.plan import make_plan
     from runner.engines.docker import Docker, DockerBuilder
@@ -141,29 +162,37 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     plan = make_plan(targets, project.recipes)
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
     memory = None if a.no_smoke_cache else SmokeMemory()
+    cache, cache_login = build_cache(a, project)
     pubs: list = []
     with Docker() as docker:
-        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map())
+        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache)
         try:
-            if publish:
-                async with _client(a, password) as reg:
-                    await reg.login()  # before hours of building, not after
-                await docker.login(a.registry, a.username, password)
-            with progress_bar(len(plan.leaves)) as advance:
-                built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance, a.gpu,
-                                                 memory)
-            if publish:
-                async with _client(a, password) as reg:
-                    pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                              index=not a.single_arch)
-                    retries = reg.retries + builder.retries
-            else:
+            async with AsyncExitStack() as stack:
+                if publish:
+                    async with _client(a, password) as reg:
+                        await reg.login()  # before hours of building, not after
+                    await docker.login(a.registry, a.username, password)
+                if cache is not None:
+                    await stack.enter_async_context(cache.registry)
+                    await cache.registry.login()
+                    if cache_login[0] != getattr(a, "registry", None):
+                        await docker.login(*cache_login)
+                with progress_bar(len(plan.leaves)) as advance:
+                    built = await pipeline.build_all(plan, builder, project.pack_path, a.concurrency, advance, a.gpu,
+                                                     memory)
                 retries = []
+                if publish:
+                    async with _client(a, password) as reg:
+                        pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
+                                                  index=not a.single_arch)
+                        retries = reg.retries + builder.retries
         finally:
             builder.close()
     result = report(built, pubs)
     result["steps"] = {"executed": builder.counts.executed, "cached": builder.counts.cached,
                        "distinct_stages": plan.distinct_stages}
+    if cache is not None:
+        result["build_cache"] = {"found": cache.found, "published": cache.published}
     result["registry_retries"] = retries
     if a.report:
         from runner.model.files import write_atomic

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runner.compose.mirrors import Mirrors
@@ -30,8 +31,9 @@ class Rendered:
     target: str  # name of the final stage (for --target)
 
 
-def stages_for(leaf: Stage) -> list[Stage]:
-    """Every stage the leaf needs, dependencies first, without base stages (they become FROM)."""
+def stages_for(leaf: Stage, substitutes: Mapping[str, str] | None = None) -> list[Stage]:
+    """Every stage the leaf needs, dependencies first, without base stages (they become FROM); a
+    substituted stage (an image from the build cache) is kept, and nothing below it."""
     out: list[Stage] = []
     seen: set[str] = set()
 
@@ -39,7 +41,7 @@ def stages_for(leaf: Stage) -> list[Stage]:
         if s.key in seen:
             return
         seen.add(s.key)
-        for d in s.dependencies():
+        for d in () if substitutes and s.key in substitutes else s.dependencies():
             visit(d)
         if s.kind != "base":
             out.append(s)
@@ -48,18 +50,25 @@ def stages_for(leaf: Stage) -> list[Stage]:
     return out
 
 
-def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors()) -> Rendered:
-    """A multi-stage Dockerfile that builds `leaf` (a service stage) for its platform, with the
-    mirror map applied to every script."""
+def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors(),
+           substitutes: Mapping[str, str] | None = None) -> Rendered:
+    """A multi-stage Dockerfile that builds `leaf` (a service stage, or any stage a CI job builds)
+    for its platform, with the mirror map applied to every script; `substitutes` maps stage keys to
+    images that already hold them (the build cache), which the Dockerfile starts from instead."""
     if form not in ("heredoc", "compat"):
         raise ValueError(f"unknown Dockerfile form {form!r} (allowed: heredoc, compat)")
-    stages = stages_for(leaf)
-    names = _names(stages)
-    args = _global_args(stages, leaf)
+    substitutes = substitutes or {}
+    every = stages_for(leaf, substitutes)
+    stages = [s for s in every if s.key not in substitutes]
+    names = _names(every)
+    args = _global_args(stages or every, leaf)
     owned = {a.name for s in stages for a in s.args}
     build_wide = {a.name for a in args} - owned - {_base_arg(leaf)} - {a.name for a in BUILD_ARGS}
     lines = _header(leaf, stages, args)
-    for stage in stages:
+    for stage in every:
+        if stage.key in substitutes:
+            lines += ["", f"# Stage {names[stage.key]}: from the build cache", f"FROM {substitutes[stage.key]} AS {names[stage.key]}"]
+            continue
         lines += ["", f"# Stage {names[stage.key]}: {_describe(stage)}"]
         parent = stage.parent
         source = f"${{{_base_arg(leaf)}}}" if parent is None or parent.kind == "base" else names[parent.key]
@@ -97,7 +106,7 @@ def _names(stages: list[Stage]) -> dict[str, str]:
 
 
 def _base_arg(leaf: Stage) -> str:
-    return f"{leaf.name.upper().replace('-', '_')}_BASE_IMAGE"
+    return re.sub(r"[^A-Z0-9_]", "_", leaf.name.upper()) + "_BASE_IMAGE"
 
 
 def _base_image(leaf: Stage) -> str:

@@ -42,7 +42,7 @@ _CACHE_PATHS = {
 TOOLS_APT = (
     "ca-certificates build-essential binutils bash openssl curl wget aria2 git git-lfs unzip xz-utils tzdata locales "
     "iproute2 iputils-ping ifstat net-tools dnsutils pciutils ipmitool rdma-core rdmacm-utils infiniband-diags "
-    "procps sysstat htop tini vim jq bc tree make ninja-build pkg-config ccache software-properties-common gnupg"
+    "procps sysstat htop tini vim jq bc tree make ninja-build pkg-config ccache software-properties-common gnupg patch"
 )
 # the C build kit: what native Python packages and the services' own builds link against
 DEV_APT = (
@@ -239,9 +239,11 @@ def finish(b: StageBuilder, t: Target, **env: str) -> Stage:
 
 
 def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, where: str, service: str = "") -> StageBuilder:
-    """Apply pack/<backend>/patches/<service>/<version>/*.patch (and patches/<service>/all/*.patch) to
-    the installed package or source tree `where` (a shell expression), in name order. A patch that
-    does not apply fails the build."""
+    """Apply the patches for this service version to the installed package or source tree `where` (a
+    shell expression), in file-name order: pack/_patches/<service>/<folder>/*.patch (every backend
+    whose recipe applies patches) and pack/<backend>/patches/<service>/<folder>/*.patch, where
+    <folder> is `all`, the exact version, or an inclusive range `0.11.2..0.14.1` (open: `0.11.2..`).
+    A patch that does not apply (or is already upstream) fails the build."""
     service = service or t.service
     found = _patches(recipe_dir, service, t.service_version)
     for name, text in found:
@@ -256,9 +258,18 @@ def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, where: str, servic
 @lru_cache(maxsize=1024)
 def _patches(recipe_dir: Path, service: str, version: str) -> tuple[tuple[str, str], ...]:
     found: list[Path] = []
-    for folder in (recipe_dir / "patches" / service / "all", recipe_dir / "patches" / service / version):
-        found += sorted(folder.glob("*.patch")) if folder.is_dir() else []
-    return tuple((p.name, p.read_text()) for p in found)
+    for root in (recipe_dir.parent / "_patches" / service, recipe_dir / "patches" / service):
+        for folder in sorted(root.iterdir()) if root.is_dir() else ():
+            if folder.is_dir() and _applies(folder.name, version):
+                found += folder.glob("*.patch")
+    return tuple((p.name, p.read_text()) for p in sorted(found, key=lambda p: p.name))
+
+
+def _applies(folder: str, version: str) -> bool:
+    if folder in ("all", version):
+        return True
+    low, sep, high = folder.partition("..")
+    return bool(sep) and Version(low) <= Version(version) and (not high or Version(version) <= Version(high))
 
 
 def site_packages(dist: str) -> str:

@@ -41,6 +41,10 @@ class Recipe:
     def service(self, t: Target, runtime: Stage) -> Stage:
         return self.module.service(t, runtime)
 
+    def left_out(self, service: str) -> tuple:
+        """What the recipe leaves out of a service's images on purpose (its LEFT_OUT), with reasons."""
+        return tuple(x for x in getattr(self.module, "LEFT_OUT", ()) if not x.services or service in x.services)
+
 
 def load_recipes(pack: Path) -> dict[str, Recipe]:
     """Every pack/<name>/recipe.py, by backend name."""

@@ -77,9 +77,9 @@ class MatrixFormat(enum.Enum):
     JSON = "json"
     """a JSON list of targets"""
     GITHUB = "github"
-    """strategy.matrix for GitHub Actions: one job per target and platform"""
+    """the CI jobs in waves, one strategy.matrix per wave for GitHub Actions"""
     GITLAB = "gitlab"
-    """parallel:matrix for GitLab CI: one job per target and platform"""
+    """the CI jobs in waves, a child pipeline with a stage per wave for GitLab CI"""
 
 
 @dagger.enum_type

@@ -129,3 +129,38 @@ async def run_images(source: dagger.Directory, selection, concurrency: int, gpu:
     images = [BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed, result=json.dumps(b.report()),
                          container=b.handle if not b.error else None) for b in built]
     return Build(source=source, selection=selection_json(selection), images=images, build_info=json.dumps(build_info))
+
+
+async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: str, password: dagger.Secret,
+                  publish: bool, namespace: str, repository: str, build_info: dict[str, str]) -> str:
+    """One CI job on the engine (see runner.compose.jobs): its stage from the build cache, the shared
+    stages it builds pushed there, a target's image smoke-tested (and pushed single-arch)."""
+    from dataclasses import replace
+
+    from runner.compose.jobs import ci_jobs
+    from runner.compose.plan import make_plan
+    from runner.release.build_cache import BuildCache
+
+    project = await checkout.load(source)
+    plan = make_plan(project.targets, project.recipes)
+    jobs = ci_jobs(plan)
+    the_job = jobs.find(key)
+    host, _, path = cache_ref.partition("/")
+    async with await checkout.registry(host, username, password, False) as reg:
+        await reg.login()
+        cache = BuildCache(reg, path, jobs.shared())
+        builder = DaggerBuilder(StageContainers(build_info, project.mirror_map()), host, username, password, cache)
+        if not the_job.tag:
+            await builder.build_stage(the_job.root)
+            return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published})
+        leaf = next(x for x in plan.leaves if x.stage.key == the_job.key)
+        one = make_plan([replace(leaf.target, platforms=(leaf.platform,))], project.recipes)
+        built = await pipeline.build_all(one, builder, project.pack_path, 1)
+        pubs = []
+        if publish:
+            repo = flow.Repository(host, namespace or project.namespace, repository or project.repository)
+            pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
+                                      index=False)
+    summarize([b.report() for b in built])  # raises when the image failed
+    return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published,
+                       "pushed": [p.tag for p in pubs if not p.skipped]})

@@ -50,8 +50,8 @@ class Runner:
         include_deprecated: IncludeDeprecated = False,
         format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE,
     ) -> str:
-        """The selected targets as a table, as JSON, or as a CI fan-out matrix (one job per target and platform)."""
-        from runner.release import fanout
+        """The selected targets as a table or JSON, or the CI jobs in waves (github, gitlab): each distinct stage
+        built by one job, from the shared stages earlier waves pushed to the build cache."""
         from runner.ui.selection import target_json
 
         project = await checkout.load(self.source)
@@ -59,10 +59,13 @@ class Runner:
                                             include_deprecated))
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
-        if format == MatrixFormat.GITHUB:
-            return json.dumps(fanout.github(targets))
-        if format == MatrixFormat.GITLAB:
-            return json.dumps(fanout.gitlab(targets))
+        if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
+            from runner.compose.jobs import ci_jobs
+            from runner.compose.plan import make_plan
+            from runner.release import fanout
+
+            jobs = ci_jobs(make_plan(targets, project.recipes))
+            return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function
@@ -110,6 +113,25 @@ class Runner:
         if conflicts:
             raise Failed(f"{len(conflicts)} install steps do not resolve:\n" + "\n".join(conflicts))
         return json.dumps([r.to_json() for r in reports], indent=1)
+
+    @function(cache="never")
+    async def job(
+        self,
+        key: Annotated[str, Doc("the job's key, from `matrix --format github|gitlab`")],
+        build_cache: Annotated[str, Doc("host/namespace/repository the waves hand shared stages on through")],
+        username: Username,
+        password: Password,
+        publish: Annotated[bool, Doc("a target's job also pushes its single-arch tag to the build cache's "
+                                     "registry (the namespace and repository of --namespace/--repository)")] = False,
+        namespace: Namespace = "",
+        repository: Repository = "",
+    ) -> str:
+        """Run one CI job: build its stage starting from the build cache and push the shared stages it made
+        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag)."""
+        from runner.dagger.build import run_job
+
+        return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
+                             self.build_info())
 
     @function
     async def dockerfile(

@@ -15,6 +15,7 @@ import dagger
 from dagger import dag
 
 from runner.compose.mirrors import Mirrors
+from runner.release.build_cache import BuildCache
 from runner.compose.plan import Leaf
 from runner.compose.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
 from runner.release.pipeline import BuildError, DeviceUnavailable, Image
@@ -33,6 +34,13 @@ class StageContainers:
         self._by_key: dict[str, dagger.Container] = {}
         self.build_info = build_info or {}
         self.mirrors = mirrors
+        self.substitutes: dict[str, str] = {}  # stage key -> build-cache image holding it
+
+    def substitute(self, found: dict[str, str]) -> None:
+        """Start from these build-cache images for their stages (before any container is made)."""
+        self.substitutes.update(found)
+        for key in found:
+            self._by_key.pop(key, None)
 
     def container(self, stage: Stage) -> dagger.Container:
         """The Container of a stage (its parents and copy sources included)."""
@@ -42,6 +50,8 @@ class StageContainers:
         return found
 
     def _make(self, stage: Stage) -> dagger.Container:
+        if stage.key in self.substitutes:
+            return dag.container(platform=dagger.Platform(stage.platform)).from_(self.substitutes[stage.key])
         if stage.parent is None:
             return dag.container(platform=dagger.Platform(stage.platform)).from_(stage.image)
         ctr = self.container(stage.parent)
@@ -99,9 +109,10 @@ class DaggerBuilder:
     name = "dagger"
 
     def __init__(self, stages: StageContainers, registry: str = "", username: str = "",
-                 password: dagger.Secret | None = None) -> None:
+                 password: dagger.Secret | None = None, build_cache: BuildCache | None = None) -> None:
         self.stages = stages
         self.registry, self.username, self.password = registry, username, password
+        self.build_cache = build_cache
 
     def _auth(self, ctr: dagger.Container) -> dagger.Container:
         if self.password is not None and self.registry:
@@ -109,12 +120,35 @@ class DaggerBuilder:
         return ctr
 
     async def build(self, leaf: Leaf) -> Image:
-        ctr = self.stages.container(leaf.stage)
+        return await self.build_stage(leaf.stage)
+
+    async def build_stage(self, stage: Stage) -> Image:
+        """A stage's Container, evaluated; with a build cache, started from the stages already there,
+        and the shared stages made here published for the next jobs."""
+        digest, found = "", {}
+        if self.build_cache is not None:
+            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
+            found = await self.build_cache.substitutes(stage, digest, include_target=stage.tag == "")
+            self.stages.substitute(found)
+        ctr = self.stages.container(stage)
         try:
             await ctr.sync()
+            for shared in self.build_cache.to_publish(stage, found) if self.build_cache else ():
+                await self.push(self.stages.container(shared), self.build_cache.ref(shared, digest))
+                self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         except dagger.DaggerError as e:
-            raise engine_error(f"{leaf.target.tag} on {leaf.platform}", e) from None
+            raise engine_error(f"{stage.tag or stage.name} on {stage.platform}", e) from None
         return Image(ctr)
+
+    async def base_digest(self, image: str, platform: str) -> str:
+        """The base image by content: the digest the engine resolves its reference to."""
+        if "@sha256:" in image:
+            return image.split("@", 1)[1]
+        try:
+            ref = await self._auth(dag.container(platform=dagger.Platform(platform))).from_(image).image_ref()
+        except dagger.DaggerError as e:
+            raise engine_error(f"resolve the base image {image}", e) from None
+        return ref.rsplit("@", 1)[-1]
 
     async def entrypoint(self, handle: dagger.Container) -> list[str]:
         return await handle.entrypoint()

@@ -21,6 +21,8 @@ import anyio
 
 from runner.compose.dockerfile import render
 from runner.compose.mirrors import Mirrors
+from runner.compose.stages import Stage
+from runner.release.build_cache import BuildCache
 from runner.compose.plan import Leaf
 from runner.model.errors import UserError
 from runner.release.pipeline import BuildError, Image
@@ -132,9 +134,10 @@ class DockerBuilder:
     name = "docker"
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
-                 network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors()) -> None:
+                 network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
+                 build_cache: BuildCache | None = None) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
-        self.mirrors = mirrors
+        self.mirrors, self.build_cache = mirrors, build_cache
         self.push_attempts = push_attempts
         self.counts = StepCounts()
         self.retries: list[str] = []
@@ -142,21 +145,52 @@ class DockerBuilder:
         self._inspected: dict[str, _Inspected] = {}
 
     async def build(self, leaf: Leaf) -> Image:
-        rendered = render(leaf.stage, self.form, self.mirrors)
-        ctx = Path(self.workdir) / f"{leaf.target.tag}-{leaf.platform.replace('/', '-')}"
+        return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
+
+    async def build_stage(self, stage: Stage, image: str) -> Image:
+        """Build a stage (a target's image, or a shared stage a CI job publishes) into `image`; with a
+        build cache, start from the stages already there and publish the shared ones built here."""
+        substitutes, digest = {}, ""
+        if self.build_cache is not None:
+            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
+            substitutes = await self.build_cache.substitutes(stage, digest, include_target=stage.tag == "")
+        rendered = render(stage, self.form, self.mirrors, substitutes)
+        ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
-        image = f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}"
+        await self._docker_build(ctx, rendered.target, stage, image)
+        if self.build_cache is not None:
+            for shared in self.build_cache.to_publish(stage, substitutes):
+                ref = self.build_cache.ref(shared, digest)
+                await self._docker_build(ctx, rendered.names[shared.key], shared, ref)
+                await self.push(ref, ref)
+                self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
+        found = await self.inspect(image)
+        return Image(image, found.image_id, found.size)
+
+    async def _docker_build(self, ctx: Path, target: str, stage: Stage, image: str) -> None:
         args = [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in self.build_info.items()]
         code, out, err = await self.docker.run(
-            "build", "--platform", leaf.platform, "--network", self.network, "--progress", "plain",
-            "--target", rendered.target, *args, "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
+            "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
+            "--target", target, *args, "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
         self.counts.add(err + out)
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
-            raise BuildError(f"{leaf.target.tag} on {leaf.platform}: {' | '.join(failed[-3:]) or err.strip()[-800:]}")
+            raise BuildError(f"{stage.tag or stage.name} on {stage.platform}: "
+                             f"{' | '.join(failed[-3:]) or err.strip()[-800:]}")
+
+    async def base_digest(self, image: str, platform: str) -> str:
+        """What the base image is, by content: its registry digest, or its ID for a local-only image
+        (pulled first when the daemon lacks it)."""
+        if "@sha256:" in image:
+            return image.split("@", 1)[1]
+        if await self.local_platform(image) != platform:
+            code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600)
+            if code != 0:
+                raise BuildError(f"cannot pull the base image {image} for {platform}: {err.strip()[-500:]}")
         found = await self.inspect(image)
-        return Image(image, found.image_id, found.size)
+        digests = [d.split("@", 1)[1] for d in found.repo_digests if "@" in d]
+        return digests[0] if digests else found.image_id
 
     async def inspect(self, ref: str) -> _Inspected:
         """ID, size, entrypoint and registry digests of a local image, in one call."""

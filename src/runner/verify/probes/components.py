@@ -24,7 +24,7 @@ def ldd_missing(path, driver):
     return [m for m in missing if not any(m.startswith(d) for d in driver)]
 
 
-failed = 0
+summary = []
 for c in INPUT["components"]:  # noqa: F821 - INPUT is put above this text by runner
     problems = []
     if c["dist"]:
@@ -50,6 +50,9 @@ for c in INPUT["components"]:  # noqa: F821 - INPUT is put above this text by ru
             missing = ldd_missing(lib, INPUT["driver_libraries"])  # noqa: F821
             if missing:
                 problems.append("%s needs %s" % (lib, ", ".join(missing)))
-    failed += bool(problems)
-    print("%-24s %-16s %s" % (c["name"], c["version"], "ok" if not problems else "FAILED: " + "; ".join(problems)))
-sys.exit(1 if failed else 0)
+    if problems:
+        print("%s: %s" % (c["name"], "; ".join(problems)))
+    summary.append("%-24s %-16s %s" % (c["name"], c["version"] or "-", "ok" if not problems else
+                                       "FAILED: " + "; ".join(problems)[:80]))
+print("\n".join(summary))  # last, so the report's excerpt (the output's end) keeps it
+sys.exit(1 if any(not line.endswith(" ok") for line in summary) else 0)

@@ -116,17 +116,20 @@ def serve():
     folder, env = cpu_platform_env()
     sys.path.insert(0, folder)
     os.environ.update(env)
-    parsers, failed = {}, 0
+    parsers, results = {}, []
     for case in INPUT["cases"]:  # noqa: F821 - INPUT is put above this text by runner
         try:
             problem = check_case(case, parsers)
         except Exception:  # noqa: BLE001
             problem = "the probe failed:\n" + traceback.format_exc(limit=6)
-        failed += bool(problem)
-        print("%-16s %s" % (case["name"], "ok" if not problem else "FAILED: " + problem))
-        if not problem:
-            print("    vllm " + " ".join(json.dumps(a) if " " in a or "{" in a else a for a in case["argv"]))
-    return 1 if failed else 0
+        results.append((case["name"], problem))
+        print("%s: vllm %s" % (case["name"], " ".join(json.dumps(a) if " " in a or "{" in a else a for a in case["argv"])))
+        if problem:
+            print("    " + problem.replace("\n", "\n    "))
+    # the summary comes last, so the report's excerpt (the output's end) keeps it
+    for name, problem in results:
+        print("%-16s %s" % (name, "ok" if not problem else "FAILED: " + problem.splitlines()[0][:200]))
+    return 1 if any(problem for _, problem in results) else 0
 
 
 sys.exit(version() if INPUT["mode"] == "version" else serve())  # noqa: F821

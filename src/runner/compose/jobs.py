@@ -1,0 +1,114 @@
+"""CI jobs from the stage plan: each distinct stage is built by exactly one job, across many runners.
+
+A job is rooted at a stage that is a target's image (a leaf) or that two or more stages build on or
+mount (shared: a runtime, a torch stage, a kernel build, an image SGLang starts from). It builds its
+root and the stages only its root needs, starting from the shared stages other jobs published to the
+build cache. Jobs come in waves: a job runs after the waves that publish what it starts from, so over
+a whole release each stage is built once, and each vLLM wheel is compiled once, by one job.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from runner.compose.plan import Plan
+from runner.compose.stages import Stage
+
+VLLM_COMPILE = "vllm-build"  # the name of the stage that compiles vLLM from source (CUDA, ROCm)
+
+
+@dataclass
+class Job:
+    """One CI job: the stage it publishes (and, for a leaf, the target image it tests and pushes)."""
+
+    root: Stage
+    builds: list[Stage] = field(default_factory=list)  # the root and the stages only it needs, in order
+    needs: set[str] = field(default_factory=set)  # keys of other jobs' roots it starts from
+    wave: int = 0
+    tag: str = ""  # the target tag when the root is a target's image
+
+    @property
+    def key(self) -> str:
+        return self.root.key
+
+    @property
+    def vllm_compiles(self) -> int:
+        return sum(s.name == VLLM_COMPILE for s in self.builds)
+
+    def as_dict(self) -> dict:
+        return {"key": self.key[:16], "stage": f"{self.root.kind} {self.root.name}", "platform": self.root.platform,
+                "arch": self.root.platform.split("/")[1], "wave": self.wave, "tag": self.tag,
+                "needs": sorted(k[:16] for k in self.needs), "builds": len(self.builds),
+                "vllm_compiles": self.vllm_compiles}
+
+
+@dataclass
+class JobPlan:
+    """The jobs of a plan, in waves, and the figures a reviewer checks before running anything."""
+
+    jobs: list[Job]
+    distinct_stages: int
+
+    def waves(self) -> list[list[Job]]:
+        out: list[list[Job]] = [[] for _ in range(max((j.wave for j in self.jobs), default=0))]
+        for j in self.jobs:
+            out[j.wave - 1].append(j)
+        return out
+
+    def shared(self) -> set[str]:
+        """Keys of the stages other jobs start from: what a job publishes to the build cache."""
+        return {k for j in self.jobs for k in j.needs}
+
+    def find(self, key: str) -> Job:
+        """The job whose root key starts with `key` (CI passes 16 characters)."""
+        found = [j for j in self.jobs if j.key.startswith(key)]
+        if len(found) != 1:
+            from runner.model.errors import UserError
+
+            raise UserError("no such job in the plan" if not found else "the job key is ambiguous", value=key,
+                            hint="list the jobs with `runner plan --ci --format json`")
+        return found[0]
+
+    def figures(self) -> dict:
+        return {"jobs": len(self.jobs), "waves": len(self.waves()), "jobs_per_wave": [len(w) for w in self.waves()],
+                "stage_builds": sum(len(j.builds) for j in self.jobs), "distinct_stages": self.distinct_stages,
+                "vllm_compiles": sum(j.vllm_compiles for j in self.jobs),
+                "distinct_vllm_compiles": self.distinct_vllm_compiles,
+                "max_vllm_compiles_per_job": max((j.vllm_compiles for j in self.jobs), default=0)}
+
+    distinct_vllm_compiles: int = 0
+
+
+def ci_jobs(plan: Plan) -> JobPlan:
+    """Jobs rooted at the leaves and the shared stages; every other stage goes to the one job that needs it."""
+    stages = [s for s in plan.stages if s.kind != "base"]
+    dependents: dict[str, set[str]] = defaultdict(set)
+    for s in stages:
+        for d in s.dependencies():
+            dependents[d.key].add(s.key)
+    tags = {leaf.stage.key: leaf.target.tag for leaf in plan.leaves}
+    roots = {s.key: Job(s, tag=tags.get(s.key, "")) for s in stages if s.key in tags or len(dependents[s.key]) > 1}
+    owner: dict[str, str] = {}
+
+    def own(key: str) -> str:
+        if key not in owner:
+            # a stage that is not a root has exactly one dependent: it belongs to that stage's job
+            owner[key] = key if key in roots else own(next(iter(dependents[key])))
+        return owner[key]
+
+    for s in stages:  # plan order: dependencies first, so each job's builds are in build order
+        roots[own(s.key)].builds.append(s)
+    for job in roots.values():
+        job.needs = {owner[d.key] for s in job.builds for d in s.dependencies()
+                     if d.kind != "base" and owner[d.key] != job.key}
+
+    def wave(job: Job) -> int:
+        if not job.wave:
+            job.wave = 1 + max((wave(roots[k]) for k in job.needs), default=0)
+        return job.wave
+
+    for job in roots.values():
+        wave(job)
+    jobs = sorted(roots.values(), key=lambda j: (j.wave, j.tag == "", j.tag, j.root.name, j.root.platform))
+    return JobPlan(jobs, len(stages), sum(s.name == VLLM_COMPILE for s in stages))
