@@ -37,7 +37,7 @@ class Standin:
     name: str
     target: str  # e.g. cuda12.8-vllm0.14.1
     requirements: tuple[str, ...]
-    torch: str = ""  # installed first, in a layer the stand-ins on the same torch share
+    torch: str = ""  # torch with its torchvision and torchaudio, as the recipes' torch stage: a layer of its own
     build_constraints: tuple[str, ...] = ()  # for sdists the stand-in builds into wheels, as the recipe says
 
     @property
@@ -85,7 +85,7 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
     on vLLM's set), then pip downloads exactly those pins inside the base; an sdist is built into a
     wheel there, under the recipe's build constraints. Downloaded once per set."""
     folder = CACHE / "wheelhouse"
-    wanted = ([f"torch=={standin.torch}"] if standin.torch else []) + list(standin.requirements)
+    wanted = list(torch_set(standin.torch)) + list(standin.requirements)
     key = hashlib.sha256("\n".join([SUITE, *wanted, "|", *standin.build_constraints]).encode()).hexdigest()[:16]
     marker = folder / ".sets" / key
     if marker.exists():
@@ -128,6 +128,13 @@ def _compile(wanted: list[str], build_constraints: Path, out: Path) -> None:
         raise RuntimeError(f"uv could not resolve {wanted}: {done.stderr[-3000:]}")
 
 
+def torch_set(torch: str) -> tuple[str, ...]:
+    """torch and its companions at the versions the recipes' torch stage pins."""
+    from runner.compose.kit import TORCHVISION
+
+    return (f"torch=={torch}", f"torchvision=={TORCHVISION[torch]}", f"torchaudio=={torch}") if torch else ()
+
+
 def recipe_env(project, target: str, platform: str = "linux/amd64") -> dict[str, str]:
     """The environment the target's recipe gives its image (what the stand-in must carry)."""
     return project.leaf_stage(target, platform).env()
@@ -150,7 +157,7 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
         infra.wait_for(lambda: infra.port_open(port), "the wheelhouse")
         lines = [f"FROM {BASE}", "RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED"]
         if standin.torch:  # the same layer for every stand-in on this torch
-            lines.append(f"RUN {install}torch=={standin.torch}")
+            lines.append(f"RUN {install}" + " ".join(torch_set(standin.torch)))
         lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
         lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(env.items()) if k != "PATH"]
         lines.append('ENTRYPOINT ["tini", "--"]')

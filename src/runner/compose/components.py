@@ -32,10 +32,11 @@ class Component:
                 "paths": list(self.paths), "libs": list(self.libs)}
 
 
-def python(name: str, version: str, dist: str = "", imports: Iterable[str] = (), libs: Iterable[str] = (),
+def python(name: str, version: str, dist: str | None = None, imports: Iterable[str] = (), libs: Iterable[str] = (),
            note: str = "") -> Component:
-    """A Python package component (its distribution is its name unless told otherwise)."""
-    return Component(name, version, dist or name, tuple(imports), (), tuple(libs), note)
+    """A Python package component. Its distribution is its name unless told otherwise; dist="" checks
+    no distribution version (a package built from a commit reports its own version)."""
+    return Component(name, version, name if dist is None else dist, tuple(imports), (), tuple(libs), note)
 
 
 def native(name: str, version: str, paths: Iterable[str] = (), libs: Iterable[str] = (), note: str = "") -> Component:

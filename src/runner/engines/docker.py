@@ -247,9 +247,12 @@ class DockerBuilder:
                 self._inspected.pop(handle, None)  # its RepoDigests changed
                 return found[-1]
             message = (err.strip() or out.strip())[-800:]
-            if re.search(r"denied|unauthorized|authentication required", message, re.I):
+            refused = re.search(r"denied|unauthorized|authentication required", message, re.I)
+            if refused and (attempt == self.push_attempts or re.search(r"denied", message, re.I)):
+                # the credentials were checked before the build: an "unauthorized" that persists (or an
+                # access denial) is the account's to fix; a passing one is a fault of the way there
                 raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
-            if attempt == self.push_attempts or not _TRANSIENT.search(message):
+            if attempt == self.push_attempts or not (refused or _TRANSIENT.search(message)):
                 raise BuildError(f"docker push {ref} failed: {message}")
             self.retries.append(f"push {ref}: {message.splitlines()[-1][:200]}; retry {attempt}")
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))

@@ -20,7 +20,7 @@ def rows(plan, recipes) -> list[dict]:
         entry["platforms"].append(leaf.platform)
         for c in (c for stage in leaf.stage.chain() for c in stage.components):
             found = entry["components"].setdefault(c.name, {"name": c.name, "version": c.version,
-                                                           "kind": "python" if c.dist else "native",
+                                                           "kind": "python" if c.dist or c.imports else "native",
                                                            "platforms": [], "note": c.note})
             found["platforms"].append(leaf.platform)
     for entry in by_tag.values():

@@ -25,7 +25,7 @@ from runner.compose.stages import Stage
 from runner.model.targets import Target
 from runner.model.marked_yaml import load_model
 
-EXCERPT = 2000  # characters of output kept per check in the report (its end: probes print summaries last)
+EXCERPT = 6000  # characters of output kept per check in the report (its end: probes print summaries last)
 DEFAULT_TIMEOUT = 300  # seconds a check may run unless its spec says otherwise
 
 

@@ -53,6 +53,6 @@ for c in INPUT["components"]:  # noqa: F821 - INPUT is put above this text by ru
     if problems:
         print("%s: %s" % (c["name"], "; ".join(problems)))
     summary.append("%-24s %-16s %s" % (c["name"], c["version"] or "-", "ok" if not problems else
-                                       "FAILED: " + "; ".join(problems)[:80]))
+                                       "FAILED: " + "; ".join(problems)[:70]))
 print("\n".join(summary))  # last, so the report's excerpt (the output's end) keeps it
 sys.exit(1 if any(not line.endswith(" ok") for line in summary) else 0)
