@@ -11,6 +11,13 @@ DESCRIPTION = ("runner: the matrix, names, catalog, plan and Dockerfiles offline
                "releases on a local Docker/BuildKit (the Dagger module runs the same flow through `dagger call`).")
 
 
+def positive(text: str) -> int:
+    """An argument that counts something at once: 1 to 64."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, not {text!r}")
+    return int(text)
+
+
 def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
     """The target filters every selecting command shares."""
     p.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
@@ -40,7 +47,7 @@ def build_args(p: argparse.ArgumentParser) -> None:
     """How the Docker engine builds and tests."""
     p.add_argument("--engine", choices=("docker",), default="docker",
                    help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
-    p.add_argument("--concurrency", type=int, default=2, help="images built and tested at once")
+    p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
@@ -97,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "resolve every install step of the selected images with uv, before any build (exit 2 on a conflict)")
     selection_args(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--jobs", type=int, default=4, help="uv resolves at once")
+    p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
     p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
     p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
 
