@@ -39,17 +39,21 @@ def runners(e2e):
 def _job(env, key: str, cache: str) -> dict:
     r = env.runner("job", key, "--build-cache", cache, "--no-smoke-cache", REGISTRY_USERNAME=env.username)
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stdout.strip(), f"runner job {key} printed no report (exit {r.returncode}): {r.stderr[-2000:]}"
     out = json.loads(r.stdout)
     out["returncode"] = r.returncode
     return out
 
 
-def test_two_runners_build_each_distinct_step_once_through_the_build_cache(runners):
+def test_two_runners_build_each_distinct_step_once_through_the_build_cache(runners, monkeypatch):
     first, second = runners
     cache = f"{first.registry}/e2e/runner-build-cache"
+    monkeypatch.setenv("RUNNER_FIXTURE_INDEX", first.index)  # the recipe's index is part of its steps
     project = load_project(first.root / "project" / "matrix.yaml")
     plan = make_plan(project.targets, project.recipes)
     jobs = ci_jobs(plan)
+    listed = json.loads(first.runner("plan", "--ci", "--format", "json").stdout)["jobs"]
+    assert [j["key"] for j in listed] == [j.as_dict()["key"] for j in jobs.jobs]  # the CLI's plan is this plan
     distinct = _steps(s for s in plan.stages if s.kind != "base")
     executed, runs = 0, []
     for n, wave in enumerate(jobs.waves(), 1):

@@ -67,7 +67,10 @@ async def _job(a: argparse.Namespace) -> int:
     failed = [b for b in built if not b.passed]
     for b in failed:
         print(f"runner: {b.leaf.target.tag} on {b.leaf.platform}: {b.error or 'smoke checks failed'}", file=sys.stderr)
-    return 1 if failed else 0
+    for p in pubs:
+        if p.error:
+            print(f"runner: {p.tag}: not pushed: {p.skipped}", file=sys.stderr)
+    return 1 if failed or any(p.error for p in pubs) else 0
 
 
 def _only(target, platform: str):

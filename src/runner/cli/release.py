@@ -204,12 +204,14 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         what = r["error"] or "smoke checks failed: " + ", ".join(r["smoke"]["failed"])
         print(f"runner: {r['tag']} on {r['platform']}: {what}", file=sys.stderr)
     for p in pubs:
-        if p.note:
+        if p.error:
+            print(f"runner: {p.tag}: not published: {p.skipped}", file=sys.stderr)
+        elif p.note:
             print(f"runner: {p.tag}: {p.note}", file=sys.stderr)
     if failed:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or any(p.error for p in pubs) else 0
 
 
 async def _smoke(a: argparse.Namespace) -> int:

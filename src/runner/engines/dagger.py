@@ -128,7 +128,7 @@ class DaggerBuilder:
         digest, found = "", {}
         if self.build_cache is not None:
             digest = await self.base_digest(stage.chain()[0].image, stage.platform)
-            found = await self.build_cache.substitutes(stage, digest, include_target=stage.tag == "")
+            found = await self.build_cache.substitutes(stage, digest)
             self.stages.substitute(found)
         ctr = self.stages.container(stage)
         try:

@@ -153,7 +153,7 @@ class DockerBuilder:
         substitutes, digest = {}, ""
         if self.build_cache is not None:
             digest = await self.base_digest(stage.chain()[0].image, stage.platform)
-            substitutes = await self.build_cache.substitutes(stage, digest, include_target=stage.tag == "")
+            substitutes = await self.build_cache.substitutes(stage, digest)
         rendered = render(stage, self.form, self.mirrors, substitutes)
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,7 @@ class DockerBuilder:
         if self.build_cache is not None:
             for shared in self.build_cache.to_publish(stage, substitutes):
                 ref = self.build_cache.ref(shared, digest)
-                await self._docker_build(ctx, rendered.names[shared.key], shared, ref)
+                await self._docker_build(ctx, rendered.stage_names[shared.key], shared, ref)
                 await self.push(ref, ref)
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         found = await self.inspect(image)

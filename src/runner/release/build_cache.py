@@ -38,28 +38,30 @@ class BuildCache:
     async def has(self, stage: Stage, base_digest: str) -> bool:
         return await self.registry.digest(self.repository, cache_key(stage, base_digest)) is not None
 
-    async def substitutes(self, target: Stage, base_digest: str, include_target: bool = False) -> dict[str, str]:
-        """Stage key -> cached image for the stages `target` needs that are already in the cache,
-        nearest first: a cached stage's own dependencies are not looked up (nothing below it is built)."""
+    async def substitutes(self, target: Stage, base_digest: str) -> dict[str, str]:
+        """Stage key -> cached image for the stages `target` needs that are already in the cache, the
+        target itself included, nearest first: a cached stage's own dependencies are not looked up
+        (nothing below it is built)."""
         found: dict[str, str] = {}
         seen: set[str] = set()
 
-        async def visit(stage: Stage, is_target: bool) -> None:
+        async def visit(stage: Stage) -> None:
             if stage.key in seen or stage.kind == "base":
                 return
             seen.add(stage.key)
-            if (include_target or not is_target) and await self.has(stage, base_digest):
+            if await self.has(stage, base_digest):
                 found[stage.key] = self.ref(stage, base_digest)
                 self.found.append(f"{stage.kind} {stage.name} {stage.platform}")
                 return
             for dep in stage.dependencies():
-                await visit(dep, False)
+                await visit(dep)
 
-        await visit(target, True)
+        await visit(target)
         return found
 
     def to_publish(self, target: Stage, substitutes: dict[str, str]) -> list[Stage]:
-        """The shared stages a build of `target` makes itself (the ones it did not take from the cache)."""
+        """What a build of `target` made itself (did not take from the cache) and hands on: the shared
+        stages, and the target, so that a re-run of its job on another runner rebuilds nothing."""
         out: list[Stage] = []
         seen: set[str] = set()
 
@@ -69,7 +71,7 @@ class BuildCache:
             seen.add(stage.key)
             for dep in stage.dependencies():
                 visit(dep)
-            if stage.key in self.shared:
+            if stage.key in self.shared or stage is target:
                 out.append(stage)
 
         visit(target)

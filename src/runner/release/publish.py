@@ -16,7 +16,7 @@ from runner.model.catalog import CatalogFile, RunnerRecord
 from runner.model.errors import Failed
 from runner.model.naming import compose_tag, format_tag
 from runner.model.targets import Target
-from runner.release.pipeline import Builder, Built
+from runner.release.pipeline import BuildError, Builder, Built
 from runner.release.registry import Registry
 
 
@@ -49,6 +49,7 @@ class Publication:
     digest: str = ""
     platforms: dict[str, str] = field(default_factory=dict)  # platform -> single-arch digest
     skipped: str = ""  # why nothing was published
+    error: str = ""  # a push or index write that failed (the run fails; running it again finishes it)
     note: str = ""  # what was left to do (an index not written for a narrowed selection)
     pushed: int = 0  # single-arch pushes that changed the registry
     index_changed: bool = False
@@ -70,22 +71,32 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
         if bad:
             pub.skipped = "; ".join(bad) + "; nothing of this tag was pushed"
             continue
-        for b in sorted(images, key=lambda b: b.platform):
-            ref = repo.ref(format_tag(b.target, b.platform))
-            b.digest, changed = await _push(engine, registry, repo, b, ref)
-            pub.platforms[b.platform] = b.digest
-            pub.pushed += changed
-        if not index:
-            continue
-        missing = sorted(set(matrix_platforms[tag]) - set(pub.platforms))
-        if missing:
-            pub.note = (f"-dev index not written: {', '.join(missing)} not built in this run; build and push "
-                        f"them single-arch (--platform P --single-arch), then merge")
-            continue
-        pub.dev_ref = repo.ref(format_tag(images[0].target, dev=True))
-        pub.digest, pub.index_changed = await _index(registry, repo, format_tag(images[0].target, dev=True),
-                                                     pub.platforms)
+        try:
+            await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index)
+        except (BuildError, Failed) as e:  # one tag's registry trouble neither hides the others nor the report
+            pub.error = str(e)
+            pub.skipped = (f"{e}; the -dev index was not written (single-arch pushes that landed are kept); "
+                           "run the same command again to finish")
     return pubs
+
+
+async def _publish_tag(images: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
+                       pub: Publication, matrix_platforms: Sequence[str], index: bool) -> None:
+    for b in sorted(images, key=lambda b: b.platform):
+        ref = repo.ref(format_tag(b.target, b.platform))
+        b.digest, changed = await _push(engine, registry, repo, b, ref)
+        pub.platforms[b.platform] = b.digest
+        pub.pushed += changed
+    if not index:
+        return
+    missing = sorted(set(matrix_platforms) - set(pub.platforms))
+    if missing:
+        pub.note = (f"-dev index not written: {', '.join(missing)} not built in this run; build and push "
+                    f"them single-arch (--platform P --single-arch), then merge")
+        return
+    dev = format_tag(images[0].target, dev=True)
+    pub.digest, pub.index_changed = await _index(registry, repo, dev, pub.platforms)
+    pub.dev_ref = repo.ref(dev)  # only once the index is there
 
 
 async def _push(engine: Builder, registry: Registry, repo: Repository, b: Built, ref: str) -> tuple[str, int]:

@@ -15,6 +15,6 @@ def report(built: Sequence[Built], publications: Sequence[Publication] = ()) -> 
     return {
         "images": [b.report() for b in built],
         "published": [{"tag": p.tag, "dev": p.dev_ref, "digest": p.digest, "platforms": p.platforms, "skipped": p.skipped,
-                       "note": p.note, "pushed": p.pushed, "index_changed": p.index_changed} for p in pubs.values()],
+                       "error": p.error, "note": p.note, "pushed": p.pushed, "index_changed": p.index_changed} for p in pubs.values()],
         "passed": sum(b.passed for b in built), "failed": sum(not b.passed for b in built),
     }

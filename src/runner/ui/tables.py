@@ -69,7 +69,8 @@ def report_table(result: dict) -> Table:
         pub = published.get(r["tag"])
         state = "[green]passed[/]" if r["smoke"]["passed"] else "[red]" + (
             "build failed" if r["error"] else "failed: " + ", ".join(r["smoke"]["failed"])) + "[/]"
-        pub_text = "" if pub is None else ("[dim]skipped[/]" if pub["skipped"] else pub["digest"][:19])
+        pub_text = "" if pub is None else ("[red]push failed[/]" if pub.get("error") else
+                                            "[dim]skipped[/]" if pub["skipped"] else pub["digest"][:19])
         table.add_row(r["tag"], r["platform"], f"{r['build_seconds']:.1f}", f"{r['size'] / 1e6:.1f} MB", state, pub_text)
     return table
 
