@@ -78,6 +78,7 @@ def main() -> None:
         sys.exit(f"missing: {', '.join(missing)} (see .ci/run)")
     e = infra.start()
     os.environ["DOCKER_CONFIG"] = str(e.root / "docker-config")  # the plain pushes' login stays in the temp dir
+    os.environ["DOCKER_BUILDKIT"] = "1"  # the exported Dockerfiles mount caches, as runner's builds do
     try:
         files = dockerfiles(e)
         cold_r, cold_p, warm_r, warm_p = [], [], [], []

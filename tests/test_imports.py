@@ -40,3 +40,12 @@ def test_runner_matrix_imports_no_engine_no_async_runtime_no_catalog_models(tmp_
 def test_runner_plan_imports_no_engine(tmp_path):
     modules = _modules("plan", "--backend", "corex", "--format", "json", cache=tmp_path)
     assert not sorted(m for m in modules if m.startswith(NEVER))
+
+
+def test_a_build_without_a_registry_loads_no_registry_client_and_no_catalog_models():
+    code = ("import sys, runner.cli.release, runner.engines.docker, runner.release.pipeline, runner.release.publish, "
+            "runner.release.report, runner.release.smoke_memory, runner.release.build_cache; "
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    modules = set(out.stdout.split())
+    assert not sorted(m for m in modules if m.startswith(("httpx", "runner.release.registry", "runner.model.catalog")))

@@ -68,11 +68,39 @@ def test_cold_build_executes_each_distinct_step_once_and_smoke_tests_every_image
     assert {"entrypoint", "tini", "version", "consumer-flags", "patched", "environment", "no-package-manager-cache"} <= names
 
 
-def test_warm_rebuild_executes_no_step(e2e):
+def _checks(report: dict) -> list[dict]:
+    return [c for r in report["images"] for c in r["smoke"]["checks"]]
+
+
+def test_warm_rebuild_executes_no_step_and_remembers_every_smoke_result(e2e):
     r = e2e.runner("build", "--report", str(e2e.root / "warm.json"))
-    steps = _report(e2e, "warm.json")["steps"]
+    warm = _report(e2e, "warm.json")
+    steps = warm["steps"]
     assert steps["executed"] == 0 and steps["cached"] == _report(e2e, "cold.json")["steps"]["executed"] + \
         _report(e2e, "cold.json")["steps"]["cached"], r.stderr
+    # same image, same rendered checks: every result comes from memory, the broken one's failure too
+    # (the entrypoint is read from the image's config, never from a container: nothing to remember)
+    ran = [c for c in _checks(warm) if c["name"] != "entrypoint"]
+    assert ran and all(c["cached"] for c in ran), [c["name"] for c in ran if not c["cached"]]
+    assert [(i["tag"], i["platform"]) for i in warm["images"] if not i["smoke"]["passed"]] == [(BROKEN, "linux/arm64")]
+    assert steps["images_unchanged"] == len(warm["images"])  # nothing even sent to BuildKit
+    r = e2e.runner("build", "--no-smoke-cache", "--report", str(e2e.root / "forced.json"))
+    forced = _report(e2e, "forced.json")
+    assert not any(c["cached"] for c in _checks(forced)) and forced["failed"] == 1, r.stderr
+
+
+def test_a_changed_build_input_goes_back_to_buildkit(e2e):
+    """Another revision changes a build argument (the revision label): every image is built again
+    (its steps cached, its label new); a removed image is built again too."""
+    e2e.docker("rmi", f"runner-build/{TAGS[0]}:linux-amd64")
+    r = e2e.runner("build", "--revision", "e2e-other", "--report", str(e2e.root / "revision.json"))
+    report = _report(e2e, "revision.json")
+    assert report["steps"]["images_unchanged"] == 0 and report["steps"]["executed"] == 0, r.stderr
+    labels = json.loads(e2e.docker("image", "inspect", "--format", "{{json .Config.Labels}}",
+                                   f"runner-build/{TAGS[0]}:linux-amd64").stdout)
+    assert labels["org.opencontainers.image.revision"] == "e2e-other"
+    r = e2e.runner("build", "--report", str(e2e.root / "back.json"))  # the default revision again
+    assert _report(e2e, "back.json")["steps"]["images_unchanged"] == 0, r.stderr
 
 
 def test_images_carry_labels_and_no_cache_bytes(e2e):

@@ -49,7 +49,7 @@ async def _job(a: argparse.Namespace) -> int:
                 else:
                     leaf = next(x for x in plan.leaves if x.stage.key == the_job.key)
                     one = make_plan([_only(leaf.target, leaf.platform)], project.recipes)
-                    memory = None if a.no_smoke_cache else SmokeMemory()
+                    memory = SmokeMemory(recall=not a.no_smoke_cache)
                     built = await pipeline.build_all(one, builder, project.pack_path, 1, lambda b: None, a.gpu, memory)
                     if publish:
                         reg = await stack.enter_async_context(_client(a, password))

@@ -53,7 +53,7 @@ def build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
     p.add_argument("--no-smoke-cache", action="store_true",
-                   help="run every smoke check, even those remembered for an unchanged image")
+                   help="run every smoke check, even those remembered for an unchanged image (the new results are remembered)")
     p.add_argument("--build-cache", default="", metavar="HOST/NAMESPACE/REPOSITORY",
                    help="start from the shared stages other jobs pushed there, and push the ones built here")
 
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix", type=Path)
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
-    p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image")
+    p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image (the new results are remembered)")
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "

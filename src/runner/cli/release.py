@@ -148,6 +148,7 @@ def build_cache(a: argparse.Namespace, project):
 
 async def _build(a: argparse.Namespace, publish: bool) -> int:
     from runner.compose.plan import make_plan
+    from runner.engines.build_records import BuildRecords
     from runner.engines.docker import Docker, DockerBuilder
     from runner.release import pipeline, publish as flow
     from runner.release.provenance import build_info
@@ -161,11 +162,12 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     password = _password(a) if publish else ""
     plan = make_plan(targets, project.recipes)
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
-    memory = None if a.no_smoke_cache else SmokeMemory()
+    memory = SmokeMemory(recall=not a.no_smoke_cache)
     cache, cache_login = build_cache(a, project)
     pubs: list = []
     with Docker() as docker:
-        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache)
+        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
+                                records=BuildRecords())
         try:
             async with AsyncExitStack() as stack:
                 if publish:
@@ -190,7 +192,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
             builder.close()
     result = report(built, pubs)
     result["steps"] = {"executed": builder.counts.executed, "cached": builder.counts.cached,
-                       "distinct_stages": plan.distinct_stages}
+                       "images_unchanged": builder.counts.images_unchanged, "distinct_stages": plan.distinct_stages}
     if cache is not None:
         result["build_cache"] = {"found": cache.found, "published": cache.published}
     result["registry_retries"] = retries
@@ -224,7 +226,7 @@ async def _smoke(a: argparse.Namespace) -> int:
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
-    memory = None if a.no_smoke_cache else SmokeMemory()
+    memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
         builder = DockerBuilder(docker, {}, project.pack_path)

@@ -16,16 +16,20 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from runner.compose.dockerfile import render
 from runner.compose.mirrors import Mirrors
-from runner.compose.stages import Stage
-from runner.release.build_cache import BuildCache
 from runner.compose.plan import Leaf
+from runner.compose.stages import Stage
+from runner.engines.build_records import BuildRecords, inputs_key
 from runner.model.errors import UserError
 from runner.release.pipeline import BuildError, Image
+
+if TYPE_CHECKING:
+    from runner.release.build_cache import BuildCache
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
 SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
@@ -42,6 +46,7 @@ class StepCounts:
 
     executed: int = 0
     cached: int = 0
+    images_unchanged: int = 0  # images not sent to BuildKit: inputs and image as the last build left them
 
     def add(self, progress: str) -> None:
         steps: dict[str, str] = {}
@@ -135,9 +140,9 @@ class DockerBuilder:
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
                  network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
-                 build_cache: BuildCache | None = None) -> None:
+                 build_cache: BuildCache | None = None, records: BuildRecords | None = None) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
-        self.mirrors, self.build_cache = mirrors, build_cache
+        self.mirrors, self.build_cache, self.records = mirrors, build_cache, records
         self.push_attempts = push_attempts
         self.counts = StepCounts()
         self.retries: list[str] = []
@@ -155,6 +160,11 @@ class DockerBuilder:
             digest = await self.base_digest(stage.chain()[0].image, stage.platform)
             substitutes = await self.build_cache.substitutes(stage, digest)
         rendered = render(stage, self.form, self.mirrors, substitutes)
+        key = await self._inputs(stage, rendered.text, rendered.target, image) if self.build_cache is None else ""
+        if key and (found := await self._unchanged(image, key)):
+            self.counts.cached += sum(line.startswith("RUN ") for line in rendered.text.splitlines())
+            self.counts.images_unchanged += 1
+            return Image(image, found.image_id, found.size)
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
@@ -166,13 +176,44 @@ class DockerBuilder:
                 await self.push(ref, ref)
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         found = await self.inspect(image)
+        if key and self.records is not None:
+            self.records.put(key, found.image_id)
         return Image(image, found.image_id, found.size)
 
+    def _build_args(self) -> list[str]:
+        return [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in sorted(self.build_info.items())]
+
+    async def _inputs(self, stage: Stage, dockerfile: str, target: str, image: str) -> str:
+        """The key of everything this build depends on ('' when a base image is not on the daemon)."""
+        if self.records is None:
+            return ""
+        bases: dict[str, str] = {}
+        for base in _bases(stage):
+            if base.image not in bases:
+                _, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}",
+                                                  base.image, check=False)
+                image_id, _, platform = out.strip().partition(" ")
+                if platform != stage.platform:
+                    return ""  # not here (or another platform's): BuildKit pulls it
+                bases[base.image] = image_id
+        daemon = self.docker.env.get("DOCKER_HOST", "")
+        return inputs_key(daemon, image, dockerfile, target, stage.platform, self._build_args(), bases)
+
+    async def _unchanged(self, image: str, key: str) -> _Inspected | None:
+        """The image, when the daemon still holds what the last build with these inputs produced."""
+        recorded = self.records.get(key) if self.records is not None else ""
+        if not recorded:
+            return None
+        try:
+            found = await self.inspect(image)
+        except BuildError:
+            return None
+        return found if found.image_id == recorded else None
+
     async def _docker_build(self, ctx: Path, target: str, stage: Stage, image: str) -> None:
-        args = [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in self.build_info.items()]
         code, out, err = await self.docker.run(
             "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
-            "--target", target, *args, "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
+            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
         self.counts.add(err + out)
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
@@ -277,3 +318,17 @@ class DockerBuilder:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _bases(stage: Stage) -> list[Stage]:
+    """The base stages (FROM images) under a stage."""
+    out, seen, todo = [], set(), [stage]
+    while todo:
+        s = todo.pop()
+        if s.key in seen:
+            continue
+        seen.add(s.key)
+        if s.kind == "base":
+            out.append(s)
+        todo.extend(s.dependencies())
+    return out

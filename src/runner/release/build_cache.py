@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runner.compose.stages import Stage
-from runner.release.registry import Registry
+
+if TYPE_CHECKING:  # the registry client (httpx) is imported only by the runs that use a build cache
+    from runner.release.registry import Registry
 
 
 def cache_key(stage: Stage, base_digest: str) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.model.catalog import CatalogFile, RunnerRecord
 from runner.model.errors import Failed
 from runner.model.naming import compose_tag, format_tag
 from runner.model.targets import Target
 from runner.release.pipeline import BuildError, Builder, Built
-from runner.release.registry import Registry
+
+if TYPE_CHECKING:  # the catalog models (pydantic) and the registry client (httpx) load only where used
+    from runner.model.catalog import CatalogFile, RunnerRecord
+    from runner.release.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,13 @@ from runner.model.files import cache_root
 class SmokeMemory:
     """Remembered smoke results keyed by image and rendered checks (same inputs, same result)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, recall: bool = True) -> None:
         self.root = (root or cache_root()) / "smoke"
+        self.recall = recall  # False: run every check (--no-smoke-cache), and remember the fresh results
 
     def get(self, key: str) -> list[dict] | None:
+        if not self.recall:
+            return None
         try:
             data = json.loads((self.root / f"{key}.json").read_text())
         except (OSError, ValueError):
