@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runner.model.errors import UserError
-from runner.model.matrix import check_url
+from runner.model.urls import check_url
 
 ENV = "RUNNER_MIRRORS"
 

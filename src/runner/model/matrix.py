@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from runner.model.errors import ErrorList, UserError, closest
 from runner.model.naming import PLATFORMS  # noqa: F401  (re-exported: the platforms a matrix may name)
 from runner.model.marked_yaml import MarkedDocument, load_marked_file
+from runner.model.urls import check_url
 
 STATUSES = ("active", "deprecated", "polished")
 # dotted numbers without leading zeros, ASCII digits only; a calendar month (25.04) is the one zero-padded part
@@ -61,17 +62,6 @@ def check_template(value: str | None) -> str | None:
             f"unknown placeholder {{{sorted(unknown)[0]}}} in {value!r} "
             f"(allowed: {', '.join('{' + f + '}' for f in sorted(_TEMPLATE_FIELDS))})"
         )
-    return value
-
-
-_URL_RE = re.compile(r"^(https?|file)://[^\s\"'`$\\]+$")
-
-
-def check_url(value: str, what: str = "mirror URL") -> str:
-    """An http(s) or file URL without spaces, quotes or shell expansions."""
-    if not isinstance(value, str) or not _URL_RE.match(value):
-        raise ValueError(f"malformed {what} {value!r} (allowed: http://, https:// or file:// URLs without spaces, "
-                         "quotes or $)")
     return value
 
 
