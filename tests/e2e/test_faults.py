@@ -94,10 +94,11 @@ def test_sigterm_during_publish_leaves_no_credential_and_no_child(e2e):
                             text=True)
     deadline = time.monotonic() + 120
     children: list[int] = []
+    # interrupt a push (builds of unchanged images do not reach docker build, inspects are brief)
     while time.monotonic() < deadline and proc.poll() is None and not children:
-        children = _children(proc.pid, "docker")
-        time.sleep(0.05)
-    assert children, "publish ran no docker child to interrupt"
+        children = _children(proc.pid, "docker\0push\0")
+        time.sleep(0.02)
+    assert children, "publish ran no docker push to interrupt"
     configs = _private_configs(proc.pid)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
