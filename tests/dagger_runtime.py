@@ -47,8 +47,20 @@ def sdk_source(version: str) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "dagger-io",
                         f"dagger-io=={version}", "-d", str(folder)], check=True)
         with tarfile.open(folder / f"dagger_io-{version}.tar.gz") as tar:
-            tar.extractall(folder, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later (Debian 12's 3.11.2 lacks it)
+                tar.extractall(folder, filter="data")
+            else:
+                _check_members(tar, folder)
+                tar.extractall(folder)
     return unpacked
+
+
+def _check_members(tar: tarfile.TarFile, folder: Path) -> None:
+    """What the "data" filter refuses: links, devices and paths that leave the folder."""
+    root = folder.resolve()
+    for m in tar.getmembers():
+        if not (m.isfile() or m.isdir()) or not (root / m.name).resolve().is_relative_to(root):
+            raise RuntimeError(f"unexpected member in the SDK archive: {m.name}")
 
 
 def vendor_sdk(source_dir: Path, version: str) -> None:
