@@ -3,8 +3,8 @@ the package index in images built on the local BuildKit, carrying the environmen
 target's recipe gives. `runner smoke` runs the project's real specs on them; the seed-002 Ray head and
 worker really start and join. See tests/e2e/standin.py for what a stand-in is and lacks.
 
-SGLang and VoxBox are marked `realservice_extra` (CI leaves them out for time; run them with
-`pytest -m realservice_extra`)."""
+SGLang and VoxBox are marked `realservice_extra` (CI runs them too; `pytest -m "not realservice_extra"`
+leaves them out for a quicker local run)."""
 
 from __future__ import annotations
 
