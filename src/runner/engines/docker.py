@@ -148,6 +148,7 @@ class DockerBuilder:
         self.retries: list[str] = []
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
         self._inspected: dict[str, _Inspected] = {}
+        self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
 
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
@@ -190,9 +191,11 @@ class DockerBuilder:
         bases: dict[str, str] = {}
         for base in _bases(stage):
             if base.image not in bases:
-                _, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}",
-                                                  base.image, check=False)
-                image_id, _, platform = out.strip().partition(" ")
+                if base.image not in self._base_ids:
+                    _, out, _ = await self.docker.run("image", "inspect", "--format",
+                                                      "{{.Id}} {{.Os}}/{{.Architecture}}", base.image, check=False)
+                    self._base_ids[base.image] = out.strip()
+                image_id, _, platform = self._base_ids[base.image].partition(" ")
                 if platform != stage.platform:
                     return ""  # not here (or another platform's): BuildKit pulls it
                 bases[base.image] = image_id
