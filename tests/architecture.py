@@ -17,7 +17,7 @@ LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "ui
 TOP = {"runner": 0, "runner.__main__": 6}  # the consumer API sits on the model; __main__ is the CLI
 DAGGER_SDK_ALLOWED = ("runner.engines.dagger", "runner.dagger")
 RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.stages", "runner.compose.requirements",
-                  "runner.compose.components", "runner.compose.sources", "runner.model")
+                  "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.model")
 
 
 def modules(src: Path) -> dict[str, Path]:
