@@ -96,3 +96,9 @@ def declared_url_at(script: str, pos: int) -> bool:
     if any(script.startswith(h, pos) for h in headers if h):
         return True
     return any(d.pattern().match(script, pos) for d in _DOWNLOADS.values())
+
+
+def declared_prefixes() -> list[str]:
+    """`scheme://host/` of every declared Download and Git (what a source mirror stands in for)."""
+    urls = [d.url for d in _DOWNLOADS.values()] + list(_REPOSITORIES)
+    return sorted({"/".join(u.split("/", 3)[:3]) + "/" for u in urls if "://" in u})
