@@ -73,7 +73,7 @@ class Rehearsal:
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
 
     async def __aenter__(self) -> Rehearsal:
-        code, _, err = await self.docker.run("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
+        code, _, err = await self.docker.run("version", "--format", "{{.Server.Version}}", check=False, timeout=30)
         if code != 0:
             raise UserError(f"no container engine: {err.strip().splitlines()[-1] if err.strip() else 'docker info failed'}",
                             hint="start Docker, or point DOCKER_HOST at a daemon (a rehearsal builds on its BuildKit)")

@@ -5,6 +5,7 @@ only the first rehearsal on a machine runs debootstrap."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -60,6 +61,9 @@ def dockerfile(spec: StandinSpec) -> str:
     lines = ["FROM scratch", "ADD rootfs.tar /"]
     if spec.paths:
         lines.append("RUN mkdir -p " + " ".join(json.dumps(p) for p in spec.paths))
+    for path, content in spec.files:
+        encoded = base64.b64encode(content.encode()).decode()
+        lines.append(f"RUN mkdir -p {json.dumps(path.rsplit('/', 1)[0] or '/')} && echo {encoded} | base64 -d > {json.dumps(path)}")
     lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(spec.env.items())]
     lines.append('CMD ["bash"]')
     return "\n".join(lines) + "\n"

@@ -75,8 +75,9 @@ class StandinSpec:
     """What a backend's vendor base image gives the recipe, as far as a Debian image can carry it."""
 
     env: dict[str, str]
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # folders the recipe expects
     cannot_carry: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
 
 
 def standin_spec(pack: Path, backend: str) -> StandinSpec:
@@ -87,7 +88,9 @@ def standin_spec(pack: Path, backend: str) -> StandinSpec:
     try:
         data = yaml.safe_load(path.read_text()) or {}
         env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
-        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())))
+        files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
+        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
+                           files)
     except (yaml.YAMLError, AttributeError, TypeError) as e:
         raise UserError(f"{path}: not a stand-in spec ({e})",
                         hint="write env: {NAME: value}, paths: [...], cannot_carry: [...]") from None
