@@ -12,10 +12,10 @@ from runner.rehearse.substitutions import COMPILE_MARK
 from tests.conftest import ROOT
 
 
-def _rewritten(tag: str, platform: str = "linux/amd64"):
+def _rewritten(tag: str, platform: str = "linux/amd64", base: str = "runner-rehearsal/standin:test"):
     project = load_project(ROOT / "matrix.yaml")
     leaf = project.leaf_stage(tag, platform)
-    rw = Rewriter(lambda s: "runner-rehearsal/standin:test", "3.11", "http://127.0.0.1:9")
+    rw = Rewriter(lambda s: base, "3.11", "http://127.0.0.1:9")
     return leaf, rw.stage(leaf), rw
 
 
@@ -32,8 +32,8 @@ def test_device_compiles_of_the_real_recipes_are_replaced_by_their_published_art
 
 
 def test_every_script_runs_as_written_inside_the_wrapper_and_bases_are_replaced():
-    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
-    assert new.chain()[0].image == "runner-rehearsal/standin:test"
+    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1", base="quay.io/ascend/cann:pulled-here")
+    assert new.chain()[0].image == "quay.io/ascend/cann:pulled-here"
     originals = [st.script for s, i, _ in steps_in_order(leaf) for st in [s.steps[i]] if isinstance(st, Run)]
     wrapped = [st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]] if isinstance(st, Run)]
     assert len(originals) == len(wrapped)
@@ -55,3 +55,11 @@ def test_progress_is_read_per_step():
     assert got == [("ran", []), ("not fetchable here", ["https://example.invalid/a.tgz"]), ("failed", []), ("not run", [])]
     failed = steps.read(progress, expected)[2]
     assert "boom" in failed.output
+
+
+def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
+    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
+    subs = [s for ss in rw.substitutions.values() for s in ss]
+    assert any(s.what == "the Ubuntu package libmpdec-dev" for s in subs)
+    apt = next(st.script for s in new.chain() for st in s.steps if isinstance(st, Run) and "apt-get install" in st.script)
+    assert "libmpdec-dev" not in apt and " libmpdec-devel" not in apt and "uuid-dev ffmpeg" in apt

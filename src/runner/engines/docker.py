@@ -191,7 +191,7 @@ class DockerBuilder:
         if self.records is None:
             return ""
         bases: dict[str, str] = {}
-        for base in _bases(stage):
+        for base in base_stages(stage):
             if base.image not in bases:
                 if base.image not in self._base_ids:
                     _, out, _ = await self.docker.run("image", "inspect", "--format",
@@ -327,7 +327,7 @@ class DockerBuilder:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _bases(stage: Stage) -> list[Stage]:
+def base_stages(stage: Stage) -> list[Stage]:
     """The base stages (FROM images) under a stage."""
     out, seen, todo = [], set(), [stage]
     while todo:

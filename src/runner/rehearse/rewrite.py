@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from runner.compose.stages import CopyFrom, File, Mount, Run, Stage
-from runner.rehearse.substitutions import Substitution, compile_substitutions, rewrite_args
+from runner.rehearse.substitutions import Substitution, compile_substitutions, rewrite_args, ubuntu_only
 
 NOT_FETCHABLE = "runner-rehearsal: not fetchable here:"
+STANDIN_REPOSITORY = "runner-rehearsal/standin:"
 MARK = "# runner-rehearsal step"
 
 
@@ -37,6 +38,10 @@ class Rewriter:
     originals: dict[tuple[str, int], str] = field(default_factory=dict)  # (new stage key, step) -> original script
     _done: dict[str, Stage] = field(default_factory=dict)
 
+    def on_standin(self, s: Stage) -> bool:
+        """Whether the stage's chain starts from a stand-in base."""
+        return self.base_for(s.chain()[0]).startswith(STANDIN_REPOSITORY)
+
     def stage(self, s: Stage) -> Stage:
         if (found := self._done.get(s.key)) is not None:
             return found
@@ -48,6 +53,9 @@ class Rewriter:
             for i, step in enumerate(s.steps):
                 if isinstance(step, Run):
                     script, found = compile_substitutions(s, step)
+                    if self.on_standin(s):
+                        script, dropped = ubuntu_only(script)
+                        found += dropped
                     subs += found
                     mounts = tuple(Mount(self.stage(m.stage), m.source, m.target) for m in step.mounts)
                     steps.append(Run(wrap(script, self.mirror), step.caches, step.title, step.requirements, mounts))

@@ -17,7 +17,7 @@ from pathlib import Path
 from runner.compose.dockerfile import render
 from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage
-from runner.engines.docker import Docker, DockerBuilder
+from runner.engines.docker import Docker, DockerBuilder, base_stages
 from runner.model.errors import UserError
 from runner.model.files import cache_root
 from runner.model.targets import Target
@@ -125,7 +125,7 @@ class Rehearsal:
         result = Rehearsed(t.tag, leaf.platform)
         start = time.monotonic()
         chosen = {}
-        for base in _bases(leaf.stage):
+        for base in base_stages(leaf.stage):
             chosen[base.key] = await self.base(base, t.backend)
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
@@ -155,16 +155,6 @@ class Rehearsal:
 
 def _compiled(step) -> bool:
     return isinstance(step, Run) and COMPILE_MARK in step.script
-
-
-def _bases(stage: Stage) -> list[Stage]:
-    out, seen, todo = [], set(), [stage]
-    while todo:
-        s = todo.pop()
-        if s.key not in seen:
-            seen.add(s.key)
-            out.append(s) if s.kind == "base" else todo.extend(s.dependencies())
-    return out
 
 
 async def rehearse(project, targets: list[Target], build_info: dict[str, str], keep: bool = False,

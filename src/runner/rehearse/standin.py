@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runner.model.errors import UserError
 from runner.model.files import cache_root
+from runner.rehearse.rewrite import STANDIN_REPOSITORY
 from runner.rehearse.substitutions import STANDIN_SUITE, StandinSpec
 
 # What every vendor base here has that a minimal Debian lacks: bash for the recipes' SHELL, python with
@@ -71,4 +72,4 @@ def dockerfile(spec: StandinSpec) -> str:
 
 def tag(backend: str, platform: str, spec: StandinSpec) -> str:
     text = dockerfile(spec) + platform
-    return f"runner-rehearsal/standin:{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{STANDIN_REPOSITORY}{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

@@ -66,6 +66,27 @@ DEVICE_COMPILES = (
                   "lmcache", "LMCache's kernels compile with nvcc or hipcc; the index's wheel of the release stands for them"),
 )
 
+# Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
+# a stand-in (the stand-in cannot carry them), with the reason
+UBUNTU_ONLY = {"libmpdec-dev": "Debian 12 has no package of mpdecimal's headers (Ubuntu 22.04 has)"}
+_APT_INSTALL = re.compile(r"^.*\bapt-get install\b.*$", re.M)
+
+
+def ubuntu_only(script: str) -> tuple[str, list[Substitution]]:
+    """An apt step without the Ubuntu-only packages a Debian stand-in cannot install."""
+    found: list[Substitution] = []
+
+    def drop(m: re.Match) -> str:
+        line = m[0]
+        for name, why in UBUNTU_ONLY.items():
+            line, n = re.subn(rf"\s{re.escape(name)}(?=\s|$)", "", line)
+            if n:
+                found.append(Substitution("stand-in base", f"the Ubuntu package {name}", "nothing", why))
+        return line
+
+    return _APT_INSTALL.sub(drop, script), found
+
+
 STANDIN_SUITE = "bookworm"  # Debian 12: the distribution the stand-ins are made of
 STANDIN_PYTHON = "3.11"  # Debian 12's python
 
