@@ -49,8 +49,8 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     assert whole["verdict"] == "passed", whole
     assert [s["status"] for s in whole["steps"]] == ["ran"] * len(whole["steps"])
     assert all(c["passed"] for c in whole["smoke"]) and {c["name"] for c in whole["smoke"]} >= {"version", "vendor-tool"}
-    (standin,) = [s for s in whole["substitutions"] if s["kind"] == "stand-in base"]
-    assert standin["what"] == "vendor.invalid/base:1.0.0" and "the vendor's driver libraries" in standin["why"]
+    (standin,) = [s for s in whole["substitutions"] if s["what"] == "vendor.invalid/base:1.0.0"]
+    assert standin["kind"] == "stand-in base" and "the vendor's driver libraries" in standin["why"]
 
     partial = images["vendor1.0-echo0.2.0"]
     assert partial["verdict"] == "not fetchable here"

@@ -102,21 +102,29 @@ class Rehearsal:
             self.bases[key] = (stage.image, [], False)
             return self.bases[key]
         spec = standin_spec(self.project.pack_path, backend)
-        tag = standin.tag(backend, stage.platform, spec)
+        tag = standin.tag(backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()])
         if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
             ctx = self.workdir / tag.rsplit(":", 1)[1]
             ctx.mkdir(parents=True, exist_ok=True)
             shutil.copy(standin.rootfs(stage.platform), ctx / "rootfs.tar")
-            (ctx / "Dockerfile").write_text(standin.dockerfile(spec))
+            authorities = standin.local_authorities()
+            (ctx / "ca").mkdir(exist_ok=True)
+            for crt in authorities:
+                shutil.copy(crt, ctx / "ca" / crt.name)
+            (ctx / "Dockerfile").write_text(standin.dockerfile(spec, bool(authorities)))
             code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
                                                    str(ctx), check=False, timeout=1800)
             if code != 0:
                 raise UserError(f"the stand-in for {stage.image} could not be built: {(err or out).strip()[-600:]}")
             self.images.append(tag)
         carry = "; it cannot carry: " + ", ".join(spec.cannot_carry) if spec.cannot_carry else ""
-        sub = Substitution("stand-in base", stage.image, f"the Debian {standin.STANDIN_SUITE} stand-in {tag}",
-                           f"the vendor image cannot be pulled here{carry}")
-        self.bases[key] = (tag, [sub], True)
+        subs = [Substitution("stand-in base", stage.image, f"the Debian {standin.STANDIN_SUITE} stand-in {tag}",
+                             f"the vendor image cannot be pulled here{carry}")]
+        if standin.local_authorities():
+            subs.append(Substitution("stand-in base", "the vendor image's certificate authorities",
+                                     "them and this machine's own (SSL_CERT_FILE set for uv)",
+                                     "the network here re-signs TLS with an authority of its own"))
+        self.bases[key] = (tag, subs, True)
         return self.bases[key]
 
     async def one(self, leaf: Leaf, builder: DockerBuilder) -> Rehearsed:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from runner.model.errors import UserError
@@ -57,9 +58,22 @@ def rootfs(platform: str) -> Path:
     return tar
 
 
-def dockerfile(spec: StandinSpec) -> str:
-    """The stand-in on the Debian base: the vendor image's paths and environment."""
+# Where this machine keeps certificate authorities of its own (a network that re-signs TLS): a stand-in
+# trusts them too, or nothing in it reaches the package index; uv reads SSL_CERT_FILE for them.
+LOCAL_AUTHORITIES = Path("/usr/local/share/ca-certificates")
+
+
+def local_authorities() -> list[Path]:
+    return sorted(LOCAL_AUTHORITIES.glob("*.crt")) if LOCAL_AUTHORITIES.is_dir() else []
+
+
+def dockerfile(spec: StandinSpec, authorities: bool = False) -> str:
+    """The stand-in on the Debian base: the vendor image's paths and environment (and, with
+    `authorities`, this machine's certificate authorities from the build context's ca/ folder)."""
     lines = ["FROM scratch", "ADD rootfs.tar /"]
+    if authorities:
+        lines += ["COPY ca/ /usr/local/share/ca-certificates/", "RUN update-ca-certificates >/dev/null",
+                  "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]
     if spec.paths:
         lines.append("RUN mkdir -p " + " ".join(json.dumps(p) for p in spec.paths))
     for path, content in spec.files:
@@ -70,6 +84,6 @@ def dockerfile(spec: StandinSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tag(backend: str, platform: str, spec: StandinSpec) -> str:
-    text = dockerfile(spec) + platform
+def tag(backend: str, platform: str, spec: StandinSpec, authorities: Sequence[bytes] = ()) -> str:
+    text = dockerfile(spec, bool(authorities)) + platform + "".join(a.decode(errors="replace") for a in authorities)
     return f"{STANDIN_REPOSITORY}{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
