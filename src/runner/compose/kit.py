@@ -156,7 +156,10 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
           PYTHON_VERSION=t.python, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
           PIP_ROOT_USER_ACTION="ignore", PIPX_HOME="/root/.local/share/pipx",
           PIPX_LOCAL_VENVS="/root/.local/share/pipx/venvs", UV_NO_CACHE="1", UV_HTTP_TIMEOUT="500",
-          UV_INDEX_STRATEGY="unsafe-best-match")
+          UV_INDEX_STRATEGY="unsafe-best-match",
+          # every later stage's `uv pip install` goes to the image's python (the torch and build stages
+          # come before any service stage: without it uv finds no virtual environment and stops)
+          UV_SYSTEM_PYTHON="1")
     b.run(f"""
         {APT_KEEP}
         apt-get update

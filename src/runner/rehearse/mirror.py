@@ -9,6 +9,7 @@ import http.server
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -60,9 +61,10 @@ class SourceMirror:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def mirrors(self) -> Mirrors:
-        """Every declared source's scheme and host, pointed here."""
-        return Mirrors.of({prefix: f"{self.url}/{prefix.split('://', 1)[1]}" for prefix in declared_prefixes()})
+    def mirrors(self, indexes: Iterable[str] = ()) -> Mirrors:
+        """Every declared source's scheme and host, and the package indexes the steps name, pointed here."""
+        prefixes = set(declared_prefixes()) | {"/".join(u.split("/", 3)[:3]) + "/" for u in indexes if "://" in u}
+        return Mirrors.of({prefix: f"{self.url}/{prefix.split('://', 1)[1]}" for prefix in sorted(prefixes)})
 
     def missed(self, since: float = 0.0) -> list[str]:
         return list(dict.fromkeys(r.url for r in self.requests if r.status == 404 and r.at >= since))

@@ -172,7 +172,10 @@ async def rehearse(project, targets: list[Target], build_info: dict[str, str], k
     results: list[Rehearsed] = []
     with Docker() as docker:
         async with Rehearsal(project, docker, keep) as r:
-            builder = DockerBuilder(docker, build_info, project.pack_path, mirrors=r.mirror.mirrors(), keep_progress=True)
+            indexes = [u for s in plan.stages for st in s.steps if isinstance(st, Run) and st.requirements
+                       for u in (st.requirements.index_url, *st.requirements.extra_index_urls, *st.requirements.find_links)]
+            builder = DockerBuilder(docker, build_info, project.pack_path, mirrors=r.mirror.mirrors(indexes),
+                                    keep_progress=True)
             try:
                 for leaf in plan.leaves:
                     results.append(await r.one(leaf, builder))
