@@ -94,3 +94,13 @@ def declared_url_at(script: str, pos: int) -> bool:
     if any(script.startswith(h, pos) for h in headers if h):
         return True
     return any(d.pattern().match(script, pos) for d in _DOWNLOADS.values())
+
+
+def declared_repositories() -> dict[str, frozenset[str]]:
+    """Every repository URL declared in this process, with its refs as declared (build arguments in them)."""
+    return {url: frozenset(refs) for url, refs in _REPOSITORIES.items()}
+
+
+def declared_download_urls() -> list[str]:
+    """Every declared download's URL for its version (other fields left as {field})."""
+    return sorted({d.url.replace("{version}", d.version) for d in _DOWNLOADS.values()})
