@@ -62,7 +62,9 @@ _QUOTED = r"""('[^']*'|"[^"]*"|[^\s'"&;|]+)"""
 
 
 def sources_dir() -> Path:
-    return cache_root() / "sources"
+    """Where sdists and the repositories made of them are kept: $RUNNER_SOURCES_DIR, else the cache's
+    sources/ (they are large and never change, so a test run may share one folder across caches)."""
+    return Path(os.environ.get("RUNNER_SOURCES_DIR") or cache_root() / "sources")
 
 
 def index_url() -> str:
@@ -244,11 +246,15 @@ class Upstreams:
             ["git", "--git-dir", str(repo), "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}"],
             capture_output=True).returncode == 0
 
-    def tree(self, url: str, ref: str, dest: Path) -> Path:
-        """The mirrored repository's files at `ref`, written to `dest` (for checks that read source)."""
+    def files(self, url: str, ref: str) -> list[str]:
+        """Every file path of the mirrored repository at `ref`."""
+        return self._git(self.repo_dir(url), "ls-tree", "-r", "--name-only", ref).splitlines()
+
+    def tree(self, url: str, ref: str, dest: Path, paths: Iterable[str] = ()) -> Path:
+        """The mirrored repository's files at `ref` (only `paths`, when given), written to `dest`."""
         repo = self.repo_dir(url)
         dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "--format=tar", ref],
+        archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "--format=tar", ref, "--", *paths],
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
         return dest
