@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from runner.compose.requirements import canonical
 from runner.compose.stages import File, Run, Stage
-from runner.model.files import cache_root
+from runner.model.files import cache_root, recall, remember
 from runner.verify.upstream import UPSTREAMS, Upstreams
 
 PATCHES = "/workspace/patches/"
@@ -140,19 +139,12 @@ class PatchChecker:
 
     def _read(self, key: str) -> PatchCheck | None:
         try:
-            data = json.loads((self.cache / f"{key}.json").read_text())
-            return PatchCheck(**{**data, "cached": True})
-        except (OSError, ValueError, TypeError):
-            return None
+            return PatchCheck(**{**(recall(self.cache, key) or {}), "cached": True})
+        except TypeError:
+            return None  # a file that does not read back is ignored and rewritten
 
     def _write(self, key: str, result: PatchCheck) -> None:
-        try:
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(result.to_json()))
-            os.replace(tmp, self.cache / f"{key}.json")
-        except OSError:
-            pass  # a read-only cache only costs time
+        remember(self.cache, key, result.to_json())
 
 
 def _package_parent(files: list[str], dist: str) -> str | None:
