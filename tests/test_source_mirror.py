@@ -20,7 +20,7 @@ from runner.compose.requirements import expand
 from runner.compose.stages import Run
 from runner.verify.source_mirror import SourceMirror
 from runner.verify.upstream import UPSTREAMS, Upstreams, clone_refs, wanted_refs
-from tests.e2e.infra import TEST_CACHE
+from tests.conftest import TEST_CACHE
 
 VLLM = "https://github.com/vllm-project/vllm.git"
 SGLANG = "https://github.com/sgl-project/sglang.git"
