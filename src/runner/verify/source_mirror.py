@@ -164,13 +164,24 @@ def _handler(mirror: SourceMirror) -> type[BaseHTTPRequestHandler]:
                     while chunk := f.read(1 << 20):
                         self.wfile.write(chunk)
 
+        def _body(self) -> bytes:
+            """The request's body; git sends a large one in chunks (past its http.postBuffer)."""
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()  # the empty line after the last chunk
+            return b"".join(parts)
+
         def _git(self, path: str) -> None:
             rest = path[len(GIT):]
             repo = re.match(r"(.+?\.git)(/.*)?$", rest)
             if not repo or not (mirror.upstreams.root / "git" / repo[1] / "HEAD").exists():
                 return self._status(404, path)
-            length = int(self.headers.get("Content-Length") or 0)
-            data = self.rfile.read(length) if length else b""
+            data = self._body()
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(mirror.upstreams.root / "git"),
                    "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": "/" + rest,
                    "QUERY_STRING": urlsplit(self.path).query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),

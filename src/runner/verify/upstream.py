@@ -240,6 +240,7 @@ class Upstreams:
             tree_id = self._git(repo, "write-tree", env=env)
             commit = self._git(repo, "commit-tree", tree_id, "-m", f"release {sdist.name}", env=env)
         self._git(repo, "tag", "--force", tag, commit)
+        self._git(repo, "update-ref", "refs/heads/main", commit)  # a plain clone checks out the latest made
 
     def _has_tag(self, repo: Path, tag: str) -> bool:
         return (repo / "HEAD").exists() and subprocess.run(
