@@ -22,15 +22,16 @@ def resolve(a: argparse.Namespace) -> int:
     leaves = [leaf for leaf in plan.leaves if not a.platform or leaf.platform == a.platform]
     resolver = Resolver(jobs=a.jobs, refresh=a.refresh)
     counts = [len(steps_of(leaf.stage)) for leaf in leaves]
-    total = sum(n + (n > 1) for n in counts)  # and each image of several steps resolved as one set
+    whole = not a.per_step
+    total = sum(n + (whole and n > 1) for n in counts)  # and each image of several steps resolved as one set
     start = time.monotonic()
     if a.format == "json" or not sys.stderr.isatty():
-        reports = anyio.run(resolve_all, leaves, project.mirror_map(), resolver)
+        reports = anyio.run(resolve_all, leaves, project.mirror_map(), resolver, lambda r: None, whole)
     else:
         from runner.ui.resolve import progress
 
         with progress(total) as done:
-            reports = anyio.run(resolve_all, leaves, project.mirror_map(), resolver, done)
+            reports = anyio.run(resolve_all, leaves, project.mirror_map(), resolver, done, whole)
     seconds = time.monotonic() - start
     conflicts = [r for r in reports if r.status == "conflict"]
     if a.format == "json":

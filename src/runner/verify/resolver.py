@@ -196,8 +196,9 @@ def _tail(text: str, limit: int = 1500) -> str:
 
 
 async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
-                       on_step: Callable[[StepReport], None] = lambda r: None) -> list[StepReport]:
-    """Every install step of one image, in order, each layered on the ones before."""
+                       on_step: Callable[[StepReport], None] = lambda r: None, whole: bool = True) -> list[StepReport]:
+    """Every install step of one image, in order, each layered on the ones before; then (`whole`)
+    the image's steps as one set."""
     t = leaf.target
     platform = python_platform(leaf.platform, leaf.stage.chain()[0].image)
     allowed = allowed_prereleases(leaf.stage)
@@ -222,7 +223,7 @@ async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
         on_step(report)
         reports.append(report)
     steps = steps_of(leaf.stage)
-    if len(steps) > 1:
+    if whole and len(steps) > 1:
         report = await resolve_image(resolver, leaf, steps, mirrors, platform, allowed)
         on_step(report)
         reports.append(report)
@@ -294,13 +295,13 @@ async def _layer(resolver: Resolver, report: StepReport, step, ask: Ask, answer:
 
 
 async def resolve_all(leaves: Iterable[Leaf], mirrors: Mirrors, resolver: Resolver,
-                      on_step: Callable[[StepReport], None] = lambda r: None) -> list[StepReport]:
+                      on_step: Callable[[StepReport], None] = lambda r: None, whole: bool = True) -> list[StepReport]:
     """Every selected image, images in parallel (uv runs are bounded by the resolver)."""
     results: dict[int, list[StepReport]] = {}
     leaves = list(leaves)
 
     async def one(i: int, leaf: Leaf) -> None:
-        results[i] = await resolve_leaf(resolver, leaf, mirrors, on_step)
+        results[i] = await resolve_leaf(resolver, leaf, mirrors, on_step, whole)
 
     async with anyio.create_task_group() as tg:
         for i, leaf in enumerate(leaves):
