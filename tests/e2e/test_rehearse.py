@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +35,7 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     shutil.copytree(FIXTURE, project)
     # the stand-in's Debian root file system is kept between runs, as downloads are
     cache = infra.TEST_CACHE / "rehearse-cache"
-    served = cache / "rehearsal" / "files" / "downloads.vendor.invalid"
+    served = Path(os.environ.get("RUNNER_SOURCES_DIR") or cache / "sources") / "files" / "downloads.vendor.invalid"
     served.mkdir(parents=True, exist_ok=True)
     (served / "vendortool-1.0.tar.gz").write_bytes(_tool())
     report = tmp_path / "report.json"
@@ -59,7 +61,7 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     assert by_title["the vendor extras 2.0"]["urls"] == ["https://downloads.vendor.invalid/extras-2.0.tar.gz"]
     clone = by_title["the echo source at its tag"]
     assert clone["status"] == "not fetchable here"
-    assert any(u.startswith("https://git.vendor.invalid/echo.git/info/refs") for u in clone["urls"]), clone["urls"]
+    assert clone["urls"] == ["https://git.vendor.invalid/echo.git"], clone["urls"]
     assert by_title["the echo service package"]["status"] == "ran"  # the steps after it still ran
     assert all(c["passed"] for c in partial["smoke"])
 

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
     p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
     p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
+    p.add_argument("--per-step", action="store_true",
+                   help="resolve each install step only, not also each image's steps as one set (faster)")
 
     p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
     p.add_argument("tag", metavar="TAG")

@@ -102,3 +102,13 @@ def declared_prefixes() -> list[str]:
     """`scheme://host/` of every declared Download and Git (what a source mirror stands in for)."""
     urls = [d.url for d in _DOWNLOADS.values()] + list(_REPOSITORIES)
     return sorted({"/".join(u.split("/", 3)[:3]) + "/" for u in urls if "://" in u})
+
+
+def declared_repositories() -> dict[str, frozenset[str]]:
+    """Every repository URL declared in this process, with its refs as declared (build arguments in them)."""
+    return {url: frozenset(refs) for url, refs in _REPOSITORIES.items()}
+
+
+def declared_download_urls() -> list[str]:
+    """Every declared download's URL for its version (other fields left as {field})."""
+    return sorted({d.url.replace("{version}", d.version) for d in _DOWNLOADS.values()})

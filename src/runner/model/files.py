@@ -93,3 +93,27 @@ def _kind(mode: int) -> str:
         if test(mode):
             return f"it is {name}"
     return "it is not a regular file"
+
+
+def remember(folder: Path, key: str, data: dict) -> None:
+    """Keep an answer under `folder` by its key, atomically; a cache that cannot be written only costs time."""
+    import json
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, folder / f"{key}.json")
+    except OSError:
+        pass
+
+
+def recall(folder: Path, key: str) -> dict | None:
+    """An answer kept by `remember` (None when there is none, or it does not read back)."""
+    import json
+
+    try:
+        data = json.loads((folder / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.compose.dockerfile import render
+from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage
 from runner.engines.docker import Docker, DockerBuilder, base_stages
 from runner.model.errors import UserError
-from runner.model.files import cache_root
 from runner.model.targets import Target
 from runner.rehearse import standin, steps
-from runner.rehearse.mirror import SourceMirror
 from runner.rehearse.rewrite import Rewriter, steps_in_order
 from runner.rehearse.substitutions import COMPILE_MARK, STANDIN_PYTHON, Substitution, python_substitution, standin_spec
 from runner.release import pipeline
+from runner.verify.source_mirror import FILES, SourceMirror
+from runner.verify.upstream import wanted_refs
 
 _NOT_HERE = ("not checked here: nothing built by a device compile runs (kernels need the accelerator), and "
              "what a stand-in cannot carry is listed with it")
@@ -67,7 +68,7 @@ class Rehearsal:
 
     def __init__(self, project, docker: Docker, keep: bool = False) -> None:
         self.project, self.docker, self.keep = project, docker, keep
-        self.mirror = SourceMirror(cache_root() / "rehearsal" / "files")
+        self.mirror = SourceMirror()
         self.bases: dict[tuple[str, str], tuple[str, list[Substitution], bool]] = {}
         self.images: list[str] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
@@ -77,9 +78,19 @@ class Rehearsal:
         if code != 0:
             raise UserError(f"no container engine: {err.strip().splitlines()[-1] if err.strip() else 'docker info failed'}",
                             hint="start Docker, or point DOCKER_HOST at a daemon (a rehearsal builds on its BuildKit)")
-        self.mirror.root.mkdir(parents=True, exist_ok=True)
+        self.mirror.files.mkdir(parents=True, exist_ok=True)
         self.mirror.start()
         return self
+
+    def mirrors(self, plan) -> Mirrors:
+        """The mirror map: every declared repository and download host, and the indexes the steps name;
+        the repositories the index's sdists can make are made first (cached)."""
+        self.obtained = self.mirror.prepare(wanted_refs(plan.stages))
+        indexes = {"/".join(u.split("/", 3)[:3]) + "/" for s in plan.stages for st in s.steps
+                   if isinstance(st, Run) and st.requirements for u in (st.requirements.index_url,
+                   *st.requirements.extra_index_urls, *st.requirements.find_links) if "://" in u}
+        found = {h: f"{self.mirror.base}{FILES}{h.split('://', 1)[1]}" for h in indexes}
+        return Mirrors.of({**found, **self.mirror.mirror_map()})
 
     async def __aexit__(self, *exc) -> None:
         self.mirror.stop()
@@ -137,7 +148,7 @@ class Rehearsal:
             chosen[base.key] = await self.base(base, t.backend)
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
-        rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.url)
+        rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)
         new = rw.stage(leaf.stage)
         result.substitutions = [s for c in chosen.values() for s in c[1]]
         if stand_ins and (sub := python_substitution(t.python)):
@@ -172,10 +183,7 @@ async def rehearse(project, targets: list[Target], build_info: dict[str, str], k
     results: list[Rehearsed] = []
     with Docker() as docker:
         async with Rehearsal(project, docker, keep) as r:
-            indexes = [u for s in plan.stages for st in s.steps if isinstance(st, Run) and st.requirements
-                       for u in (st.requirements.index_url, *st.requirements.extra_index_urls, *st.requirements.find_links)]
-            builder = DockerBuilder(docker, build_info, project.pack_path, mirrors=r.mirror.mirrors(indexes),
-                                    keep_progress=True)
+            builder = DockerBuilder(docker, build_info, project.pack_path, mirrors=r.mirrors(plan), keep_progress=True)
             try:
                 for leaf in plan.leaves:
                     results.append(await r.one(leaf, builder))
