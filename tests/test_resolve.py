@@ -73,7 +73,9 @@ def test_the_seed_matrix_resolves_with_no_conflict(seed):
     for key in sorted(broken):
         print(f"[resolve] {' '.join(key)} does not hold together: {images[key]['notes'][-1]}", file=sys.stderr)
     assert all(any(n.startswith("between steps: ") for n in images[k]["notes"]) for k in broken)
-    assert {tag for tag, _ in broken} == KNOWN_IMAGE_CONFLICTS, sorted(broken)
+    # a new conflict fails; a listed one the recipes have since mended may go (the list is the ceiling)
+    assert {tag for tag, _ in broken} <= KNOWN_IMAGE_CONFLICTS, sorted(broken)
+    print(f"[resolve] images that do not resolve as one set: {sorted(tag for tag, _ in broken)}", file=sys.stderr)
     assert code == (2 if broken else 0)
     resolved = [s for s in data["steps"] if s["status"] == "resolved"]
     assert len(resolved) > 400

@@ -318,7 +318,7 @@ def sglang(t: Target, runtime: Stage) -> Stage:
                                       "sgl-kernel")),  # torch is the image's; FlashInfer gets a step of its own
                          pkg("sgl-kernel==${SGLANG_KERNEL_VERSION}"),
                          pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
-                        prereleases=OTEL_BETAS, upgrade=SGLANG_OVER_VLLM,
+                        prereleases=OTEL_BETAS, upgrade=(*SGLANG_OVER_VLLM, "timm"),  # SGLang pins timm below the extras' floor
                         supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM), title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
     install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true",
             mounts=[Mount(sglang_build(t, p, v), "/workspace/sglang", "/mnt/sglang")])

@@ -148,7 +148,8 @@ def vllm(t: Target, runtime: Stage) -> Stage:
                                title=f"vLLM {v}, AITER and the kernels and connectors built for this torch"),
             mounts=mounts)
     install(b, t, RAY_EXTRAS)
-    extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", "aiofiles==25.1.0", "awscrt==0.28.2",
+    # the released images pin aiofiles 25.1.0; vllm-omni's gradio needs aiofiles<25, so with omni its pin holds
+    extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", *(() if omni else ("aiofiles==25.1.0",)), "awscrt==0.28.2",
               "cufile-python==0.2.0", "nvtx==0.2.13", "sortedcontainers==2.4.0", "librosa", "soundfile",
               "mistral_common[audio]", "petit-kernel")
     install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS, title="audio, model-hub and kernel extras"))
