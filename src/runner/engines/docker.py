@@ -249,11 +249,12 @@ class DockerBuilder:
         return found.entrypoint
 
     async def run_script(self, handle: str, script: str, timeout: int) -> tuple[int, str]:
-        """Run a script in a throwaway container with no network; kill it if it overruns."""
+        """Run a script in a throwaway container with no network, fed to `sh -s` on standard input (so
+        it is in no argv the image's processes can read); kill the container if it overruns."""
         name = f"runner-smoke-{uuid.uuid4().hex[:12]}"
         try:
-            code, out, err = await self.docker.run("run", "--rm", "--name", name, "--network", "none", handle,
-                                                   "sh", "-c", script, check=False, timeout=timeout)
+            code, out, err = await self.docker.run("run", "--rm", "-i", "--name", name, "--network", "none", handle,
+                                                   "sh", "-s", stdin=script.encode(), check=False, timeout=timeout)
         except TimeoutError:
             await self.docker.run("rm", "-f", name, check=False, timeout=60)
             raise BuildError(f"the smoke container ran past {timeout}s and was removed") from None
