@@ -24,7 +24,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.requirements import allowed_prereleases
 from runner.model.errors import UserError
-from runner.model.files import cache_root
+from runner.model.files import cache_root, read_cache, write_cache
 from runner.verify.resolve import NOTABLE, Answer, Ask, Layers, ask_for, changes, declared_pins, \
     not_allowed_prereleases, python_platform, steps_of
 
@@ -163,22 +163,20 @@ class Resolver:
         return Answer("conflict", message=extras + _tail(err, 4000))
 
     def _read(self, key: str) -> Answer | None:
+        data = read_cache(self.cache / f"{key}.json", key)
         try:
-            data = json.loads((self.cache / f"{key}.json").read_text())
-            answer = Answer(**data)
-        except (OSError, ValueError, TypeError):
-            return None  # a file that does not read back is ignored and rewritten
+            answer = Answer(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):
+            answer = None  # a file that does not read back is ignored and rewritten
+        if answer is None or answer.status not in ("resolved", "conflict") or not isinstance(answer.message, str) \
+                or not all(isinstance(m, dict) and all(isinstance(x, str) for kv in m.items() for x in kv)
+                           for m in (answer.pins, answer.sources)):
+            return None
         answer.cached = True
         return answer
 
     def _write(self, key: str, answer: Answer) -> None:
-        try:
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(answer.to_json()))
-            os.replace(tmp, self.cache / f"{key}.json")
-        except OSError:
-            pass  # a read-only cache only costs time
+        write_cache(self.cache / f"{key}.json", key, answer.to_json())
 
 
 def _resolved(ask: Ask, out: str) -> Answer:
