@@ -48,7 +48,7 @@ def test_the_watchdog_stops_a_check_where_the_image_has_no_timeout(tmp_path):
     """Images without `timeout`: the script's own watchdog stops the check."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "sleep", "base64", "date", "mktemp", "rm", "cat", "kill"):
+    for tool in ("sh", "sleep", "base64", "date", "mktemp", "rm", "cat", "kill", "tail"):
         if found := shutil.which(tool):
             (bin_dir / tool).symlink_to(found)
     (timed,) = _run(["sh"], ["sleep 30"], [2], path=str(bin_dir))
