@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from runner.cli.inspect import selected_targets
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
 
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
@@ -121,9 +121,17 @@ def _writable(path: Path | None, what: str) -> None:
 
 
 def _client(a: argparse.Namespace, password: str):
+    """The registry client; $RUNNER_REGISTRY_TIMEOUT (seconds one request may take, answer included) and
+    $RUNNER_REGISTRY_RETRY_SECONDS (how long transient faults are retried per request) tune its patience."""
     from runner.release.registry import Registry
 
-    return Registry(a.registry, a.username, password, insecure=a.insecure)
+    patience = {}
+    for variable, name in (("RUNNER_REGISTRY_TIMEOUT", "timeout"), ("RUNNER_REGISTRY_RETRY_SECONDS", "retry_seconds")):
+        if text := os.environ.get(variable, ""):
+            if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text) or not 0 < float(text) <= 3600:
+                raise UserError(f"malformed ${variable}", value=text, allowed="seconds, more than 0 and at most 3600")
+            patience[name] = float(text)
+    return Registry(a.registry, a.username, password, insecure=a.insecure, **patience)
 
 
 def build_cache(a: argparse.Namespace, project):
@@ -213,7 +221,9 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     if failed:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
-    return 1 if failed or any(p.error for p in pubs) else 0
+    if failed or any(p.error and not p.fault for p in pubs):
+        return 1
+    return InfrastructureError.exit_code if any(p.error for p in pubs) else 0  # only the registry failed: run again
 
 
 async def _smoke(a: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
 from runner.engines.build_records import BuildRecords, inputs_key
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
 from runner.release.pipeline import BuildError, Image
 
 if TYPE_CHECKING:
@@ -297,8 +297,10 @@ class DockerBuilder:
                 # the credentials were checked before the build: an "unauthorized" that persists (or an
                 # access denial) is the account's to fix; a passing one is a fault of the way there
                 raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
-            if attempt == self.push_attempts or not (refused or _TRANSIENT.search(message)):
+            if not (refused or _TRANSIENT.search(message)):
                 raise BuildError(f"docker push {ref} failed: {message}")
+            if attempt == self.push_attempts:
+                raise InfrastructureError(f"docker push {ref} failed {attempt} times: {message}")
             self.retries.append(f"push {ref}: {message.splitlines()[-1][:200]}; retry {attempt}")
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runner.model.errors import Failed
+from runner.model.errors import Failed, InfrastructureError
 from runner.model.naming import compose_tag, format_tag
 from runner.model.targets import Target
 from runner.release.catalog_sync import CatalogSync
@@ -56,6 +56,7 @@ class Publication:
     note: str = ""  # what was left to do (an index not written for a narrowed selection)
     pushed: int = 0  # single-arch pushes that changed the registry
     index_changed: bool = False
+    fault: bool = False  # the error is the registry's or the network's (InfrastructureError), not the images'
 
 
 async def publish(built: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
@@ -77,7 +78,7 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
         try:
             await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index)
         except (BuildError, Failed) as e:  # one tag's registry trouble neither hides the others nor the report
-            pub.error = str(e)
+            pub.error, pub.fault = str(e), isinstance(e, InfrastructureError)
             pub.skipped = (f"{e}; the -dev index was not written (single-arch pushes that landed are kept); "
                            "run the same command again to finish")
     return pubs
