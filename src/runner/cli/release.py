@@ -93,8 +93,19 @@ def prune(a: argparse.Namespace) -> int:
     return _run(_registry, a, "prune")
 
 
+_TAKEN: dict[str, str] = {}
+
+
+def secret(variable: str) -> str:
+    """A password variable's value, taken out of this process's environment when first read, so that no
+    child process (docker, git, uv) inherits it, whatever the variable is called."""
+    if variable in os.environ:
+        _TAKEN[variable] = os.environ.pop(variable)
+    return _TAKEN.get(variable, "")
+
+
 def _password(a: argparse.Namespace) -> str:
-    password = os.environ.get(a.password_env, "")
+    password = secret(a.password_env)
     if not password or not a.username:
         raise UserError(f"registry credentials missing: set --username and the environment variable {a.password_env}")
     return password
@@ -149,7 +160,7 @@ def build_cache(a: argparse.Namespace, project):
     if not _HOST.match(host) or not _NAME.match(path):
         raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
     username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get(getattr(a, "password_env", "REGISTRY_PASSWORD"), "")
+    password = secret(getattr(a, "password_env", "REGISTRY_PASSWORD"))
     shared = ci_jobs(make_plan(project.targets, project.recipes)).shared()
     return BuildCache(Registry(host, username, password), path, shared), (host, username, password)
 
@@ -173,7 +184,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     cache, cache_login = build_cache(a, project)
     pubs: list = []
-    with Docker() as docker:
+    with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 records=BuildRecords())
         try:
