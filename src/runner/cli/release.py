@@ -19,9 +19,9 @@ from pathlib import Path
 
 from runner.cli.inspect import selected_targets
 from runner.model.errors import InfrastructureError, UserError
+from runner.model.naming import host_problem
 
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 
 class Interrupted(Exception):
@@ -114,11 +114,11 @@ def _password(a: argparse.Namespace) -> str:
 def _repository(project, a: argparse.Namespace):
     from runner.release.publish import Repository
 
-    if not _HOST.match(a.registry):
-        raise UserError("malformed registry address", value=a.registry, allowed="host[:port], e.g. docker.io")
+    if problem := host_problem(a.registry):
+        raise UserError("malformed registry address", value=a.registry, allowed=f"host[:port], e.g. docker.io: {problem}")
     ns, name = a.namespace or project.namespace, a.repository or project.repository
     for what, value in (("namespace", ns), ("repository", name)):
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise UserError(f"malformed {what}", value=value,
                             allowed="lower-case letters, digits and . _ - between them, parts joined by /")
     return Repository(a.registry, ns, name)
@@ -157,7 +157,7 @@ def build_cache(a: argparse.Namespace, project):
     from runner.release.registry import Registry
 
     host, _, path = a.build_cache.partition("/")
-    if not _HOST.match(host) or not _NAME.match(path):
+    if host_problem(host) or not _NAME.fullmatch(path):
         raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
     username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
     password = secret(getattr(a, "password_env", "REGISTRY_PASSWORD"))
@@ -240,13 +240,15 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
 async def _smoke(a: argparse.Namespace) -> int:
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release.existing import smoke_existing, subjects
+    from runner.release.existing import check_reference, smoke_existing, subjects
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, report_table
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
+    for ref in a.images:
+        check_reference(ref)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
