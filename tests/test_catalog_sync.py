@@ -129,6 +129,8 @@ def test_a_run_stopped_at_any_step_is_repaired_by_the_next(tmp_path, op):
         with pytest.raises(Stopped):
             anyio.run(run, reg, path)
         reg.stop_at = 0
+        listed = {r.docker_image for r in catalog.load(path)} if path.exists() else set()
+        assert listed <= {REPO.catalog_image(t.tag) for t in _targets() if t.tag in reg.tags}  # never a missing one
         # the next run on this catalog, whatever it is, starts from a catalog in step with the registry
         anyio.run(_repaired, reg, path)
         _in_step(reg, path)

@@ -4,10 +4,11 @@ Promote, discard and prune hold the catalog's lock for their whole run (waiting 
 without blocking the event loop, so SIGTERM still ends the wait, and saying who holds it). Before the
 first registry change they write the new catalog beside the old one (so a full or read-only disk is
 found while nothing has changed yet) and a journal naming every image the run may change with the
-records it has while its final tag exists. After the last registry change one rename puts the new
-catalog in place and the journal is removed. A run killed at any point leaves the journal behind, and
-the next run on that catalog repairs it first: each journaled image keeps its records exactly when its
-final tag is in the registry."""
+records it has while its final tag exists. One rename puts the new catalog in place: after the registry
+changes that add images (promote), before those that remove them (discard, prune), so at no moment does
+the catalog name an image the registry lacks. The journal is removed when the run ends well; a run
+killed at any point leaves it behind, and the next run on that catalog repairs it first: each journaled
+image keeps its records exactly when its final tag is in the registry."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class CatalogSync:
         self.repaired: list[str] = []  # images an interrupted run had left, put right
         self._fd: int | None = None
         self._pending: Path | None = None
+        self._committed = False
 
     @property
     def journal(self) -> Path:
@@ -63,9 +65,11 @@ class CatalogSync:
             raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._pending is not None:
             self._pending.unlink(missing_ok=True)
+        if kind is None and self._committed and self.catalog is not None:
+            self.journal.unlink(missing_ok=True)  # every registry change of the run is done
         self._unlock()
 
     async def _lock(self) -> None:
@@ -153,12 +157,13 @@ class CatalogSync:
         _sync_folder(self.journal.parent)
 
     def commit(self) -> None:
-        """After the last registry change: the new catalog in place (one rename), the journal removed."""
+        """The new catalog in place (one rename): after the registry changes that add images, before
+        those that remove them, so the catalog never names an image the registry lacks. The journal
+        stays until the run ends well."""
         if self.catalog is None or self._pending is None:
             return
         self._put(self._pending)
-        self._pending = None
-        self.journal.unlink(missing_ok=True)
+        self._pending, self._committed = None, True
 
     def _write(self, text: str) -> None:
         assert self.catalog is not None

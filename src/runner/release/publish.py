@@ -184,13 +184,13 @@ async def discard(targets: Sequence[Target], registry: Registry, repo: Repositor
     async with CatalogSync(catalog, registry, repo) as book:
         await _deletable(registry, repo)
         book.expect(drop=[repo.catalog_image(t.tag) for t in targets])
+        book.commit()  # out of the catalog before any tag is gone
         removed = []
         for t in targets:
             for tag in [t.tag, format_tag(t, dev=True), *(format_tag(t, p) for p in t.platforms)]:
                 if await registry.digest(repo.path, tag) is not None:
                     await registry.delete_tag(repo.path, tag)
                     removed.append(repo.ref(tag))
-        book.commit()
     return removed
 
 
@@ -215,9 +215,9 @@ async def prune(registry: Registry, repo: Repository, known_tags: set[str], pars
         if doomed:
             await _deletable(registry, repo)
             book.expect(drop=[repo.catalog_image(t) for t in doomed])
+            book.commit()  # out of the catalog before any tag is gone
         for tag in doomed:
             await registry.delete_tag(repo.path, tag)
-        book.commit()
     return doomed
 
 
