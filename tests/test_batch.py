@@ -120,3 +120,12 @@ def test_a_single_check_exits_with_its_own_code_and_times_out():
     assert (done.returncode, done.stdout) == (7, "out\nerr\n")
     late = subprocess.run(["sh", "-c", batch.single("sleep 30", 1)], capture_output=True, text=True, timeout=60)
     assert batch.outcome(late.returncode, late.stdout, 1.0, 1).timed_out
+
+
+def test_a_line_slipped_into_a_real_frame_does_not_count():
+    secret = batch.nonce()
+    real = base64.b64encode(b"echo-serve 0.2.9\n").decode()
+    slipped = base64.b64encode(b"echo-serve 0.3.0\n").decode()
+    frame = f"@@runner-check {secret} 0 0 0 1\n{slipped}\n{secret} {real}\n{slipped}\n@@runner-end {secret}\n"
+    (o,) = batch.parse(frame, [30], secret)
+    assert o.output == "echo-serve 0.2.9\n"

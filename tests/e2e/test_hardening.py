@@ -131,14 +131,15 @@ def test_a_killed_publish_leaves_no_readable_credential_and_no_docker_child(e2e)
 
 class KillingProxy(FaultProxy):
     """Forwards to the registry, and kills `victim` with SIGKILL at its `at`-th registry write (PUT,
-    POST or DELETE): before forwarding it, or (`after`) just after its answer went back."""
+    POST or DELETE with credentials; the first try of each is answered by a challenge and changes
+    nothing): before forwarding it, or (`after`) just after its answer went back."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream, rate=0.0)
         self.writes, self.at, self.after, self.victim = 0, 0, False, 0
 
     def handle(self, req) -> None:
-        if req.command in ("PUT", "POST", "DELETE"):
+        if req.command in ("PUT", "POST", "DELETE") and req.headers.get("Authorization"):  # not a challenge's 401
             self.writes += 1
             if self.at and self.writes == self.at and self.victim:
                 if self.after:

@@ -6,12 +6,13 @@ output captured and framed as base64, so no output can break the framing. The sc
 exits 0: a check killed by a signal is reported as such, not as a failed container.
 
 The image's own processes share the container's output stream (any of them can write to
-/proc/1/fd/1), so every frame carries a secret nonce drawn for the run, and frames without it are
-ignored. The nonce is only in the script, which engines feed to `sh -s` on standard input: not in any
+/proc/1/fd/1), so every line of a frame carries a secret nonce drawn for the run, and lines without it
+are ignored (a forged frame, or a line slipped into a real one). The nonce is only in the script, which engines feed to `sh -s` on standard input: not in any
 argv, environment or file of the container. The script is one shell function, read whole before any
 check starts, so nothing is left on that input for a check to read. A check's own body is its
 argument; bodies are never written to files a running check could rewrite. What stays possible: a
-process with ptrace rights over the checking shell could read the nonce from its memory.
+process with ptrace rights over the checking shell could read the nonce from its memory, and one
+that finds the file a check's output is collected in could change that output before it is sent.
 
 `single` is the same for engines that capture each check's output and exit code themselves (one exec
 per check, as Dagger does): nothing is parsed from a shared stream there.
@@ -47,7 +48,7 @@ run_check() {
     kill "$dog" 2>/dev/null
   fi
   echo "START NONCE $1 $code $start $(now)"
-  tail -c KEEP "$d/$1.out" | base64
+  tail -c KEEP "$d/$1.out" | base64 | while IFS= read -r l; do echo "NONCE $l"; done
   echo "END NONCE"
 }
 """.replace("GRACE", str(GRACE)).replace("START", START).replace("END", END).replace("KEEP", str(KEEP))
@@ -118,7 +119,7 @@ def parse(output: str, timeouts: Sequence[int], secret: str, failure: str = "") 
     twice: set[int] = set()
     current: tuple[int, int, float] | None = None
     body: list[str] = []
-    opening, closing = f"{START} {secret} ", f"{END} {secret}"
+    opening, closing, line_of = f"{START} {secret} ", f"{END} {secret}", f"{secret} "
     for line in output.splitlines():
         if line.startswith(opening):
             parts = line.split()
@@ -138,8 +139,8 @@ def parse(output: str, timeouts: Sequence[int], secret: str, failure: str = "") 
                 twice.add(index)
             found[index] = outcome(code, text, seconds, timeouts[index] if 0 <= index < len(timeouts) else 0)
             current = None
-        elif current is not None:
-            body.append(line)
+        elif current is not None and line.startswith(line_of):  # a line someone else slipped in does not count
+            body.append(line[len(line_of):])
     missing = Outcome(-1, failure.strip()[-600:] or "no result: the container stopped before this check", 0.0, ran=False)
     forged = Outcome(-1, "two results for this check: the check's frame was written twice", 0.0, ran=False)
     return [forged if i in twice else found.get(i, missing) for i in range(len(timeouts))]
