@@ -37,7 +37,7 @@ async def _job(a: argparse.Namespace) -> int:
     password = _password(a) if publish else ""
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
     built, pubs = [], []
-    with Docker() as docker:
+    with Docker(secrets=[password, login[2]]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache)
         try:
             async with AsyncExitStack() as stack:

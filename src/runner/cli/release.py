@@ -18,10 +18,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from runner.cli.inspect import selected_targets
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
+from runner.model.naming import host_problem
 
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 
 class Interrupted(Exception):
@@ -93,8 +93,19 @@ def prune(a: argparse.Namespace) -> int:
     return _run(_registry, a, "prune")
 
 
+_TAKEN: dict[str, str] = {}
+
+
+def secret(variable: str) -> str:
+    """A password variable's value, taken out of this process's environment when first read, so that no
+    child process (docker, git, uv) inherits it, whatever the variable is called."""
+    if variable in os.environ:
+        _TAKEN[variable] = os.environ.pop(variable)
+    return _TAKEN.get(variable, "")
+
+
 def _password(a: argparse.Namespace) -> str:
-    password = os.environ.get(a.password_env, "")
+    password = secret(a.password_env)
     if not password or not a.username:
         raise UserError(f"registry credentials missing: set --username and the environment variable {a.password_env}")
     return password
@@ -103,11 +114,11 @@ def _password(a: argparse.Namespace) -> str:
 def _repository(project, a: argparse.Namespace):
     from runner.release.publish import Repository
 
-    if not _HOST.match(a.registry):
-        raise UserError("malformed registry address", value=a.registry, allowed="host[:port], e.g. docker.io")
+    if problem := host_problem(a.registry):
+        raise UserError("malformed registry address", value=a.registry, allowed=f"host[:port], e.g. docker.io: {problem}")
     ns, name = a.namespace or project.namespace, a.repository or project.repository
     for what, value in (("namespace", ns), ("repository", name)):
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise UserError(f"malformed {what}", value=value,
                             allowed="lower-case letters, digits and . _ - between them, parts joined by /")
     return Repository(a.registry, ns, name)
@@ -121,9 +132,17 @@ def _writable(path: Path | None, what: str) -> None:
 
 
 def _client(a: argparse.Namespace, password: str):
+    """The registry client; $RUNNER_REGISTRY_TIMEOUT (seconds one request may take, answer included) and
+    $RUNNER_REGISTRY_RETRY_SECONDS (how long transient faults are retried per request) tune its patience."""
     from runner.release.registry import Registry
 
-    return Registry(a.registry, a.username, password, insecure=a.insecure)
+    patience = {}
+    for variable, name in (("RUNNER_REGISTRY_TIMEOUT", "timeout"), ("RUNNER_REGISTRY_RETRY_SECONDS", "retry_seconds")):
+        if text := os.environ.get(variable, ""):
+            if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text) or not 0 < float(text) <= 3600:
+                raise UserError(f"malformed ${variable}", value=text, allowed="seconds, more than 0 and at most 3600")
+            patience[name] = float(text)
+    return Registry(a.registry, a.username, password, insecure=a.insecure, **patience)
 
 
 def build_cache(a: argparse.Namespace, project):
@@ -138,10 +157,10 @@ def build_cache(a: argparse.Namespace, project):
     from runner.release.registry import Registry
 
     host, _, path = a.build_cache.partition("/")
-    if not _HOST.match(host) or not _NAME.match(path):
+    if host_problem(host) or not _NAME.fullmatch(path):
         raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
     username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get(getattr(a, "password_env", "REGISTRY_PASSWORD"), "")
+    password = secret(getattr(a, "password_env", "REGISTRY_PASSWORD"))
     shared = ci_jobs(make_plan(project.targets, project.recipes)).shared()
     return BuildCache(Registry(host, username, password), path, shared), (host, username, password)
 
@@ -165,7 +184,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     cache, cache_login = build_cache(a, project)
     pubs: list = []
-    with Docker() as docker:
+    with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 records=BuildRecords())
         try:
@@ -213,19 +232,23 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     if failed:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
-    return 1 if failed or any(p.error for p in pubs) else 0
+    if failed or any(p.error and not p.fault for p in pubs):
+        return 1
+    return InfrastructureError.exit_code if any(p.error for p in pubs) else 0  # only the registry failed: run again
 
 
 async def _smoke(a: argparse.Namespace) -> int:
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release.existing import smoke_existing, subjects
+    from runner.release.existing import check_reference, smoke_existing, subjects
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, report_table
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
+    for ref in a.images:
+        check_reference(ref)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
@@ -265,7 +288,7 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         project, targets = selected_targets(a)
     repo = _repository(project, a)
     password = _password(a)
-    book = catalog.CatalogFile(a.catalog) if a.catalog else None
+    book = catalog.CatalogFile(a.catalog, notify=lambda m: print(f"runner: {m}", file=sys.stderr)) if a.catalog else None
     if book is not None:
         book.check()
     async with _client(a, password) as reg:

@@ -2,18 +2,25 @@
 engine: Dockerfiles rendered from the plan, built one platform at a time with cache mounts, smoke
 checks in one `docker run` per image, pushes with `docker push`.
 
-Registry credentials for the daemon's pushes live in a private DOCKER_CONFIG (mode 0700, file 0600)
-made for the run and removed on every exit path; one left by a killed run is removed at the next
-start. The password reaches `docker login` on stdin only; no child process gets it in its environment."""
+Registry credentials stay in this process's memory. A docker command that talks to a registry (push,
+pull, build) gets its own private DOCKER_CONFIG folder whose config.json is a named pipe: runner
+writes the credentials into the pipe once the client opens it, then removes the folder, so they are
+never in a file, and a run killed at any moment leaves at most an empty pipe (swept at the next start).
+No child process gets the password in its environment or argv, and every docker child dies with
+runner (parent-death signal through setpriv), even when runner is killed with SIGKILL."""
 
 from __future__ import annotations
 
+import base64
+import errno
 import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +32,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
 from runner.engines.build_records import BuildRecords, inputs_key
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
 from runner.release.pipeline import BuildError, Image
 
 if TYPE_CHECKING:
@@ -79,43 +86,81 @@ def sweep_stale_configs(root: Path | None = None) -> list[Path]:
 
 
 class Docker:
-    """The docker client, with a private config directory for registry credentials."""
+    """The docker client: a credential-free config for every command, credentials through a named pipe
+    for the commands that reach a registry."""
 
-    def __init__(self, binary: str = DOCKER) -> None:
+    def __init__(self, binary: str = DOCKER, secrets: Sequence[str] = ()) -> None:
         if not shutil.which(binary):
             raise UserError("docker client not found", value=binary,
                             hint="install Debian's docker.io (or set RUNNER_DOCKER to a client matching your daemon)")
         self.binary = binary
         sweep_stale_configs()
-        self.config = tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=_private_root())
-        os.chmod(self.config, 0o700)
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+        self.config = _private_folder()
+        # no child inherits a password, whatever the variable holding it was called
+        hidden = {v for v in secrets if v} | {os.environ.get(n, "") for n in SECRET_VARIABLES} - {""}
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and v not in hidden}
         self.env = {**env, "DOCKER_CONFIG": self.config, "DOCKER_BUILDKIT": "1"}
+        self._auths: dict[str, dict[str, str]] = {}
+        self._reaper = [shutil.which("setpriv") or "", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
 
     async def run(self, *argv: str, stdin: bytes | None = None, check: bool = True,
-                  timeout: float | None = None) -> tuple[int, str, str]:
-        with anyio.fail_after(timeout):
-            result = await anyio.run_process([self.binary, *argv], input=stdin, env=self.env, check=False)
-        out, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
-        if check and result.returncode != 0:
-            raise BuildError(f"docker {argv[0]} failed: {err.strip()[-1500:] or out.strip()[-1500:]}")
-        return result.returncode, out, err
+                  timeout: float | None = None, auth: bool = False) -> tuple[int, str, str]:
+        """A docker command; with `auth`, the run's registry credentials reach it through a named pipe."""
+        env = self.env
+        folder = _private_folder() if auth and self._auths else ""
+        if folder:
+            os.mkfifo(Path(folder) / "config.json", 0o600)
+            env = {**env, "DOCKER_CONFIG": folder}
+        try:
+            with anyio.fail_after(timeout):
+                async with await anyio.open_process([*self._reaper, self.binary, *argv], env=env,
+                                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL) as proc:
+                    async with anyio.create_task_group() as tg:
+                        out, err = bytearray(), bytearray()
+                        tg.start_soon(_drain, proc.stdout, out)
+                        tg.start_soon(_drain, proc.stderr, err)
+                        if folder:
+                            tg.start_soon(self._hand_over, folder, proc)
+                        if stdin is not None:
+                            await proc.stdin.send(stdin)
+                        if proc.stdin is not None:
+                            await proc.stdin.aclose()
+                        code = await proc.wait()
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        text_out, text_err = out.decode(errors="replace"), err.decode(errors="replace")
+        if check and code != 0:
+            raise BuildError(f"docker {argv[0]} failed: {text_err.strip()[-1500:] or text_out.strip()[-1500:]}")
+        return code, text_out, text_err
+
+    async def _hand_over(self, folder: str, proc: anyio.abc.Process) -> None:
+        """Write the credentials into the config pipe once the client opens it, then remove the folder."""
+        pipe = Path(folder) / "config.json"
+        data = json.dumps({"auths": self._auths}).encode()
+        while proc.returncode is None:
+            try:
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:  # ENXIO: no reader yet; anything else: the pipe is gone
+                if e.errno != errno.ENXIO:
+                    return
+                await anyio.sleep(0.005)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                await anyio.to_thread.run_sync(os.write, fd, data)
+            finally:
+                os.close(fd)
+                shutil.rmtree(folder, ignore_errors=True)
+            return
 
     async def login(self, registry: str, username: str, password: str) -> None:
-        """Store credentials in the private config (password through stdin, never argv or environment)."""
-        old = os.umask(0o077)
-        try:
-            code, _, err = await self.run("login", "--username", username, "--password-stdin", registry,
-                                          stdin=password.encode(), check=False, timeout=120)
-        finally:
-            os.umask(old)
-        if code != 0:
-            raise UserError(f"login to {registry} failed: {err.strip().splitlines()[-1] if err.strip() else code}")
-        config = Path(self.config) / "config.json"
-        if config.exists():
-            config.chmod(0o600)
+        """Keep credentials (checked through the registry API first) in memory for the commands that need them."""
+        key = "https://index.docker.io/v1/" if registry in ("docker.io", "index.docker.io") else registry
+        self._auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
 
     def close(self) -> None:
+        self._auths.clear()
         shutil.rmtree(self.config, ignore_errors=True)
 
     def __enter__(self) -> Docker:
@@ -123,6 +168,18 @@ class Docker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _drain(stream, into: bytearray) -> None:
+    async for chunk in stream:
+        into += chunk
+
+
+def _private_folder() -> str:
+    """A folder for one docker config that only this user can enter, named after this process."""
+    folder = tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=_private_root())
+    os.chmod(folder, 0o700)
+    return folder
 
 
 @dataclass
@@ -218,7 +275,8 @@ class DockerBuilder:
     async def _docker_build(self, ctx: Path, target: str, stage: Stage, image: str) -> None:
         code, out, err = await self.docker.run(
             "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
-            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
+            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False,
+            auth=True)
         self.counts.add(err + out)
         if self.progress is not None:
             self.progress[image] = err + out
@@ -233,7 +291,8 @@ class DockerBuilder:
         if "@sha256:" in image:
             return image.split("@", 1)[1]
         if await self.local_platform(image) != platform:
-            code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600)
+            code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600,
+                                                 auth=True)
             if code != 0:
                 raise BuildError(f"cannot pull the base image {image} for {platform}: {err.strip()[-500:]}")
         found = await self.inspect(image)
@@ -253,11 +312,12 @@ class DockerBuilder:
         return found.entrypoint
 
     async def run_script(self, handle: str, script: str, timeout: int) -> tuple[int, str]:
-        """Run a script in a throwaway container with no network; kill it if it overruns."""
+        """Run a script in a throwaway container with no network, fed to `sh -s` on standard input (so
+        it is in no argv the image's processes can read); kill the container if it overruns."""
         name = f"runner-smoke-{uuid.uuid4().hex[:12]}"
         try:
-            code, out, err = await self.docker.run("run", "--rm", "--name", name, "--network", "none", handle,
-                                                   "sh", "-c", script, check=False, timeout=timeout)
+            code, out, err = await self.docker.run("run", "--rm", "-i", "--name", name, "--network", "none", handle,
+                                                   "sh", "-s", stdin=script.encode(), check=False, timeout=timeout)
         except TimeoutError:
             await self.docker.run("rm", "-f", name, check=False, timeout=60)
             raise BuildError(f"the smoke container ran past {timeout}s and was removed") from None
@@ -287,7 +347,7 @@ class DockerBuilder:
         """docker push, retried with backoff when the registry or the network fails for a while."""
         await self.docker.run("tag", handle, ref)
         for attempt in range(1, self.push_attempts + 1):
-            code, out, err = await self.docker.run("push", ref, check=False, timeout=3600)
+            code, out, err = await self.docker.run("push", ref, check=False, timeout=3600, auth=True)
             if code == 0:
                 found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
                 if not found:
@@ -300,8 +360,10 @@ class DockerBuilder:
                 # the credentials were checked before the build: an "unauthorized" that persists (or an
                 # access denial) is the account's to fix; a passing one is a fault of the way there
                 raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
-            if attempt == self.push_attempts or not (refused or _TRANSIENT.search(message)):
+            if not (refused or _TRANSIENT.search(message)):
                 raise BuildError(f"docker push {ref} failed: {message}")
+            if attempt == self.push_attempts:
+                raise InfrastructureError(f"docker push {ref} failed {attempt} times: {message}")
             self.retries.append(f"push {ref}: {message.splitlines()[-1][:200]}; retry {attempt}")
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")
@@ -315,7 +377,8 @@ class DockerBuilder:
     async def existing(self, ref: str, platform: str) -> tuple[str, str]:
         """An existing image for a platform: the local one when it is that platform, else pulled."""
         if await self.local_platform(ref) != platform:
-            code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600)
+            code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600,
+                                                 auth=True)
             if code != 0:
                 raise BuildError(f"cannot pull {ref} for {platform}: {err.strip()[-500:]}")
             if await self.local_platform(ref) != platform:

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runner.model.errors import Failed
+from runner.model.errors import Failed, InfrastructureError
 from runner.model.naming import compose_tag, format_tag
 from runner.model.targets import Target
+from runner.release.catalog_sync import CatalogSync
 from runner.release.pipeline import BuildError, Builder, Built
 
 if TYPE_CHECKING:  # the catalog models (pydantic) and the registry client (httpx) load only where used
@@ -55,6 +56,7 @@ class Publication:
     note: str = ""  # what was left to do (an index not written for a narrowed selection)
     pushed: int = 0  # single-arch pushes that changed the registry
     index_changed: bool = False
+    fault: bool = False  # the error is the registry's or the network's (InfrastructureError), not the images'
 
 
 async def publish(built: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
@@ -76,7 +78,7 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
         try:
             await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index)
         except (BuildError, Failed) as e:  # one tag's registry trouble neither hides the others nor the report
-            pub.error = str(e)
+            pub.error, pub.fault = str(e), isinstance(e, InfrastructureError)
             pub.skipped = (f"{e}; the -dev index was not written (single-arch pushes that landed are kept); "
                            "run the same command again to finish")
     return pubs
@@ -152,12 +154,14 @@ async def promote(targets: Sequence[Target], registry: Registry, repo: Repositor
     """Point each target's final tag at its tested -dev index, byte for byte (no rebuild); running it
     again changes nothing. Every -dev index is read first: a missing one stops the run before any
     change (or, with `skip_missing`, skips that target). The catalog gains the promoted targets."""
-    with _catalog_lock(catalog):
+    async with CatalogSync(catalog, registry, repo) as book:
         devs = {t.tag: await registry.manifest(repo.path, format_tag(t, dev=True)) for t in targets}
         missing = [repo.ref(format_tag(t, dev=True)) for t in targets if devs[t.tag] is None]
         if missing and not skip_missing:
             raise Failed(f"not published, so nothing was promoted: {', '.join(missing)}; publish them first, or "
                          "promote the others with --skip-missing")
+        if catalog is not None:
+            book.expect(add=records([t for t in targets if devs[t.tag] is not None]))
         results = []
         for t in targets:
             dev = devs[t.tag]
@@ -170,25 +174,23 @@ async def promote(targets: Sequence[Target], registry: Registry, repo: Repositor
                 if landed != dev.digest:
                     raise Failed(f"promotion of {t.tag} did not land: {repo.ref(t.tag)} is {landed}, not {dev.digest}")
             results.append(Promotion(t.tag, dev.digest, changed))
-        if catalog is not None:
-            catalog.update(add=records([t for t, r in zip(targets, results) if not r.skipped]))
+        book.commit()
     return results
 
 
 async def discard(targets: Sequence[Target], registry: Registry, repo: Repository,
                   catalog: CatalogFile | None) -> list[str]:
     """Delete every tag of the targets (final, -dev and single-arch) and drop them from the catalog."""
-    with _catalog_lock(catalog):
+    async with CatalogSync(catalog, registry, repo) as book:
         await _deletable(registry, repo)
+        book.expect(drop=[repo.catalog_image(t.tag) for t in targets])
+        book.commit()  # out of the catalog before any tag is gone
         removed = []
         for t in targets:
             for tag in [t.tag, format_tag(t, dev=True), *(format_tag(t, p) for p in t.platforms)]:
                 if await registry.digest(repo.path, tag) is not None:
                     await registry.delete_tag(repo.path, tag)
                     removed.append(repo.ref(tag))
-        if catalog is not None:
-            images = {repo.catalog_image(t.tag) for t in targets}
-            catalog.update(drop=lambda r: r.docker_image in images)
     return removed
 
 
@@ -198,7 +200,7 @@ async def prune(registry: Registry, repo: Repository, known_tags: set[str], pars
     `intermediates`, the -dev and single-arch tags of targets already promoted."""
     from runner.model.errors import UserError
 
-    with _catalog_lock(catalog):
+    async with CatalogSync(catalog, registry, repo) as book:
         tags = await registry.tags(repo.path)
         present = set(tags)
         doomed = []
@@ -212,11 +214,10 @@ async def prune(registry: Registry, repo: Repository, known_tags: set[str], pars
                 doomed.append(tag)
         if doomed:
             await _deletable(registry, repo)
+            book.expect(drop=[repo.catalog_image(t) for t in doomed])
+            book.commit()  # out of the catalog before any tag is gone
         for tag in doomed:
             await registry.delete_tag(repo.path, tag)
-        if catalog is not None:
-            gone = {repo.catalog_image(t) for t in doomed}
-            catalog.update(drop=lambda r: r.docker_image in gone)
     return doomed
 
 
@@ -224,15 +225,3 @@ async def _deletable(registry: Registry, repo: Repository) -> None:
     if not await registry.delete_supported(repo.path):
         raise Failed(f"{registry.host} refuses to delete manifests through the registry API, so no tag was "
                      "touched; delete the tags with the registry's own tools (Docker Hub: its web API)")
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _catalog_lock(catalog: CatalogFile | None):
-    return catalog.locked() if catalog is not None else _NoLock()

@@ -3,10 +3,11 @@ and the `docker run` command line a person would type for a target."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runner.model.errors import UserError
 from runner.model.targets import Target
@@ -27,6 +28,15 @@ class DeviceProfile(BaseModel):
     privileged: bool = True
     capabilities: list[str] = Field(default_factory=list)
     device_check: str = Field(description="a tiny check that the accelerator is usable in the image")
+
+    @field_validator("devices")
+    @classmethod
+    def _device_paths(cls, devices: list[str]) -> list[str]:
+        for dev in devices:  # `{index}` is the one placeholder: it is replaced, never str.format'ted
+            if not re.fullmatch(r"/dev/[A-Za-z0-9_./:-]*(\{index\}[A-Za-z0-9_./:-]*)?", dev) or "/../" in dev:
+                raise ValueError(f"malformed device path {dev!r} (allowed: a path under /dev/ of letters, digits "
+                                 "and . _ - : /, with at most one {index})")
+        return devices
 
 
 def load_profile(pack: Path, backend: str) -> DeviceProfile:
@@ -62,7 +72,7 @@ def run_command(profile: DeviceProfile, image: str, command: list[str], devices:
         argv.append("--privileged")
     argv += [f"--cap-add={c}" for c in profile.capabilities]
     for dev in profile.devices:
-        argv += [f"--device={dev.format(index=i)}" for i in indices] if "{index}" in dev else [f"--device={dev}"]
+        argv += [f"--device={dev.replace('{index}', str(i))}" for i in indices] if "{index}" in dev else [f"--device={dev}"]
     argv += [f"--volume={v}" for v in profile.volumes]
     visible = ",".join(str(i) for i in indices)
     argv += [f"--env={profile.runtime_env}={visible}"]

@@ -23,7 +23,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.requirements import allowed_prereleases, expand
 from runner.model.errors import UserError
-from runner.model.files import cache_root, recall, remember
+from runner.model.files import cache_root, read_cache, write_cache
 from runner.verify.resolve import NOTABLE, Answer, Ask, Layers, Step, ask_for, changes, declared_pins, \
     not_allowed_prereleases, python_platform, steps_named, steps_of, whole_image_ask
 
@@ -162,15 +162,20 @@ class Resolver:
         return Answer("conflict", message=extras + _tail(err, 4000))
 
     def _read(self, key: str) -> Answer | None:
+        data = read_cache(self.cache / f"{key}.json", key)
         try:
-            answer = Answer(**(recall(self.cache, key) or {}))
-        except TypeError:
-            return None  # a file that does not read back is ignored and rewritten
+            answer = Answer(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):
+            answer = None  # a file that does not read back is ignored and rewritten
+        if answer is None or answer.status not in ("resolved", "conflict") or not isinstance(answer.message, str) \
+                or not all(isinstance(m, dict) and all(isinstance(x, str) for kv in m.items() for x in kv)
+                           for m in (answer.pins, answer.sources)):
+            return None
         answer.cached = True
         return answer
 
     def _write(self, key: str, answer: Answer) -> None:
-        remember(self.cache, key, answer.to_json())
+        write_cache(self.cache / f"{key}.json", key, answer.to_json())
 
 
 def _resolved(ask: Ask, out: str) -> Answer:
