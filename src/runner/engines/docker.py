@@ -302,6 +302,11 @@ class DockerBuilder:
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")
 
+    async def engine_version(self) -> str:
+        """The daemon and its version (its BuildKit is built in), for provenance."""
+        _, out, _ = await self.docker.run("version", "--format", "docker {{.Server.Version}}", check=False)
+        return out.strip()
+
     async def local_platform(self, ref: str) -> str:
         """The platform of a local image ('' when there is no such local image)."""
         code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", ref,
