@@ -71,21 +71,27 @@ class Build:
         repository: Repository = "",
         single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
         insecure: Insecure = False,
+        signing_key: Annotated[dagger.Secret | None, Doc("PEM private key that signs each image's provenance, "
+                                                         "e.g. env://RUNNER_SIGNING_KEY")] = None,
+        sigstore_token: Annotated[dagger.Secret | None, Doc("OIDC token of the CI identity, to sign keyless with "
+                                                            "Sigstore instead, e.g. env://SIGSTORE_ID_TOKEN")] = None,
     ) -> str:
         """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
-        platform of the matrix target passed. A tag with a failed platform pushes nothing; ends with an
-        error listing every tag not fully published."""
+        platform of the matrix target passed; with a signer, each image gets its SBOM and signed
+        provenance first. A tag with a failed platform pushes nothing; ends with an error listing every
+        tag not fully published."""
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         built = self.as_built(project)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
+        attester = await _attester(signing_key, sigstore_token, builder, json.loads(self.build_info))
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch_only)
-        text = "\n".join(publication_lines(pubs))
+                                      index=not single_arch_only, attest=attester)
+        text = "\n".join([*publication_lines(pubs), *attester.notes])
         if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
             raise Failed(text)
         return text
@@ -104,6 +110,22 @@ class Build:
             b.checks = [CheckResult(**c) for c in r["smoke"]["checks"]]
             built.append(b)
         return built
+
+
+async def _attester(key: dagger.Secret | None, token: dagger.Secret | None, builder: DaggerBuilder,
+                    build_info: dict[str, str]):
+    """Who signs what publish attaches (a key, or Sigstore keyless); without either, only carried artifacts."""
+    from runner.release.attest import Attester, Carrier
+    from runner.release.signing import KeylessSigner, KeySigner
+
+    if key is not None and token is not None:
+        raise UserError("sign with --signing-key or --sigstore-token, not both")
+    if key is not None:
+        return Attester(signer=KeySigner((await key.plaintext()).encode(), "the signing key secret"), engine=builder,
+                        build_info=build_info)
+    if token is not None:
+        return Attester(signer=KeylessSigner(await token.plaintext()), engine=builder, build_info=build_info)
+    return Carrier(notes=["no SBOM or provenance attached: no signer (--signing-key or --sigstore-token)"])
 
 
 def summarize(results: list[dict]) -> str:

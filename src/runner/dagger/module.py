@@ -14,6 +14,7 @@ from runner.dagger.args import (BackendVersion, Catalog, Concurrency, Dockerfile
                                 Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
                                 Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.supply import SupplyChain
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
 from runner.ui.selection import selection_of
@@ -26,7 +27,7 @@ def _selection(backend, backend_version="", variant="", service="", service_vers
 
 
 @object_type
-class Runner:
+class Runner(SupplyChain):
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
     source: Source
@@ -243,13 +244,14 @@ class Runner:
         """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
         whose platforms are all there; ends with an error listing the others unless --skip-missing."""
         from runner.release import publish as flow
+        from runner.release.attest import Carrier
         from runner.ui.selection import publication_lines
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
-            pubs = await flow.merge(targets, reg, repo)
+            pubs = await flow.merge(targets, reg, repo, attest=Carrier())
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
