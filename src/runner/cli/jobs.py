@@ -39,7 +39,8 @@ async def _job(a: argparse.Namespace) -> int:
     attester = attester_for(a, publish, info)
     built, pubs = [], []
     with Docker() as docker:
-        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache)
+        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
+                                reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(cache.registry)

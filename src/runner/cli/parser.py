@@ -56,6 +56,9 @@ def build_args(p: argparse.ArgumentParser) -> None:
                    help="run every smoke check, even those remembered for an unchanged image (the new results are remembered)")
     p.add_argument("--build-cache", default="", metavar="HOST/NAMESPACE/REPOSITORY",
                    help="start from the shared stages other jobs pushed there, and push the ones built here")
+    p.add_argument("--reproducible", action="store_true",
+                   help="rewrite each image with timestamps clamped to the recipe commit's time and a fixed file "
+                        "order, so two builds give one digest (a save and load of each image: bench/layer_diff.py)")
 
 
 def signing_args(p: argparse.ArgumentParser) -> None:

@@ -168,7 +168,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     pubs: list = []
     with Docker() as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
-                                records=BuildRecords())
+                                records=BuildRecords(), reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
                 if publish:
