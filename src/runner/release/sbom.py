@@ -81,20 +81,27 @@ class Native:
 
 def native_components(leaf: Stage) -> list[Native]:
     """The native components of an image's stages, each with its declared source: a Download or Git
-    of the same name that the image's own steps fetch."""
+    of the same name that the steps of the image or of the build stages it copies from fetch."""
     from runner.compose.sources import Download, Git, declared_sources
     from runner.compose.stages import Run
 
-    scripts = "\n".join(s.script for st in leaf.chain() for s in st.steps if isinstance(s, Run))
+    stages, todo = {}, [leaf]
+    while todo:
+        s = todo.pop()
+        if s.key not in stages:
+            stages[s.key] = s
+            todo.extend(s.dependencies())
+    scripts = "\n".join(step.script for st in stages.values() for step in st.steps if isinstance(step, Run))
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(leaf.platform.split("/")[-1], "")
     out = []
     for c in (c for st in leaf.chain() for c in st.components if not (c.dist or c.imports)):
         source = ""
         for d in declared_sources():
             if d.name.casefold() != c.name.casefold():
                 continue
-            if isinstance(d, Download) and d.pattern().search(scripts):
-                href = d.href()
-                source = href if "{" not in href else ""
+            if isinstance(d, Download) and (m := d.pattern().search(scripts)):
+                url = m.group(0).replace("$(uname -m)", machine)  # the URL exactly as this platform fetched it
+                source = url if not any(ch in url for ch in "${}") else ""
             elif isinstance(d, Git) and d.url in scripts:
                 source = f"git+{d.url}@{d.ref}"
         out.append(Native(c.name, c.version, source))
