@@ -4,13 +4,15 @@ and platform, to chain `summary`, `report`, `publish` or `tarballs` on."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 import dagger
 from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
-from runner.dagger.args import Insecure, Namespace, Password, Registry, Repository, Username
+from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcRequestUrl, Password, Registry, Repository,
+                                SigningKey, SigstoreToken, Username)
 from runner.engines.dagger import DaggerBuilder, StageContainers
 from runner.model.errors import Failed, UserError
 from runner.release import pipeline, publish as flow
@@ -71,10 +73,10 @@ class Build:
         repository: Repository = "",
         single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
         insecure: Insecure = False,
-        signing_key: Annotated[dagger.Secret | None, Doc("PEM private key that signs each image's provenance, "
-                                                         "e.g. env://RUNNER_SIGNING_KEY")] = None,
-        sigstore_token: Annotated[dagger.Secret | None, Doc("OIDC token of the CI identity, to sign keyless with "
-                                                            "Sigstore instead, e.g. env://SIGSTORE_ID_TOKEN")] = None,
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
     ) -> str:
         """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
         platform of the matrix target passed; with a signer, each image gets its SBOM and signed
@@ -86,7 +88,8 @@ class Build:
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         built = self.as_built(project)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
-        attester = await _attester(signing_key, sigstore_token, builder, json.loads(self.build_info))
+        attester = await attester_for(Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url), builder,
+                                      json.loads(self.build_info))
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
@@ -112,20 +115,33 @@ class Build:
         return built
 
 
-async def _attester(key: dagger.Secret | None, token: dagger.Secret | None, builder: DaggerBuilder,
-                    build_info: dict[str, str]):
-    """Who signs what publish attaches (a key, or Sigstore keyless); without either, only carried artifacts."""
+@dataclass
+class Signing:
+    """Who signs what publish attaches: a key, or Sigstore keyless (a token, or GitHub's token service)."""
+
+    key: dagger.Secret | None = None
+    token: dagger.Secret | None = None
+    request_token: dagger.Secret | None = None
+    request_url: str = ""
+
+
+async def attester_for(signing: Signing, builder: DaggerBuilder, build_info: dict[str, str]):
+    """The attester of a publish; without a signer, it only carries what the members already have."""
     from runner.release.attest import Attester, Carrier
     from runner.release.signing import KeylessSigner, KeySigner
 
-    if key is not None and token is not None:
-        raise UserError("sign with --signing-key or --sigstore-token, not both")
-    if key is not None:
-        return Attester(signer=KeySigner((await key.plaintext()).encode(), "the signing key secret"), engine=builder,
-                        build_info=build_info)
-    if token is not None:
-        return Attester(signer=KeylessSigner(await token.plaintext()), engine=builder, build_info=build_info)
-    return Carrier(notes=["no SBOM or provenance attached: no signer (--signing-key or --sigstore-token)"])
+    if signing.key is not None and (signing.token is not None or signing.request_token is not None):
+        raise UserError("sign with a key or keyless, not both")
+    signer = None
+    if signing.key is not None:
+        signer = KeySigner((await signing.key.plaintext()).encode(), "the signing key secret")
+    elif signing.token is not None:
+        signer = KeylessSigner(await signing.token.plaintext())
+    elif signing.request_token is not None:
+        signer = KeylessSigner("", signing.request_url, await signing.request_token.plaintext())
+    if signer is None:
+        return Carrier(notes=["no SBOM or provenance attached: no signer (a signing key or a Sigstore identity)"])
+    return Attester(signer=signer, engine=builder, build_info=build_info)
 
 
 def summarize(results: list[dict]) -> str:
@@ -154,7 +170,8 @@ async def run_images(source: dagger.Directory, selection, concurrency: int, gpu:
 
 
 async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: str, password: dagger.Secret,
-                  publish: bool, namespace: str, repository: str, build_info: dict[str, str]) -> str:
+                  publish: bool, namespace: str, repository: str, build_info: dict[str, str],
+                  signing: Signing = Signing()) -> str:
     """One CI job on the engine (see runner.compose.jobs): its stage from the build cache, the shared
     stages it builds pushed there, a target's image smoke-tested (and pushed single-arch)."""
     from dataclasses import replace
@@ -182,7 +199,7 @@ async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: 
         if publish:
             repo = flow.Repository(host, namespace or project.namespace, repository or project.repository)
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=False)
+                                      index=False, attest=await attester_for(signing, builder, build_info))
     summarize([b.report() for b in built])  # raises when the image failed
     return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published,
                        "pushed": [p.tag for p in pubs if not p.skipped]})

@@ -11,8 +11,9 @@ from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
-                                Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
-                                Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
+                                Insecure, MatrixFormat, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
+                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, SigningKey,
+                                SigstoreToken, SkipMissing, Source, Tag, Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
 from runner.dagger.supply import SupplyChain
 from runner.model.errors import Failed
@@ -126,13 +127,18 @@ class Runner(SupplyChain):
                                      "registry (the namespace and repository of --namespace/--repository)")] = False,
         namespace: Namespace = "",
         repository: Repository = "",
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
     ) -> str:
         """Run one CI job: build its stage starting from the build cache and push the shared stages it made
-        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag)."""
-        from runner.dagger.build import run_job
+        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag, with
+        its SBOM and provenance signed by the key or the keyless identity given)."""
+        from runner.dagger.build import Signing, run_job
 
         return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
-                             self.build_info())
+                             self.build_info(), Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
 
     @function
     async def dockerfile(

@@ -60,11 +60,33 @@ class KeySigner:
 
 @dataclass
 class KeylessSigner:
-    """Sigstore keyless: a short-lived certificate for the CI identity of the OIDC token.
-    Not checked here (no Fulcio or Rekor reachable); CI definitions use it."""
+    """Sigstore keyless: a short-lived certificate for the CI identity of an OIDC token, asked for when
+    signing (a token fetched before hours of building would have expired): the token given, else
+    GitHub Actions' token service (request URL and token), else the CI system's ambient credential.
+    Not checked here (no Fulcio or Rekor reachable); the CI definitions use it."""
 
-    token: str = field(repr=False)
+    token: str = field(default="", repr=False)
+    request_url: str = ""
+    request_token: str = field(default="", repr=False)
     description: str = "sigstore keyless"
+
+    def identity_token(self) -> str:
+        if self.token:
+            return self.token
+        if self.request_url and self.request_token:
+            import httpx
+
+            r = httpx.get(self.request_url, params={"audience": "sigstore"}, timeout=30,
+                          headers={"Authorization": f"bearer {self.request_token}"})
+            r.raise_for_status()
+            return r.json()["value"]
+        from sigstore.oidc import detect_credential
+
+        found = detect_credential()
+        if not found:
+            raise UserError(f"keyless signing found no OIDC identity: ${TOKEN_VARIABLE}, or CI's own (GitHub Actions "
+                            "with `permissions: id-token: write`, GitLab with `id_tokens`)")
+        return found
 
     def sign(self, payload: bytes, payload_type: str) -> tuple[str, bytes]:
         from sigstore import dsse
@@ -73,7 +95,7 @@ class KeylessSigner:
         from sigstore.sign import SigningContext
 
         context = SigningContext.from_trust_config(ClientTrustConfig.production())
-        with context.signer(IdentityToken(self.token), cache=True) as signer:
+        with context.signer(IdentityToken(self.identity_token()), cache=True) as signer:
             bundle = signer.sign_dsse(dsse.Statement(payload))
         return BUNDLE_MEDIA_TYPE, bundle.to_json().encode()
 
@@ -93,17 +115,16 @@ def signer_from(key_file: Path | None, keyless: bool, env: dict[str, str] | None
     $SIGSTORE_ID_TOKEN or the CI system's ambient credential); None when none was."""
     env = dict(os.environ) if env is None else env
     if keyless:
-        token = env.get(TOKEN_VARIABLE, "")
-        if not token:
-            try:
-                from sigstore.oidc import detect_credential
-            except ImportError:
-                raise UserError("keyless signing needs sigstore: pip install 'runner[keyless]'") from None
-            token = detect_credential() or ""
-        if not token:
+        try:
+            import sigstore  # noqa: F401
+        except ImportError:
+            raise UserError("keyless signing needs sigstore: pip install 'runner[keyless]'") from None
+        ambient = env.get("ACTIONS_ID_TOKEN_REQUEST_URL", "") or env.get("GITLAB_CI", "")
+        if not env.get(TOKEN_VARIABLE) and not ambient:
             raise UserError(f"--keyless needs an OIDC identity: ${TOKEN_VARIABLE}, or CI's own (GitHub Actions with "
                             "`permissions: id-token: write`, GitLab with `id_tokens`)")
-        return KeylessSigner(token)
+        return KeylessSigner(env.get(TOKEN_VARIABLE, ""), env.get("ACTIONS_ID_TOKEN_REQUEST_URL", ""),
+                             env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN", ""))
     if key_file is not None:
         try:
             return KeySigner(key_file.read_bytes(), f"key file {key_file.name}")
