@@ -10,24 +10,9 @@ import time
 
 import pytest
 
-from tests.e2e import infra
-
 pytestmark = pytest.mark.e2e
 
 TAG = "demo1.0-echo0.1.0"
-
-
-@pytest.fixture(scope="module")
-def two_daemons(e2e):
-    first = infra.second_daemon(e2e)
-    try:
-        second = infra.second_daemon(e2e)
-        try:
-            yield first, second
-        finally:
-            infra.stop(second)
-    finally:
-        infra.stop(first)
 
 
 def _publish(env, namespace: str) -> dict:

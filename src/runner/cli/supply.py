@@ -100,7 +100,7 @@ async def _verify_mirrors(a: argparse.Namespace) -> int:
         rows = await check_mirrors(source, repo, mirrors, tags)
     bad = [r for r in rows if not r.ok]
     if a.format == "json":
-        print(json.dumps([{"tag": r.tag, "source": r.source, "mirrors": r.mirrors, "ok": r.ok} for r in rows], indent=1))
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
         for r in rows:
             state = "; ".join(f"{m}: {v}" for m, v in r.mirrors.items())

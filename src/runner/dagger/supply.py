@@ -94,8 +94,7 @@ class SupplyChain:
                 await _registry(host, mirror_username, mirror_password, insecure) as dest:
             if check:
                 rows = await check_mirrors(src, source_repo, [(dest, dest_repo)], tags)
-                text = json.dumps([{"tag": r.tag, "source": r.source, "mirrors": r.mirrors, "ok": r.ok} for r in rows],
-                                  indent=1)
+                text = json.dumps([r.as_dict() for r in rows], indent=1)
                 if not all(r.ok for r in rows):
                     from runner.release.verification import Rejected
 

@@ -152,6 +152,9 @@ class MirrorRow:
     def ok(self) -> bool:
         return bool(self.source) and all(v == "same" for v in self.mirrors.values())
 
+    def as_dict(self) -> dict:
+        return {"tag": self.tag, "source": self.source, "mirrors": self.mirrors, "ok": self.ok}
+
 
 async def check_mirrors(source: Registry, source_repo: str, mirrors: Sequence[tuple[Registry, str]],
                         tags: Sequence[str]) -> list[MirrorRow]:
