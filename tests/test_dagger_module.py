@@ -360,3 +360,36 @@ async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process
                             registry.username, secret, "e2e", "runner", None, "vllm", "12.9", "0.14.1", check=True,
                             insecure=True)
     assert capture == []
+
+
+async def test_digests_pins_final_tags_and_records_a_re_push(project, local_source, registry, capture, monkeypatch):
+    """After promote: the digests file pins each final tag the registry has, and a tag whose digest
+    changed since the file given gets a history entry; the file comes back as the function's File."""
+    from runner.dagger import checkout
+    from runner.release.registry import MANIFEST_TYPES, Registry
+
+    async def client(host, username, password, insecure):
+        return Registry(host, username, registry.password, insecure=insecure)
+
+    monkeypatch.setattr(checkout, "registry", client)
+    tag = "cuda12.9-vllm0.14.1"
+    async with Registry(registry.registry, registry.username, registry.password) as reg:
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        blob = await reg.upload_blob("e2e/runner", config)
+        body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPES[2], "layers": [], "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob, "size": len(config)}}).encode()
+        digest = await reg.put_manifest("e2e/runner", tag, body, MANIFEST_TYPES[2])
+    before = {"images": {f"e2e/runner:{tag}": {"registry": registry.registry, "index": "sha256:old", "platforms": {}}},
+              "history": {}}
+
+    class Current:
+        async def contents(self) -> str:
+            return json.dumps(before)
+
+    out = await _runner().digests(registry.registry, registry.username, dag.secret("env://REGISTRY_PASSWORD"), "e2e",
+                                  "runner", None, "vllm", "12.9", "0.14.1", current=Current(), insecure=True)
+    written = json.loads(next(a["contents"] for n, a in calls(out) if n == "withNewFile"))
+    assert written["images"][f"e2e/runner:{tag}"]["index"] == digest
+    (change,) = written["history"][f"e2e/runner:{tag}"]
+    assert (change["old"], change["new"], change["reason"]) == ("sha256:old", digest, "re-push")
+    assert capture == []

@@ -158,6 +158,14 @@ def test_the_tag_history_keeps_every_change_of_a_final_tag(tmp_path):
         ledger.history(tmp_path / "catalog.digests.json", "t")
 
 
+def test_a_polished_targets_change_is_a_polished_re_push(project):
+    polished = next(t for t in project.targets if t.status == "polished")
+    active = next(t for t in project.targets if t.status == "active")
+    why = ledger.reasons(project.targets)
+    assert (why(polished.tag, True), why(polished.tag, False)) == ("polished re-push", "first promotion")
+    assert why(active.tag, True) == "re-push" and ledger.reasons(project.targets, "CVE fix")(active.tag, True) == "CVE fix"
+
+
 def test_members_of_an_index_leave_attestation_entries_out():
     body = json.dumps({"manifests": [
         {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},

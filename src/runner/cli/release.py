@@ -315,10 +315,7 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         results = await flow.promote(targets, reg, repo, book, lambda ts: catalog.records(ts, repo.catalog_image),
                                      skip_missing=a.skip_missing)
         if book is not None:
-            status = {t.tag: t.status for t in targets}
-            why = lambda tag, had: a.reason or ("first promotion" if not had else  # noqa: E731
-                                                 "polished re-push" if status.get(tag) == "polished" else "re-push")
-            await ledger.record_promotions(book, reg, repo, results, why)
+            await ledger.record_promotions(book, reg, repo, results, ledger.reasons(targets, a.reason))
         print("\n".join(promotion_lines(results)), file=sys.stderr)
         print(json.dumps([vars(r) for r in results], indent=1))
         return 0

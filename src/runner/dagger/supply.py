@@ -8,7 +8,7 @@ import json
 from typing import Annotated
 
 import dagger
-from dagger import Doc, function
+from dagger import Doc, dag, function
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Insecure, Namespace, OptBackend, Registry, Repository, ServiceName,
@@ -103,6 +103,47 @@ class SupplyChain:
             await dest.login()
             copied = await mirror(Copier(src, source_repo, dest, dest_repo), tags)
         return json.dumps([vars(c) for c in copied], indent=1)
+
+    @function(cache="never")
+    async def digests(
+        self,
+        registry: Registry,
+        username: Username = "",
+        password: OptPassword = None,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        current: Annotated[dagger.File | None, Doc("the catalog.digests.json to update (default: a new one)")] = None,
+        reason: Annotated[str, Doc("why final tags changed digest (default: first promotion, polished re-push "
+                                   "or re-push)")] = "",
+        insecure: Insecure = False,
+    ) -> dagger.File:
+        """catalog.digests.json with the selected final tags' index and platform digests pinned (read from
+        the registry) and each change of a tag's digest recorded: run it after promote."""
+        import tempfile
+        from pathlib import Path
+
+        from runner.model.catalog import CatalogFile
+        from runner.release import ledger
+        from runner.release.publish import Promotion, Repository as Repo
+        from runner.ui.selection import selection_of
+
+        project = await checkout.load(self.source)
+        targets = project.select(selection_of(backend.value if backend else "", backend_version, "", service,
+                                              service_version, "", False))
+        repo = Repo(registry, namespace or project.namespace, repository or project.repository)
+        with tempfile.TemporaryDirectory(prefix="runner-digests-") as folder:
+            book = CatalogFile(Path(folder) / "catalog.json")
+            if current is not None:
+                ledger.path_for(book.path).write_text(await current.contents())
+            async with await _registry(registry, username, password, insecure) as reg:
+                final = [Promotion(t.tag, digest) for t in targets if (digest := await reg.digest(repo.path, t.tag))]
+                await ledger.record_promotions(book, reg, repo, final, ledger.reasons(targets, reason))
+            text = ledger.path_for(book.path).read_text()
+        return dag.directory().with_new_file("catalog.digests.json", text).file("catalog.digests.json")
 
 
 async def _registry(host: str, username: str, password: dagger.Secret | None, insecure: bool):

@@ -110,6 +110,21 @@ async def record_promotions(book: CatalogFile, registry: Registry, repo: Reposit
                                         if change(ledger, img, pin, reason(img.rsplit(":", 1)[1], img in ledger.images))])
 
 
+def reasons(targets: Iterable, given: str = "") -> Callable[[str, bool], str]:
+    """Why a final tag changed: the reason given, else its first promotion, a polished target's
+    re-push (the matrix marks it `polished`: pull again), or a re-push."""
+    status = {t.tag: t.status for t in targets}
+
+    def why(tag: str, had_pin: bool) -> str:
+        if given:
+            return given
+        if not had_pin:
+            return "first promotion"
+        return "polished re-push" if status.get(tag) == "polished" else "re-push"
+
+    return why
+
+
 def record_removals(book: CatalogFile, images: Iterable[str], reason: str) -> list[str]:
     return update(book, lambda ledger: [img for img in images if change(ledger, img, None, reason)])
 
