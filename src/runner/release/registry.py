@@ -220,9 +220,11 @@ class Registry:
         """The referrers API's descriptors for a digest, or None where the registry has no such API
         (its answer is a 404 or 405 without an index): then the referrers tag scheme holds them."""
         r = await self._request("GET", f"/{repo}/referrers/{digest}", scope=repo, headers={"Accept": INDEX_TYPES[0]})
-        if r.status_code in (404, 405) or not r.headers.get("content-type", "").startswith(INDEX_TYPES[0]):
+        if r.status_code in (404, 405):
             return None
         self._raise_for(r, f"list the referrers of {repo}@{digest}")
+        if not r.headers.get("content-type", "").startswith(INDEX_TYPES[0]):
+            return None  # something that is not the API answered
         return list(r.json().get("manifests") or [])
 
     async def blob(self, repo: str, digest: str) -> bytes | None:
