@@ -221,3 +221,45 @@ def test_signing_problems_stop_publish_before_anything_is_built(tmp_path, monkey
     assert "cannot read the signing key" in capsys.readouterr().err
     assert main(["verify", "registry.example.com/gpustack/runner:x"]) == 2  # no --key, no --identity
     assert "verify needs whom to trust" in capsys.readouterr().err
+
+
+def test_keyless_signing_asks_githubs_token_service_when_it_signs():
+    """Sigstore's own services cannot be reached here (keyless signing and its check: not checked
+    here); the token request CI relies on and the names called in the pinned sigstore can be."""
+    import inspect
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from sigstore.models import Bundle, ClientTrustConfig
+    from sigstore.sign import Signer, SigningContext
+    from sigstore.verify import Verifier, policy
+
+    from runner.release.signing import KeylessSigner
+
+    seen: list[tuple[str, str]] = []
+
+    class TokenService(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            body = json.dumps({"value": "oidc-token"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), TokenService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/token?api-version=2.0"
+        assert KeylessSigner("", url, "request-secret").identity_token() == "oidc-token"
+    finally:
+        server.shutdown()
+    assert seen == [("/token?api-version=2.0&audience=sigstore", "bearer request-secret")]
+    assert KeylessSigner("given").identity_token() == "given"
+    assert callable(SigningContext.from_trust_config) and callable(ClientTrustConfig.production)
+    assert "cache" in inspect.signature(SigningContext.signer).parameters and callable(Signer.sign_dsse)
+    assert {"identity", "issuer"} <= set(inspect.signature(policy.Identity).parameters)
+    assert callable(Verifier.production) and callable(Verifier.verify_dsse) and callable(Bundle.from_json)

@@ -76,8 +76,9 @@ class KeylessSigner:
         if self.request_url and self.request_token:
             import httpx
 
-            r = httpx.get(self.request_url, params={"audience": "sigstore"}, timeout=30,
-                          headers={"Authorization": f"bearer {self.request_token}"})
+            # the request URL carries a query of its own (api-version): add to it, never replace it
+            url = self.request_url + ("&" if "?" in self.request_url else "?") + "audience=sigstore"
+            r = httpx.get(url, timeout=30, headers={"Authorization": f"bearer {self.request_token}"})
             r.raise_for_status()
             return r.json()["value"]
         from sigstore.oidc import detect_credential
