@@ -10,7 +10,6 @@ nothing."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,18 +110,3 @@ class Attester(Carrier):
         names = {f"{s.kind} {s.name} {s.platform}" for s in b.leaf.stage.chain()}
         return [f for f in (cache.found if cache is not None else []) if f in names]
 
-
-def summary(found: Sequence[referrers.Found]) -> dict[str, int]:
-    """How many artifacts of each kind (for listings)."""
-    out: dict[str, int] = {}
-    for f in found:
-        out[f.artifact_type] = out.get(f.artifact_type, 0) + 1
-    return out
-
-
-def statement_of(payload: bytes) -> dict:
-    try:
-        stmt = json.loads(payload)
-    except ValueError as e:
-        raise Failed(f"the provenance payload is not JSON ({e})") from None
-    return stmt if isinstance(stmt, dict) else {}

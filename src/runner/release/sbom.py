@@ -210,4 +210,5 @@ def _version() -> str:
 
 
 def names(doc: dict, kind: str) -> Iterable[str]:
+    """The names of a document's packages of one kind (deb, python, native)."""
     return (p["name"] for p in doc.get("packages", []) if p["SPDXID"].startswith(f"SPDXRef-{kind}-"))
