@@ -56,6 +56,10 @@ def parse(a: argparse.Namespace) -> int:
 def catalog(a: argparse.Namespace) -> int:
     from runner.model import catalog as catalog_mod
 
+    if a.history:
+        from runner.cli.history import history
+
+        return history(a)
     if a.file:
         records = catalog_mod.load(a.file)
     else:

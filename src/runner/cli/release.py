@@ -179,14 +179,15 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     _writable(a.report, "report file")
     repo = _repository(project, a) if publish else None
     password = _password(a) if publish else ""
-    plan = make_plan(targets, project.recipes)
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
+    attester = attester_for(a, publish, info)
+    plan = make_plan(targets, project.recipes)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     cache, cache_login = build_cache(a, project)
     pubs: list = []
     with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
-                                records=BuildRecords())
+                                records=BuildRecords(), reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
                 if publish:
@@ -204,8 +205,9 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
                 retries = []
                 if publish:
                     async with _client(a, password) as reg:
+                        attester.engine = builder
                         pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                                  index=not a.single_arch)
+                                                  index=not a.single_arch, attest=attester)
                         retries = reg.retries + builder.retries
         finally:
             builder.close()
@@ -215,6 +217,8 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     if cache is not None:
         result["build_cache"] = {"found": cache.found, "published": cache.published}
     result["registry_retries"] = retries
+    if publish:
+        result["attestations"] = attester.notes or [unattested(attester)]
     if a.report:
         from runner.model.files import write_atomic
 
@@ -275,9 +279,25 @@ async def _smoke(a: argparse.Namespace) -> int:
     return 0 if built and all(b.passed for b in built) else 1
 
 
+def attester_for(a: argparse.Namespace, publish: bool, info: dict[str, str]):
+    """What publish attaches: SBOM and signed provenance with a signer, else only what the members
+    carry (checked before any build: a bad key fails the command at once)."""
+    from runner.release.attest import Attester, Carrier
+    from runner.release.signing import signer_from
+
+    signer = signer_from(a.sign_key, a.keyless) if publish else None
+    return Attester(signer=signer, build_info=info) if signer is not None else Carrier()
+
+
+def unattested(attester) -> str:
+    return ("nothing attached" if getattr(attester, "signer", None) else
+            "no SBOM or provenance attached: no signer (--sign-key, $RUNNER_SIGNING_KEY or --keyless)")
+
+
 async def _registry(a: argparse.Namespace, op: str) -> int:
     from runner.model import catalog
-    from runner.release import publish as flow
+    from runner.release import ledger, publish as flow, referrers
+    from runner.release.attest import Carrier
     from runner.ui.selection import promotion_lines, publication_lines
 
     if op == "prune":
@@ -293,22 +313,32 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         book.check()
     async with _client(a, password) as reg:
         await reg.login()
-        if op == "prune":
-            done = await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book,
-                                    a.intermediates)
-            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
-            return 0
-        if op == "discard":
-            done = await flow.discard(targets, reg, repo, book)
-            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
+        if op in ("prune", "discard"):
+            before = await referrers.reachable(reg, repo.path)  # whose artifacts may go with the tags
+            if op == "prune":
+                done = await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book,
+                                        a.intermediates)
+                finals = [repo.catalog_image(t) for t in done]
+            else:
+                done = await flow.discard(targets, reg, repo, book)
+                finals = [repo.catalog_image(t.tag) for t in targets]
+            swept = await referrers.sweep(reg, repo.path, before)
+            if book is not None:
+                ledger.record_removals(book, finals, {"prune": "pruned", "discard": "discarded"}[op])
+            print(json.dumps({"deleted": done, "artifacts_deleted": swept, "registry_retries": reg.retries}, indent=1))
             return 0
         if op == "merge":
-            pubs = await flow.merge(targets, reg, repo)
+            carrier = Carrier()
+            pubs = await flow.merge(targets, reg, repo, attest=carrier)
+            for note in carrier.notes:
+                print(f"runner: {note}", file=sys.stderr)
             print("\n".join(publication_lines(pubs)), file=sys.stderr)
             print(json.dumps([vars(p) for p in pubs], indent=1))
             return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
         results = await flow.promote(targets, reg, repo, book, lambda ts: catalog.records(ts, repo.catalog_image),
                                      skip_missing=a.skip_missing)
+        if book is not None:
+            await ledger.record_promotions(book, reg, repo, results, ledger.reasons(targets, a.reason))
         print("\n".join(promotion_lines(results)), file=sys.stderr)
         print(json.dumps([vars(r) for r in results], indent=1))
         return 0

@@ -16,6 +16,7 @@ _VERSIONISH = re.compile(r"^v?\d|\d+\.\d+|\$\{[A-Z0-9_]*VERSION\}")  # a release
 # Every source declared in this process, for the static check that finds undeclared URLs in scripts.
 _DOWNLOADS: dict[tuple[str, str], "Download"] = {}
 _REPOSITORIES: dict[str, set[str]] = {}
+_GITS: dict[tuple[str, str], "Git"] = {}
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Git:
             raise ValueError(f"repository {self.name!r}: {self.ref!r} is neither a release tag nor a commit; "
                              "a branch moves under the build, so say why it is followed (branch_reason=...)")
         _REPOSITORIES.setdefault(self.url, set()).add(self.ref)
+        _GITS[(self.url, self.ref)] = self
 
     @property
     def is_commit(self) -> bool:
@@ -86,6 +88,11 @@ class Git:
 
 def github(owner_repo: str, ref: str, name: str = "") -> Git:
     return Git(name or owner_repo.rsplit("/", 1)[1].lower(), f"https://github.com/{owner_repo}.git", ref)
+
+
+def declared_sources() -> list[Download | Git]:
+    """Every Download and Git declared in this process (recipes declare theirs when loaded)."""
+    return [*_DOWNLOADS.values(), *_GITS.values()]
 
 
 def declared_url_at(script: str, pos: int) -> bool:

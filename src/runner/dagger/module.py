@@ -11,9 +11,11 @@ from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
-                                Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
-                                Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
+                                Insecure, MatrixFormat, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
+                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, SigningKey,
+                                SigstoreToken, SkipMissing, Source, Tag, Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.supply import SupplyChain
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
 from runner.ui.selection import selection_of
@@ -26,7 +28,7 @@ def _selection(backend, backend_version="", variant="", service="", service_vers
 
 
 @object_type
-class Runner:
+class Runner(SupplyChain):
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
     source: Source
@@ -125,13 +127,18 @@ class Runner:
                                      "registry (the namespace and repository of --namespace/--repository)")] = False,
         namespace: Namespace = "",
         repository: Repository = "",
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
     ) -> str:
         """Run one CI job: build its stage starting from the build cache and push the shared stages it made
-        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag)."""
-        from runner.dagger.build import run_job
+        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag, with
+        its SBOM and provenance signed by the key or the keyless identity given)."""
+        from runner.dagger.build import Signing, run_job
 
         return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
-                             self.build_info())
+                             self.build_info(), Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
 
     @function
     async def dockerfile(
@@ -243,13 +250,14 @@ class Runner:
         """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
         whose platforms are all there; ends with an error listing the others unless --skip-missing."""
         from runner.release import publish as flow
+        from runner.release.attest import Carrier
         from runner.ui.selection import publication_lines
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
-            pubs = await flow.merge(targets, reg, repo)
+            pubs = await flow.merge(targets, reg, repo, attest=Carrier())
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)

@@ -150,6 +150,10 @@ class DaggerBuilder:
             raise engine_error(f"resolve the base image {image}", e) from None
         return ref.rsplit("@", 1)[-1]
 
+    async def engine_version(self) -> str:
+        """The Dagger engine's version, for provenance."""
+        return f"dagger {await dag.version()}"
+
     async def entrypoint(self, handle: dagger.Container) -> list[str]:
         return await handle.entrypoint()
 

@@ -198,10 +198,11 @@ class DockerBuilder:
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
                  network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
                  build_cache: BuildCache | None = None, records: BuildRecords | None = None,
-                 keep_progress: bool = False) -> None:
+                 keep_progress: bool = False, reproducible: bool = False) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
         self.mirrors, self.build_cache, self.records = mirrors, build_cache, records
         self.push_attempts = push_attempts
+        self.reproducible = reproducible  # images rewritten with clamped timestamps (runner.release.reproducible)
         self.counts = StepCounts()
         self.retries: list[str] = []
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
@@ -229,6 +230,8 @@ class DockerBuilder:
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
         await self._docker_build(ctx, rendered.target, stage, image)
+        if self.reproducible:
+            await self._normalize(stage, image)
         if self.build_cache is not None:
             for shared in self.build_cache.to_publish(stage, substitutes):
                 ref = self.build_cache.ref(shared, digest)
@@ -239,6 +242,25 @@ class DockerBuilder:
         if key and self.records is not None:
             self.records.put(key, found.image_id)
         return Image(image, found.image_id, found.size)
+
+    async def _normalize(self, stage: Stage, image: str) -> None:
+        """Replace the image with its reproducible form (see runner.release.reproducible)."""
+        from runner.release.reproducible import epoch_of, normalize_archive
+
+        base = stage.chain()[0].image
+        _, out, _ = await self.docker.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", base, check=False)
+        folder = Path(tempfile.mkdtemp(prefix="runner-normalize-", dir=self.workdir))
+        try:
+            await self.docker.run("save", "-o", str(folder / "image.tar"), image, timeout=3600)
+            await anyio.to_thread.run_sync(_unpack, folder)
+            epoch = epoch_of(self.build_info.get("created") or "1970-01-01T00:00:00Z")
+            before = (await self.inspect(image)).image_id
+            if await anyio.to_thread.run_sync(normalize_archive, folder, epoch, json.loads(out or "null") or []):
+                await anyio.to_thread.run_sync(_pack, folder)
+                await self.docker.run("load", "-q", "-i", str(folder / "image.tar"), timeout=3600)
+                await self.docker.run("rmi", before, check=False)  # the unclamped twin, now untagged
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _build_args(self) -> list[str]:
         return [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in sorted(self.build_info.items())]
@@ -368,6 +390,11 @@ class DockerBuilder:
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")
 
+    async def engine_version(self) -> str:
+        """The daemon and its version (its BuildKit is built in), for provenance."""
+        _, out, _ = await self.docker.run("version", "--format", "docker {{.Server.Version}}", check=False)
+        return out.strip()
+
     async def local_platform(self, ref: str) -> str:
         """The platform of a local image ('' when there is no such local image)."""
         code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", ref,
@@ -388,6 +415,24 @@ class DockerBuilder:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _unpack(folder: Path) -> None:
+    import tarfile
+
+    with tarfile.open(folder / "image.tar") as tar:
+        tar.extractall(folder, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))  # 3.11.4+
+    (folder / "image.tar").unlink()
+
+
+def _pack(folder: Path) -> None:
+    """The archive docker load reads: manifest.json, the config and the layers it names."""
+    import tarfile
+
+    entry = json.loads((folder / "manifest.json").read_text())[0]
+    with tarfile.open(folder / "image.tar", "w") as tar:
+        for name in ("manifest.json", entry["Config"], *entry["Layers"]):
+            tar.add(folder / name, name)
 
 
 def base_stages(stage: Stage) -> list[Stage]:

@@ -20,6 +20,7 @@ from runner.release.pipeline import BuildError, Builder, Built
 
 if TYPE_CHECKING:  # the catalog models (pydantic) and the registry client (httpx) load only where used
     from runner.model.catalog import CatalogFile, RunnerRecord
+    from runner.release.attest import Carrier
     from runner.release.registry import Registry
 
 
@@ -60,10 +61,12 @@ class Publication:
 
 
 async def publish(built: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
-                  matrix_platforms: Mapping[str, Sequence[str]], index: bool = True) -> list[Publication]:
+                  matrix_platforms: Mapping[str, Sequence[str]], index: bool = True,
+                  attest: Carrier | None = None) -> list[Publication]:
     """Push the single-arch images of every tag whose built platforms all passed, then its -dev index
     from their digests when every platform of the matrix target is among them. A tag with a failed
-    platform pushes nothing at all; without `index` (CI fan-out) only single-arch images are pushed."""
+    platform pushes nothing at all; without `index` (CI fan-out) only single-arch images are pushed.
+    With `attest`, each image gets its SBOM and signed provenance before any index names it."""
     by_tag: dict[str, list[Built]] = {}
     for b in built:
         by_tag.setdefault(b.target.tag, []).append(b)
@@ -76,7 +79,7 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
             pub.skipped = "; ".join(bad) + "; nothing of this tag was pushed"
             continue
         try:
-            await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index)
+            await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index, attest)
         except (BuildError, Failed) as e:  # one tag's registry trouble neither hides the others nor the report
             pub.error, pub.fault = str(e), isinstance(e, InfrastructureError)
             pub.skipped = (f"{e}; the -dev index was not written (single-arch pushes that landed are kept); "
@@ -85,12 +88,14 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
 
 
 async def _publish_tag(images: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
-                       pub: Publication, matrix_platforms: Sequence[str], index: bool) -> None:
+                       pub: Publication, matrix_platforms: Sequence[str], index: bool, attest: Carrier | None) -> None:
     for b in sorted(images, key=lambda b: b.platform):
         ref = repo.ref(format_tag(b.target, b.platform))
         b.digest, changed = await _push(engine, registry, repo, b, ref)
         pub.platforms[b.platform] = b.digest
         pub.pushed += changed
+        if attest is not None:
+            await attest.platform(registry, repo, b, ref)
     if not index:
         return
     missing = sorted(set(matrix_platforms) - set(pub.platforms))
@@ -99,7 +104,7 @@ async def _publish_tag(images: Sequence[Built], engine: Builder, registry: Regis
                     f"them single-arch (--platform P --single-arch), then merge")
         return
     dev = format_tag(images[0].target, dev=True)
-    pub.digest, pub.index_changed = await _index(registry, repo, dev, pub.platforms)
+    pub.digest, pub.index_changed = await _index(registry, repo, dev, pub.platforms, attest)
     pub.dev_ref = repo.ref(dev)  # only once the index is there
 
 
@@ -112,18 +117,26 @@ async def _push(engine: Builder, registry: Registry, repo: Repository, b: Built,
     return await engine.push(b.handle, ref), 1
 
 
-async def _index(registry: Registry, repo: Repository, tag: str, platforms: Mapping[str, str]) -> tuple[str, bool]:
+async def _index(registry: Registry, repo: Repository, tag: str, platforms: Mapping[str, str],
+                 attest: Carrier | None = None) -> tuple[str, bool]:
     members = sorted(platforms.items())
     body, media_type = await registry.index_manifest(repo.path, members)
+    if attest is not None:  # the index's artifacts first: its tag never names an index without them
+        from runner.release.referrers import sha256
+        from runner.release.registry import Manifest
+
+        await attest.index(registry, repo, members, Manifest(body, media_type, sha256(body)))
     current = await registry.manifest(repo.path, tag)
     if current is not None and current.body == body:
         return current.digest, False
     return await registry.put_manifest(repo.path, tag, body, media_type), True
 
 
-async def merge(targets: Sequence[Target], registry: Registry, repo: Repository) -> list[Publication]:
+async def merge(targets: Sequence[Target], registry: Registry, repo: Repository,
+                attest: Carrier | None = None) -> list[Publication]:
     """Write each target's -dev index from its single-arch tags, only when every platform of the
-    matrix target has one (each was pushed by a job whose build and smoke tests passed)."""
+    matrix target has one (each was pushed by a job whose build and smoke tests passed); with
+    `attest`, the index carries its members' SBOMs and provenance."""
     pubs = []
     for t in targets:
         pub = Publication(t.tag)
@@ -137,7 +150,8 @@ async def merge(targets: Sequence[Target], registry: Registry, repo: Repository)
             pub.platforms[platform] = digest
         if not pub.skipped:
             pub.dev_ref = repo.ref(format_tag(t, dev=True))
-            pub.digest, pub.index_changed = await _index(registry, repo, format_tag(t, dev=True), pub.platforms)
+            pub.digest, pub.index_changed = await _index(registry, repo, format_tag(t, dev=True), pub.platforms,
+                                                         attest)
     return pubs
 
 

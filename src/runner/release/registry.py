@@ -22,7 +22,8 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -227,6 +228,76 @@ class Registry:
         media_type = INDEX_TYPES[1] if kinds <= {MANIFEST_TYPES[3]} else INDEX_TYPES[0]
         body = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}, indent=3).encode()
         return body, media_type
+
+    # -- OCI 1.1 referrers, and copies between repositories (runner.release.referrers, .mirror) --
+
+    async def referrers_api(self, repo: str, digest: str) -> list[dict] | None:
+        """The referrers API's descriptors for a digest, or None where the registry has no such API
+        (its answer is a 404 or 405 without an index): then the referrers tag scheme holds them."""
+        r = await self._request("GET", f"/{repo}/referrers/{digest}", scope=repo, headers={"Accept": INDEX_TYPES[0]})
+        if r.status_code in (404, 405):
+            return None
+        self._raise_for(r, f"list the referrers of {repo}@{digest}")
+        if not r.headers.get("content-type", "").startswith(INDEX_TYPES[0]):
+            return None  # something that is not the API answered
+        return list(r.json().get("manifests") or [])
+
+    async def blob(self, repo: str, digest: str) -> bytes | None:
+        """A small blob (an SBOM, an envelope), checked against its digest; None when it is not there."""
+        r = await self._request("GET", f"/{repo}/blobs/{digest}", scope=repo)
+        if _not_found(r):
+            return None
+        self._raise_for(r, f"read the blob {repo}@{digest}")
+        if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
+            raise RegistryError(f"read the blob {repo}@{digest}", r.status_code, "its content does not match its digest")
+        return r.content
+
+    async def has_blob(self, repo: str, digest: str) -> bool:
+        r = await self._request("HEAD", f"/{repo}/blobs/{digest}", scope=repo)
+        return r.status_code == 200
+
+    async def mount_blob(self, repo: str, digest: str, source_repo: str) -> bool:
+        """Link a blob of another repository of this registry into `repo` without copying bytes."""
+        r = await self._request("POST", f"/{repo}/blobs/uploads/?mount={digest}&from={source_repo}", scope=repo,
+                                push=True)
+        return r.status_code == 201
+
+    @asynccontextmanager
+    async def blob_stream(self, repo: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A large blob's bytes as they arrive (a layer of many GB is never held in memory)."""
+        assert self._client is not None, "use `async with Registry(...)`"
+        await self._raise_missing(repo, digest)  # also settles the credentials for the scope
+        key = f"{repo}:pull"
+        headers = {"Authorization": self._auth[key]} if key in self._auth else {}
+        async with self._client.stream("GET", f"{self.base}/{repo}/blobs/{digest}", headers=headers) as r:
+            self._raise_for(r, f"read the blob {repo}@{digest}")
+            yield r.aiter_bytes(1 << 20)
+
+    async def put_blob_stream(self, repo: str, digest: str, chunks: AsyncIterator[bytes]) -> None:
+        """Upload a blob from a stream in one request (not retried: run the copy again to finish it)."""
+        start = await self._request("POST", f"/{repo}/blobs/uploads/", scope=repo, push=True)
+        self._raise_for(start, f"start a blob upload to {repo}")
+        location = start.headers["location"]
+        url = location if location.startswith("http") else f"{self.base.rsplit('/v2', 1)[0]}{location}"
+        url += ("&" if "?" in url else "?") + f"digest={digest}"
+        assert self._client is not None
+        key = f"{repo}:push"
+        headers = {"Content-Type": "application/octet-stream", **({"Authorization": self._auth[key]}
+                                                                    if key in self._auth else {})}
+        put = await self._client.put(url, content=chunks, headers=headers)
+        self._raise_for(put, f"upload the blob {digest} to {repo}")
+
+    async def delete_manifest(self, repo: str, digest: str) -> None:
+        """Delete one manifest by digest (an artifact no tag names); gone already is fine."""
+        r = await self._request("DELETE", f"/{repo}/manifests/{digest}", scope=repo, push=True)
+        if not _not_found(r):
+            self._raise_for(r, f"delete {repo}@{digest}")
+
+    async def _raise_missing(self, repo: str, digest: str) -> None:
+        r = await self._request("HEAD", f"/{repo}/blobs/{digest}", scope=repo)
+        if r.status_code == 404:
+            raise RegistryError(f"read the blob {repo}@{digest}", 404, "the registry has no such blob")
+        self._raise_for(r, f"read the blob {repo}@{digest}")
 
     # -- HTTP with auth and retries -----------------------------------------------------------
 
