@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from runner.model import catalog as catalog_mod
 from runner.model.errors import UserError
 from runner.model.files import check_writable, read_text
 
@@ -112,6 +111,8 @@ class CatalogSync:
     async def _repair(self) -> None:
         """Put right what a killed run left: each journaled image keeps its records exactly when its
         final tag is in the registry."""
+        from runner.model import catalog as catalog_mod  # the catalog models load only where a catalog is kept
+
         if not self.journal.exists():
             return
         try:
@@ -132,6 +133,8 @@ class CatalogSync:
                   f"{sum(present.values())} of {len(entries)} images kept (those whose final tag is in the registry)")
 
     def _changed(self, add: Sequence[RunnerRecord], drop: Callable[[RunnerRecord], bool] | None) -> str:
+        from runner.model import catalog as catalog_mod
+
         assert self.catalog is not None
         current = catalog_mod.load(self.catalog.path) if self.catalog.path.exists() else []
         keys = {(r.docker_image, r.platform) for r in add}
@@ -139,6 +142,8 @@ class CatalogSync:
         return catalog_mod.dump(keep + list(add))
 
     def expect(self, add: Sequence[RunnerRecord] = (), drop: Sequence[str] = ()) -> None:
+        from runner.model import catalog as catalog_mod
+
         """Before the first registry change: the catalog this run will leave (with `add`, without the
         images in `drop`) written beside the old one, and the journal. Refuses (UserError) when the disk
         cannot take them: nothing has changed yet."""

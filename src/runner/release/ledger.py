@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,9 +131,22 @@ def record_removals(book: CatalogFile, images: Iterable[str], reason: str) -> li
     return update(book, lambda ledger: [img for img in images if change(ledger, img, None, reason)])
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The ledger's own lock (a sibling file): the catalog's lock is the release run's, held already."""
+    import fcntl
+
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def update(book: CatalogFile, edit: Callable[[Ledger], list[str]]) -> list[str]:
     path = path_for(book.path)
-    with book.locked():
+    with _locked(path):
         ledger = load(path)
         changed = edit(ledger)
         if changed or not path.exists():
