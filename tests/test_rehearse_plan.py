@@ -63,3 +63,15 @@ def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
     assert any(s.what == "the Ubuntu package libmpdec-dev" for s in subs)
     apt = next(st.script for s in new.chain() for st in s.steps if isinstance(st, Run) and "apt-get install" in st.script)
     assert "libmpdec-dev" not in apt and " libmpdec-devel" not in apt and "uuid-dev ffmpeg" in apt
+
+
+def test_stages_others_mount_keep_their_output_folders():
+    """A build step that is not fetchable here ends without its wheel folder: the rehearsed build stage
+    still makes it, so the service step that mounts it runs (and says what it misses)."""
+    project = load_project(ROOT / "matrix.yaml")
+    leaf = project.leaf_stage("cann8.5-910b-vllm0.14.1", "linux/amd64")
+    rw = Rewriter(lambda s: "runner-rehearsal/standin:test", "3.11", "http://127.0.0.1:9")
+    rw.outputs(leaf)
+    new = rw.stage(leaf)
+    omni = next(s for s, _, _ in steps_in_order(new) if s.name == "vllm-omni-build")
+    assert omni.steps[-1].script == 'mkdir -p "/workspace/vllm-omni"'

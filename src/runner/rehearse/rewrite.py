@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from runner.compose.shell import word
 from runner.compose.stages import CopyFrom, File, Mount, Run, Stage
 from runner.rehearse.substitutions import Substitution, compile_substitutions, rewrite_args, ubuntu_only
 
 NOT_FETCHABLE = "runner-rehearsal: not fetchable here:"
 STANDIN_REPOSITORY = "runner-rehearsal/standin:"
+OUTPUTS_STEP = "rehearsal: the folders later stages mount (empty when a build was not fetchable)"
 MARK = "# runner-rehearsal step"
 
 
@@ -37,10 +39,23 @@ class Rewriter:
     substitutions: dict[str, list[Substitution]] = field(default_factory=dict)  # new stage key -> what changed
     originals: dict[tuple[str, int], str] = field(default_factory=dict)  # (new stage key, step) -> original script
     _done: dict[str, Stage] = field(default_factory=dict)
+    _outputs: dict[str, set[str]] = field(default_factory=dict)  # stage key -> folders others mount
 
     def on_standin(self, s: Stage) -> bool:
         """Whether the stage's chain starts from a stand-in base."""
         return self.base_for(s.chain()[0]).startswith(STANDIN_REPOSITORY)
+
+    def outputs(self, leaf: Stage) -> None:
+        """Note the folders other stages mount or copy from each stage: a build step that is not fetchable
+        here ends without its output, so the rehearsed stage makes the folder (empty) for the steps after."""
+        from runner.compose.dockerfile import stages_for
+
+        for s in stages_for(leaf):
+            for step in s.steps:
+                for m in getattr(step, "mounts", ()):
+                    self._outputs.setdefault(m.stage.key, set()).add(m.source)
+                if isinstance(step, CopyFrom):
+                    self._outputs.setdefault(step.stage.key, set()).add(step.source)
 
     def stage(self, s: Stage) -> Stage:
         if (found := self._done.get(s.key)) is not None:
@@ -64,6 +79,9 @@ class Rewriter:
                     steps.append(CopyFrom(self.stage(step.stage), step.source, step.dest))
                 else:
                     steps.append(step)
+            if folders := sorted(self._outputs.get(s.key, ())):
+                steps.append(Run("mkdir -p " + " ".join(word(f) for f in folders),
+                                 title=OUTPUTS_STEP))
             args = rewrite_args(s, self.python)
             new = replace(s, parent=self.stage(s.parent) if s.parent else None, steps=tuple(steps), args=args)
             self.substitutions[new.key] = subs

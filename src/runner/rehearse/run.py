@@ -22,7 +22,7 @@ from runner.engines.docker import Docker, DockerBuilder, base_stages
 from runner.model.errors import UserError
 from runner.model.targets import Target
 from runner.rehearse import standin, steps
-from runner.rehearse.rewrite import Rewriter, steps_in_order
+from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
 from runner.rehearse.substitutions import COMPILE_MARK, STANDIN_PYTHON, Substitution, python_substitution, standin_spec
 from runner.release import pipeline
 from runner.verify.source_mirror import FILES, SourceMirror
@@ -149,6 +149,7 @@ class Rehearsal:
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
         rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)
+        rw.outputs(leaf.stage)
         new = rw.stage(leaf.stage)
         result.substitutions = [s for c in chosen.values() for s in c[1]]
         if stand_ins and (sub := python_substitution(t.python)):
@@ -201,7 +202,8 @@ def report(plan, results: list[Rehearsed]) -> dict:
     best: dict[str, str] = {}
     for r in results:
         for s in r.steps:
-            best[s.key] = min(best.get(s.key, "not run"), s.status, key=rank.get)
+            if s.title != OUTPUTS_STEP:  # the rehearsal's own step is no recipe script
+                best[s.key] = min(best.get(s.key, "not run"), s.status, key=rank.get)
     counts = {k: sum(v == k for v in best.values()) for k in rank}
     return {"images": [r.as_dict() for r in results],
             "verdicts": {v: sum(r.verdict == v for r in results) for v in sorted({r.verdict for r in results})},
