@@ -314,15 +314,13 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
     async with _client(a, password) as reg:
         await reg.login()
         if op in ("prune", "discard"):
-            before = await referrers.reachable(reg, repo.path)  # whose artifacts may go with the tags
             if op == "prune":
-                done = await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book,
-                                        a.intermediates)
+                done, swept = await referrers.sweeping(reg, repo.path, lambda: flow.prune(
+                    reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, a.intermediates))
                 finals = [repo.catalog_image(t) for t in done]
             else:
-                done = await flow.discard(targets, reg, repo, book)
+                done, swept = await referrers.sweeping(reg, repo.path, lambda: flow.discard(targets, reg, repo, book))
                 finals = [repo.catalog_image(t.tag) for t in targets]
-            swept = await referrers.sweep(reg, repo.path, before)
             if book is not None:
                 ledger.record_removals(book, finals, {"prune": "pruned", "discard": "discarded"}[op])
             print(json.dumps({"deleted": done, "artifacts_deleted": swept, "registry_retries": reg.retries}, indent=1))

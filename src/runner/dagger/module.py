@@ -312,8 +312,8 @@ class Runner(SupplyChain):
         insecure: Insecure = False,
     ) -> dagger.File:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog.
-        A registry that refuses deletes is found out before any tag is touched."""
-        from runner.release import publish as flow
+        A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
+        from runner.release import publish as flow, referrers
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry, deprecated=True)
@@ -321,7 +321,7 @@ class Runner(SupplyChain):
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.discard(targets, reg, repo, book)
+                await referrers.sweeping(reg, repo.path, lambda: flow.discard(targets, reg, repo, book))
 
         return await _updated_catalog(catalog, change)
 
@@ -338,7 +338,7 @@ class Runner(SupplyChain):
         insecure: Insecure = False,
     ) -> dagger.File:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
-        from runner.release import publish as flow
+        from runner.release import publish as flow, referrers
 
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
@@ -346,7 +346,8 @@ class Runner(SupplyChain):
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates)
+                await referrers.sweeping(reg, repo.path, lambda: flow.prune(
+                    reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates))
 
         return await _updated_catalog(catalog, change)
 

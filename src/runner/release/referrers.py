@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from runner.release.registry import Manifest, Registry
@@ -21,7 +21,8 @@ IMAGE_INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY).hexdigest()
-PLATFORM = "io.gpustack.runner.platform"  # on a copy pointing at an index: the member it speaks of
+PLATFORM = "io.gpustack.runner.platform"
+T = TypeVar("T")  # on a copy pointing at an index: the member it speaks of
 
 
 def sha256(data: bytes) -> str:
@@ -183,3 +184,10 @@ async def sweep(registry: Registry, repo: str, before: set[str]) -> list[str]:
     for digest in sorted((before | subjects) - still):
         gone += await remove(registry, repo, digest)
     return gone
+
+
+async def sweeping(registry: Registry, repo: str, delete: Callable[[], Awaitable[T]]) -> tuple[T, list[str]]:
+    """Run a deletion of tags (discard, prune), then remove the artifacts it left without an image."""
+    before = await reachable(registry, repo)
+    done = await delete()
+    return done, await sweep(registry, repo, before)
