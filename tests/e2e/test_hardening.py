@@ -109,9 +109,11 @@ def test_a_killed_publish_leaves_no_readable_credential_and_no_docker_child(e2e)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not children:
         for child in _children(proc.pid, "docker\0"):
-            environ = Path(f"/proc/{child}/environ").read_bytes() if Path(f"/proc/{child}").exists() else b""
-            if e2e.password.encode() in environ:
-                leaked.append(str(child))
+            try:
+                if e2e.password.encode() in Path(f"/proc/{child}/environ").read_bytes():
+                    leaked.append(str(child))
+            except OSError:
+                pass  # it ended between listing and reading
         children = _children(proc.pid, "docker\0push\0")
         time.sleep(0.01)
     assert children, "publish ran no docker push to interrupt"
@@ -130,24 +132,32 @@ def test_a_killed_publish_leaves_no_readable_credential_and_no_docker_child(e2e)
 
 
 class KillingProxy(FaultProxy):
-    """Forwards to the registry, and kills `victim` with SIGKILL at its `at`-th registry write (PUT,
-    POST or DELETE with credentials; the first try of each is answered by a challenge and changes
-    nothing): before forwarding it, or (`after`) just after its answer went back."""
+    """Forwards to the registry, and kills `victim` with SIGKILL at its `at`-th registry write (a PUT
+    or DELETE with credentials; the first try of each is answered by a challenge and changes nothing):
+    before forwarding it, or (`after`) just after a successful answer went back."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream, rate=0.0)
         self.writes, self.at, self.after, self.victim = 0, 0, False, 0
 
     def handle(self, req) -> None:
-        if req.command in ("PUT", "POST", "DELETE") and req.headers.get("Authorization"):  # not a challenge's 401
+        if not (req.command in ("PUT", "DELETE") and req.headers.get("Authorization") and self.at and self.victim):
+            return super().handle(req)
+        if not self.after:
             self.writes += 1
-            if self.at and self.writes == self.at and self.victim:
-                if self.after:
-                    super().handle(req)
+            if self.writes == self.at:
                 os.kill(self.victim, signal.SIGKILL)
                 req.close_connection = True
                 return
+            return super().handle(req)
+        status: list[int] = []
+        send = req.send_response
+        req.send_response = lambda code, message=None: (status.append(code), send(code, message))
         super().handle(req)
+        if status and 200 <= status[0] < 300:
+            self.writes += 1
+            if self.writes == self.at:
+                os.kill(self.victim, signal.SIGKILL)
 
 
 def _tags(e2e, ns: str) -> set[str]:
@@ -161,10 +171,10 @@ def _listed(catalog: Path) -> set[str]:
 
 @pytest.mark.parametrize("op", ["promote", "discard"])
 def test_a_promote_or_discard_killed_at_every_registry_write_never_lists_a_missing_image(e2e, op):
-    """Each run is killed just after its first registry write, so the next run (which first repairs
-    what the killed one left) goes one write further; the first is also killed before any write. At
-    every point the catalog lists only images whose final tag is in the registry, and the run that
-    finally completes leaves the catalog exactly in step, with no journal behind."""
+    """The first run is killed before its first registry write, the k-th just after its k-th, each on
+    what the one before left (and repairing it first), until a run completes. At every point the
+    catalog lists only images whose final tag is in the registry, and the run that completes leaves
+    the catalog exactly in step, with no journal or staged catalog behind."""
     ns, start = f"every-{op}", time.monotonic()
     catalog = e2e.root / f"{ns}.json"
     r = e2e.runner("publish", "--registry", e2e.registry, "--namespace", ns, "--service-version", "0.1.0")
@@ -179,7 +189,7 @@ def test_a_promote_or_discard_killed_at_every_registry_write_never_lists_a_missi
     kills = 0
     try:
         for attempt in range(60):
-            proxy.writes, proxy.at, proxy.after = 0, 1, attempt > 0
+            proxy.writes, proxy.at, proxy.after = 0, max(1, attempt), attempt > 0
             proc = subprocess.Popen(args, env=e2e.env(REGISTRY_PASSWORD=e2e.password), cwd=e2e.root / "project",
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             proxy.victim = proc.pid

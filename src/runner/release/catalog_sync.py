@@ -59,6 +59,8 @@ class CatalogSync:
         self.catalog.check()
         await self._lock()
         try:
+            for stale in self.catalog.path.parent.glob(f".{self.catalog.path.name}.*.new"):
+                stale.unlink(missing_ok=True)  # staged by a run that was killed (we hold the lock: none is staging now)
             await self._repair()
         except BaseException:
             self._unlock()
