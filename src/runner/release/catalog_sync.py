@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from runner.model import catalog as catalog_mod
 from runner.model.errors import UserError
 from runner.model.files import check_writable, read_text
 
@@ -116,6 +115,7 @@ class CatalogSync:
         final tag is in the registry."""
         if not self.journal.exists():
             return
+        from runner.model import catalog as catalog_mod
         try:
             images = json.loads(read_text(self.journal, "catalog journal"))["images"]
             entries = {image: [catalog_mod.RunnerRecord(**r) for r in records] for image, records in images.items()}
@@ -134,6 +134,8 @@ class CatalogSync:
                   f"{sum(present.values())} of {len(entries)} images kept (those whose final tag is in the registry)")
 
     def _changed(self, add: Sequence[RunnerRecord], drop: Callable[[RunnerRecord], bool] | None) -> str:
+        from runner.model import catalog as catalog_mod  # the catalog models load only where a catalog is kept
+
         assert self.catalog is not None
         current = catalog_mod.load(self.catalog.path) if self.catalog.path.exists() else []
         keys = {(r.docker_image, r.platform) for r in add}
@@ -146,6 +148,8 @@ class CatalogSync:
         cannot take them: nothing has changed yet."""
         if self.catalog is None:
             return
+        from runner.model import catalog as catalog_mod
+
         gone = set(drop)
         current = catalog_mod.load(self.catalog.path) if self.catalog.path.exists() else []
         images: dict[str, list[dict]] = {i: [r.model_dump() for r in current if r.docker_image == i] for i in gone}
