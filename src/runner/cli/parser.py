@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
     p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
     p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
+    p.add_argument("--per-step", action="store_true",
+                   help="resolve each install step only, not also each image's steps as one set (faster)")
 
     p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
     p.add_argument("tag", metavar="TAG")
@@ -140,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image (the new results are remembered)")
+
+    p = _command(sub, "rehearse", "runner.cli.rehearse:rehearse",
+                 "build the selected images here as the release would, with declared substitutions only (stand-in "
+                 "bases, a local source mirror, published artifacts for device compiles), and smoke-test them")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="json: the whole report on stdout")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--keep", action="store_true", help="keep the images and build cache the rehearsal made")
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "

@@ -197,7 +197,8 @@ class DockerBuilder:
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
                  network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
-                 build_cache: BuildCache | None = None, records: BuildRecords | None = None) -> None:
+                 build_cache: BuildCache | None = None, records: BuildRecords | None = None,
+                 keep_progress: bool = False) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
         self.mirrors, self.build_cache, self.records = mirrors, build_cache, records
         self.push_attempts = push_attempts
@@ -206,6 +207,7 @@ class DockerBuilder:
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
         self._inspected: dict[str, _Inspected] = {}
         self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
+        self.progress: dict[str, str] | None = {} if keep_progress else None  # image -> BuildKit's output (rehearsals)
 
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
@@ -246,7 +248,7 @@ class DockerBuilder:
         if self.records is None:
             return ""
         bases: dict[str, str] = {}
-        for base in _bases(stage):
+        for base in base_stages(stage):
             if base.image not in bases:
                 if base.image not in self._base_ids:
                     _, out, _ = await self.docker.run("image", "inspect", "--format",
@@ -276,6 +278,8 @@ class DockerBuilder:
             "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False,
             auth=True)
         self.counts.add(err + out)
+        if self.progress is not None:
+            self.progress[image] = err + out
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(f"{stage.tag or stage.name} on {stage.platform}: "
@@ -386,7 +390,7 @@ class DockerBuilder:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _bases(stage: Stage) -> list[Stage]:
+def base_stages(stage: Stage) -> list[Stage]:
     """The base stages (FROM images) under a stage."""
     out, seen, todo = [], set(), [stage]
     while todo:

@@ -190,3 +190,14 @@ def _kind(mode: int) -> str:
         if test(mode):
             return f"it is {name}"
     return "it is not a regular file"
+
+
+def remember(folder: Path, key: str, data: dict) -> None:
+    """Keep an answer under `folder` by its key (write_cache: atomic, keyed to this runner)."""
+    write_cache(folder / f"{key}.json", key, data)
+
+
+def recall(folder: Path, key: str) -> dict | None:
+    """An answer kept by `remember` (read_cache: bounded, validated), or None."""
+    data = read_cache(folder / f"{key}.json", key)
+    return data if isinstance(data, dict) else None
