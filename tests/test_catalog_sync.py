@@ -217,3 +217,11 @@ def test_the_catalog_refuses_a_string_for_a_boolean(tmp_path):
     path.write_text(json.dumps([{**record, "deprecated": "yes"}]))
     with pytest.raises(UserError, match="not a runner catalog"):
         catalog.load(path)
+
+
+def test_a_catalog_staged_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    path = tmp_path / "catalog.json"
+    staged = tmp_path / ".catalog.json.k1ll3d.new"  # what SIGKILL leaves between staging and the rename
+    staged.write_text("[]")
+    anyio.run(_repaired, MemoryRegistry(), path)
+    assert not staged.exists()

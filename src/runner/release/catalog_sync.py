@@ -58,6 +58,8 @@ class CatalogSync:
         self.catalog.check()
         await self._lock()
         try:
+            for stale in self.catalog.path.parent.glob(f".{self.catalog.path.name}.*.new"):
+                stale.unlink(missing_ok=True)  # staged by a run that was killed (we hold the lock: none is staging now)
             await self._repair()
         except BaseException:
             self._unlock()
@@ -111,10 +113,9 @@ class CatalogSync:
     async def _repair(self) -> None:
         """Put right what a killed run left: each journaled image keeps its records exactly when its
         final tag is in the registry."""
-        from runner.model import catalog as catalog_mod  # the catalog models load only where a catalog is kept
-
         if not self.journal.exists():
             return
+        from runner.model import catalog as catalog_mod
         try:
             images = json.loads(read_text(self.journal, "catalog journal"))["images"]
             entries = {image: [catalog_mod.RunnerRecord(**r) for r in records] for image, records in images.items()}
@@ -133,7 +134,7 @@ class CatalogSync:
                   f"{sum(present.values())} of {len(entries)} images kept (those whose final tag is in the registry)")
 
     def _changed(self, add: Sequence[RunnerRecord], drop: Callable[[RunnerRecord], bool] | None) -> str:
-        from runner.model import catalog as catalog_mod
+        from runner.model import catalog as catalog_mod  # the catalog models load only where a catalog is kept
 
         assert self.catalog is not None
         current = catalog_mod.load(self.catalog.path) if self.catalog.path.exists() else []
@@ -142,13 +143,13 @@ class CatalogSync:
         return catalog_mod.dump(keep + list(add))
 
     def expect(self, add: Sequence[RunnerRecord] = (), drop: Sequence[str] = ()) -> None:
-        from runner.model import catalog as catalog_mod
-
         """Before the first registry change: the catalog this run will leave (with `add`, without the
         images in `drop`) written beside the old one, and the journal. Refuses (UserError) when the disk
         cannot take them: nothing has changed yet."""
         if self.catalog is None:
             return
+        from runner.model import catalog as catalog_mod
+
         gone = set(drop)
         current = catalog_mod.load(self.catalog.path) if self.catalog.path.exists() else []
         images: dict[str, list[dict]] = {i: [r.model_dump() for r in current if r.docker_image == i] for i in gone}
