@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from contextlib import asynccontextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from runner.compose.dockerfile import render
+from runner.compose.dockerfile import render, stages_for
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
@@ -209,6 +210,8 @@ class DockerBuilder:
         self._inspected: dict[str, _Inspected] = {}
         self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
         self.progress: dict[str, str] | None = {} if keep_progress else None  # image -> BuildKit's output (rehearsals)
+        self._building: dict[str, anyio.Event] = {}  # stage key -> set when the build making it ends
+        self._made: set[str] = set()  # stage keys a finished build of this run made
 
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
@@ -229,7 +232,8 @@ class DockerBuilder:
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
-        await self._docker_build(ctx, rendered.target, stage, image)
+        async with self._claim(stage):
+            await self._docker_build(ctx, rendered.target, stage, image)
         if self.reproducible:
             await self._normalize(stage, image)
         if self.build_cache is not None:
@@ -261,6 +265,26 @@ class DockerBuilder:
                 await self.docker.run("rmi", before, check=False)  # the unclamped twin, now untagged
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    @asynccontextmanager
+    async def _claim(self, stage: Stage):
+        """Wait while another build of this run makes a stage this one needs, then claim the rest:
+        separate `docker build`s do not share a step that is still running, so two builds at once
+        would both run a shared stage BuildKit has not cached yet."""
+        keys = [s.key for s in stages_for(stage) if s.key not in self._made]
+        while pending := [self._building[k] for k in keys if k in self._building]:
+            await pending[0].wait()
+        keys = [k for k in keys if k not in self._made]
+        done = anyio.Event()
+        for k in keys:
+            self._building[k] = done
+        try:
+            yield
+            self._made.update(keys)  # in BuildKit's cache now: later builds share them freely
+        finally:
+            for k in keys:
+                self._building.pop(k, None)
+            done.set()
 
     def _build_args(self) -> list[str]:
         return [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in sorted(self.build_info.items())]
