@@ -321,6 +321,10 @@ class DockerBuilder:
         except TimeoutError:
             await self.docker.run("rm", "-f", name, check=False, timeout=60)
             raise BuildError(f"the smoke container ran past {timeout}s and was removed") from None
+        except anyio.get_cancelled_exc_class():  # SIGTERM: the container goes with the run
+            with anyio.CancelScope(shield=True):
+                await self.docker.run("rm", "-f", name, check=False, timeout=30)
+            raise
         return code, out + err
 
     async def device_check(self, handle: str, leaf: Leaf, script: str) -> tuple[int, str]:
