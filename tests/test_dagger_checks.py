@@ -7,7 +7,9 @@ from __future__ import annotations
 import subprocess
 
 import anyio
-import dagger
+
+import tests.dagger_query  # noqa: F401  (first: it names the module's main object before the SDK loads)
+import dagger  # noqa: E402
 
 from runner.engines.dagger import DaggerBuilder, StageContainers
 from runner.release.pipeline import run_checks
