@@ -11,7 +11,6 @@ import shutil
 import tempfile
 import uuid
 from contextlib import asynccontextmanager
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
