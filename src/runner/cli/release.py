@@ -305,6 +305,7 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
 
         project, targets = load_project(a.matrix), []
     else:
+        flow.whole_tags_only(getattr(a, "platform", ""), op)
         project, targets = selected_targets(a)
     repo = _repository(project, a)
     password = _password(a)

@@ -44,6 +44,18 @@ class Repository:
         return f"{self.path}:{tag}"
 
 
+def whole_tags_only(platform: str, op: str) -> None:
+    """merge, promote and discard act on multi-arch tags, every platform of a target at once: a
+    one-platform selection of them is refused, with the reason."""
+    if platform:
+        from runner.model.errors import UserError
+
+        raise UserError(f"{op} acts on whole multi-arch tags (every platform of a target at once), not on one "
+                        "platform of them", value=platform,
+                        hint="drop --platform: a -dev index, a final tag and the tags discard removes hold "
+                             "every platform of the target")
+
+
 @dataclass
 class Publication:
     """What publish or merge did for one tag."""
