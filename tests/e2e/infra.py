@@ -261,9 +261,13 @@ def _debs(e: Environment) -> Path:
     return root
 
 
-def _rootfs(busybox: Path, tini: Path) -> bytes:
+def _rootfs(busybox: Path, tini: Path, extra: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
         for d in ("bin", "usr/bin", "usr/local/bin", "etc", "tmp", "root", "var/cache", "opt", "proc", "sys", "dev"):
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
@@ -294,10 +298,12 @@ def _import_bases(e: Environment) -> None:
         if not tini.exists():
             raise RuntimeError(f"{tini} missing: install Debian's tini package")
         # FROM scratch + ADD (no RUN, no pull) gives an image whose config names its platform, which
-        # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons
-        ctx = e.root / f"base-{arch}"
-        ctx.mkdir()
-        (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini))
-        (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
-        subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/demo-base:1.0.0-{arch}",
-                        str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)
+        # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons.
+        # The builder image is another base (the recipe builds a tool on it for every echo image).
+        for name, extra in (("demo-base", {}), ("demo-builder", {"etc/demo-builder": "demo-builder 1.0.0\n"})):
+            ctx = e.root / f"{name}-{arch}"
+            ctx.mkdir()
+            (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini, extra))
+            (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+            subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/{name}:1.0.0-{arch}",
+                            str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)

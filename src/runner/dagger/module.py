@@ -12,8 +12,10 @@ from dagger import Doc, dag, field, function, object_type
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
                                 Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
-                                Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
+                                Repository, RunId, ServiceName, ServiceVersion, SkipMissing, Source, Tag,
+                                Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.ci import CiFunctions
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
 from runner.ui.selection import selection_of
@@ -26,7 +28,7 @@ def _selection(backend, backend_version="", variant="", service="", service_vers
 
 
 @object_type
-class Runner:
+class Runner(CiFunctions):
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
     source: Source
@@ -55,8 +57,9 @@ class Runner:
         from runner.ui.selection import target_json
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
-                                            include_deprecated))
+        selection = _selection(backend, backend_version, variant, service, service_version, platform,
+                               include_deprecated)
+        targets = project.select(selection)
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
@@ -65,7 +68,7 @@ class Runner:
             from runner.release import fanout
 
             jobs = ci_jobs(make_plan(targets, project.recipes))
-            return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs))
+            return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs, selection))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function
@@ -76,6 +79,8 @@ class Runner:
         backend_version: BackendVersion = "",
         service_version: ServiceVersion = "",
         include_deprecated: IncludeDeprecated = False,
+        ci: Annotated[bool, Doc("the CI jobs' figures and the release's modelled time instead")] = False,
+        runners: Annotated[int, Doc("runners for the modelled release time (with --ci)")] = 20,
     ) -> str:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
         fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
@@ -88,6 +93,13 @@ class Runner:
         plan = make_plan(targets, project.recipes)
         if findings := check_stages(plan.stages):
             raise Failed("\n".join(str(f) for f in findings))
+        if ci:
+            from runner.compose.jobs import ci_jobs
+            from runner.compose.schedule import model
+            from runner.ui.release_report import ci_plan_lines
+
+            jobs = ci_jobs(plan)
+            return "\n".join(ci_plan_lines(jobs.figures(), model(jobs, max(1, runners)).as_dict()))
         return json.dumps(plan.to_json(), indent=1)
 
     @function
@@ -113,25 +125,6 @@ class Runner:
         if conflicts:
             raise Failed(f"{len(conflicts)} install steps do not resolve:\n" + "\n".join(conflicts))
         return json.dumps([r.to_json() for r in reports], indent=1)
-
-    @function(cache="never")
-    async def job(
-        self,
-        key: Annotated[str, Doc("the job's key, from `matrix --format github|gitlab`")],
-        build_cache: Annotated[str, Doc("host/namespace/repository the waves hand shared stages on through")],
-        username: Username,
-        password: Password,
-        publish: Annotated[bool, Doc("a target's job also pushes its single-arch tag to the build cache's "
-                                     "registry (the namespace and repository of --namespace/--repository)")] = False,
-        namespace: Namespace = "",
-        repository: Repository = "",
-    ) -> str:
-        """Run one CI job: build its stage starting from the build cache and push the shared stages it made
-        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag)."""
-        from runner.dagger.build import run_job
-
-        return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
-                             self.build_info())
 
     @function
     async def dockerfile(
@@ -239,17 +232,20 @@ class Runner:
         service_version: ServiceVersion = "",
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
+        run: RunId = "",
     ) -> str:
-        """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
-        whose platforms are all there; ends with an error listing the others unless --skip-missing."""
+        """Write -dev indexes from the single-arch digests the CI jobs of one run recorded as tested, for
+        tags whose platforms all passed in that run; ends with an error listing the others unless --skip-missing."""
         from runner.release import publish as flow
+        from runner.release.run_records import RunRecords, check_run
         from runner.ui.selection import publication_lines
 
+        check_run(run)
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
-            pubs = await flow.merge(targets, reg, repo)
+            pubs = await flow.merge(targets, reg, repo, RunRecords(reg, repo.runs_path, run))
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
@@ -270,12 +266,14 @@ class Runner:
         catalog: Catalog = None,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
+        run: Annotated[str, Doc("promote only the -dev indexes this release run's merge wrote (CI: always given)")] = "",
     ) -> dagger.File:
         """Point each target's final tag at its tested -dev index, byte for byte, without building;
-        returns the updated catalog. A target without a -dev index fails the call before anything
-        changes, unless --skip-missing."""
+        returns the updated catalog. A target without a -dev index (of the run, with --run) fails the
+        call before anything changes, unless --skip-missing."""
         from runner.model import catalog as catalog_mod
         from runner.release import publish as flow
+        from runner.release.run_records import RunRecords
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
@@ -284,7 +282,7 @@ class Runner:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
                 await flow.promote(targets, reg, repo, book, lambda ts: catalog_mod.records(ts, repo.catalog_image),
-                                   skip_missing=skip_missing)
+                                   skip_missing=skip_missing, run=RunRecords(reg, repo.runs_path, run) if run else None)
 
         return await _updated_catalog(catalog, change)
 
