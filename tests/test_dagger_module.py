@@ -188,19 +188,6 @@ async def test_push_uses_the_secret_and_no_query_holds_the_password(project, cap
     assert not [s for s in selections if s.name == "withExec" and "skopeo" in json.dumps(s.args.get("args"))]
 
 
-@pytest.fixture(scope="module")
-def registry():
-    from tests.e2e import infra
-
-    if not infra.have("docker-registry", "htpasswd"):
-        pytest.fail("the registry tests need Debian's docker-registry and apache2-utils (.ci/run installs them)")
-    e = infra.start_registry()
-    try:
-        yield e
-    finally:
-        infra.stop(e)
-
-
 async def test_registry_functions_send_no_query_to_the_engine(project, local_source, registry, capture, monkeypatch):
     """merge and promote read and write the registry from the function's process: no exec, so no answer
     from the engine's cache and no credential in a layer; nothing at all is sent to the engine."""

@@ -100,7 +100,7 @@ def schema(a: argparse.Namespace) -> int:
 
 def plan(a: argparse.Namespace) -> int:
     """The stage DAG, then the static checks over it: any finding exits 2."""
-    from runner.compose.checks import check_stages
+    from runner.compose.checks import check_stages, not_checked
     from runner.compose.plan import make_plan
 
     project, targets = selected_targets(a)
@@ -116,6 +116,10 @@ def plan(a: argparse.Namespace) -> int:
         print_rich(plan_tree(the_plan))
     for f in findings:
         print(f"runner: error: {f}", file=sys.stderr)
+    for note in not_checked():
+        print(f"runner: {note}", file=sys.stderr)
+    print(f"runner: static checks over {the_plan.distinct_stages} stages: "
+          + (f"{len(findings)} finding(s)" if findings else "nothing found"), file=sys.stderr)
     return 2 if findings else 0
 
 

@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image (the new results are remembered)")
 
+    p = _command(sub, "rehearse", "runner.cli.rehearse:rehearse",
+                 "build the selected images here as the release would, with declared substitutions only (stand-in "
+                 "bases, a local source mirror, published artifacts for device compiles), and smoke-test them")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="json: the whole report on stdout")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--keep", action="store_true", help="keep the images and build cache the rehearsal made")
+
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
                  "a target's job also smoke-tests its image, pushes its single-arch tag and records it for the run")

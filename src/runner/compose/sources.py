@@ -9,6 +9,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from runner.compose.shell import word
+
 CURL = "curl --retry 3 --retry-connrefused -fsSL"
 _VERSIONISH = re.compile(r"^v?\d|\d+\.\d+|\$\{[A-Z0-9_]*VERSION\}")  # a release tag names a version
 # Every source declared in this process, for the static check that finds undeclared URLs in scripts.
@@ -47,8 +49,8 @@ class Download:
     def fetch(self, dest: str = "", **fields: str) -> str:
         """The shell that downloads it (to `dest`, or to stdout for a pipe)."""
         headers = "".join(f" -H {shlex.quote(h)}" for h in self.headers)
-        out = f" -o {shlex.quote(dest)}" if dest else ""
-        return f'{CURL}{headers}{out} "{self.href(**fields)}"'
+        out = f" -o {word(dest)}" if dest else ""
+        return f"{CURL}{headers}{out} {word(self.href(**fields))}"
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,11 @@ class Git:
     def clone(self, dest: str, submodules: bool = True) -> str:
         """The shell that checks the repository out at its ref into `dest`."""
         sub = " --recursive --shallow-submodules" if submodules else ""
+        url, into = word(self.url), word(dest)
         if self.is_commit:
-            return (f"git clone{sub} {shlex.quote(self.url)} {shlex.quote(dest)} && git -C {shlex.quote(dest)} "
-                    f"checkout {self.ref}" + (f" && git -C {shlex.quote(dest)} submodule update --init --recursive"
-                                               if submodules else ""))
-        return f"git clone --depth 1 --single-branch --branch {shlex.quote(self.ref)}{sub} {shlex.quote(self.url)} {shlex.quote(dest)}"
+            return (f"git clone{sub} {url} {into} && git -C {into} checkout {word(self.ref)}"
+                    + (f" && git -C {into} submodule update --init --recursive" if submodules else ""))
+        return f"git clone --depth 1 --single-branch --branch {word(self.ref)}{sub} {url} {into}"
 
 
 def github(owner_repo: str, ref: str, name: str = "") -> Git:
@@ -94,3 +96,9 @@ def declared_url_at(script: str, pos: int) -> bool:
     if any(script.startswith(h, pos) for h in headers if h):
         return True
     return any(d.pattern().match(script, pos) for d in _DOWNLOADS.values())
+
+
+def declared_prefixes() -> list[str]:
+    """`scheme://host/` of every declared Download and Git (what a source mirror stands in for)."""
+    urls = [d.url for d in _DOWNLOADS.values()] + list(_REPOSITORIES)
+    return sorted({"/".join(u.split("/", 3)[:3]) + "/" for u in urls if "://" in u})

@@ -141,7 +141,8 @@ class DockerBuilder:
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
                  network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
-                 build_cache: BuildCache | None = None, records: BuildRecords | None = None) -> None:
+                 build_cache: BuildCache | None = None, records: BuildRecords | None = None,
+                 keep_progress: bool = False) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
         self.mirrors, self.build_cache, self.records = mirrors, build_cache, records
         self.push_attempts = push_attempts
@@ -150,6 +151,7 @@ class DockerBuilder:
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
         self._inspected: dict[str, _Inspected] = {}
         self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
+        self.progress: dict[str, str] | None = {} if keep_progress else None  # image -> BuildKit's output (rehearsals)
 
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
@@ -221,6 +223,8 @@ class DockerBuilder:
             "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
             "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
         self.counts.add(err + out)
+        if self.progress is not None:
+            self.progress[image] = err + out
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(f"{stage.tag or stage.name} on {stage.platform}: "
@@ -329,4 +333,3 @@ class DockerBuilder:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-

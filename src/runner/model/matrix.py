@@ -26,6 +26,8 @@ _VARIANT_RE = re.compile(r"^[a-z0-9]+$")
 _TEMPLATE_FIELDS = {"version", "variant", "python", "service"}
 
 Status = Literal["active", "deprecated", "polished"]
+# archs reach build scripts (TORCH_CUDA_ARCH_LIST, PYTORCH_ROCM_ARCH, SOC_VERSION): nothing a shell reads
+Arch = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Platform = Literal["linux/amd64", "linux/arm64"]
 
 
@@ -80,7 +82,7 @@ class ServiceVersion(_Model):
     version: VersionStr = Field(description="Service version as published, e.g. 0.14.1 or 0.5.6.post2.")
     status: Status = Field("active", description="active, deprecated (kept, not for new use) or polished (re-released: pull again).")
     platforms: list[Platform] | None = Field(None, description="Narrows the release's platforms.")
-    archs: list[str] | None = Field(None, description="Narrows the release's compute architectures.")
+    archs: list[Arch] | None = Field(None, description="Narrows the release's compute architectures.")
     backend_version: VersionStr | None = Field(None, description="Full backend version this service builds on, when not the release's.")
     base_image: ImageTemplate | None = Field(None, description="Base image template, when not the release's.")
 
@@ -97,10 +99,10 @@ class Release(_Model):
     version: VersionStr = Field(description="Full backend version, e.g. 12.8.1 or 8.3.rc2.")
     variant: str | None = Field(None, description="Chip variant, for backends that declare variants.")
     platforms: list[Platform] | None = Field(None, description="Overrides the backend's platforms.")
-    python: str | None = Field(None, description="Overrides the backend's python version.")
+    python: str | None = Field(None, pattern=r"^3\.\d+$", description="Overrides the backend's python version.")
     base_image: ImageTemplate | None = Field(None, description="Overrides the backend's base image template.")
     base_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Pins the base image by digest.")
-    archs: list[str] = Field(default_factory=list, description="Compute architectures built for.")
+    archs: list[Arch] = Field(default_factory=list, description="Compute architectures built for.")
     services: dict[str, list[ServiceVersion]] = Field(description="Service name -> versions.")
 
 
