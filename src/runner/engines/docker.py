@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from runner.compose.dockerfile import render
-from runner.compose.lookup import base_stages
+from runner.compose.lookup import base_stages, stages_under
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
@@ -151,6 +152,8 @@ class DockerBuilder:
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
         self._inspected: dict[str, _Inspected] = {}
         self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
+        self._building: dict[str, anyio.Event] = {}  # stage key -> set when the build making it ends
+        self._made: set[str] = set()  # stage keys a finished build of this run made
         self.progress: dict[str, str] | None = {} if keep_progress else None  # image -> BuildKit's output (rehearsals)
 
     async def build(self, leaf: Leaf) -> Image:
@@ -174,7 +177,8 @@ class DockerBuilder:
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
-        await self._docker_build(ctx, rendered.target, stage, image)
+        async with self._claim(stage):
+            await self._docker_build(ctx, rendered.target, stage, image)
         if self.build_cache is not None and found is not None:
             for shared in self.build_cache.to_publish(found):
                 ref = self.build_cache.ref(shared, digests)
@@ -185,6 +189,26 @@ class DockerBuilder:
         if key and self.records is not None:
             self.records.put(key, inspected.image_id)
         return Image(image, inspected.image_id, inspected.size)
+
+    @asynccontextmanager
+    async def _claim(self, stage: Stage):
+        """Wait while another build of this run makes a stage this one needs, then claim the rest:
+        separate `docker build`s do not share a step that is still running, so two builds at once
+        would both run a shared stage BuildKit has not cached yet."""
+        keys = [s.key for s in stages_under(stage) if s.key not in self._made]
+        while pending := [self._building[k] for k in keys if k in self._building]:
+            await pending[0].wait()
+        keys = [k for k in keys if k not in self._made]
+        done = anyio.Event()
+        for k in keys:
+            self._building[k] = done
+        try:
+            yield
+            self._made.update(keys)  # in BuildKit's cache now: later builds share them freely
+        finally:
+            for k in keys:
+                self._building.pop(k, None)
+            done.set()
 
     def _build_args(self) -> list[str]:
         return [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in sorted(self.build_info.items())]
