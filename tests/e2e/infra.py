@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.engines.private_daemon import PrivateDaemon
+
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "e2e"
 TEST_CACHE = Path(os.environ.get("RUNNER_TEST_CACHE") or Path.home() / ".cache" / "runner-tests")  # kept between runs
 DOCKER = "/usr/bin/docker"
@@ -43,9 +45,43 @@ def have(*tools: str) -> bool:
     return all(shutil.which(t) for t in tools)
 
 
+def elf_interpreter(path: Path) -> str:
+    """The program interpreter an ELF binary names ("" for a static binary): a dynamic busybox in the
+    fixture's base, which has no libraries, fails every step with `exec /bin/bash: no such file`."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only: the machines this runs on
+            return f"not a 64-bit ELF binary: {path}"
+        order = "<" if head[5] == 1 else ">"
+        phoff, = struct.unpack_from(order + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            kind, _, offset, _, _, size = struct.unpack(order + "IIQQQQ", f.read(40))
+            if kind == 3:  # PT_INTERP
+                f.seek(offset)
+                return f.read(size).rstrip(b"\0").decode(errors="replace")
+    return ""
+
+
+def static_busybox() -> Path:
+    """The busybox the amd64 fixture base is made of: on PATH, and statically linked."""
+    found = Path(shutil.which("busybox") or "/bin/busybox")
+    if not found.exists():
+        raise RuntimeError("busybox is not installed: install Debian's busybox-static")
+    if interpreter := elf_interpreter(found.resolve()):
+        raise RuntimeError(f"{found} is dynamically linked ({interpreter}), so the fixture's base image cannot run "
+                           "it: install Debian's busybox-static (it replaces busybox)")
+    return found
+
+
 def missing_tools() -> list[str]:
     """Debian packages to install for the end-to-end tests (empty when all are here)."""
     need = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
+    if shutil.which("busybox") and elf_interpreter(Path(shutil.which("busybox")).resolve()):
+        need.append("busybox-static (the busybox on PATH is dynamically linked)")
     if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
         need.append("binfmt_misc with qemu-aarch64 registered (qemu-user-static, binfmt-support)")
     return need
@@ -76,6 +112,7 @@ class Environment:
     password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
     index: str = ""
     procs: list[subprocess.Popen] = field(default_factory=list)
+    daemon: PrivateDaemon | None = None
 
     @property
     def docker_host(self) -> str:
@@ -167,6 +204,8 @@ def start_registry(root: Path | None = None, delete: bool = True, username: str 
 
 def stop(e: Environment) -> None:
     """Stop every process, unmount what the daemon left mounted, and remove the temp dir."""
+    if e.daemon is not None:
+        e.daemon.stop()
     for p in reversed(e.procs):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -186,12 +225,10 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def _start_dockerd(e: Environment) -> None:
-    log = open(e.root / "dockerd.log", "w")
-    e.procs.append(subprocess.Popen(
-        ["dockerd", f"--data-root={e.root}/data", f"--exec-root={e.root}/x", f"--pidfile={e.root}/dockerd.pid",
-         f"--host={e.docker_host}", "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    wait_for(lambda: e.docker("version", check=False).returncode == 0, "dockerd")
+    """runner's own private daemon (the embedded engine), with its folder the environment's."""
+    e.daemon = PrivateDaemon(e.root)
+    e.daemon.start(timeout=60)
+    assert e.daemon.host == e.docker_host
 
 
 def _start_registry(e: Environment, delete: bool = True) -> None:
@@ -313,7 +350,7 @@ def _rootfs(busybox: Path, tini: Path, status: bytes = b"") -> bytes:
 
 def _import_bases(e: Environment) -> None:
     arm = _debs(e)
-    sources = {"amd64": (Path(shutil.which("busybox") or "/bin/busybox"), Path("/usr/bin/tini-static")),
+    sources = {"amd64": (static_busybox(), Path("/usr/bin/tini-static")),
                "arm64": (arm / "bin/busybox", arm / "usr/bin/tini-static")}
     for arch, (busybox, tini) in sources.items():
         if not tini.exists():

@@ -61,6 +61,13 @@ def build_args(p: argparse.ArgumentParser) -> None:
                         "order, so two builds give one digest (a save and load of each image: bench/layer_diff.py)")
 
 
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """The embedded engine: a private dockerd runner starts when no daemon is reachable."""
+    p.add_argument("--keep-engine", action="store_true",
+                   help="when runner started its own dockerd (no daemon on $DOCKER_HOST or the default socket), "
+                        "leave it running for the next run instead of stopping it at the end")
+
+
 def signing_args(p: argparse.ArgumentParser) -> None:
     """How published images' provenance is signed (the key itself never on the command line)."""
     p.add_argument("--sign-key", type=Path, metavar="FILE",
@@ -163,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table", help="json: the whole report on stdout")
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--keep", action="store_true", help="keep the images and build cache the rehearsal made")
+    engine_args(p)
+    p.add_argument("--all", action="store_true",
+                   help="rehearse the whole selection (without filters: the whole matrix); default without filters: "
+                        "corex4.2-vllm0.8.3 on linux/amd64, the smallest real target")
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
@@ -197,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="list and skip targets an earlier step left nothing for, instead of failing")
         if name == "promote":
             p.add_argument("--reason", default="", help="why a final tag changes digest (kept in the tag history)")
+
+    p = _command(sub, "cache", "runner.cli.cache:cache",
+                 "this project's cache: what each kind holds and its size, or remove it whole with --clear")
+    p.add_argument("--info", action="store_true", help="sizes per kind (the default)")
+    p.add_argument("--clear", action="store_true",
+                   help="stop a kept embedded engine and remove runner's cache of this project (asks nothing)")
 
     p = _command(sub, "prune", "runner.cli.release:prune",
                  "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")

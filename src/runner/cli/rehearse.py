@@ -11,17 +11,43 @@ from runner.cli.inspect import selected_targets
 from runner.cli.release import _run, _writable
 
 
+# What `runner rehearse` builds when no selection is given: the smallest real target (three stages), so
+# the main job runs end to end on a fresh machine in minutes; --all rehearses the whole selection.
+DEFAULT_TARGET, DEFAULT_PLATFORM = "corex4.2-vllm0.8.3", "linux/amd64"
+_FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform")
+
+
 def rehearse(a: argparse.Namespace) -> int:
-    return _run(_rehearse, a)
+    from runner.engines.private_daemon import engine_for_run
+
+    project, targets = _selection(a)
+    _writable(a.report, "report file")
+    with engine_for_run(keep=a.keep_engine, say=lambda line: print(line, file=sys.stderr, flush=True)):
+        return _run(_rehearse, a, project, targets)
 
 
-async def _rehearse(a: argparse.Namespace) -> int:
+def _selection(a: argparse.Namespace):
+    """The selected targets; with no filter and no --all, the default target on its platform."""
+    if a.all or any(getattr(a, f) for f in _FILTERS):
+        return selected_targets(a)
+    project, targets = selected_targets(a)
+    default = [t for t in targets if t.tag == DEFAULT_TARGET]
+    if not default:
+        from runner.model.errors import UserError
+
+        raise UserError(f"this matrix has no {DEFAULT_TARGET}, the target `runner rehearse` builds by default",
+                        hint="select targets (--backend, --service, ...) or pass --all for the whole matrix")
+    a.platform = DEFAULT_PLATFORM
+    print(f"runner: rehearsing {DEFAULT_TARGET} on {DEFAULT_PLATFORM}, the default target (select others with "
+          "--backend/--service/..., or --all)", file=sys.stderr, flush=True)
+    return project, default
+
+
+async def _rehearse(a: argparse.Namespace, project, targets) -> int:
     from runner.rehearse.run import rehearse as run
     from runner.release.provenance import build_info
     from runner.ui.tables import print_rich, rehearsal_table
 
-    project, targets = selected_targets(a)
-    _writable(a.report, "report file")
     targets = [t for t in targets if not a.platform or a.platform in t.platforms]
     if a.platform:
         from dataclasses import replace

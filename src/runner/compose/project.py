@@ -114,14 +114,11 @@ def load_project(matrix_path: Path | str | None = None, pack_path: Path | str | 
 def default_matrix_path() -> Path:
     """matrix.yaml of the project: $RUNNER_MATRIX, else the nearest one upward from the working
     directory, else the one beside the installed package's source tree."""
-    import os
+    from runner.model.files import project_folder
 
     if env := os.environ.get("RUNNER_MATRIX"):
         return Path(env)
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "matrix.yaml").is_file() and (folder / "pack").is_dir():
-            return folder / "matrix.yaml"
-    return Path(__file__).resolve().parents[3] / "matrix.yaml"
+    return project_folder() / "matrix.yaml"
 
 
 def _validate(path: Path, pack: Path) -> Project:

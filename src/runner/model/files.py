@@ -24,10 +24,25 @@ MAX_INPUT = 16 * 1024 * 1024  # no matrix, spec or catalog comes near this
 MAX_CACHE = 16 * 1024 * 1024  # no cache file comes near this (smoke outputs are capped far below)
 
 
+def project_folder() -> Path:
+    """The project runner works on: $RUNNER_MATRIX's folder, else the nearest folder upward from the
+    working directory holding matrix.yaml and pack/, else the checkout runner is installed from."""
+    if env := os.environ.get("RUNNER_MATRIX"):
+        return Path(env).parent
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "matrix.yaml").is_file() and (folder / "pack").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[3]
+
+
 def cache_root() -> Path:
-    """Where runner keeps what it may forget: $RUNNER_CACHE_DIR, else ~/.cache/runner."""
-    base = os.environ.get("RUNNER_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
-    return Path(base)
+    """Where runner keeps what it may forget: $RUNNER_CACHE_DIR, else a folder of this project's own
+    under ~/.cache/runner/projects (keyed by the checkout's path, so another checkout starts cold)."""
+    if base := os.environ.get("RUNNER_CACHE_DIR"):
+        return Path(base)
+    folder = project_folder().resolve()
+    key = f"{folder.name[:40]}-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner" / "projects" / key
 
 
 @functools.cache
