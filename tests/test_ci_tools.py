@@ -30,7 +30,7 @@ NODE = NODE_BIN / "node"
 
 def _need(path: Path) -> None:
     if not path.exists():
-        message = f"{path} missing: run `bash .ci/run` (it installs the CI tools into .ci/node)"
+        message = f"{path} missing: run `bash setup.sh` (it installs the CI tools into .ci/node)"
         if os.environ.get("RUNNER_E2E_REQUIRED"):
             pytest.fail(message)
         pytest.skip(message)

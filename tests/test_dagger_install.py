@@ -32,6 +32,7 @@ def test_the_context_holds_the_module_and_what_it_installs_nothing_else(context:
     assert not [f for f in files if f.startswith("pack/") and not f.endswith("/recipe.py")]
 
 
+@pytest.mark.slow  # the engine runtime's install from the index: a minute
 def test_the_engine_runtime_installs_and_registers_the_module(context: Path, tmp_path: Path):
     steps = rt.install(context, tmp_path / "venv")
     assert [s.args[1:] for s in steps] == [["lock"], ["sync", "--no-dev"]]  # the uv.lock path of the runtime

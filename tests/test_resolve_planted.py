@@ -107,6 +107,7 @@ def planted(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # uv against the real index for every planted recipe: a minute
 def test_runner_resolve_reports_every_planted_conflict(planted):
     # the flat folder AMD publishes, served here: as an index it has no project pages
     flat = planted / "radeon"
