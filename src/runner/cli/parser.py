@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default="")
     p.add_argument("--matrix", type=Path)
 
-    p = _command(sub, "build", "runner.cli.release:build", "build and smoke-test the selection on the local Docker daemon")
+    p = _command(sub, "build", "runner.cli.engine:build",
+                 "build and smoke-test the selection on the local Docker daemon (or runner's own, when none answers)")
     selection_args(p)
     build_args(p)
+    engine_args(p)
 
     p = _command(sub, "smoke", "runner.cli.release:smoke",
                  "smoke-test existing images (a -dev index before promotion, any runner image) on the local Docker daemon")

@@ -18,12 +18,11 @@ _FILTERS = ("backend", "backend_version", "variant", "service", "service_version
 
 
 def rehearse(a: argparse.Namespace) -> int:
-    from runner.engines.private_daemon import engine_for_run
+    from runner.cli.engine import on_engine
 
     project, targets = _selection(a)
     _writable(a.report, "report file")
-    with engine_for_run(keep=a.keep_engine, say=lambda line: print(line, file=sys.stderr, flush=True)):
-        return _run(_rehearse, a, project, targets)
+    return on_engine(a, lambda: _run(_rehearse, a, project, targets))
 
 
 def _selection(a: argparse.Namespace):

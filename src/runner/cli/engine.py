@@ -1,0 +1,26 @@
+"""Commands that build on the embedded engine when no Docker daemon answers: `runner build` (and
+`runner rehearse`, which calls `on_engine` itself). The engine is runner.engines.private_daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+def on_engine(a: argparse.Namespace, run: Callable[[], int]) -> int:
+    """Run `run` with DOCKER_HOST naming a daemon that answers, starting the embedded one if need be."""
+    from runner.engines.private_daemon import engine_for_run
+
+    with engine_for_run(keep=a.keep_engine, say=lambda line: print(line, file=sys.stderr, flush=True)):
+        return run()
+
+
+def build(a: argparse.Namespace) -> int:
+    from runner.cli import release
+    from runner.cli.inspect import selected_targets
+
+    # bad input is said before any daemon starts
+    selected_targets(a)
+    release._writable(a.report, "report file")
+    return on_engine(a, lambda: release.build(a))
