@@ -18,7 +18,8 @@ def e2e():
     if missing:
         message = ("end-to-end tests need: " + ", ".join(missing) +
                    "; install with `apt-get install docker.io docker-registry skopeo qemu-user-static binfmt-support "
-                   "busybox-static tini apache2-utils debootstrap` and `dpkg --add-architecture arm64 && apt-get update` (.ci/run does this)")
+                   "busybox-static tini apache2-utils debootstrap` and `dpkg --add-architecture arm64 && apt-get update` "
+                   "(`sudo bash setup.sh --system` does this)")
         if os.environ.get("RUNNER_E2E_REQUIRED"):
             pytest.fail(message)
         pytest.skip(message)
