@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.engines.private_daemon import PrivateDaemon
 from runner.rehearse.rewrite import NOT_FETCHABLE
 from tests.e2e import infra
 
@@ -100,32 +101,42 @@ def test_with_no_daemon_runner_starts_its_own_builds_on_it_and_stops_it(e2e, tmp
     (served / "vendortool-1.0.tar.gz").write_bytes(_tool())
     env = {k: v for k, v in e2e.env().items() if k != "DOCKER_HOST"}
     env.update(RUNNER_MATRIX=str(project / "matrix.yaml"), RUNNER_CACHE_DIR=str(cache))
+    engine = PrivateDaemon(cache / "engine")
+
+    def runner(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "runner", *args], env=env, capture_output=True, text=True,
+                              cwd=project, timeout=900)
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        return done
+
     report = tmp_path / "report.json"
     try:
         start = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--service-version", "0.1.0", "--report",
-                               str(report)], env=env, capture_output=True, text=True, cwd=project, timeout=900)
+        done = runner("rehearse", "--service-version", "0.1.0", "--report", str(report), "--keep-engine")
         print(f"[rehearse] on the embedded engine: {time.monotonic() - start:.0f} s")
-        assert "Traceback" not in done.stderr, done.stderr[-3000:]
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"started a private dockerd (unix://{cache}/engine/d.sock" in done.stderr, done.stderr[-2000:]
-        assert "private dockerd stopped" in done.stderr
         (image,) = json.loads(report.read_text())["images"]
         assert image["tag"] == "vendor1.0-echo0.1.0" and image["verdict"] == "passed", image
+        # kept: still running, and the next run uses it (and, without --keep-engine, stops it)
+        assert "kept running" in done.stderr and engine.pid()
+        assert "the embedded engine is running" in runner("cache", "--info").stdout
+        done = runner("build", "--service-version", "0.1.0")  # its vendor base cannot be pulled: it fails
+        assert "the private dockerd kept from an earlier run" in done.stderr, done.stderr[-2000:]
+        assert "private dockerd stopped" in done.stderr
         # stopped: no dockerd on that folder, its socket gone, nothing of it left mounted
         daemons = [p for p in Path("/proc").glob("[0-9]*") if Path(_cmdline(p).split(" ")[0]).name == "dockerd"
                    and str(cache) in _cmdline(p)]
         assert not daemons, [_cmdline(p) for p in daemons]
-        assert not (cache / "engine" / "d.sock").exists()
+        assert not engine.pid() and not (cache / "engine" / "d.sock").exists()
         with open("/proc/mounts") as f:
             assert not [m for m in f.read().split() if m.startswith(str(cache))]
-        assert (cache / "engine" / "data").is_dir()  # its images stay in the cache: the next run is warm
-        cleared = subprocess.run([sys.executable, "-m", "runner", "cache", "--clear"], env=env, capture_output=True,
-                                 text=True, cwd=project)
+        assert (cache / "engine" / "data").is_dir()  # its data stays in the cache for the next run
+        cleared = runner("cache", "--clear")
         assert cleared.returncode == 0 and "engine" in cleared.stdout, cleared.stdout + cleared.stderr
         assert not (cache / "engine").exists() and not (cache / "rehearsal").exists()
     finally:
-        subprocess.run([sys.executable, "-m", "runner", "cache", "--clear"], env=env, capture_output=True)
+        engine.stop(remove=True)
         shutil.rmtree(cache, ignore_errors=True)
 
 
