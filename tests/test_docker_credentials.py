@@ -13,8 +13,11 @@ import anyio
 from runner.engines.docker_client import Docker
 
 _CLIENT = """#!/bin/sh
-# read the config as often as asked, then show what is left of the folder
-for _ in $(seq "$1"); do cat "$DOCKER_CONFIG/config.json"; echo; done
+# read the config as often as asked, in this very process as the docker CLI does (a `cat` child would
+# hold the pipe where runner does not look, and a second copy could reach it), then show what is left
+for _ in $(seq "$1"); do
+  while IFS= read -r line || [ -n "$line" ]; do printf '%s' "$line"; done < "$DOCKER_CONFIG/config.json"; echo
+done
 ls -A "$DOCKER_CONFIG"
 """
 
