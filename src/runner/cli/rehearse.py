@@ -52,6 +52,7 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
         from dataclasses import replace
 
         targets = [replace(t, platforms=(a.platform,)) for t in targets]
+    _say_what_is_made_once(targets)
 
     def progress(r) -> None:
         print(f"runner: rehearsed {r.tag} on {r.platform}: {r.verdict} ({r.seconds:.0f} s)", file=sys.stderr, flush=True)
@@ -80,3 +81,14 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
     print(f"runner: distinct scripts: {c['ran']} ran, {c['substituted']} substituted, {c['not fetchable here']} not "
           f"fetchable here, {c['failed']} failed, {c['not run']} not run, of {c['total']}", file=sys.stderr)
     return 1 if any(i["verdict"] != "passed" for i in result["images"]) else 0
+
+
+def _say_what_is_made_once(targets) -> None:
+    """A first rehearsal is quiet for minutes while debootstrap makes the stand-in's Debian base: say so."""
+    from runner.rehearse.standin import rootfs_path
+
+    for platform in sorted({p for t in targets for p in t.platforms}):
+        if platform in ("linux/amd64", "linux/arm64") and not rootfs_path(platform).exists():
+            print(f"runner: a vendor base that cannot be pulled gets a Debian stand-in: its {platform} root file system "
+                  f"is made with debootstrap first (a few minutes, once per cache: {rootfs_path(platform).parent})",
+                  file=sys.stderr, flush=True)

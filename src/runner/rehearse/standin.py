@@ -26,12 +26,18 @@ PACKAGES = ("bash", "ca-certificates", "curl", "python3", "python3-pip", "python
 _ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
 
+def rootfs_path(platform: str) -> Path:
+    """Where the platform's Debian root file system tarball is kept (made once per cache)."""
+    arch = _ARCH[platform]
+    key = hashlib.sha256(f"{STANDIN_SUITE} {arch} {' '.join(PACKAGES)}".encode()).hexdigest()[:12]
+    return cache_root() / "rehearsal" / f"debian-{STANDIN_SUITE}-{arch}-{key}.tar"
+
+
 def rootfs(platform: str) -> Path:
     """A Debian root file system tarball for the platform (debootstrap, cached)."""
     arch = _ARCH[platform]
-    key = hashlib.sha256(f"{STANDIN_SUITE} {arch} {' '.join(PACKAGES)}".encode()).hexdigest()[:12]
-    folder = cache_root() / "rehearsal"
-    tar = folder / f"debian-{STANDIN_SUITE}-{arch}-{key}.tar"
+    tar = rootfs_path(platform)
+    folder = tar.parent
     if tar.exists():
         return tar
     if not shutil.which("debootstrap"):
