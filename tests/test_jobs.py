@@ -5,6 +5,7 @@ selection, the release's modelled time; Dockerfiles that start from build-cache 
 from __future__ import annotations
 
 import dockerfile
+import pytest
 
 from runner.compose.dockerfile import render
 from runner.compose.jobs import VLLM_COMPILE, ci_jobs
@@ -119,3 +120,54 @@ def test_a_dockerfile_builds_each_chain_on_its_own_base_and_labels_a_cached_targ
     ref = "127.0.0.1:5000/gpustack/runner-build-cache:abc"
     text = render(leaf, "compat", substitutes={leaf.key: ref}).text
     assert f"FROM {ref} AS vllm" in text and "org.opencontainers.image.revision=${BUILD_REVISION}" in text
+
+
+def test_plan_ci_prints_the_modelled_release_time_with_its_assumptions(capsys):
+    from runner.cli import main
+
+    assert main(["plan", "--ci", "--backend", "cuda", "--runners", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "modelled release time on 4 runners:" in out and " h as a DAG" in out and "critical path" in out
+    assert "assumed minutes: runtime 5, vllm compile 90" in out
+    with pytest.raises(SystemExit) as e:  # argparse's own exit for a value out of range
+        main(["plan", "--ci", "--runners", "0"])
+    assert e.value.code == 2
+
+
+def test_a_job_with_a_malformed_selection_is_a_clear_error(capsys):
+    from runner.cli import main
+
+    assert main(["job", "0123456789abcdef", "--selection", '{"backend": 1}']) == 2
+    assert "malformed selection" in capsys.readouterr().err
+
+
+async def test_two_docker_builds_at_once_never_run_a_shared_stage_twice(project):
+    """Separate `docker build`s do not share a running step: a build waits while another one makes a
+    stage it needs (here the CUDA 12.8 runtime), and builds freely once that is made."""
+    import anyio
+
+    from runner.engines.docker import Docker, DockerBuilder
+
+    leaves = [x for x in make_plan(Selection(backend="cuda", backend_version="12.8", service="vllm").apply(
+        project.targets), project.recipes).leaves if x.platform == "linux/amd64"][:3]
+    events = []
+    with Docker() as docker:
+        builder = DockerBuilder(docker, {})
+        try:
+            async def build(n: int, leaf) -> None:
+                async with builder._claim(leaf.stage):
+                    events.append(("start", n))
+                    await anyio.sleep(0.05)
+                    events.append(("end", n))
+
+            async with anyio.create_task_group() as tg:
+                for n, leaf in enumerate(leaves[:2]):
+                    tg.start_soon(build, n, leaf)
+            assert events == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]  # the second waited
+            events.clear()
+            async with anyio.create_task_group() as tg:  # the shared stages are made: at once now
+                tg.start_soon(build, 1, leaves[1])
+                tg.start_soon(build, 2, leaves[2])
+            assert [e for e, _ in events] == ["start", "start", "end", "end"]
+        finally:
+            builder.close()
