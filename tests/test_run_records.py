@@ -20,21 +20,9 @@ from runner.release.run_records import LegRecord, RunRecords
 from runner.release.run_report import run_rows
 from runner.ui.release_report import junit, markdown
 from tests.conftest import ROOT
-from tests.e2e import infra
 
 FIXTURE = ROOT / "tests" / "fixtures" / "e2e" / "matrix.yaml"
 REPO = flow.Repository("", "rec", "runner")
-
-
-@pytest.fixture(scope="module")
-def registry():
-    if not infra.have("docker-registry", "htpasswd"):
-        pytest.fail("these tests need Debian's docker-registry and apache2-utils (.ci/run installs them)")
-    e = infra.start_registry()
-    try:
-        yield e
-    finally:
-        infra.stop(e)
 
 
 @pytest.fixture(scope="module")
