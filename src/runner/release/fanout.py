@@ -50,7 +50,7 @@ def github(jobs: JobPlan, selection: Selection) -> dict:
 
 def gitlab_name(job: Job) -> str:
     """A job's name in the child pipeline: what it builds, and its key (names must be unique)."""
-    what = job.tag or f"{job.root.kind} {job.root.name}"
+    what = job.tag or (job.root.name if job.root.name == job.root.kind else f"{job.root.kind} {job.root.name}")
     return f"{what} {job.root.platform.split('/')[1]} {job.key[:16]}"
 
 
