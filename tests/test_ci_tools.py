@@ -150,13 +150,17 @@ def test_a_dry_run_job_writes_nothing_and_needs_no_credentials(tmp_path):
         record = tmp_path / f"{name}.args"
         base = {"PATH": os.environ["PATH"], "RECORD": str(record), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
                 "RUNNER_JOB_KEY": "k", "RUNNER_JOB_SELECTION": "{}", "BUILD_CACHE": "r/n/c", "REGISTRY": "r",
-                "NAMESPACE": "n", "RELEASE_RUN": "77", "REGISTRY_PASSWORD": "secret-in-env-only"}
+                "NAMESPACE": "n", "RELEASE_RUN": "77", "REGISTRY_PASSWORD": "secret-in-env-only",
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "token-in-env-only", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://t.example/r"}
         subprocess.run(["bash", "-c", script], cwd=tmp_path, env={**base, **env}, check=True, capture_output=True)
         calls[name] = record.read_text().split("\n")
     assert "--dry-run" in calls["dry"] and not {"--registry", "--run", "--username", "--password"} & set(calls["dry"])
     assert "--dry-run" in calls["dry-with-credentials"] and not {"--registry", "--run"} & set(calls["dry-with-credentials"])
     assert {"--registry", "--run", "--password"} <= set(calls["release"]) and "--dry-run" not in calls["release"]
-    assert not [c for c in calls.values() if "secret-in-env-only" in c]
+    # the release signs keyless: the token is asked for by reference, the dry runs sign nothing
+    assert "env://ACTIONS_ID_TOKEN_REQUEST_TOKEN" in calls["release"]
+    assert not [c for c in (calls["dry"], calls["dry-with-credentials"]) if "--oidc-request-token" in c]
+    assert not [c for c in calls.values() if {"secret-in-env-only", "token-in-env-only"} & set(c)]
 
 
 # -- the GitLab pipeline, run by gitlab-ci-local ------------------------------------------------------
