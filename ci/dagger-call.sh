@@ -3,14 +3,14 @@
 # environment variables CI sets (never pasted into script text): RUNNER_BACKEND,
 # RUNNER_BACKEND_VERSION, RUNNER_SERVICE, RUNNER_SERVICE_VERSION, and for build, images, matrix and
 # resolve RUNNER_VARIANT and RUNNER_PLATFORM. The selection goes right after FUNCTION, so chained calls
-# (`images publish ...`) keep their own arguments. A CI job (`job --key K`) names exactly one stage:
-# nothing is added to it, so no forwarded variable can widen it.
+# (`images publish ...`) keep their own arguments. A CI job (`job --key K --selection S`) carries the
+# selection it was planned in: nothing is added to it, so no forwarded variable can change it.
 # Registry credentials travel as REGISTRY_USERNAME and REGISTRY_PASSWORD; Dagger reads the password
 # as env://REGISTRY_PASSWORD, a secret, never in argv or logs.
 set -eu
 fn="$1"; shift
 case "$fn" in
-  matrix|plan|build|images|merge|promote|discard|resolve) ;;
+  matrix|plan|build|images|merge|promote|discard|resolve|release-report|drive) ;;
   *) exec dagger call "$fn" "$@" ;;
 esac
 n=$#  # the caller's remaining arguments; selection arguments are appended, then rotated in front

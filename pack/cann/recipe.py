@@ -112,7 +112,7 @@ def mooncake_build(t: Target, parent: Stage, version: str) -> Stage:
     b = StageBuilder("vllm-build", "mooncake-build", parent)
     b.run(f"""
         {WITH_CACHES}
-        {max_jobs(8)}
+        {max_jobs(2)}
         {SET_ENV}
         {github("kvcache-ai/Mooncake", f"v{version}").clone("/tmp/mooncake")}
         cd /tmp/mooncake && bash dependencies.sh -y

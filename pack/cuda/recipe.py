@@ -103,7 +103,7 @@ def build_base(t: Target, platform: str, torch: str) -> Stage:
     return install(b, bt, deps).build()
 
 
-def kernel(t: Target, base: Stage, name: str, version: str, script: str, *, cap: int = 4,
+def kernel(t: Target, base: Stage, name: str, version: str, script: str, *, gb_per_job: int = 4,
            args: dict[str, str] | None = None) -> Stage:
     """A build stage leaving its wheels (or packages) in /workspace/<name>; `args` are build arguments
     its script reads."""
@@ -113,7 +113,7 @@ def kernel(t: Target, base: Stage, name: str, version: str, script: str, *, cap:
         b.arg(arg, value, doc=f"{name} release")
     b.run(f"""
         {WITH_CACHES}
-        {max_jobs(cap)}
+        {max_jobs(gb_per_job)}
         export TORCH_CUDA_ARCH_LIST="${{CUDA_ARCHS}}" NVCC_THREADS=1 CCACHE_DIR=/root/.cache/ccache
         mkdir -p /workspace/{name}
         {script}
@@ -143,7 +143,7 @@ def flash_attn_build(t: Target, platform: str, torch: str, version: str) -> Stag
             if {wheel.fetch(f"/workspace/flash-attn/{name}", **fields)}; then exit 0; fi
         done
         {github("Dao-AILab/flash-attention", f"v{version}").clone("/tmp/fa")}
-        cd /tmp/fa && BUILD_TARGET=cuda python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn""", cap=2)
+        cd /tmp/fa && BUILD_TARGET=cuda python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn""", gb_per_job=8)
 
 
 @shared
@@ -181,7 +181,7 @@ def lmcache_build(t: Target, platform: str, torch: str, version: str) -> Stage:
     return kernel(t, build_base(t, platform, torch), "lmcache", version, f"""
         {github("LMCache/LMCache", f"v{version}").clone("/tmp/lmcache")}
         cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
-        python3 -m build --wheel --no-isolation --outdir /workspace/lmcache""", cap=8)
+        python3 -m build --wheel --no-isolation --outdir /workspace/lmcache""", gb_per_job=2)
 
 
 @shared
@@ -284,7 +284,7 @@ def sglang_build(t: Target, platform: str, version: str) -> Stage:
         uv pip install setuptools-rust maturin
         cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
         maturin build --release --features vendored-openssl --out /workspace/sglang
-        rm -rf /tmp/sglang /root/.cargo /root/.rustup""", cap=8, args={"SGLANG_VERSION": version})
+        rm -rf /tmp/sglang /root/.cargo /root/.rustup""", gb_per_job=2, args={"SGLANG_VERSION": version})
 
 
 def flashinfer_step(b: StageBuilder, t: Target, version: str, cu: str, over: str = "") -> None:

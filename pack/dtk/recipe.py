@@ -31,7 +31,7 @@ def service(t: Target, runtime: Stage) -> Stage:
         reqs = Requirements((pkg("lmcache", built="/tmp/lmcache", resolve_as=f"lmcache=={lmcache}", without=("torch",)),),
                             installer="pip", no_build_isolation=True, title=f"LMCache {lmcache} built with hipcc")
         install(b, t, reqs, tools=("pip", "ccache"), before=f"""
-            {max_jobs(8)}
+            {max_jobs(2)}
             export PYTORCH_ROCM_ARCH="${{DTK_ARCHS}}" TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1
             rm -rf /opt/dtk/llvm/lib/clang/lib
             ln -s "/opt/dtk/llvm/lib/clang/$(clang --version | head -n 1 | awk '{{print $3}}')/lib" /opt/dtk/llvm/lib/clang/lib

@@ -67,7 +67,7 @@ def service(t: Target, runtime: Stage) -> Stage:
     return vllm(t, runtime) if t.service == "vllm" else sglang(t, runtime)
 
 
-def kernel(t: Target, base: Stage, name: str, version: str, script: str, cap: int = 8,
+def kernel(t: Target, base: Stage, name: str, version: str, script: str, gb_per_job: int = 2,
            args: dict[str, str] | None = None) -> Stage:
     """A build stage leaving its wheels in /workspace/<name>; `args` are build arguments its script reads."""
     b = StageBuilder("vllm-build", f"{name}-build", base)
@@ -76,7 +76,7 @@ def kernel(t: Target, base: Stage, name: str, version: str, script: str, cap: in
         b.arg(arg, value, doc=f"{name} release")
     b.run(f"""
         {WITH_CACHES}
-        {max_jobs(cap)}
+        {max_jobs(gb_per_job)}
         export PYTORCH_ROCM_ARCH="${{ROCM_ARCHS}}" CCACHE_DIR=/root/.cache/ccache
         mkdir -p /workspace/{name}
         {script}
@@ -103,7 +103,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
         cd /tmp/vllm && sed -i 's/"torch ==[^"]*"/"torch"/' pyproject.toml
         sed -i 's/^\\(torch\\|torchvision\\|torchaudio\\|triton\\)==.*/\\1/' requirements/rocm-build.txt
         uv pip install -r requirements/rocm-build.txt "protobuf>=6.33.2" "grpcio-tools>=1.76.0"
-        VLLM_TARGET_DEVICE=rocm COMPILE_CUSTOM_KERNELS=1 python3 -m build --wheel --no-isolation --outdir /workspace/vllm""", cap=4,
+        VLLM_TARGET_DEVICE=rocm COMPILE_CUSTOM_KERNELS=1 python3 -m build --wheel --no-isolation --outdir /workspace/vllm""", gb_per_job=4,
         args={"VLLM_VERSION": v})
     aiter_version = AITER[rocm_major(t)]
     aiter_archs = "gfx942;gfx950" if rocm_major(t) == "7" else "gfx942"

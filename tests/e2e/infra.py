@@ -315,7 +315,7 @@ def _dpkg_status(debs: list[Path]) -> bytes:
     return ("\n\n".join(entries) + "\n").encode()
 
 
-def _rootfs(busybox: Path, tini: Path, status: bytes = b"") -> bytes:
+def _rootfs(busybox: Path, tini: Path, status: bytes = b"", extra: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("bin", "usr/bin", "usr/local/bin", "etc", "tmp", "root", "var/cache", "opt", "proc", "sys", "dev"):
@@ -341,7 +341,9 @@ def _rootfs(busybox: Path, tini: Path, status: bytes = b"") -> bytes:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
-        for name, data in (("var/lib/dpkg/status", status), ("etc/os-release", b'ID=debian\nVERSION_ID="12"\n')):
+        extras = {name: text.encode() for name, text in (extra or {}).items()}
+        for name, data in (("var/lib/dpkg/status", status), ("etc/os-release", b'ID=debian\nVERSION_ID="12"\n'),
+                           *extras.items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -356,11 +358,13 @@ def _import_bases(e: Environment) -> None:
         if not tini.exists():
             raise RuntimeError(f"{tini} missing: install Debian's tini package")
         # FROM scratch + ADD (no RUN, no pull) gives an image whose config names its platform, which
-        # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons
-        ctx = e.root / f"base-{arch}"
-        ctx.mkdir()
+        # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons.
+        # The builder image is another base (the recipe builds a tool on it for every echo image).
         status = _dpkg_status(sorted((arm.parent).glob("*.deb")) if arch == "arm64" else [])
-        (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini, status))
-        (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
-        subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/demo-base:1.0.0-{arch}",
-                        str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)
+        for name, extra in (("demo-base", {}), ("demo-builder", {"etc/demo-builder": "demo-builder 1.0.0\n"})):
+            ctx = e.root / f"{name}-{arch}"
+            ctx.mkdir()
+            (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini, status, extra))
+            (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+            subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/{name}:1.0.0-{arch}",
+                            str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)

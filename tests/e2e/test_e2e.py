@@ -214,28 +214,30 @@ def test_wrong_password_is_a_clear_error(e2e):
 
 
 def test_fan_out_per_platform_jobs_then_merge(e2e):
-    """CI runs one job per target and platform pushing single-arch images; merge makes the indexes of
-    the tags whose platforms all passed."""
+    """CI runs one job per target and platform pushing single-arch images and recording them for the
+    run; merge makes the indexes of the tags whose platforms all passed in that run."""
     for platform in ("linux/amd64", "linux/arm64"):
         r = e2e.runner("publish", "--registry", e2e.registry, "--single-arch", "--platform", platform,
-                       "--service-version", "0.1.0")
+                       "--service-version", "0.1.0", "--run", "fan")
         assert r.returncode == 0, r.stderr
     broken = e2e.runner("publish", "--registry", e2e.registry, "--single-arch", "--platform", "linux/arm64",
-                        "--service-version", "0.3.0")
+                        "--service-version", "0.3.0", "--run", "fan")
     assert broken.returncode == 1
     e2e.runner("publish", "--registry", e2e.registry, "--single-arch", "--platform", "linux/amd64",
-               "--service-version", "0.3.0")
+               "--service-version", "0.3.0", "--run", "fan")
     tags = set(_tags(e2e))
     assert {f"{TAGS[0]}-linux-amd64", f"{TAGS[0]}-linux-arm64", f"{BROKEN}-linux-amd64"} <= tags
     assert f"{TAGS[0]}-dev" not in tags and f"{BROKEN}-linux-arm64" not in tags
-    r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.1.0")
+    r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.1.0", "--run", "fan")
     assert r.returncode == 0, r.stderr
     index, digest = _raw(e2e, f"{TAGS[0]}-dev")
     assert json.loads(r.stdout)[0]["digest"] == digest
     assert {m["digest"] for m in index["manifests"]} == {_raw(e2e, f"{TAGS[0]}-{p}")[1] for p in ("linux-amd64", "linux-arm64")}
-    r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.3.0")
-    assert r.returncode == 1 and "linux-arm64 is missing" in r.stdout
+    r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.3.0", "--run", "fan")
+    assert r.returncode == 1 and "linux/arm64: failed in run fan: version" in r.stdout
     assert f"{BROKEN}-dev" not in set(_tags(e2e))
+    r = e2e.runner("merge", *_reg(e2e), "--service-version", "0.1.0", "--run", "other")  # nothing of that run
+    assert r.returncode == 1 and "linux/amd64: not tested in run other" in r.stdout
 
 
 def test_a_base_image_that_cannot_be_pulled_fails_its_target_and_the_others_build(e2e):

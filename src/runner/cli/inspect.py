@@ -16,12 +16,17 @@ def _project(a: argparse.Namespace):
 
 def selected_targets(a: argparse.Namespace):
     """The project and the targets the command line's filters select."""
-    from runner.ui.selection import selected, selection_of
+    from runner.ui.selection import selected
 
     project = _project(a)
-    sel = selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                       getattr(a, "platform", "") or "", not a.exclude_deprecated)
-    return project, selected(project, sel)
+    return project, selected(project, _selection(a))
+
+
+def _selection(a: argparse.Namespace):
+    from runner.ui.selection import selection_of
+
+    return selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
+                        getattr(a, "platform", "") or "", not a.exclude_deprecated)
 
 
 def matrix(a: argparse.Namespace) -> int:
@@ -38,7 +43,7 @@ def matrix(a: argparse.Namespace) -> int:
         from runner.release import fanout
 
         jobs = ci_jobs(make_plan(targets, project.recipes))
-        print(json.dumps(fanout.github(jobs) if a.format == "github" else fanout.gitlab(jobs)))
+        print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, _selection(a))))
     else:
         from runner.ui.tables import matrix_table, print_rich
 
@@ -108,7 +113,7 @@ def plan(a: argparse.Namespace) -> int:
     patches = _patch_checks(project, the_plan) if not a.ci else []
     failed = [c for c in patches if c.status == "fails"]
     if a.ci:
-        _ci_jobs(the_plan, a.format)
+        _ci_jobs(the_plan, a.format, a.runners)
     elif a.format == "json":
         print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings],
                           "patches": [c.to_json() for c in patches]}, indent=1))
@@ -155,18 +160,17 @@ def components(a: argparse.Namespace) -> int:
     return 0
 
 
-def _ci_jobs(the_plan, form: str) -> None:
+def _ci_jobs(the_plan, form: str, runners: int) -> None:
     from runner.compose.jobs import ci_jobs
+    from runner.compose.schedule import model
+    from runner.ui.release_report import ci_plan_lines
 
     jobs = ci_jobs(the_plan)
-    figures = jobs.figures()
+    figures, schedule = jobs.figures(), model(jobs, runners).as_dict()
     if form == "json":
-        print(json.dumps({"figures": figures, "jobs": [j.as_dict() for j in jobs.jobs]}, indent=1))
+        print(json.dumps({"figures": figures, "schedule": schedule, "jobs": [j.as_dict() for j in jobs.jobs]}, indent=1))
         return
-    print(f"{figures['jobs']} jobs in {figures['waves']} waves ({', '.join(map(str, figures['jobs_per_wave']))} per wave)")
-    print(f"stage builds over the release: {figures['stage_builds']} for {figures['distinct_stages']} distinct stages")
-    print(f"vLLM compiles: {figures['vllm_compiles']} for {figures['distinct_vllm_compiles']} distinct vLLM builds, "
-          f"at most {figures['max_vllm_compiles_per_job']} per job")
+    print("\n".join(ci_plan_lines(figures, schedule)))
 
 
 def dockerfile(a: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
-"""`runner job KEY`: one CI job of the plan's waves (see runner.compose.jobs) on the local Docker
-daemon: its stage built from what the build cache holds, the shared stages it made pushed there; a
-target's job also smoke-tests the image and, with --registry, pushes its single-arch tag."""
+"""`runner job KEY`: one CI job of a release (runner.release.ci_job) on the local Docker daemon: its
+stage built from what the build cache holds, the shared stages it made pushed there; a target's job
+also smoke-tests the image and pushes its single-arch tag, recording the result for the run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import sys
 from contextlib import AsyncExitStack
 
-from runner.cli.release import _client, _password, _repository, _run, attester_for, build_cache
+from runner.cli.release import _client, _repository, _run, attester_for, cache_registry, secret
 from runner.model.errors import UserError
 
 
@@ -18,65 +18,63 @@ def job(a: argparse.Namespace) -> int:
 
 
 async def _job(a: argparse.Namespace) -> int:
-    from runner.compose.jobs import ci_jobs
-    from runner.compose.plan import make_plan
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release import pipeline, publish as flow
+    from runner.model.targets import Selection
+    from runner.release.ci_job import find_job, run_job
     from runner.release.provenance import build_info
+    from runner.release.run_records import RunRecords
     from runner.release.smoke_memory import SmokeMemory
 
     project = load_project(a.matrix)
-    plan = make_plan(project.targets, project.recipes)
-    the_job = ci_jobs(plan).find(a.key)
+    ci = find_job(project, Selection.from_json(a.selection), a.key)
     if not a.build_cache:
-        raise UserError("a CI job needs --build-cache HOST/NAMESPACE/REPOSITORY (where the waves hand stages on)")
-    cache, login = build_cache(a, project)
-    publish = bool(a.registry and the_job.tag)
+        raise UserError("a CI job needs --build-cache HOST/NAMESPACE/REPOSITORY (where the jobs hand stages on)")
+    publish = ci.leaf is not None and not a.dry_run
+    if publish and not (a.registry and a.run):
+        raise UserError("a target's job pushes its image and records it for the run: give --registry and --run "
+                        "(or --dry-run, which writes nothing)")
+    password = secret(a.password_env)
+    if not a.dry_run and not (password and a.username):
+        raise UserError(f"registry credentials missing: set --username and the environment variable {a.password_env} "
+                        "(a dry run needs none)")
+    cache = login = None
+    notes = []
+    if password:
+        cache_reg, cache_path, login = cache_registry(a)
+        cache = ci.cache(cache_reg, cache_path, a.dry_run)
+    else:
+        notes.append("a dry run without registry credentials reads no build cache: every stage is built here")
     repo = _repository(project, a) if publish else None
-    password = _password(a) if publish else ""
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
     attester = attester_for(a, publish, info)
-    built, pubs = [], []
-    with Docker(secrets=[password, login[2]]) as docker:
+    out = None
+    with Docker(secrets=[password, login[2] if login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
-                await stack.enter_async_context(cache.registry)
-                await cache.registry.login()
-                await docker.login(*login)
-                if not the_job.tag:
-                    await builder.build_stage(the_job.root, f"runner-build/{the_job.root.name}:{the_job.key[:12]}")
-                else:
-                    leaf = next(x for x in plan.leaves if x.stage.key == the_job.key)
-                    one = make_plan([_only(leaf.target, leaf.platform)], project.recipes)
-                    memory = SmokeMemory(recall=not a.no_smoke_cache)
-                    built = await pipeline.build_all(one, builder, project.pack_path, 1, lambda b: None, a.gpu, memory)
-                    if publish:
-                        reg = await stack.enter_async_context(_client(a, password))
-                        await reg.login()
+                if cache is not None:
+                    await stack.enter_async_context(cache.registry)
+                    await cache.registry.login()
+                    await docker.login(*login)
+                reg = records = None
+                if publish:
+                    reg = await stack.enter_async_context(_client(a, password))
+                    await reg.login()
+                    if a.registry != login[0]:
                         await docker.login(a.registry, a.username, password)
-                        attester.engine = builder
-                        pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                                  index=False, attest=attester)
+                    records = RunRecords(reg, repo.runs_path, a.run)
+                    attester.engine = builder
+                memory = SmokeMemory(recall=not a.no_smoke_cache)
+                out = await run_job(ci, builder, project.pack_path, reg, repo, records, a.gpu, memory, a.emulate,
+                                    attest=attester if publish else None)
         finally:
             builder.close()
-    out = {"job": the_job.as_dict(), "from_cache": cache.found, "published_to_cache": cache.published,
-           "steps": {"executed": builder.counts.executed, "cached": builder.counts.cached},
-           "images": [{"tag": b.leaf.target.tag, "platform": b.leaf.platform, "passed": b.passed, "error": b.error}
-                      for b in built], "pushed": [p.tag for p in pubs if not p.skipped]}
-    print(json.dumps(out, indent=1))
-    failed = [b for b in built if not b.passed]
-    for b in failed:
-        print(f"runner: {b.leaf.target.tag} on {b.leaf.platform}: {b.error or 'smoke checks failed'}", file=sys.stderr)
-    for p in pubs:
-        if p.error:
-            print(f"runner: {p.tag}: not pushed: {p.skipped}", file=sys.stderr)
-    return 1 if failed or any(p.error for p in pubs) else 0
-
-
-def _only(target, platform: str):
-    from dataclasses import replace
-
-    return replace(target, platforms=(platform,))
+    result = out.as_dict(ci, cache, a.run, a.dry_run)
+    result["steps"] = {"executed": builder.counts.executed, "cached": builder.counts.cached}
+    result["notes"] = notes
+    print(json.dumps(result, indent=1))
+    for line in out.problems():
+        print(f"runner: {line}", file=sys.stderr)
+    return 1 if out.failed else 0

@@ -18,6 +18,13 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def positive_count(text: str) -> int:
+    """A number of runners: 1 to 10000."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 10000, not {text!r}")
+    return int(text)
+
+
 def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
     """The target filters every selecting command shares."""
     p.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
@@ -76,6 +83,14 @@ def signing_args(p: argparse.ArgumentParser) -> None:
                    help="sign keyless with Sigstore and the CI system's OIDC identity ($SIGSTORE_ID_TOKEN or ambient)")
 
 
+def run_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """The release run a step belongs to: its jobs record what they tested under it, merge and promote
+    act on those records only."""
+    p.add_argument("--run", default="", required=required, metavar="ID",
+                   help="the release run (CI: GitHub's run_id, GitLab's pipeline ID): record results under it, "
+                        "or act only on what it recorded")
+
+
 def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     p.set_defaults(handler=handler)
@@ -112,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     selection_args(p)
     p.add_argument("--format", choices=("tree", "json"), default="tree")
     p.add_argument("--ci", action="store_true",
-                   help="the CI jobs instead: waves of jobs, each stage built once, and the figures that show it")
+                   help="the CI jobs instead: each stage built once, the figures that show it, and the release's "
+                        "modelled time on --runners runners")
+    p.add_argument("--runners", type=positive_count, default=20, help="runners for the modelled release time (--ci)")
 
     p = _command(sub, "components", "runner.cli.inspect:components",
                  "what each image contains, with versions, and what its recipe leaves out on purpose")
@@ -179,10 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
-                 "a target's job also smoke-tests its image (and with --registry pushes its single-arch tag)")
+                 "a target's job also smoke-tests its image, pushes its single-arch tag and records it for the run")
     p.add_argument("key", metavar="KEY", help="the job's key (its stage key, 16 characters suffice)")
     p.add_argument("--matrix", type=Path)
+    p.add_argument("--selection", default="", metavar="JSON",
+                   help="the selection the job was planned in, as `matrix --format github|gitlab` emits it (default: all)")
     build_args(p)
+    run_arg(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="build and smoke-test only: read the build cache, push and record nothing, need no credentials")
+    p.add_argument("--emulate", action="store_true",
+                   help="build another platform's job under emulation (CI never does: arm64 jobs run on arm64)")
     p.add_argument("--registry", default="", help="push the target's single-arch tag to this registry")
     p.add_argument("--namespace", default="")
     p.add_argument("--repository", default="")
@@ -198,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_args(p)
     p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
     signing_args(p)
+    run_arg(p)
 
     for name, help in (("merge", "write -dev indexes from single-arch tags by digest, for tags whose platforms all passed"),
                        ("promote", "point each final tag at its tested -dev index by digest, no rebuild"),
@@ -208,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "discard":
             p.add_argument("--skip-missing", action="store_true",
                            help="list and skip targets an earlier step left nothing for, instead of failing")
+            run_arg(p, required=name == "merge")
         if name == "promote":
             p.add_argument("--reason", default="", help="why a final tag changes digest (kept in the tag history)")
 
@@ -216,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info", action="store_true", help="sizes per kind (the default)")
     p.add_argument("--clear", action="store_true",
                    help="stop a kept embedded engine and remove runner's cache of this project (asks nothing)")
+
+    p = _command(sub, "release-report", "runner.cli.release:release_report",
+                 "the report of one release run: per target and platform tested or not (and why), digest, size, "
+                 "time, -dev index, promoted")
+    selection_args(p)
+    registry_args(p)
+    run_arg(p, required=True)
+    p.add_argument("--format", choices=("markdown", "junit", "json"), default="markdown",
+                   help="markdown: a GitHub step summary; junit: a GitLab test report")
 
     p = _command(sub, "prune", "runner.cli.release:prune",
                  "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")

@@ -93,6 +93,10 @@ def prune(a: argparse.Namespace) -> int:
     return _run(_registry, a, "prune")
 
 
+def release_report(a: argparse.Namespace) -> int:
+    return _run(_registry, a, "report")
+
+
 _TAKEN: dict[str, str] = {}
 
 
@@ -124,6 +128,15 @@ def _repository(project, a: argparse.Namespace):
     return Repository(a.registry, ns, name)
 
 
+def _records(reg, repo, run: str):
+    """The run's records (None without --run)."""
+    if not run:
+        return None
+    from runner.release.run_records import RunRecords
+
+    return RunRecords(reg, repo.runs_path, run)
+
+
 def _writable(path: Path | None, what: str) -> None:
     if path is not None:
         from runner.model.files import check_writable
@@ -145,15 +158,10 @@ def _client(a: argparse.Namespace, password: str):
     return Registry(a.registry, a.username, password, insecure=a.insecure, **patience)
 
 
-def build_cache(a: argparse.Namespace, project):
-    """The build cache of --build-cache HOST/NAMESPACE/REPOSITORY (None without it), with the stages
-    other CI jobs start from; its credentials are the publishing ones, else $REGISTRY_USERNAME and
-    $REGISTRY_PASSWORD."""
-    if not getattr(a, "build_cache", ""):
-        return None, None
-    from runner.compose.jobs import ci_jobs
-    from runner.compose.plan import make_plan
-    from runner.release.build_cache import BuildCache
+def cache_registry(a: argparse.Namespace):
+    """(registry client, namespace/repository, docker login) of --build-cache HOST/NAMESPACE/REPOSITORY;
+    its credentials are the publishing ones, else $REGISTRY_USERNAME and $REGISTRY_PASSWORD. The build
+    cache may live on another host than the images: each host is logged in to on its own."""
     from runner.release.registry import Registry
 
     host, _, path = a.build_cache.partition("/")
@@ -161,8 +169,7 @@ def build_cache(a: argparse.Namespace, project):
         raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
     username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
     password = secret(getattr(a, "password_env", "REGISTRY_PASSWORD"))
-    shared = ci_jobs(make_plan(project.targets, project.recipes)).shared()
-    return BuildCache(Registry(host, username, password), path, shared), (host, username, password)
+    return Registry(host, username, password), path, (host, username, password)
 
 
 async def _build(a: argparse.Namespace, publish: bool) -> int:
@@ -179,11 +186,20 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     _writable(a.report, "report file")
     repo = _repository(project, a) if publish else None
     password = _password(a) if publish else ""
+    if publish and a.single_arch and not a.run:
+        raise UserError("publish --single-arch pushes legs for a later `merge --run ID`: give --run ID so merge "
+                        "indexes exactly what this run tested")
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
     attester = attester_for(a, publish, info)
     plan = make_plan(targets, project.recipes)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
-    cache, cache_login = build_cache(a, project)
+    cache = cache_login = None
+    if a.build_cache:
+        from runner.compose.jobs import ci_jobs
+        from runner.release.build_cache import BuildCache
+
+        cache_reg, cache_path, cache_login = cache_registry(a)
+        cache = BuildCache(cache_reg, cache_path, ci_jobs(plan).shared())
     pubs: list = []
     with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
@@ -207,7 +223,8 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
                     async with _client(a, password) as reg:
                         attester.engine = builder
                         pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                                  index=not a.single_arch, attest=attester)
+                                                  index=not a.single_arch, attest=attester,
+                                                  records=_records(reg, repo, a.run))
                         retries = reg.retries + builder.retries
         finally:
             builder.close()
@@ -305,7 +322,7 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
 
         project, targets = load_project(a.matrix), []
     else:
-        flow.whole_tags_only(getattr(a, "platform", ""), op)
+        flow.whole_tags_only(getattr(a, "platform", ""), "the release report" if op == "report" else op)
         project, targets = selected_targets(a)
     repo = _repository(project, a)
     password = _password(a)
@@ -326,16 +343,22 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
                 ledger.record_removals(book, finals, {"prune": "pruned", "discard": "discarded"}[op])
             print(json.dumps({"deleted": done, "artifacts_deleted": swept, "registry_retries": reg.retries}, indent=1))
             return 0
+        if op == "report":
+            from runner.release.run_report import run_rows
+            from runner.ui.release_report import render
+
+            sys.stdout.write(render(await run_rows(targets, reg, repo, _records(reg, repo, a.run)), a.run, a.format))
+            return 0
         if op == "merge":
             carrier = Carrier()
-            pubs = await flow.merge(targets, reg, repo, attest=carrier)
+            pubs = await flow.merge(targets, reg, repo, _records(reg, repo, a.run), attest=carrier)
             for note in carrier.notes:
                 print(f"runner: {note}", file=sys.stderr)
             print("\n".join(publication_lines(pubs)), file=sys.stderr)
             print(json.dumps([vars(p) for p in pubs], indent=1))
             return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
         results = await flow.promote(targets, reg, repo, book, lambda ts: catalog.records(ts, repo.catalog_image),
-                                     skip_missing=a.skip_missing)
+                                     skip_missing=a.skip_missing, run=_records(reg, repo, a.run))
         if book is not None:
             await ledger.record_promotions(book, reg, repo, results, ledger.reasons(targets, a.reason))
         print("\n".join(promotion_lines(results)), file=sys.stderr)

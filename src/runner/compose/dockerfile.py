@@ -65,25 +65,41 @@ def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors(),
     owned = {a.name for s in stages for a in s.args}
     build_wide = {a.name for a in args} - owned - {_base_arg(leaf)} - {a.name for a in BUILD_ARGS}
     lines = _header(leaf, stages, args)
+    defaults = {a.name: a.value for a in args}
     for stage in every:
         if stage.key in substitutes:
             lines += ["", f"# Stage {names[stage.key]}: from the build cache", f"FROM {substitutes[stage.key]} AS {names[stage.key]}"]
+            if stage is leaf:  # this build's labels on the cached layers
+                lines += [f"ARG {a.name}" for a in BUILD_ARGS] + [_label_line(leaf)]
             continue
         lines += ["", f"# Stage {names[stage.key]}: {_describe(stage)}"]
         parent = stage.parent
-        source = f"${{{_base_arg(leaf)}}}" if parent is None or parent.kind == "base" else names[parent.key]
+        source = _from(parent, leaf) if parent is None or parent.kind == "base" else names[parent.key]
         lines.append(f"FROM {source} AS {names[stage.key]}")
         lines.append(f"SHELL {SHELL}")
-        lines += [f"ARG {a}" for a in PLATFORM_ARGS] + [f"ARG {a.name}" for a in stage.args]
+        # a stage on another chain (another CUDA release) keeps its own value where it differs from the header's
+        lines += [f"ARG {a}" for a in PLATFORM_ARGS] + [f"ARG {a.name}" if defaults.get(a.name) == a.value else
+                                                        f"ARG {a.name}={_q(a.value)}" for a in stage.args]
         # build-wide ARGs no stage owns (CMAKE_MAX_JOBS) reach a stage's scripts only when redeclared there
         lines += [f"ARG {a.name}" for a in args if a.name in build_wide and _used(a.name, [stage])]
         own_args = {a.name for a in stage.args}
         for step in stage.steps:
             lines += _step(step, names, form, own_args, mirrors)
         if stage is leaf:
-            lines += [f"ARG {a.name}" for a in BUILD_ARGS]
-            lines.append("LABEL " + " \\\n      ".join(f"{k}={_q(v)}" for k, v in _labels(leaf)))
+            lines += [f"ARG {a.name}" for a in BUILD_ARGS] + [_label_line(leaf)]
     return Rendered("\n".join(lines) + "\n", names, names[leaf.key])
+
+
+def _from(base: Stage | None, leaf: Stage) -> str:
+    """What a stage on a base image starts FROM: the leaf's base through its build argument, or the
+    image itself for a stage on another chain's base (a kernel built on another CUDA release)."""
+    if base is None or base.image == _base_image(leaf):
+        return f"${{{_base_arg(leaf)}}}"
+    return base.image
+
+
+def _label_line(leaf: Stage) -> str:
+    return "LABEL " + " \\\n      ".join(f"{k}={_q(v)}" for k, v in _labels(leaf))
 
 
 def _labels(leaf: Stage) -> list[tuple[str, str]]:

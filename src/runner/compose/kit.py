@@ -86,10 +86,11 @@ def rust_toolchain() -> str:
             '/tmp/rustup-init -y --profile minimal && rm -f /tmp/rustup-init && export PATH="/root/.cargo/bin:$PATH"')
 
 
-def max_jobs(cap: int) -> str:
-    """Parallel native-build jobs: CMAKE_MAX_JOBS when given, else half the cores, at most `cap`."""
-    return ('export MAX_JOBS="${CMAKE_MAX_JOBS:-$(( $(nproc) / 2 < 1 ? 1 : $(nproc) / 2 ))}"\n'
-            f'if (( MAX_JOBS > {cap} )); then export MAX_JOBS={cap}; fi')
+def max_jobs(gb_per_job: int) -> str:
+    """Parallel native-build jobs: CMAKE_MAX_JOBS when given, else every core of the runner as far as
+    its available memory gives each job `gb_per_job` GB (a compiler job of nvcc or hipcc takes GBs)."""
+    return ('by_memory=$(( $(awk \'/^MemAvailable:/ {print $2}\' /proc/meminfo) / 1048576 / ' f'{gb_per_job} ))\n'
+            'export MAX_JOBS="${CMAKE_MAX_JOBS:-$(( by_memory < $(nproc) ? (by_memory < 1 ? 1 : by_memory) : $(nproc) ))}"')
 
 
 def caches(t: Target, platform: str, *tools: str) -> tuple[Cache, ...]:

@@ -71,6 +71,9 @@ def _backend_enum() -> type[dagger.Enum]:
 
 Backend = _backend_enum()
 OptBackend = Annotated[Backend | None, Doc("only this backend")]
+RunId = Annotated[str, Doc("the release run (CI: GitHub's run_id, GitLab's CI_PIPELINE_ID): act only on what its "
+                           "jobs recorded as tested")]
+ReportFormat = Annotated[str, Doc("markdown (a GitHub step summary), junit (a GitLab test report) or json")]
 SkipMissing = Annotated[bool, Doc("list and skip targets whose earlier step left nothing to work on (a failed CI "
                                   "leg, already red) instead of failing the call")]
 

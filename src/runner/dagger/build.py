@@ -71,19 +71,25 @@ class Build:
         password: Password,
         namespace: Namespace = "",
         repository: Repository = "",
-        single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
+        single_arch_only: Annotated[bool, Doc("push single-arch images only; `merge --run` writes the indexes")] = False,
         insecure: Insecure = False,
         signing_key: SigningKey = None,
         sigstore_token: SigstoreToken = None,
         oidc_request_token: OidcRequestToken = None,
         oidc_request_url: OidcRequestUrl = "",
+        run: Annotated[str, Doc("record what was pushed under this release run (needed with --single-arch-only, "
+                                "for `merge --run`)")] = "",
     ) -> str:
         """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
         platform of the matrix target passed; with a signer, each image gets its SBOM and signed
         provenance first. A tag with a failed platform pushes nothing; ends with an error listing every
         tag not fully published."""
+        from runner.release.run_records import RunRecords, check_run
+
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
+        if single_arch_only or run:
+            check_run(run)
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         built = self.as_built(project)
@@ -92,8 +98,9 @@ class Build:
                                       json.loads(self.build_info))
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
+            records = RunRecords(reg, repo.runs_path, run) if run else None
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch_only, attest=attester)
+                                      index=not single_arch_only, attest=attester, records=records)
         text = "\n".join([*publication_lines(pubs), *attester.notes])
         if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
             raise Failed(text)
@@ -169,37 +176,44 @@ async def run_images(source: dagger.Directory, selection, concurrency: int, gpu:
     return Build(source=source, selection=selection_json(selection), images=images, build_info=json.dumps(build_info))
 
 
-async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: str, password: dagger.Secret,
-                  publish: bool, namespace: str, repository: str, build_info: dict[str, str],
-                  signing: Signing = Signing()) -> str:
-    """One CI job on the engine (see runner.compose.jobs): its stage from the build cache, the shared
-    stages it builds pushed there, a target's image smoke-tested (and pushed single-arch)."""
-    from dataclasses import replace
+async def run_job(source: dagger.Directory, key: str, selection: str, cache_ref: str, registry: str, username: str,
+                  password: dagger.Secret | None, run: str, dry_run: bool, emulate: bool, namespace: str,
+                  repository: str, build_info: dict[str, str], signing: Signing = Signing()) -> str:
+    """One CI job on the engine (runner.release.ci_job): planned in its own selection, its stage from
+    the build cache, the shared stages it builds pushed there, a target's image smoke-tested and (unless
+    a dry run) pushed single-arch with its SBOM and provenance, and recorded for the run."""
+    from contextlib import AsyncExitStack
 
-    from runner.compose.jobs import ci_jobs
-    from runner.compose.plan import make_plan
-    from runner.release.build_cache import BuildCache
+    from runner.model.targets import Selection
+    from runner.release.ci_job import find_job, run_job as run_ci_job
+    from runner.release.run_records import RunRecords, check_run
 
     project = await checkout.load(source)
-    plan = make_plan(project.targets, project.recipes)
-    jobs = ci_jobs(plan)
-    the_job = jobs.find(key)
+    ci = find_job(project, Selection.from_json(selection), key)
+    publish = ci.leaf is not None and not dry_run
+    if publish and not (registry and password is not None):
+        raise UserError("a target's job pushes its image and records it for the run: give --registry, --username, "
+                        "--password and --run (or --dry-run, which writes nothing)")
+    if not dry_run and password is None:
+        raise UserError("a job that is not a dry run pushes to the build cache: give --username and --password")
+    if publish:
+        check_run(run)
     host, _, path = cache_ref.partition("/")
-    async with await checkout.registry(host, username, password, False) as reg:
-        await reg.login()
-        cache = BuildCache(reg, path, jobs.shared())
-        builder = DaggerBuilder(StageContainers(build_info, project.mirror_map()), host, username, password, cache)
-        if not the_job.tag:
-            await builder.build_stage(the_job.root)
-            return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published})
-        leaf = next(x for x in plan.leaves if x.stage.key == the_job.key)
-        one = make_plan([replace(leaf.target, platforms=(leaf.platform,))], project.recipes)
-        built = await pipeline.build_all(one, builder, project.pack_path, 1)
-        pubs = []
+    async with AsyncExitStack() as stack:
+        cache = reg = records = repo = None
+        if password is not None:  # a dry run without credentials reads no build cache
+            cache_reg = await stack.enter_async_context(await checkout.registry(host, username, password, False))
+            await cache_reg.login()
+            cache = ci.cache(cache_reg, path, dry_run)
         if publish:
-            repo = flow.Repository(host, namespace or project.namespace, repository or project.repository)
-            pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=False, attest=await attester_for(signing, builder, build_info))
-    summarize([b.report() for b in built])  # raises when the image failed
-    return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published,
-                       "pushed": [p.tag for p in pubs if not p.skipped]})
+            reg = await stack.enter_async_context(await checkout.registry(registry, username, password, False))
+            await reg.login()
+            repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
+            records = RunRecords(reg, repo.runs_path, run)
+        stages = StageContainers(build_info, project.mirror_map())
+        builder = DaggerBuilder(stages, registry or host, username, password, cache)
+        attester = await attester_for(signing, builder, build_info) if publish else None
+        out = await run_ci_job(ci, builder, project.pack_path, reg, repo, records, emulate=emulate, attest=attester)
+    if out.failed:
+        raise Failed("\n".join(out.problems()))
+    return json.dumps(out.as_dict(ci, cache, run, dry_run))

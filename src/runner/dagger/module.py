@@ -11,10 +11,11 @@ from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
-                                Insecure, MatrixFormat, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
-                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, SigningKey,
-                                SigstoreToken, SkipMissing, Source, Tag, Username, Variant)
+                                Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
+                                Repository, RunId, ServiceName, ServiceVersion, SkipMissing, Source, Tag,
+                                Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.ci import CiFunctions
 from runner.dagger.supply import SupplyChain
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
@@ -28,7 +29,7 @@ def _selection(backend, backend_version="", variant="", service="", service_vers
 
 
 @object_type
-class Runner(SupplyChain):
+class Runner(CiFunctions, SupplyChain):
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
     source: Source
@@ -57,8 +58,9 @@ class Runner(SupplyChain):
         from runner.ui.selection import target_json
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
-                                            include_deprecated))
+        selection = _selection(backend, backend_version, variant, service, service_version, platform,
+                               include_deprecated)
+        targets = project.select(selection)
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
@@ -67,7 +69,7 @@ class Runner(SupplyChain):
             from runner.release import fanout
 
             jobs = ci_jobs(make_plan(targets, project.recipes))
-            return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs))
+            return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs, selection))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function
@@ -78,6 +80,8 @@ class Runner(SupplyChain):
         backend_version: BackendVersion = "",
         service_version: ServiceVersion = "",
         include_deprecated: IncludeDeprecated = False,
+        ci: Annotated[bool, Doc("the CI jobs' figures and the release's modelled time instead")] = False,
+        runners: Annotated[int, Doc("runners for the modelled release time (with --ci)")] = 20,
     ) -> str:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
         fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
@@ -90,6 +94,13 @@ class Runner(SupplyChain):
         plan = make_plan(targets, project.recipes)
         if findings := check_stages(plan.stages):
             raise Failed("\n".join(str(f) for f in findings))
+        if ci:
+            from runner.compose.jobs import ci_jobs
+            from runner.compose.schedule import model
+            from runner.ui.release_report import ci_plan_lines
+
+            jobs = ci_jobs(plan)
+            return "\n".join(ci_plan_lines(jobs.figures(), model(jobs, max(1, runners)).as_dict()))
         return json.dumps(plan.to_json(), indent=1)
 
     @function
@@ -115,30 +126,6 @@ class Runner(SupplyChain):
         if conflicts:
             raise Failed(f"{len(conflicts)} install steps do not resolve:\n" + "\n".join(conflicts))
         return json.dumps([r.to_json() for r in reports], indent=1)
-
-    @function(cache="never")
-    async def job(
-        self,
-        key: Annotated[str, Doc("the job's key, from `matrix --format github|gitlab`")],
-        build_cache: Annotated[str, Doc("host/namespace/repository the waves hand shared stages on through")],
-        username: Username,
-        password: Password,
-        publish: Annotated[bool, Doc("a target's job also pushes its single-arch tag to the build cache's "
-                                     "registry (the namespace and repository of --namespace/--repository)")] = False,
-        namespace: Namespace = "",
-        repository: Repository = "",
-        signing_key: SigningKey = None,
-        sigstore_token: SigstoreToken = None,
-        oidc_request_token: OidcRequestToken = None,
-        oidc_request_url: OidcRequestUrl = "",
-    ) -> str:
-        """Run one CI job: build its stage starting from the build cache and push the shared stages it made
-        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag, with
-        its SBOM and provenance signed by the key or the keyless identity given)."""
-        from runner.dagger.build import Signing, run_job
-
-        return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
-                             self.build_info(), Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
 
     @function
     async def dockerfile(
@@ -246,18 +233,21 @@ class Runner(SupplyChain):
         service_version: ServiceVersion = "",
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
+        run: RunId = "",
     ) -> str:
-        """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
-        whose platforms are all there; ends with an error listing the others unless --skip-missing."""
+        """Write -dev indexes from the single-arch digests the CI jobs of one run recorded as tested, for
+        tags whose platforms all passed in that run; ends with an error listing the others unless --skip-missing."""
         from runner.release import publish as flow
         from runner.release.attest import Carrier
+        from runner.release.run_records import RunRecords, check_run
         from runner.ui.selection import publication_lines
 
+        check_run(run)
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
-            pubs = await flow.merge(targets, reg, repo, attest=Carrier())
+            pubs = await flow.merge(targets, reg, repo, RunRecords(reg, repo.runs_path, run), attest=Carrier())
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
@@ -278,12 +268,14 @@ class Runner(SupplyChain):
         catalog: Catalog = None,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
+        run: Annotated[str, Doc("promote only the -dev indexes this release run's merge wrote (CI: always given)")] = "",
     ) -> dagger.File:
         """Point each target's final tag at its tested -dev index, byte for byte, without building;
-        returns the updated catalog. A target without a -dev index fails the call before anything
-        changes, unless --skip-missing."""
+        returns the updated catalog. A target without a -dev index (of the run, with --run) fails the
+        call before anything changes, unless --skip-missing."""
         from runner.model import catalog as catalog_mod
         from runner.release import publish as flow
+        from runner.release.run_records import RunRecords
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
@@ -292,7 +284,7 @@ class Runner(SupplyChain):
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
                 await flow.promote(targets, reg, repo, book, lambda ts: catalog_mod.records(ts, repo.catalog_image),
-                                   skip_missing=skip_missing)
+                                   skip_missing=skip_missing, run=RunRecords(reg, repo.runs_path, run) if run else None)
 
         return await _updated_catalog(catalog, change)
 

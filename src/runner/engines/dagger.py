@@ -14,10 +14,11 @@ from typing import Any
 import dagger
 from dagger import dag
 
+from runner.compose.lookup import base_stages
 from runner.compose.mirrors import Mirrors
-from runner.release.build_cache import BuildCache
 from runner.compose.plan import Leaf
 from runner.compose.stages import CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
+from runner.release.build_cache import BuildCache
 from runner.release.pipeline import BuildError, DeviceUnavailable, Image
 
 SHELL = ["bash", "-eo", "pipefail", "-c"]
@@ -51,7 +52,8 @@ class StageContainers:
 
     def _make(self, stage: Stage) -> dagger.Container:
         if stage.key in self.substitutes:
-            return dag.container(platform=dagger.Platform(stage.platform)).from_(self.substitutes[stage.key])
+            ctr = dag.container(platform=dagger.Platform(stage.platform)).from_(self.substitutes[stage.key])
+            return self._label(ctr, stage) if stage.tag else ctr  # this build's labels, on the cached layers
         if stage.parent is None:
             return dag.container(platform=dagger.Platform(stage.platform)).from_(stage.image)
         ctr = self.container(stage.parent)
@@ -115,8 +117,10 @@ class DaggerBuilder:
         self.build_cache = build_cache
 
     def _auth(self, ctr: dagger.Container) -> dagger.Container:
-        if self.password is not None and self.registry:
-            ctr = ctr.with_registry_auth(self.registry, self.username, self.password)
+        """The run's credentials for the release registry and the build cache's (which may be another host)."""
+        cache = self.build_cache.registry.host if self.build_cache is not None else ""
+        for host in dict.fromkeys(h for h in (self.registry, cache) if h) if self.password is not None else ():
+            ctr = ctr.with_registry_auth(host, self.username, self.password)
         return ctr
 
     async def build(self, leaf: Leaf) -> Image:
@@ -125,20 +129,27 @@ class DaggerBuilder:
     async def build_stage(self, stage: Stage) -> Image:
         """A stage's Container, evaluated; with a build cache, started from the stages already there,
         and the shared stages made here published for the next jobs."""
-        digest, found = "", {}
+        digests, found = {}, None
         if self.build_cache is not None:
-            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
-            found = await self.build_cache.substitutes(stage, digest)
-            self.stages.substitute(found)
+            digests = {b: await self.base_digest(b.image, b.platform) for b in base_stages(stage)}
+            found = await self.build_cache.lookup(stage, digests)
+            self.stages.substitute(self.build_cache.substitutes(found, digests))
         ctr = self.stages.container(stage)
         try:
             await ctr.sync()
-            for shared in self.build_cache.to_publish(stage, found) if self.build_cache else ():
-                await self.push(self.stages.container(shared), self.build_cache.ref(shared, digest))
+            for shared in self.build_cache.to_publish(found) if self.build_cache and found else ():
+                await self.push(self.stages.container(shared), self.build_cache.ref(shared, digests))
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         except dagger.DaggerError as e:
             raise engine_error(f"{stage.tag or stage.name} on {stage.platform}", e) from None
         return Image(ctr)
+
+    async def native_platform(self) -> str:
+        """The engine's own platform (what it builds without emulation)."""
+        try:
+            return str(await dag.default_platform())
+        except dagger.DaggerError as e:
+            raise engine_error("ask the engine for its platform", e) from None
 
     async def base_digest(self, image: str, platform: str) -> str:
         """The base image by content: the digest the engine resolves its reference to."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from runner.compose.dockerfile import render, stages_for
+from runner.compose.lookup import base_stages
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
@@ -89,19 +90,21 @@ class DockerBuilder:
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
 
-    async def build_stage(self, stage: Stage, image: str) -> Image:
+    async def build_stage(self, stage: Stage, image: str = "") -> Image:
         """Build a stage (a target's image, or a shared stage a CI job publishes) into `image`; with a
         build cache, start from the stages already there and publish the shared ones built here."""
-        substitutes, digest = {}, ""
+        image = image or f"runner-build/{stage.name}:{stage.key[:12]}"
+        substitutes, digests, found = {}, {}, None
         if self.build_cache is not None:
-            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
-            substitutes = await self.build_cache.substitutes(stage, digest)
+            digests = {b: await self.base_digest(b.image, b.platform) for b in base_stages(stage)}
+            found = await self.build_cache.lookup(stage, digests)
+            substitutes = self.build_cache.substitutes(found, digests)
         rendered = render(stage, self.form, self.mirrors, substitutes)
         key = await self._inputs(stage, rendered.text, rendered.target, image) if self.build_cache is None else ""
-        if key and (found := await self._unchanged(image, key)):
+        if key and (unchanged := await self._unchanged(image, key)):
             self.counts.cached += sum(line.startswith("RUN ") for line in rendered.text.splitlines())
             self.counts.images_unchanged += 1
-            return Image(image, found.image_id, found.size)
+            return Image(image, unchanged.image_id, unchanged.size)
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
@@ -109,16 +112,16 @@ class DockerBuilder:
             await self._docker_build(ctx, rendered.target, stage, image)
         if self.reproducible:
             await self._normalize(stage, image)
-        if self.build_cache is not None:
-            for shared in self.build_cache.to_publish(stage, substitutes):
-                ref = self.build_cache.ref(shared, digest)
+        if self.build_cache is not None and found is not None:
+            for shared in self.build_cache.to_publish(found):
+                ref = self.build_cache.ref(shared, digests)
                 await self._docker_build(ctx, rendered.stage_names[shared.key], shared, ref)
                 await self.push(ref, ref)
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
-        found = await self.inspect(image)
+        inspected = await self.inspect(image)
         if key and self.records is not None:
-            self.records.put(key, found.image_id)
-        return Image(image, found.image_id, found.size)
+            self.records.put(key, inspected.image_id)
+        return Image(image, inspected.image_id, inspected.size)
 
     async def _normalize(self, stage: Stage, image: str) -> None:
         """Replace the image with its reproducible form (see runner.release.reproducible)."""
@@ -296,6 +299,11 @@ class DockerBuilder:
         _, out, _ = await self.docker.run("version", "--format", "docker {{.Server.Version}}", check=False)
         return out.strip()
 
+    async def native_platform(self) -> str:
+        """The daemon's own platform (what it builds without emulation)."""
+        _, out, _ = await self.docker.run("version", "--format", "{{.Server.Os}}/{{.Server.Arch}}", timeout=60)
+        return out.strip()
+
     async def local_platform(self, ref: str) -> str:
         """The platform of a local image ('' when there is no such local image)."""
         code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", ref,
@@ -335,16 +343,3 @@ def _pack(folder: Path) -> None:
         for name in ("manifest.json", entry["Config"], *entry["Layers"]):
             tar.add(folder / name, name)
 
-
-def base_stages(stage: Stage) -> list[Stage]:
-    """The base stages (FROM images) under a stage."""
-    out, seen, todo = [], set(), [stage]
-    while todo:
-        s = todo.pop()
-        if s.key in seen:
-            continue
-        seen.add(s.key)
-        if s.kind == "base":
-            out.append(s)
-        todo.extend(s.dependencies())
-    return out

@@ -120,8 +120,10 @@ class Docker:
             finally:
                 os.close(fd)
             wait = 0.005
-            while proc.returncode is None and _holds(proc.pid, pipe):
-                await anyio.sleep(0.005)
+            while proc.returncode is None and _holds(proc.pid, pipe):  # a walk of /proc: back off as for opens
+                await anyio.sleep(wait)
+                wait = min(wait * 1.5, 0.1)
+            wait = 0.005
 
     async def login(self, registry: str, username: str, password: str) -> None:
         """Keep credentials (checked through the registry API first) in memory for the commands that need them."""
@@ -140,18 +142,37 @@ class Docker:
 
 
 def _holds(pid: int, path: Path) -> bool:
-    """Whether the process still has `path` open (its reader has not yet seen the end of one copy)."""
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return False
-    for fd in fds:
+    """Whether the client, or a process it started, still has `path` open (its reader has not yet seen
+    the end of one copy): a CLI plugin (docker-buildx) or a wrapper's child reads the config itself."""
+    for member in _tree(pid):
         try:
-            if os.readlink(fd) == str(path):
-                return True
+            fds = list(Path(f"/proc/{member}/fd").iterdir())
         except OSError:
             continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == str(path):
+                    return True
+            except OSError:
+                continue
     return False
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants, from /proc (each entry's parent in its stat line)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")"
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo += children.get(out[-1], [])
+    return out
 
 
 async def _drain(stream, into: bytearray) -> None:

@@ -142,6 +142,28 @@ class Selection:
         parts = [f"{k}={v}" for k, v in vars(self).items() if v and k != "include_deprecated"]
         return " ".join(parts) or "everything"
 
+    def to_json(self) -> str:
+        """Compact JSON of the filters that are set: what a CI job carries to plan its own selection."""
+        import json
+
+        return json.dumps({k: v for k, v in vars(self).items() if v != getattr(Selection, k)}, sort_keys=True,
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Selection:
+        """The selection `to_json` wrote ('' or {}: everything); anything else is a UserError."""
+        import json
+
+        allowed = {k: type(getattr(cls, k)) for k in cls.__dataclass_fields__}
+        try:
+            data = json.loads(text or "{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or any(k not in allowed or type(v) is not allowed[k] for k, v in data.items()):
+            raise UserError("malformed selection", value=text[:300],
+                            allowed="a JSON object of " + ", ".join(f"{k} ({t.__name__})" for k, t in allowed.items()))
+        return cls(**data)
+
 
 def version_matches(version: str, wanted: str) -> bool:
     """Exact match, or `wanted` is a whole-part prefix of `version` (0.5 matches 0.5.8, not 0.55)."""

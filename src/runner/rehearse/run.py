@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.compose.dockerfile import render
+from runner.compose.lookup import base_stages
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage
-from runner.engines.docker import Docker, DockerBuilder, base_stages
+from runner.engines.docker import Docker, DockerBuilder
 from runner.model.errors import UserError
 from runner.model.targets import Target
 from runner.rehearse import standin, steps

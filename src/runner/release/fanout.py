@@ -1,20 +1,28 @@
-"""CI fan-out from the plan's jobs (runner.compose.jobs): waves of jobs, each building one stage (or
-one target's image) from what earlier waves pushed to the build cache, arm64 on arm64 runners,
-compile jobs on larger runners with longer timeouts. GitHub gets one matrix per wave (the workflow
-wires the waves with `needs`); GitLab a child pipeline with one stage per wave.
+"""CI fan-out from the plan's jobs (runner.compose.jobs) as a DAG: each job starts when the jobs it
+starts from are done, never at a wave's end; arm64 jobs on arm64 runners, compile jobs on larger
+runners with the platform's longest time limit. Every job carries the selection it was planned in.
 
-Job variables are named RUNNER_JOB_*: nothing a parent pipeline forwards can shadow them."""
+GitHub gets the job list the release workflow's driver dispatches, one workflow run per job
+(runner.release.dag_driver); GitLab a child pipeline with one job per plan job and `needs` between
+them. Job variables are named RUNNER_JOB_*: nothing a parent pipeline forwards can shadow them."""
 
 from __future__ import annotations
 
 from runner.compose.jobs import Job, JobPlan
+from runner.compose.schedule import model
+from runner.model.errors import UserError
+from runner.model.targets import Selection
 
 GITHUB_RUNNERS = {"linux/amd64": "ubuntu-22.04", "linux/arm64": "ubuntu-22.04-arm"}
+GITHUB_MINUTES = {"compile": 360, "build": 120}  # 360: GitHub-hosted runners stop every job at 6 h
+GITHUB_MAX_DISPATCHES = 600  # one API call each, within the token's 1000 calls per hour with the driver's polling
+GITHUB_MAX_INPUTS = 10  # workflow_dispatch inputs release-job.yml may have
 GITLAB_TAGS = {"linux/amd64": "saas-linux-medium-amd64", "linux/arm64": "saas-linux-medium-arm64"}
 GITLAB_LARGE_TAGS = {"linux/amd64": "saas-linux-xlarge-amd64", "linux/arm64": "saas-linux-large-arm64"}
-GITHUB_MAX_JOBS = 256  # per matrix, and per workflow run
-GITLAB_MAX_PARALLEL = 200  # jobs per parallel:matrix
-MAX_WAVES = 8  # the waves the workflow files define
+GITLAB_TIMEOUTS = {"compile": "3h", "build": "2h"}  # 3 h: GitLab.com's hosted runners stop every job there
+GITLAB_MAX_JOBS = 500  # jobs in one active pipeline on GitLab.com's Free tier
+GITLAB_MAX_NEEDS = 50  # `needs` entries per job on GitLab.com
+DRIVER_RUNNERS = 20  # jobs the GitHub driver runs at once (GitHub Free's concurrent jobs)
 
 
 def large(job: Job) -> bool:
@@ -22,52 +30,48 @@ def large(job: Job) -> bool:
     return any(s.kind.endswith("-build") for s in job.builds)
 
 
-def entry(job: Job) -> dict:
-    """What one job needs: its key, where it runs and for how long, and what it is for people."""
-    return {**job.as_dict(), "large": large(job), "timeout": 360 if large(job) else 120}
+def entry(job: Job, selection: Selection) -> dict:
+    """What one job needs: its key, the selection it was planned in, where it runs and for how long,
+    and what it is for people."""
+    size = "compile" if large(job) else "build"
+    return {**job.as_dict(), "large": large(job), "timeout": GITHUB_MINUTES[size], "selection": selection.to_json(),
+            "runs_on": GITHUB_RUNNERS[job.root.platform]}
 
 
-def _check(jobs: JobPlan) -> None:
-    from runner.model.errors import UserError
-
-    waves = jobs.waves()
-    if len(waves) > MAX_WAVES:
-        raise UserError(f"the plan needs {len(waves)} waves of jobs; the CI definitions have {MAX_WAVES}",
-                        hint="add wave jobs to .github/workflows/release.yml and raise MAX_WAVES")
-    if sum(len(w) for w in waves) > GITHUB_MAX_JOBS * MAX_WAVES:
-        raise UserError("too many jobs for one workflow run: narrow the selection")
-
-
-def github(jobs: JobPlan) -> dict:
-    """{"waves": N, "wave1": {"include": [...]}, ...}: one `strategy.matrix` per wave."""
-    _check(jobs)
-    out: dict = {"waves": len(jobs.waves()), "figures": jobs.figures()}
-    for n, wave in enumerate(jobs.waves(), 1):
-        if len(wave) > GITHUB_MAX_JOBS:
-            from runner.model.errors import UserError
-
-            raise UserError(f"wave {n} has {len(wave)} jobs, more than GitHub's {GITHUB_MAX_JOBS} per matrix",
-                            hint="narrow the selection (one backend per workflow run)")
-        out[f"wave{n}"] = {"include": [{**entry(j), "runs_on": GITHUB_RUNNERS[j.root.platform]} for j in wave]}
-    return out
+def github(jobs: JobPlan, selection: Selection) -> dict:
+    """{"jobs": [...], "figures": ..., "schedule": ...}: what the release workflow's driver dispatches."""
+    if len(jobs.jobs) > GITHUB_MAX_DISPATCHES:
+        raise UserError(f"the plan has {len(jobs.jobs)} jobs; one release run dispatches at most "
+                        f"{GITHUB_MAX_DISPATCHES} (GitHub's API budget per hour)",
+                        hint="narrow the selection (one backend per workflow run)")
+    return {"jobs": [entry(j, selection) for j in jobs.jobs], "figures": jobs.figures(),
+            "schedule": model(jobs, DRIVER_RUNNERS).as_dict()}
 
 
-def gitlab(jobs: JobPlan) -> dict:
-    """A GitLab child pipeline: a stage per wave (jobs in parallel:matrix chunks), then merge and
-    promote, from the templates in ci/gitlab/jobs.yml."""
-    _check(jobs)
-    waves = jobs.waves()
-    pipeline: dict = {"include": [{"local": "ci/gitlab/jobs.yml"}],
-                      "stages": [f"wave-{n}" for n in range(1, len(waves) + 1)] + ["merge", "promote"]}
-    for n, wave in enumerate(waves, 1):
-        for size in ("compile", "build"):  # GitLab's timeout takes no variable: a job per size
-            entries = [{"RUNNER_JOB_KEY": j.key[:16], "RUNNER_JOB_TAG": j.tag or "-",
-                        "RUNNER_JOB_RUNNER": (GITLAB_LARGE_TAGS if large(j) else GITLAB_TAGS)[j.root.platform]}
-                       for j in wave if large(j) == (size == "compile")]
-            for k, start in enumerate(range(0, len(entries), GITLAB_MAX_PARALLEL), 1):
-                pipeline[f"wave-{n}-{size}-{k}"] = {
-                    "extends": ".runner-job", "stage": f"wave-{n}", "timeout": "6h" if size == "compile" else "2h",
-                    "parallel": {"matrix": entries[start:start + GITLAB_MAX_PARALLEL]}}
+def gitlab_name(job: Job) -> str:
+    """A job's name in the child pipeline: what it builds, and its key (names must be unique)."""
+    what = job.tag or (job.root.name if job.root.name == job.root.kind else f"{job.root.kind} {job.root.name}")
+    return f"{what} {job.root.platform.split('/')[1]} {job.key[:16]}"
+
+
+def gitlab(jobs: JobPlan, selection: Selection) -> dict:
+    """A GitLab child pipeline: one job per plan job, `needs` wiring the DAG, then merge, promote and
+    the report, from the templates in ci/gitlab/jobs.yml."""
+    if len(jobs.jobs) + 3 > GITLAB_MAX_JOBS:
+        raise UserError(f"the plan has {len(jobs.jobs)} jobs; a GitLab.com pipeline holds at most {GITLAB_MAX_JOBS}",
+                        hint="narrow the selection (one backend per pipeline)")
+    owners = jobs.owners()
+    pipeline: dict = {"include": [{"local": "ci/gitlab/jobs.yml"}], "stages": ["build", "merge", "promote"]}
+    for j in jobs.jobs:
+        if len(j.needs) > GITLAB_MAX_NEEDS:
+            raise UserError(f"job {gitlab_name(j)} starts from {len(j.needs)} jobs; GitLab allows {GITLAB_MAX_NEEDS} needs")
+        size = "compile" if large(j) else "build"
+        pipeline[gitlab_name(j)] = {
+            "extends": ".runner-job", "stage": "build", "timeout": GITLAB_TIMEOUTS[size],
+            "needs": sorted(gitlab_name(owners[k]) for k in j.needs),
+            "variables": {"RUNNER_JOB_KEY": j.key[:16], "RUNNER_JOB_TAG": j.tag or "-",
+                          "RUNNER_JOB_SELECTION": selection.to_json(), "RUNNER_JOB_PLATFORM": j.root.platform,
+                          "RUNNER_JOB_RUNNER": (GITLAB_LARGE_TAGS if large(j) else GITLAB_TAGS)[j.root.platform]}}
     pipeline["merge"] = {"extends": ".runner-merge"}
     pipeline["promote"] = {"extends": ".runner-promote", "needs": ["merge"]}
     return pipeline

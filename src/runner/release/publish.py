@@ -2,9 +2,11 @@
 indexes, promote by digest, discard and prune, keeping the catalog file in step.
 
 All-or-nothing is judged against the matrix, not the selection: a -dev index is written only when
-every platform of the matrix target passed (in this run, or as tested single-arch tags for merge).
-Everything that can be checked (credentials, the catalog, whether the registry deletes) is checked
-before the first change; a change that is already in place is not made again."""
+every platform of the matrix target passed in this run (for merge: every platform a job of this run
+recorded as tested, see runner.release.run_records), and merge, promote and discard act on whole
+multi-arch tags, never on one platform of them. Everything that can be checked (credentials, the
+catalog, whether the registry deletes) is checked before the first change; a change that is already
+in place is not made again."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # the catalog models (pydantic) and the registry client (http
     from runner.model.catalog import CatalogFile, RunnerRecord
     from runner.release.attest import Carrier
     from runner.release.registry import Registry
+    from runner.release.run_records import RunRecords
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Repository:
     def catalog_image(self, tag: str) -> str:
         """How the catalog names an image: namespace/repository:tag, without the registry."""
         return f"{self.path}:{tag}"
+
+    @property
+    def runs_path(self) -> str:
+        """Where the runs' records live (runner.release.run_records)."""
+        return f"{self.path}-runs"
 
 
 def whole_tags_only(platform: str, op: str) -> None:
@@ -74,11 +82,12 @@ class Publication:
 
 async def publish(built: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
                   matrix_platforms: Mapping[str, Sequence[str]], index: bool = True,
-                  attest: Carrier | None = None) -> list[Publication]:
+                  attest: Carrier | None = None, records: RunRecords | None = None, job: str = "") -> list[Publication]:
     """Push the single-arch images of every tag whose built platforms all passed, then its -dev index
     from their digests when every platform of the matrix target is among them. A tag with a failed
     platform pushes nothing at all; without `index` (CI fan-out) only single-arch images are pushed.
-    With `attest`, each image gets its SBOM and signed provenance before any index names it."""
+    With `attest`, each image gets its SBOM and signed provenance before any index names it; with
+    `records`, each leg's result (and each index) is recorded for the run."""
     by_tag: dict[str, list[Built]] = {}
     for b in built:
         by_tag.setdefault(b.target.tag, []).append(b)
@@ -87,11 +96,13 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
         pub = Publication(tag)
         pubs.append(pub)
         bad = [f"{b.platform}: {b.why_not()}" for b in images if not b.passed]
-        if bad:
-            pub.skipped = "; ".join(bad) + "; nothing of this tag was pushed"
-            continue
         try:
-            await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index, attest)
+            if bad:
+                pub.skipped = "; ".join(bad) + "; nothing of this tag was pushed"
+                for b in images:
+                    await _record(records, b, job, b.why_not() or f"not pushed: {'; '.join(bad)}")
+                continue
+            await _publish_tag(images, engine, registry, repo, pub, matrix_platforms[tag], index, attest, records, job)
         except (BuildError, Failed) as e:  # one tag's registry trouble neither hides the others nor the report
             pub.error, pub.fault = str(e), isinstance(e, InfrastructureError)
             pub.skipped = (f"{e}; the -dev index was not written (single-arch pushes that landed are kept); "
@@ -99,8 +110,19 @@ async def publish(built: Sequence[Built], engine: Builder, registry: Registry, r
     return pubs
 
 
+async def _record(records: RunRecords | None, b: Built, job: str, failed: str = "") -> None:
+    if records is None:
+        return
+    from runner.release.run_records import LegRecord
+
+    await records.put_leg(LegRecord(tag=b.target.tag, platform=b.platform, passed=not failed,
+                                    digest="" if failed else b.digest, size=b.size, build_seconds=round(b.seconds, 1),
+                                    smoke_seconds=round(b.smoke_seconds, 1), reason=failed[:1000], job=job))
+
+
 async def _publish_tag(images: Sequence[Built], engine: Builder, registry: Registry, repo: Repository,
-                       pub: Publication, matrix_platforms: Sequence[str], index: bool, attest: Carrier | None) -> None:
+                       pub: Publication, matrix_platforms: Sequence[str], index: bool, attest: Carrier | None,
+                       records: RunRecords | None, job: str) -> None:
     for b in sorted(images, key=lambda b: b.platform):
         ref = repo.ref(format_tag(b.target, b.platform))
         b.digest, changed = await _push(engine, registry, repo, b, ref)
@@ -108,16 +130,25 @@ async def _publish_tag(images: Sequence[Built], engine: Builder, registry: Regis
         pub.pushed += changed
         if attest is not None:
             await attest.platform(registry, repo, b, ref)
+        await _record(records, b, job)  # tested, pushed and attested: the run may index it
     if not index:
         return
     missing = sorted(set(matrix_platforms) - set(pub.platforms))
     if missing:
         pub.note = (f"-dev index not written: {', '.join(missing)} not built in this run; build and push "
-                    f"them single-arch (--platform P --single-arch), then merge")
+                    f"them single-arch (--platform P --single-arch --run R), then merge --run R")
         return
     dev = format_tag(images[0].target, dev=True)
     pub.digest, pub.index_changed = await _index(registry, repo, dev, pub.platforms, attest)
     pub.dev_ref = repo.ref(dev)  # only once the index is there
+    await _record_index(records, pub)
+
+
+async def _record_index(records: RunRecords | None, pub: Publication) -> None:
+    if records is not None:
+        from runner.release.run_records import IndexRecord
+
+        await records.put_index(IndexRecord(tag=pub.tag, digest=pub.digest, platforms=dict(pub.platforms)))
 
 
 async def _push(engine: Builder, registry: Registry, repo: Repository, b: Built, ref: str) -> tuple[str, int]:
@@ -145,25 +176,32 @@ async def _index(registry: Registry, repo: Repository, tag: str, platforms: Mapp
 
 
 async def merge(targets: Sequence[Target], registry: Registry, repo: Repository,
-                attest: Carrier | None = None) -> list[Publication]:
-    """Write each target's -dev index from its single-arch tags, only when every platform of the
-    matrix target has one (each was pushed by a job whose build and smoke tests passed); with
-    `attest`, the index carries its members' SBOMs and provenance."""
+                records: RunRecords, attest: Carrier | None = None) -> list[Publication]:
+    """Write each target's -dev index from the single-arch digests the jobs of one run recorded as
+    tested, only when that run tested every platform of the matrix target; whatever else exists
+    under the single-arch tag names (an earlier release's image) is never indexed. With `attest`, the
+    index carries its members' SBOMs and provenance."""
     pubs = []
     for t in targets:
         pub = Publication(t.tag)
         pubs.append(pub)
+        held = []
         for platform in t.platforms:
-            tag = format_tag(t, platform)
-            digest = await registry.digest(repo.path, tag)
-            if digest is None:
-                pub.skipped = f"{repo.ref(tag)} is missing: its build or smoke tests did not pass"
-                break
-            pub.platforms[platform] = digest
-        if not pub.skipped:
-            pub.dev_ref = repo.ref(format_tag(t, dev=True))
-            pub.digest, pub.index_changed = await _index(registry, repo, format_tag(t, dev=True), pub.platforms,
-                                                         attest)
+            leg = await records.leg(t.tag, platform)
+            if leg is None:
+                held.append(f"{platform}: not tested in run {records.run} (its job failed before it could say "
+                            "why, or has not run)")
+            elif not leg.passed or not leg.digest:
+                held.append(f"{platform}: failed in run {records.run}: {leg.reason or 'no digest recorded'}")
+            else:
+                pub.platforms[platform] = leg.digest
+        if held:
+            pub.skipped = "; ".join(held) + "; held back: no -dev index written (re-run the failed job, then merge)"
+            continue
+        dev = format_tag(t, dev=True)
+        pub.digest, pub.index_changed = await _index(registry, repo, dev, pub.platforms, attest)
+        pub.dev_ref = repo.ref(dev)
+        await _record_index(records, pub)
     return pubs
 
 
@@ -176,13 +214,18 @@ class Promotion:
 
 
 async def promote(targets: Sequence[Target], registry: Registry, repo: Repository, catalog: CatalogFile | None,
-                  records: Callable[[Sequence[Target]], list[RunnerRecord]], skip_missing: bool = False) -> list[Promotion]:
+                  records: Callable[[Sequence[Target]], list[RunnerRecord]], skip_missing: bool = False,
+                  run: RunRecords | None = None) -> list[Promotion]:
     """Point each target's final tag at its tested -dev index, byte for byte (no rebuild); running it
-    again changes nothing. Every -dev index is read first: a missing one stops the run before any
-    change (or, with `skip_missing`, skips that target). The catalog gains the promoted targets."""
+    again changes nothing. With `run`, only an index that run's merge wrote is promoted, read by its
+    recorded digest (whatever the -dev tag holds now). Every index is read first: a missing one stops
+    the run before any change (or, with `skip_missing`, skips that target). The catalog gains the
+    promoted targets."""
     async with CatalogSync(catalog, registry, repo) as book:
-        devs = {t.tag: await registry.manifest(repo.path, format_tag(t, dev=True)) for t in targets}
-        missing = [repo.ref(format_tag(t, dev=True)) for t in targets if devs[t.tag] is None]
+        devs, why = {}, {}
+        for t in targets:
+            devs[t.tag], why[t.tag] = await _tested_index(registry, repo, t, run)
+        missing = [why[t.tag] for t in targets if devs[t.tag] is None]
         if missing and not skip_missing:
             raise Failed(f"not published, so nothing was promoted: {', '.join(missing)}; publish them first, or "
                          "promote the others with --skip-missing")
@@ -192,7 +235,7 @@ async def promote(targets: Sequence[Target], registry: Registry, repo: Repositor
         for t in targets:
             dev = devs[t.tag]
             if dev is None:
-                results.append(Promotion(t.tag, skipped=f"{repo.ref(format_tag(t, dev=True))} is not published"))
+                results.append(Promotion(t.tag, skipped=f"{why[t.tag]} is not published"))
                 continue
             changed = await registry.digest(repo.path, t.tag) != dev.digest
             if changed:
@@ -202,6 +245,20 @@ async def promote(targets: Sequence[Target], registry: Registry, repo: Repositor
             results.append(Promotion(t.tag, dev.digest, changed))
         book.commit()
     return results
+
+
+async def _tested_index(registry: Registry, repo: Repository, t: Target, run: RunRecords | None):
+    """(the -dev index to promote or None, what it is called in messages)."""
+    dev_tag = format_tag(t, dev=True)
+    if run is None:
+        return await registry.manifest(repo.path, dev_tag), repo.ref(dev_tag)
+    recorded = await run.index(t.tag)
+    if recorded is None:
+        return None, f"{repo.ref(dev_tag)} of run {run.run}"
+    found = await registry.manifest(repo.path, recorded.digest)
+    if found is None or found.digest != recorded.digest:
+        raise Failed(f"the -dev index run {run.run} wrote for {t.tag} ({recorded.digest}) is gone from {repo.path}")
+    return found, f"{repo.ref(dev_tag)} of run {run.run}"
 
 
 async def discard(targets: Sequence[Target], registry: Registry, repo: Repository,

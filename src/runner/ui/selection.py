@@ -3,8 +3,6 @@ and targets as the JSON both faces print."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from runner.model.targets import Selection, Target
@@ -45,11 +43,11 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def selection_json(selection: Selection) -> str:
-    return json.dumps(asdict(selection), sort_keys=True)
+    return selection.to_json()
 
 
 def selection_from_json(text: str) -> Selection:
-    return Selection(**json.loads(text))
+    return Selection.from_json(text)
 
 
 def publication_lines(pubs: list[Any]) -> list[str]:

@@ -1,0 +1,122 @@
+"""The Dagger functions of a release run in CI, on the Runner object: one job of the plan, the GitHub
+driver that runs the jobs as a DAG, and the run's report. Each is a thin call into runner.release."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import dagger
+from dagger import Doc, function
+
+from runner.dagger import checkout
+from runner.dagger.args import (BackendVersion, Insecure, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
+                                Password, Registry, ReportFormat, Repository, RunId, ServiceName, ServiceVersion,
+                                SigningKey, SigstoreToken, Username)
+from runner.ui.selection import selection_of
+
+
+class CiFunctions:
+    """Functions the Runner object inherits (they use its `source`, `build_info` and `_registry_targets`)."""
+
+    @function(cache="never")
+    async def job(
+        self,
+        key: Annotated[str, Doc("the job's key, from `matrix --format github|gitlab`")],
+        build_cache: Annotated[str, Doc("host/namespace/repository the jobs hand shared stages on through")],
+        selection: Annotated[str, Doc("the selection the job was planned in (JSON), as `matrix` emits it; "
+                                      "default: every target")] = "",
+        registry: Annotated[str, Doc("where a target's job pushes its single-arch tag (the build cache may be "
+                                     "another host)")] = "",
+        username: Annotated[str, Doc("registry user (a dry run needs none)")] = "",
+        password: Annotated[dagger.Secret | None, Doc("registry password, e.g. env://REGISTRY_PASSWORD (a dry run "
+                                                      "needs none)")] = None,
+        run: Annotated[str, Doc("the release run the job records its result under (GitHub's run_id, GitLab's "
+                                "pipeline ID)")] = "",
+        dry_run: Annotated[bool, Doc("build and smoke-test only: read the build cache, write nothing")] = False,
+        emulate: Annotated[bool, Doc("run another platform's job under emulation (CI never does)")] = False,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
+    ) -> str:
+        """Run one CI job: build its stage from the build cache and push the shared stages it made there;
+        a target's job also smoke-tests the image, pushes its single-arch tag (with its SBOM and provenance
+        signed by the key or the keyless identity given) and records it for the run."""
+        from runner.dagger.build import Signing, run_job
+
+        return await run_job(self.source, key, selection, build_cache, registry, username, password, run, dry_run,
+                             emulate, namespace, repository, self.build_info(),
+                             Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
+
+    @function(cache="never")
+    async def release_report(
+        self,
+        registry: Registry,
+        username: Username,
+        password: Password,
+        run: RunId,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        format: ReportFormat = "markdown",
+        insecure: Insecure = False,
+    ) -> str:
+        """The report of one release run: per target and platform built and tested or not (and why),
+        digest, size, time, the run's -dev index and whether it is promoted (markdown, junit or json)."""
+        from runner.release.run_records import RunRecords
+        from runner.release.run_report import run_rows
+        from runner.ui.release_report import render
+
+        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
+                                                              namespace, repository, registry)
+        async with await checkout.registry(registry, username, password, insecure) as reg:
+            await reg.login()
+            rows = await run_rows(targets, reg, repo, RunRecords(reg, repo.runs_path, run))
+        return render(rows, run, format)
+
+    @function(cache="never")
+    async def drive(
+        self,
+        token: Annotated[dagger.Secret, Doc("a GitHub token that may dispatch workflows and read their runs "
+                                            "(the workflow's GITHUB_TOKEN with actions: write)")],
+        repository: Annotated[str, Doc("the GitHub repository, owner/name")],
+        ref: Annotated[str, Doc("the branch or tag the job runs check out")],
+        run: RunId,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        dry_run: Annotated[bool, Doc("the jobs build and smoke-test only, writing nothing")] = False,
+        promote: Annotated[bool, Doc("passed on to a continuation of the release workflow")] = False,
+        runners: Annotated[int, Doc("jobs running at once")] = 20,
+        minutes: Annotated[int, Doc("stop after this long (below the driver job's own limit); jobs left are "
+                                    "continued by a new run of the release workflow")] = 330,
+        job_workflow: Annotated[str, Doc("the workflow file one job runs in")] = "release-job.yml",
+        release_workflow: Annotated[str, Doc("the workflow file that continues the release")] = "release.yml",
+        api: Annotated[str, Doc("GitHub's REST API")] = "https://api.github.com",
+    ) -> str:
+        """Run a release's CI jobs on GitHub Actions as a DAG: each job is its own workflow run, started
+        when the jobs it starts from passed; returns JSON: finished, failed jobs, each job's state and a
+        Markdown summary."""
+        from runner.compose.jobs import ci_jobs
+        from runner.compose.plan import make_plan
+        from runner.release.github_dispatch import drive_release
+        from runner.release.run_records import check_run
+        from runner.ui.release_report import jobs_markdown
+
+        check_run(run)
+        project = await checkout.load(self.source)
+        selection = selection_of(backend.value if backend else "", backend_version, "", service, service_version, "",
+                                 False)
+        jobs = ci_jobs(make_plan(project.select(selection), project.recipes))
+        inputs = {"backend": backend.value if backend else "", "backend_version": backend_version, "service": service,
+                  "service_version": service_version, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
+        out = await drive_release(jobs, selection, await token.plaintext(), repository, ref, run, dry_run,
+                                  max(1, runners), minutes, release_workflow, inputs, job_workflow, api)
+        return json.dumps({**out, "summary": jobs_markdown(out["jobs"], run)}, indent=1)
