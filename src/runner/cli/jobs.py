@@ -10,7 +10,8 @@ import sys
 from contextlib import AsyncExitStack
 
 from runner.cli.release import _client, _password, _repository, _run, attester_for, build_cache
-from runner.model.errors import UserError
+from runner.model.errors import Failed, InfrastructureError, UserError
+from runner.ui.failures import failure_lines
 
 
 def job(a: argparse.Namespace) -> int:
@@ -39,6 +40,7 @@ async def _job(a: argparse.Namespace) -> int:
     attester = attester_for(a, publish, info)
     built, pubs = [], []
     with Docker(secrets=[password, login[2]]) as docker:
+        await docker.require_engine()  # said once, before the build cache is asked
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 reproducible=a.reproducible)
         try:
@@ -47,7 +49,7 @@ async def _job(a: argparse.Namespace) -> int:
                 await cache.registry.login()
                 await docker.login(*login)
                 if not the_job.tag:
-                    await builder.build_stage(the_job.root, f"runner-build/{the_job.root.name}:{the_job.key[:12]}")
+                    await _shared_stage(builder, the_job)
                 else:
                     leaf = next(x for x in plan.leaves if x.stage.key == the_job.key)
                     one = make_plan([_only(leaf.target, leaf.platform)], project.recipes)
@@ -68,12 +70,29 @@ async def _job(a: argparse.Namespace) -> int:
                       for b in built], "pushed": [p.tag for p in pubs if not p.skipped]}
     print(json.dumps(out, indent=1))
     failed = [b for b in built if not b.passed]
-    for b in failed:
-        print(f"runner: {b.leaf.target.tag} on {b.leaf.platform}: {b.error or 'smoke checks failed'}", file=sys.stderr)
+    for line in failure_lines([b.report() for b in built]):
+        print(f"runner: {line}", file=sys.stderr)
     for p in pubs:
         if p.error:
             print(f"runner: {p.tag}: not pushed: {p.skipped}", file=sys.stderr)
     return 1 if failed or any(p.error for p in pubs) else 0
+
+
+async def _shared_stage(builder, the_job) -> None:
+    """A job of a shared stage: its failure said once, with whose fault it is."""
+    from runner.release.pipeline import classify, describe
+    from runner.ui.failures import INFRASTRUCTURE
+
+    try:
+        await builder.build_stage(the_job.root, f"runner-build/{the_job.root.name}:{the_job.key[:12]}")
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - said as the build report says it, without a traceback
+        where = f"{the_job.root.kind} {the_job.root.name} on {the_job.root.platform}"
+        if classify(e)[0] in INFRASTRUCTURE:
+            raise InfrastructureError(f"{where}: {describe(e)}", advice="nothing is wrong with the recipe: build "
+                                      "again once the base image's registry and the engine answer") from None
+        raise Failed(f"{where}: {describe(e)}; fix the recipe in pack/ and run the job again") from None
 
 
 def _only(target, platform: str):

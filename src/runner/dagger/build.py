@@ -16,6 +16,7 @@ from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcReque
 from runner.engines.dagger import DaggerBuilder, StageContainers
 from runner.model.errors import Failed, UserError
 from runner.release import pipeline, publish as flow
+from runner.ui.failures import failure_lines
 from runner.ui.selection import publication_lines, summary_lines
 from runner.verify.smoke import CheckResult
 
@@ -148,8 +149,7 @@ def summarize(results: list[dict]) -> str:
     """The summary text; a Failed error carrying it when anything failed (so `dagger call` exits non-zero)."""
     lines = summary_lines({"images": results})
     if any(not r["smoke"]["passed"] for r in results):
-        lines.append("failed tags will not be published: see `report` for each check's output, fix the recipe "
-                     "or smoke spec in pack/, and build again")
+        lines += ["", *failure_lines(results), "see `report` for each check's output"]
         raise Failed("\n".join(lines))
     return "\n".join(lines)
 
