@@ -251,5 +251,11 @@ def test_a_base_image_that_cannot_be_pulled_fails_its_target_and_the_others_buil
     for platform in ("linux/amd64", "linux/arm64"):
         broken = by[("demo2.0-echo0.2.0", platform)]
         assert "runner-fixture/missing" in broken["error"] and not broken["smoke"]["passed"]
+        base = f"runner-fixture/missing:2.0.0-{platform.split('/')[1]}"
+        assert broken["cause"] == "base image" and broken["base_image"] == base
         assert by[(TAGS[0], platform)]["smoke"]["passed"]
-    assert "demo2.0-echo0.2.0 on linux/amd64:" in r.stderr
+        # said once per base image, naming the registry tried, and not blamed on the recipe
+        (line,) = [x for x in r.stderr.splitlines() if base in x]
+        assert line.startswith(f"runner: base image {base} could not be pulled from docker.io: ")
+        assert line.endswith(f"(1 image not built: demo2.0-echo0.2.0 on {platform})")
+    assert "pack/" not in r.stderr

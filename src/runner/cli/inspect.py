@@ -20,7 +20,7 @@ def selected_targets(a: argparse.Namespace):
 
     project = _project(a)
     sel = selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                       getattr(a, "platform", "") or "", not a.exclude_deprecated)
+                       getattr(a, "platform", "") or "", getattr(a, "include_deprecated", True))
     return project, selected(project, sel)
 
 
@@ -69,14 +69,14 @@ def catalog(a: argparse.Namespace) -> int:
             from runner.ui.selection import selection_of
 
             project.select(selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                                        a.platform, a.with_deprecated))
+                                        a.platform, a.include_deprecated))
     if a.write:
         catalog_mod.write(a.write, records)
         print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
         return 0
     records = catalog_mod.filter_records(records, a.backend or None, a.backend_version or None,
                                          a.variant if a.variant else None, a.service or None,
-                                         a.service_version or None, a.platform or None, a.with_deprecated)
+                                         a.service_version or None, a.platform or None, a.include_deprecated)
     if not records:
         from runner.model.errors import UserError
 

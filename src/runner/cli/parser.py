@@ -18,8 +18,9 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
-    """The target filters every selecting command shares."""
+def selection_args(p: argparse.ArgumentParser, platform: bool = True, deprecated: bool = True) -> None:
+    """The target filters every selecting command shares (the Dagger functions take the same, by the
+    same names and with the same defaults: tests/test_face_parity.py)."""
     p.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
     p.add_argument("--backend", default="", help="only this backend, e.g. cann")
     p.add_argument("--backend-version", default="", help="backend version, exact or dotted prefix (12.8, 12)")
@@ -28,10 +29,12 @@ def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
     p.add_argument("--service-version", default="", help="service version, exact or dotted prefix")
     if platform:
         p.add_argument("--platform", default="", help="only this platform, e.g. linux/amd64")
-    p.add_argument("--exclude-deprecated", action="store_true", help="leave deprecated service versions out")
+    if deprecated:
+        p.add_argument("--include-deprecated", action="store_true",
+                       help="include deprecated service versions (left out by default, as in `dagger call`)")
 
 
-def registry_args(p: argparse.ArgumentParser) -> None:
+def registry_args(p: argparse.ArgumentParser, catalog: bool = True) -> None:
     """Where and as whom to publish; the password only ever comes from the environment."""
     p.add_argument("--registry", required=True, help="registry host[:port], e.g. docker.io or 127.0.0.1:5000")
     p.add_argument("--namespace", default="", help="image namespace (default: the matrix's)")
@@ -40,15 +43,17 @@ def registry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR",
                    help="environment variable holding the registry password (never pass it as an argument)")
     p.add_argument("--insecure", action="store_true", help="plain-HTTP registry, e.g. a local test registry")
-    p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
+    if catalog:
+        p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
 
 
-def build_args(p: argparse.ArgumentParser) -> None:
+def build_args(p: argparse.ArgumentParser, report: bool = True) -> None:
     """How the Docker engine builds and tests."""
     p.add_argument("--engine", choices=("docker",), default="docker",
                    help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
     p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
-    p.add_argument("--report", type=Path, help="write the JSON report here")
+    if report:
+        p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
@@ -91,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "catalog", "runner.cli.inspect:catalog", "the consumer catalog: one record per target and platform")
     selection_args(p)
-    p.add_argument("--with-deprecated", action="store_true", help="include deprecated service versions")
     p.add_argument("--file", type=Path, help="read this catalog file instead of the matrix")
     p.add_argument("--write", type=Path, help="write the whole catalog to this file (atomically)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "a target's job also smoke-tests its image (and with --registry pushes its single-arch tag)")
     p.add_argument("key", metavar="KEY", help="the job's key (its stage key, 16 characters suffice)")
     p.add_argument("--matrix", type=Path)
-    build_args(p)
+    build_args(p, report=False)  # a job prints its JSON on stdout
     p.add_argument("--registry", default="", help="push the target's single-arch tag to this registry")
     p.add_argument("--namespace", default="")
     p.add_argument("--repository", default="")
@@ -182,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "build (cached), smoke-test and publish single-arch tags and -dev indexes")
     selection_args(p)
     build_args(p)
-    registry_args(p)
+    registry_args(p, catalog=False)
     p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
     signing_args(p)
 
@@ -190,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("promote", "point each final tag at its tested -dev index by digest, no rebuild"),
                        ("discard", "delete every tag of the selected targets and drop them from the catalog")):
         p = _command(sub, name, f"runner.cli.release:{name}", help)
-        selection_args(p)
-        registry_args(p)
+        selection_args(p, deprecated=name != "discard")  # discard reaches deprecated tags too, as in Dagger
+        registry_args(p, catalog=name != "merge")  # merge writes -dev indexes, which no catalog names
         if name != "discard":
             p.add_argument("--skip-missing", action="store_true",
                            help="list and skip targets an earlier step left nothing for, instead of failing")

@@ -72,7 +72,7 @@ class Build:
         password: Password,
         namespace: Namespace = "",
         repository: Repository = "",
-        single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
+        single_arch: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
         insecure: Insecure = False,
         signing_key: SigningKey = None,
         sigstore_token: SigstoreToken = None,
@@ -94,9 +94,9 @@ class Build:
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch_only, attest=attester)
+                                      index=not single_arch, attest=attester)
         text = "\n".join([*publication_lines(pubs), *attester.notes])
-        if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
+        if any(p.skipped for p in pubs) or (not single_arch and any(p.note for p in pubs)):
             raise Failed(text)
         return text
 

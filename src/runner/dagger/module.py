@@ -76,7 +76,9 @@ class Runner(SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        platform: Platform = "",
         include_deprecated: IncludeDeprecated = False,
     ) -> str:
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
@@ -85,7 +87,7 @@ class Runner(SupplyChain):
         from runner.compose.plan import make_plan
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, "",
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
                                             include_deprecated))
         plan = make_plan(targets, project.recipes)
         if findings := check_stages(plan.stages):
@@ -98,8 +100,10 @@ class Runner(SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
         platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
         refresh: Annotated[bool, Doc("ask uv again, even for answers remembered for this content")] = False,
     ) -> str:
         """Every install step of the selected images resolved by uv against the real indexes, as JSON; fails
@@ -108,7 +112,8 @@ class Runner(SupplyChain):
         from runner.verify.resolver import Resolver, resolve_all
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, platform))
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
+                                            include_deprecated))
         leaves = [x for x in make_plan(targets, project.recipes).leaves if not platform or x.platform == platform]
         reports = await resolve_all(leaves, project.mirror_map(), Resolver(refresh=refresh))
         conflicts = [f"{r.tag} {r.platform} step {r.step} ({r.title}): {r.message}" for r in reports if r.status == "conflict"]
@@ -243,7 +248,9 @@ class Runner(SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
     ) -> str:
@@ -253,8 +260,9 @@ class Runner(SupplyChain):
         from runner.release.attest import Carrier
         from runner.ui.selection import publication_lines
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              include_deprecated)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.merge(targets, reg, repo, attest=Carrier())
@@ -274,7 +282,9 @@ class Runner(SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         catalog: Catalog = None,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
@@ -285,8 +295,9 @@ class Runner(SupplyChain):
         from runner.model import catalog as catalog_mod
         from runner.release import publish as flow
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              include_deprecated)
 
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
@@ -307,6 +318,7 @@ class Runner(SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
         catalog: Catalog = None,
         insecure: Insecure = False,
@@ -315,8 +327,9 @@ class Runner(SupplyChain):
         A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
         from runner.release import publish as flow, referrers
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry, deprecated=True)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              deprecated=True)
 
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
@@ -353,12 +366,13 @@ class Runner(SupplyChain):
 
     # helpers (not Dagger functions)
 
-    async def _registry_targets(self, backend, backend_version, service, service_version, namespace, repository,
-                                registry, deprecated: bool = False):
+    async def _registry_targets(self, backend, backend_version, variant, service, service_version, namespace,
+                                repository, registry, deprecated: bool = False):
         from runner.release import publish as flow
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, "", deprecated))
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, "",
+                                            deprecated))
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         return project, targets, repo
 

@@ -69,6 +69,10 @@ def classify(e: BaseException) -> tuple[str, str]:
     return "recipe", ""
 
 
+class DeviceUnavailable(Exception):
+    """The engine cannot reach the backend's accelerator: the device check is skipped, not failed."""
+
+
 @dataclass(frozen=True)
 class Image:
     """What an engine built: its handle for later calls, its ID (or digest) and its size in bytes."""
