@@ -40,9 +40,9 @@ def matrix(a: argparse.Namespace) -> int:
         jobs = ci_jobs(make_plan(targets, project.recipes))
         print(json.dumps(fanout.github(jobs) if a.format == "github" else fanout.gitlab(jobs)))
     else:
-        from runner.ui.tables import matrix_table, print_rich
+        from runner.ui.tables import matrix_table, print_rich, styled
 
-        print_rich(matrix_table(targets))
+        print_rich(matrix_table(targets, marks=styled()))
     return 0
 
 

@@ -35,7 +35,7 @@ def resolve_table(reports: list, verbose: bool = False) -> Table:
     table = Table(title="runner resolve", show_lines=True,
                   caption=", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + " install steps")
     for col in ("tag", "platform", "step", "status", "versions / why"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "tag")
     for r in reports:
         if r.status == "resolved" and not verbose:
             continue
