@@ -123,10 +123,23 @@ def plan(a: argparse.Namespace) -> int:
             print(f"runner: {'error: ' if c.status == 'fails' else ''}{c}", file=sys.stderr)
     for note in not_checked():
         print(f"runner: {note}", file=sys.stderr)
-    print(f"runner: static checks over {the_plan.distinct_stages} stages: "
-          + (f"{len(findings)} finding(s)" if findings else "nothing found")
-          + f"; patches: {sum(c.status == 'applies' for c in patches)} apply, {len(failed)} fail", file=sys.stderr)
+    print(f"runner: {checks_line(the_plan, findings, patches)}", file=sys.stderr)
     return 2 if findings or failed else 0
+
+
+def checks_line(the_plan, findings: list, patches: list) -> str:
+    """What `runner plan`'s checks ran over and found, in one line (its last)."""
+    from runner.compose.checks import distinct_scripts, not_checked
+
+    shell = sum(f.check == "shellcheck" for f in findings)
+    scripts = len(distinct_scripts(the_plan.stages))
+    count = lambda n, what: f"{n} {what}{'s' * (n != 1)}"  # noqa: E731
+    shellcheck = (f"shellcheck over {count(scripts, 'distinct script')}: {count(shell, 'finding')}" if not not_checked()
+                  else f"shellcheck not run over {count(scripts, 'distinct script')} (not installed)")
+    states = {s: sum(c.status == s for c in patches) for s in ("applies", "fails", "not-checked")}
+    return (f"checks ran: static checks over {count(the_plan.distinct_stages, 'stage')}: "
+            f"{count(len(findings) - shell, 'finding')}; {shellcheck}; patches: {count(len(patches), 'check')}, "
+            f"{states['applies']} apply, {states['fails']} fail, {states['not-checked']} not checked here")
 
 
 def _patch_checks(project, the_plan) -> list:
