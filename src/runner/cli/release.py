@@ -242,15 +242,14 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
 async def _smoke(a: argparse.Namespace) -> int:
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release.existing import check_reference, smoke_existing, subjects
+    from runner.release.existing import smoke_existing, subjects
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, report_table
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
-    for ref in a.images:
-        check_reference(ref)
+    subjects(project, a.images, a.target, a.platform)  # every name checked before the daemon is asked
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
