@@ -70,7 +70,8 @@ def test_one_line_per_unpullable_base_naming_its_registry_and_no_recipe_advice()
     assert len(images) == 68
     lines = failure_lines(images)
     bases = {i["base_image"] for i in images}
-    assert len(lines) == len(bases) + 1 and lines[-1] == BASE_ADVICE
+    assert len(lines) == len(bases) + 1 and lines[-1].startswith(BASE_ADVICE.split(";")[0])
+    assert "docker.io/ascendai: MIRROR/ascendai, quay.io/ascend: MIRROR/ascend" in lines[-1]
     for base in bases:
         (line,) = [x for x in lines if x.startswith(f"base image {base} ")]
         registry = "quay.io" if base.startswith("quay.io/") else "docker.io"
@@ -150,3 +151,49 @@ def test_no_engine_is_one_line_before_anything_builds(command):
     assert lines[0].startswith("runner: infrastructure error: no container engine at "
                                "unix:///nonexistent/runner-test.sock: Cannot connect to the Docker daemon")
     assert "DOCKER_HOST" in lines[0] and "pack/" not in lines[0] and out.stdout == ""
+
+
+def test_the_advice_names_the_mirror_setting_that_redirects_each_base():
+    base = "ascendai/cann:8.2.rc1-910b-ubuntu22.04-py3.11"
+    images = [_image("cann8.2-910b-vllm0.9.2", error=str(BaseUnavailable(base, "no such host")), cause="base image",
+                     base=base), _image("x1-y0.1", error=str(BaseUnavailable("ubuntu:22.04", "no route")),
+                                        cause="base image", base="ubuntu:22.04")]
+    advice = failure_lines(images)[-1]
+    assert "`mirrors:` (docker.io/ascendai: MIRROR/ascendai, docker.io/library: MIRROR/library)" in advice
+    assert "$RUNNER_MIRRORS (docker.io/ascendai=MIRROR/ascendai docker.io/library=MIRROR/library)" in advice
+
+
+def test_an_image_prefix_in_the_mirror_map_redirects_base_images_and_nothing_else(project):
+    from runner.compose.dockerfile import render
+    from runner.compose.mirrors import mirrors
+
+    mapped = mirrors({"quay.io/ascend": "mirror.example:5000/ascend", "docker.io/nvidia": "mirror.example/hub/nvidia"},
+                     {"RUNNER_MIRRORS": "https://download.pytorch.org/whl=https://mirror.example/whl"})
+    assert mapped.image("quay.io/ascend/cann:8.5.0") == "mirror.example:5000/ascend/cann:8.5.0"
+    assert mapped.image("nvidia/cuda:12.8.1-devel") == "mirror.example/hub/nvidia/cuda:12.8.1-devel"
+    assert mapped.image("docker.io/nvidia/cuda:12.8.1") == "mirror.example/hub/nvidia/cuda:12.8.1"
+    assert mapped.image("quay.io/ascendai/cann:8.2") == "quay.io/ascendai/cann:8.2"  # whole path parts only
+    assert mapped.image("rocm/dev-ubuntu-22.04:7.0") == "rocm/dev-ubuntu-22.04:7.0"
+    one = mirrors({"docker.io/rocm/dev-ubuntu-22.04": "mirror.example/rocm-dev"}, {})  # one repository
+    assert one.image("rocm/dev-ubuntu-22.04:7.0") == "mirror.example/rocm-dev:7.0"
+    assert one.image("rocm/dev-ubuntu-22.04@sha256:" + "a" * 64) == "mirror.example/rocm-dev@sha256:" + "a" * 64
+    assert one.image("rocm/dev-ubuntu-22.04-x:7.0") == "rocm/dev-ubuntu-22.04-x:7.0"
+    assert mapped.text("see quay.io/ascend/cann") == "see quay.io/ascend/cann"  # scripts keep their text
+    assert mapped.url("https://download.pytorch.org/whl/cu128") == "https://mirror.example/whl/cu128"
+    leaf = next(x for x in make_plan(project.targets, project.recipes).leaves if x.target.backend == "cann")
+    (arg,) = [line for line in render(leaf.stage, "compat", mapped).text.splitlines()
+              if line.startswith("ARG ") and "_BASE_IMAGE=" in line]
+    assert arg.split("=", 1)[1].split()[0].startswith("mirror.example:5000/ascend/cann:"), arg
+
+
+@pytest.mark.parametrize("env,message", [
+    ("docker.io/ascendai=https://mirror.example/x", "URL=URL, or image prefix=image prefix"),
+    ("Docker.io/ascendai=mirror.example/ascend", "malformed mirrored prefix 'Docker.io/ascendai'"),
+    ("docker.io/ascendai=mirror.example/ascend:8.2", "malformed mirror 'mirror.example/ascend:8.2'"),
+])
+def test_a_malformed_image_mirror_is_a_clear_error(env, message):
+    from runner.compose.mirrors import mirrors
+    from runner.model.errors import UserError
+
+    with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        mirrors({}, {"RUNNER_MIRRORS": env})

@@ -258,4 +258,12 @@ def test_a_base_image_that_cannot_be_pulled_fails_its_target_and_the_others_buil
         (line,) = [x for x in r.stderr.splitlines() if base in x]
         assert line.startswith(f"runner: base image {base} could not be pulled from docker.io: ")
         assert line.endswith(f"(1 image not built: demo2.0-echo0.2.0 on {platform})")
-    assert "pack/" not in r.stderr
+    assert "pack/" not in r.stderr and "docker.io/runner-fixture: MIRROR/runner-fixture" in r.stderr
+    # the mirror setting the advice names redirects the base: here to images only the daemon holds
+    for arch in ("amd64", "arm64"):
+        e2e.docker("tag", f"runner-fixture/demo-base:1.0.0-{arch}", f"mirror.local/fixture/missing:2.0.0-{arch}")
+    r = e2e.runner("build", "--matrix", "unpullable.yaml", "--service-version", "0.2.0", "--report",
+                   str(e2e.root / "mirrored.json"), RUNNER_MIRRORS="docker.io/runner-fixture/missing=mirror.local/fixture/missing")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {(i["tag"], i["platform"]) for i in _report(e2e, "mirrored.json")["images"] if i["smoke"]["passed"]} == {
+        ("demo2.0-echo0.2.0", "linux/amd64"), ("demo2.0-echo0.2.0", "linux/arm64")}

@@ -53,7 +53,7 @@ class StageContainers:
         if stage.key in self.substitutes:
             return dag.container(platform=dagger.Platform(stage.platform)).from_(self.substitutes[stage.key])
         if stage.parent is None:
-            return dag.container(platform=dagger.Platform(stage.platform)).from_(stage.image)
+            return dag.container(platform=dagger.Platform(stage.platform)).from_(self.mirrors.image(stage.image))
         ctr = self.container(stage.parent)
         exports = "".join(f"export {a.name}={shlex.quote(a.value)}\n" for a in stage.args)
         for step in stage.steps:
@@ -97,10 +97,11 @@ class StageContainers:
 
 def engine_error(what: str, e: dagger.DaggerError) -> BuildError:
     """A readable BuildError from any engine error: a failed exec, a pull, a rate limit."""
+    where = f"{what}: " if what else ""  # a target's own build: the report names it already
     if isinstance(e, dagger.ExecError):
         cmd = " ".join(e.command)[:200]
-        return BuildError(f"{what}: `{cmd}` exited {e.exit_code}: {(e.stderr or e.stdout).strip()[-800:]}")
-    return BuildError(f"{what}: {type(e).__name__}: {str(e).strip()[:1200]}")
+        return BuildError(f"{where}`{cmd}` exited {e.exit_code}: {(e.stderr or e.stdout).strip()[-800:]}")
+    return BuildError(f"{where}{type(e).__name__}: {str(e).strip()[:1200]}")
 
 
 class DaggerBuilder:
@@ -127,7 +128,7 @@ class DaggerBuilder:
         and the shared stages made here published for the next jobs."""
         digest, found = "", {}
         if self.build_cache is not None:
-            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
+            digest = await self.base_digest(self.stages.mirrors.image(stage.chain()[0].image), stage.platform)
             found = await self.build_cache.substitutes(stage, digest)
             self.stages.substitute(found)
         ctr = self.stages.container(stage)
@@ -137,7 +138,7 @@ class DaggerBuilder:
                 await self.push(self.stages.container(shared), self.build_cache.ref(shared, digest))
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         except dagger.DaggerError as e:
-            raise engine_error(f"{stage.tag or stage.name} on {stage.platform}", e) from None
+            raise engine_error("" if stage.tag else f"{stage.name} on {stage.platform}", e) from None
         return Image(ctr)
 
     async def base_digest(self, image: str, platform: str) -> str:

@@ -95,7 +95,7 @@ class DockerBuilder:
         build cache, start from the stages already there and publish the shared ones built here."""
         substitutes, digest = {}, ""
         if self.build_cache is not None:
-            digest = await self.base_digest(stage.chain()[0].image, stage.platform)
+            digest = await self.base_digest(self.mirrors.image(stage.chain()[0].image), stage.platform)
             substitutes = await self.build_cache.substitutes(stage, digest)
         rendered = render(stage, self.form, self.mirrors, substitutes)
         key = await self._inputs(stage, rendered.text, rendered.target, image) if self.build_cache is None else ""
@@ -125,7 +125,7 @@ class DockerBuilder:
         """Replace the image with its reproducible form (see runner.release.reproducible)."""
         from runner.release.reproducible import epoch_of, normalize_archive
 
-        base = stage.chain()[0].image
+        base = self.mirrors.image(stage.chain()[0].image)
         _, out, _ = await self.docker.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", base, check=False)
         folder = Path(tempfile.mkdtemp(prefix="runner-normalize-", dir=self.workdir))
         try:
@@ -169,15 +169,16 @@ class DockerBuilder:
             return ""
         bases: dict[str, str] = {}
         for base in base_stages(stage):
-            if base.image not in bases:
-                if base.image not in self._base_ids:
+            pulled = self.mirrors.image(base.image)
+            if pulled not in bases:
+                if pulled not in self._base_ids:
                     _, out, _ = await self.docker.run("image", "inspect", "--format",
-                                                      "{{.Id}} {{.Os}}/{{.Architecture}}", base.image, check=False)
-                    self._base_ids[base.image] = out.strip()
-                image_id, _, platform = self._base_ids[base.image].partition(" ")
+                                                      "{{.Id}} {{.Os}}/{{.Architecture}}", pulled, check=False)
+                    self._base_ids[pulled] = out.strip()
+                image_id, _, platform = self._base_ids[pulled].partition(" ")
                 if platform != stage.platform:
                     return ""  # not here (or another platform's): BuildKit pulls it
-                bases[base.image] = image_id
+                bases[pulled] = image_id
         daemon = self.docker.env.get("DOCKER_HOST", "")
         return inputs_key(daemon, image, dockerfile, target, stage.platform, self._build_args(), bases)
 
@@ -201,7 +202,7 @@ class DockerBuilder:
         if self.progress is not None:
             self.progress[image] = err + out
         if code != 0:
-            if unavailable := base_failure(err + out, [b.image for b in base_stages(stage)]):
+            if unavailable := base_failure(err + out, [self.mirrors.image(b.image) for b in base_stages(stage)]):
                 raise unavailable
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(' | '.join(failed[-3:]) or err.strip()[-800:])

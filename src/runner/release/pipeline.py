@@ -37,12 +37,10 @@ class BaseUnavailable(BuildError):
 
 
 def registry_of(image: str) -> str:
-    """The registry host an image reference is pulled from (Docker's rules: no dot, colon or
-    localhost in the first part means Docker Hub)."""
-    first, slash, _ = image.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
+    """The registry host an image reference is pulled from (Docker's rules: docker.io by default)."""
+    from runner.compose.mirrors import full_reference
+
+    return full_reference(image).split("/", 1)[0]
 
 
 # How a docker client says the daemon went away (or never was there), whatever the command

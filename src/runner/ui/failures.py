@@ -6,19 +6,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from runner.compose.mirrors import full_reference
 from runner.release.pipeline import registry_of
 
 SHOWN = 3  # images named per group line; the rest are counted
 INFRASTRUCTURE = ("base image", "engine", "registry")  # causes that are nobody's recipe
 
-BASE_ADVICE = ("nothing is wrong with the recipes: the engine could not get these base images; make each one "
-               "reachable under the name shown (a registry this machine reaches, or pulled from a mirror and tagged "
-               "with that name on the daemon) and build again (`mirrors:` in matrix.yaml rewrites the URLs in the "
-               "recipes' scripts, not base images)")
+BASE_ADVICE = ("nothing is wrong with the recipes: the engine could not get these base images; point their "
+               "prefix at a registry that mirrors them, in matrix.yaml `mirrors:` ({pairs}) or $RUNNER_MIRRORS "
+               "({words}), or pull them on the daemon under the names shown, and build again")
 ENGINE_ADVICE = "nothing is wrong with the recipes: the container engine stopped answering; build again once it runs"
 REGISTRY_ADVICE = "nothing is wrong with the recipes: a registry kept failing; run the same command again later"
 RECIPE_ADVICE = ("fix the recipe or smoke spec in pack/ (the backend's recipe.py, smoke.yaml) and build again; "
                  "failed tags are not published")
+
+
+def image_prefix(image: str) -> str:
+    """The registry and namespace a mirror entry names for an image (docker.io/ascendai for
+    ascendai/cann:8.2, docker.io/library for ubuntu:22.04)."""
+    return full_reference(image).rsplit("/", 1)[0]
 
 
 def _where(image: dict) -> str:
@@ -53,7 +59,9 @@ def failure_lines(images: list[dict]) -> list[str]:
         lines.append(f"base image {base} could not be pulled from {registry_of(base)}: {_reason(failed[0])} "
                      f"({len(failed)} image{'s' * (len(failed) > 1)} not built: {_some(failed)})")
     if by_base:
-        lines.append(BASE_ADVICE)
+        prefixes = sorted({image_prefix(base) for base in by_base})
+        lines.append(BASE_ADVICE.format(pairs=", ".join(f"{p}: MIRROR/{p.split('/', 1)[1]}" for p in prefixes),
+                                        words=" ".join(f"{p}=MIRROR/{p.split('/', 1)[1]}" for p in prefixes)))
     if gone := groups["engine"]:
         lines += [f"the container engine stopped answering: {_reason(gone[0])} ({len(gone)} image"
                   f"{'s' * (len(gone) > 1)} not built: {_some(gone)})", ENGINE_ADVICE]
