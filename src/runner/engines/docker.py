@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
 _METADATA = re.compile(r"^#(\d+) \[internal\] load metadata for (\S+)")
+_REQUEST = re.compile(r'^failed to do request: [A-Za-z]+ "[^"]*": ')
 _TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
                         r"unavailable|broken pipe|connection refused", re.I)
 
@@ -354,7 +355,8 @@ def base_failure(progress: str, bases: list[str]) -> BaseUnavailable | None:
         elif line.startswith("#") and " ERROR: " in line and (step := line[1:].split(" ", 1)[0]) in loading:
             ref = loading[step]
             named = next((b for b in bases if ref == b or ref.endswith("/" + b) or ref.endswith("/library/" + b)), ref)
-            return BaseUnavailable(named, line.split(" ERROR: ", 1)[1].strip()[-500:])
+            reason = _REQUEST.sub("", line.split(" ERROR: ", 1)[1].strip())  # the URL repeats the image's name
+            return BaseUnavailable(named, reason[-500:])
     return None
 
 

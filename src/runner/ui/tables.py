@@ -86,8 +86,10 @@ def report_table(result: dict) -> Table:
     published = {p["tag"]: p for p in result.get("published", [])}
     for r in result["images"]:
         pub = published.get(r["tag"])
+        failed = {"base image": "no base image", "engine": "no engine", "registry": "registry failed"}.get(
+            r.get("cause", ""), "build failed")
         state = "[green]passed[/]" if r["smoke"]["passed"] else "[red]" + (
-            "build failed" if r["error"] else "failed: " + ", ".join(r["smoke"]["failed"])) + "[/]"
+            failed if r["error"] else "failed: " + ", ".join(r["smoke"]["failed"])) + "[/]"
         pub_text = "" if pub is None else ("[red]push failed[/]" if pub.get("error") else
                                             "[dim]skipped[/]" if pub["skipped"] else pub["digest"][:19])
         table.add_row(r["tag"], r["platform"], f"{r['build_seconds']:.1f}", f"{r['size'] / 1e6:.1f} MB", state, pub_text)
@@ -121,7 +123,7 @@ def progress_bar(total: int):
             task = progress.add_task("building and smoke-testing", total=total)
 
             def advance(built) -> None:
-                state = "passed" if built.passed else "FAILED"
+                state = "passed" if built.passed else f"FAILED ({built.cause or 'smoke checks'})"
                 progress.console.print(f"{built.target.tag} {built.platform}: {state} in {built.seconds:.1f}s")
                 progress.advance(task)
 
