@@ -48,7 +48,7 @@ ENGINE_GONE = re.compile(r"Cannot connect to the Docker daemon|Is the docker dae
                          r"dial unix [^ ]+: connect: (no such file|connection refused|permission denied)", re.I)
 CAUSES = ("recipe", "smoke", "base image", "engine", "registry")  # the first two are the recipe's to fix
 # BuildKit's words (either engine) for a FROM image it could not resolve
-_SOURCE_METADATA = re.compile(r"(?:failed to resolve source metadata for|load metadata for) (\S+?):? ")
+_SOURCE_METADATA = re.compile(r"(?:failed to resolve source metadata for|load metadata for) (\S+?):?\s")
 
 
 def classify(e: BaseException) -> tuple[str, str]:
@@ -141,7 +141,7 @@ class Built:
         return {
             "tag": self.target.tag, "platform": self.platform, "image_id": self.image_id, "digest": self.digest,
             "size": self.size, "build_seconds": round(self.seconds, 3), "smoke_seconds": round(self.smoke_seconds, 3),
-            "error": self.error, "cause": self.cause or ("" if self.passed else "smoke"),
+            "error": self.error, "cause": self.cause or ("" if self.passed else "recipe" if self.error else "smoke"),
             **({"base_image": self.base_image} if self.base_image else {}),
             "smoke": {"passed": self.passed, "failed": [c.name for c in failed],
                       "remembered": sum(c.cached for c in self.checks), "checks": [c.as_dict() for c in self.checks]},
