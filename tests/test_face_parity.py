@@ -53,7 +53,6 @@ ONE_FACE_ONLY = {
     ("job", "registry"): "Dagger's job pushes to the build cache's registry (--publish)",
     ("job", "publish"): "CLI: --registry turns publishing on",
     ("job", "insecure"): "a plain-HTTP local registry, for the CLI's tests",
-    ("job", "concurrency"): "one job builds one stage",
     ("job", "gpu"): "the CLI's device check on a host with the accelerator",
     # merge, promote and discard refuse a platform with the reason; Dagger has no such argument
     ("merge", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",

@@ -73,12 +73,12 @@ def registry_args(p: argparse.ArgumentParser, catalog: bool = True, registry: st
         p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
 
 
-def build_args(p: argparse.ArgumentParser, report: bool = True) -> None:
-    """How the Docker engine builds and tests."""
+def build_args(p: argparse.ArgumentParser, job: bool = False) -> None:
+    """How the Docker engine builds and tests (a CI `job` builds one stage and prints its JSON)."""
     p.add_argument("--engine", choices=("docker",), default="docker",
                    help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
-    p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
-    if report:
+    if not job:
+        p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
         p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "a target's job also smoke-tests its image (and with --registry pushes its single-arch tag)")
     p.add_argument("key", metavar="KEY", help="the job's key (its stage key, 16 characters suffice)")
     p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
-    build_args(p, report=False)  # a job prints its JSON on stdout
+    build_args(p, job=True)
     registry_args(p, catalog=False, registry="push the target's single-arch tag to this registry")
     signing_args(p)
 
