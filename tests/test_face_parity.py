@@ -59,6 +59,9 @@ ONE_FACE_ONLY = {
     ("promote", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",
     ("discard", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",
     ("promote", "reason"): "Dagger: `digests --reason` records why a final tag changed",
+    # one set of registry arguments serves every CLI step; publish and merge leave the catalog as it is
+    ("publish", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
+    ("merge", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
     # verify and mirror: the CLI checks a selection's tags and mirrors; Dagger's verify takes references
     ("verify", "*"): "Dagger's verify takes image references only; `mirror --check` checks mirrors",
     ("mirror", "check"): "CLI: `verify --mirror`",

@@ -69,8 +69,9 @@ def registry_args(p: argparse.ArgumentParser, catalog: bool = True, registry: st
     p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR",
                    help="environment variable holding the registry password (never pass it as an argument)")
     p.add_argument("--insecure", action="store_true", help="plain-HTTP registry, e.g. a local test registry")
-    if catalog:
-        p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
+    if catalog:  # one set of registry arguments serves every step: publish and merge leave the catalog as it is
+        p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten by promote, "
+                                                    "discard and prune)")
 
 
 def build_args(p: argparse.ArgumentParser, job: bool = False) -> None:
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "build (cached), smoke-test and publish single-arch tags and -dev indexes")
     selection_args(p)
     build_args(p)
-    registry_args(p, catalog=False)
+    registry_args(p)
     p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
     signing_args(p)
 
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("discard", "delete every tag of the selected targets and drop them from the catalog")):
         p = _command(sub, name, f"runner.cli.release:{name}", help)
         selection_args(p, deprecated=name != "discard")  # discard reaches deprecated tags too, as in Dagger
-        registry_args(p, catalog=name != "merge")  # merge writes -dev indexes, which no catalog names
+        registry_args(p)
         if name != "discard":
             p.add_argument("--skip-missing", action="store_true",
                            help="list and skip targets an earlier step left nothing for, instead of failing")

@@ -307,8 +307,7 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         project, targets = selected_targets(a)
     repo = _repository(project, a)
     password = _password(a)
-    path = getattr(a, "catalog", None)  # merge has none: -dev indexes are in no catalog
-    book = catalog.CatalogFile(path, notify=lambda m: print(f"runner: {m}", file=sys.stderr)) if path else None
+    book = catalog.CatalogFile(a.catalog, notify=lambda m: print(f"runner: {m}", file=sys.stderr)) if a.catalog else None
     if book is not None:
         book.check()
     async with _client(a, password) as reg:
