@@ -135,8 +135,6 @@ class Docker:
             try:
                 os.set_blocking(fd, True)
                 await anyio.to_thread.run_sync(os.write, fd, data)
-            except BrokenPipeError:
-                return  # the client closed its end (a cached build ends fast): nothing more to hand over
             finally:
                 os.close(fd)
             wait = 0.005
