@@ -146,7 +146,7 @@ def test_the_call_check_can_fail():
 
     objects = anyio.run(typedefs)["objects"]
     for bad in (["build", "summary"], ["images", "export", "--path", "out/"], ["build", "--backend", "cann", "--nope"],
-                ["images", "publish", "--registry", "r", "--single-arch"]):
+                ["images", "publish", "--registry", "r", "--single-arch-only"]):
         with pytest.raises(AssertionError):
             check_call(objects, bad)
 
@@ -209,11 +209,11 @@ def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "RUNNER_BACKEND": "cann", "RUNNER_VARIANT": "910b",
            "RUNNER_SERVICE_VERSION": "0.14.1", "RUNNER_PLATFORM": "linux/arm64", "RUNNER_SERVICE": ""}
-    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "images", "publish", "--single-arch-only"],
+    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "images", "publish", "--single-arch"],
                          env=env, capture_output=True, text=True, check=True).stdout.split("\n")[:-1]
     # the selection belongs to `build`, before the chained `publish` and its own arguments
     assert out == ["call", "images", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
-                   "--platform", "linux/arm64", "publish", "--single-arch-only"]
+                   "--platform", "linux/arm64", "publish", "--single-arch"]
     merge = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "merge"], env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     assert "--platform" not in merge and "--variant" not in merge

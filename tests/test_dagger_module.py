@@ -251,7 +251,8 @@ def test_failures_end_with_an_error_listing_them():
     ok = {"tag": "a", "platform": "linux/amd64", "build_seconds": 1.0, "error": "", "smoke": {"passed": True, "failed": []}}
     bad = {**ok, "tag": "b", "smoke": {"passed": False, "failed": ["import-version"]}}
     assert "passed" in summarize([ok])
-    with pytest.raises(Failed, match=r"(?s)b .*FAILED import-version.*will not be published"):
+    with pytest.raises(Failed, match=r"(?s)b .*FAILED import-version.*b on linux/amd64: smoke checks failed: "
+                                     r"import-version.*are not published"):
         summarize([ok, bad])
 
 
@@ -346,7 +347,7 @@ async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process
         await runner.verify([f"{registry.registry}/e2e/runner:x"], insecure=True)
     with pytest.raises(Rejected, match=r'(?s)does not serve every tag.*"cuda12.9-vllm0.14.1".*"source": ""'):
         await runner.mirror(registry.registry, f"{registry.registry}/mirror", registry.username, secret,
-                            registry.username, secret, "e2e", "runner", None, "vllm", "12.9", "0.14.1", check=True,
+                            registry.username, secret, "e2e", "runner", None, "vllm", "12.9", "", "0.14.1", check=True,
                             insecure=True)
     assert capture == []
 

@@ -156,7 +156,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
             f'{github("vllm-project/vllm-ascend", "v${VLLM_ASCEND_VERSION}").clone("/tmp/vllm-ascend")}',
             after="rm -rf /tmp/vllm-ascend")
     b.component(python("vllm", v, imports=()), python("vllm-ascend", ascend, imports=()),
-                python("torch-npu", npu.split(".dev")[0]))
+                python("torch-npu", npu))
     wheels, mounts = [], []
     if t.variant != "310p" and (mc := pick_or(v, MOONCAKE)):
         mounts.append(Mount(mooncake_build(t, with_torch, mc), "/workspace/mooncake", "/mnt/mooncake"))
@@ -167,12 +167,13 @@ def vllm(t: Target, runtime: Stage) -> Stage:
         wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
                        without=("onnxruntime", "torch", "fa3-fwd")), pkg("onnxruntime-cann"), pkg("sox")]
         b.component(python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", ""))
-    extras = ["accelerate", "hf_transfer", "modelscope", "ray[client,default]>=2.47.1,<=2.48.0", "protobuf>3.20.0",
+    ray = ">=2.47.1,<=2.48.0"  # installed and declared alike
+    extras = ["accelerate", "hf_transfer", "modelscope", f"ray[client,default]{ray}", "protobuf>3.20.0",
               *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]"]
     install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels), constraints=TRANSFORMERS,
                                title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
             mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
-    b.component(python("ray", "2.4", imports=("ray",)))
+    b.component(python("ray", ray, imports=("ray",)))
     b.run(f"""
         real="$(python3 -c 'import sys; print(sys.base_prefix)')/bin/vllm"
         mv "$real" "${{real}}_"

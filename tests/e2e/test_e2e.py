@@ -253,5 +253,19 @@ def test_a_base_image_that_cannot_be_pulled_fails_its_target_and_the_others_buil
     for platform in ("linux/amd64", "linux/arm64"):
         broken = by[("demo2.0-echo0.2.0", platform)]
         assert "runner-fixture/missing" in broken["error"] and not broken["smoke"]["passed"]
+        base = f"runner-fixture/missing:2.0.0-{platform.split('/')[1]}"
+        assert broken["cause"] == "base image" and broken["base_image"] == base
         assert by[(TAGS[0], platform)]["smoke"]["passed"]
-    assert "demo2.0-echo0.2.0 on linux/amd64:" in r.stderr
+        # said once per base image, naming the registry tried, and not blamed on the recipe
+        (line,) = [x for x in r.stderr.splitlines() if base in x]
+        assert line.startswith(f"runner: base image {base} could not be pulled from docker.io: ")
+        assert line.endswith(f"(1 image not built: demo2.0-echo0.2.0 on {platform})")
+    assert "pack/" not in r.stderr and "docker.io/runner-fixture: MIRROR/runner-fixture" in r.stderr
+    # the mirror setting the advice names redirects the base: here to images only the daemon holds
+    for arch in ("amd64", "arm64"):
+        e2e.docker("tag", f"runner-fixture/demo-base:1.0.0-{arch}", f"mirror.local/fixture/missing:2.0.0-{arch}")
+    r = e2e.runner("build", "--matrix", "unpullable.yaml", "--service-version", "0.2.0", "--report",
+                   str(e2e.root / "mirrored.json"), RUNNER_MIRRORS="docker.io/runner-fixture/missing=mirror.local/fixture/missing")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {(i["tag"], i["platform"]) for i in _report(e2e, "mirrored.json")["images"] if i["smoke"]["passed"]} == {
+        ("demo2.0-echo0.2.0", "linux/amd64"), ("demo2.0-echo0.2.0", "linux/arm64")}

@@ -23,8 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"runner: error: {e}", file=sys.stderr)
         return e.exit_code
     except InfrastructureError as e:
-        print(f"runner: infrastructure error: {e}; nothing is wrong with the input: run the same command again "
-              "when the registry answers", file=sys.stderr)
+        print(f"runner: infrastructure error: {e}; nothing is wrong with the input: {e.advice}", file=sys.stderr)
         return e.exit_code
     except Failed as e:
         print(f"runner: failed: {e}", file=sys.stderr)

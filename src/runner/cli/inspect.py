@@ -26,7 +26,7 @@ def _selection(a: argparse.Namespace):
     from runner.ui.selection import selection_of
 
     return selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                        getattr(a, "platform", "") or "", not a.exclude_deprecated)
+                        getattr(a, "platform", "") or "", getattr(a, "include_deprecated", True))
 
 
 def matrix(a: argparse.Namespace) -> int:
@@ -45,9 +45,9 @@ def matrix(a: argparse.Namespace) -> int:
         jobs = ci_jobs(make_plan(targets, project.recipes))
         print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, _selection(a))))
     else:
-        from runner.ui.tables import matrix_table, print_rich
+        from runner.ui.tables import matrix_table, print_rich, styled
 
-        print_rich(matrix_table(targets))
+        print_rich(matrix_table(targets, marks=styled()))
     return 0
 
 
@@ -74,14 +74,14 @@ def catalog(a: argparse.Namespace) -> int:
             from runner.ui.selection import selection_of
 
             project.select(selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                                        a.platform, a.with_deprecated))
+                                        a.platform, a.include_deprecated))
     if a.write:
         catalog_mod.write(a.write, records)
         print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
         return 0
     records = catalog_mod.filter_records(records, a.backend or None, a.backend_version or None,
                                          a.variant if a.variant else None, a.service or None,
-                                         a.service_version or None, a.platform or None, a.with_deprecated)
+                                         a.service_version or None, a.platform or None, a.include_deprecated)
     if not records:
         from runner.model.errors import UserError
 
@@ -128,10 +128,23 @@ def plan(a: argparse.Namespace) -> int:
             print(f"runner: {'error: ' if c.status == 'fails' else ''}{c}", file=sys.stderr)
     for note in not_checked():
         print(f"runner: {note}", file=sys.stderr)
-    print(f"runner: static checks over {the_plan.distinct_stages} stages: "
-          + (f"{len(findings)} finding(s)" if findings else "nothing found")
-          + f"; patches: {sum(c.status == 'applies' for c in patches)} apply, {len(failed)} fail", file=sys.stderr)
+    print(f"runner: {checks_line(the_plan, findings, patches)}", file=sys.stderr)
     return 2 if findings or failed else 0
+
+
+def checks_line(the_plan, findings: list, patches: list) -> str:
+    """What `runner plan`'s checks ran over and found, in one line (its last)."""
+    from runner.compose.checks import distinct_scripts, not_checked
+
+    shell = sum(f.check == "shellcheck" for f in findings)
+    scripts = len(distinct_scripts(the_plan.stages))
+    count = lambda n, what: f"{n} {what}{'s' * (n != 1)}"  # noqa: E731
+    shellcheck = (f"shellcheck over {count(scripts, 'distinct script')}: {count(shell, 'finding')}" if not not_checked()
+                  else f"shellcheck not run over {count(scripts, 'distinct script')} (not installed)")
+    states = {s: sum(c.status == s for c in patches) for s in ("applies", "fails", "not-checked")}
+    return (f"checks ran: static checks over {count(the_plan.distinct_stages, 'stage')}: "
+            f"{count(len(findings) - shell, 'finding')}; {shellcheck}; patches: {count(len(patches), 'check')}, "
+            f"{states['applies']} apply, {states['fails']} fail, {states['not-checked']} not checked here")
 
 
 def _patch_checks(project, the_plan) -> list:

@@ -50,6 +50,7 @@ async def _job(a: argparse.Namespace) -> int:
     attester = attester_for(a, publish, info)
     out = None
     with Docker(secrets=[password, login[2] if login else ""]) as docker:
+        await docker.require_engine()  # said once, before the build cache is asked
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 reproducible=a.reproducible)
         try:

@@ -11,6 +11,30 @@ DESCRIPTION = ("runner: the matrix, names, catalog, plan and Dockerfiles offline
                "releases on a local Docker/BuildKit (the Dagger module runs the same flow through `dagger call`).")
 
 
+MATRIX_HELP = "matrix file (default: the project's matrix.yaml)"
+
+
+class Help(argparse.HelpFormatter):
+    """Help that shows each option's default when it has one worth showing (not off, empty or none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, "", [], argparse.SUPPRESS)
+        if shown and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def version() -> str:
+    """runner's installed version."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("runner")
+    except PackageNotFoundError:  # run from a source tree without installing it
+        return "unknown (not installed)"
+
+
 def positive(text: str) -> int:
     """An argument that counts something at once: 1 to 64."""
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 64:
@@ -25,9 +49,10 @@ def positive_count(text: str) -> int:
     return int(text)
 
 
-def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
-    """The target filters every selecting command shares."""
-    p.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
+def selection_args(p: argparse.ArgumentParser, platform: bool = True, deprecated: bool = True) -> None:
+    """The target filters every selecting command shares (the Dagger functions take the same, by the
+    same names and with the same defaults: tests/test_face_parity.py)."""
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
     p.add_argument("--backend", default="", help="only this backend, e.g. cann")
     p.add_argument("--backend-version", default="", help="backend version, exact or dotted prefix (12.8, 12)")
     p.add_argument("--variant", default="", help="backend variant, e.g. 910b")
@@ -35,27 +60,34 @@ def selection_args(p: argparse.ArgumentParser, platform: bool = True) -> None:
     p.add_argument("--service-version", default="", help="service version, exact or dotted prefix")
     if platform:
         p.add_argument("--platform", default="", help="only this platform, e.g. linux/amd64")
-    p.add_argument("--exclude-deprecated", action="store_true", help="leave deprecated service versions out")
+    if deprecated:
+        p.add_argument("--include-deprecated", action="store_true",
+                       help="include deprecated service versions (left out by default, as in `dagger call`)")
 
 
-def registry_args(p: argparse.ArgumentParser) -> None:
-    """Where and as whom to publish; the password only ever comes from the environment."""
-    p.add_argument("--registry", required=True, help="registry host[:port], e.g. docker.io or 127.0.0.1:5000")
+def registry_args(p: argparse.ArgumentParser, catalog: bool = True, registry: str = "") -> None:
+    """Where and as whom to publish; the password only ever comes from the environment. With `registry`
+    (its help), publishing is optional: no --registry, no push."""
+    p.add_argument("--registry", required=not registry, default="",
+                   help=registry or "registry host[:port], e.g. docker.io or 127.0.0.1:5000")
     p.add_argument("--namespace", default="", help="image namespace (default: the matrix's)")
     p.add_argument("--repository", default="", help="image repository (default: the matrix's)")
     p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""), help="registry user ($REGISTRY_USERNAME)")
     p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR",
                    help="environment variable holding the registry password (never pass it as an argument)")
     p.add_argument("--insecure", action="store_true", help="plain-HTTP registry, e.g. a local test registry")
-    p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten)")
+    if catalog:  # one set of registry arguments serves every step: publish and merge leave the catalog as it is
+        p.add_argument("--catalog", type=Path, help="catalog file to keep in step (atomically rewritten by promote, "
+                                                    "discard and prune)")
 
 
-def build_args(p: argparse.ArgumentParser) -> None:
-    """How the Docker engine builds and tests."""
+def build_args(p: argparse.ArgumentParser, job: bool = False) -> None:
+    """How the Docker engine builds and tests (a CI `job` builds one stage and prints its JSON)."""
     p.add_argument("--engine", choices=("docker",), default="docker",
                    help="docker: the local daemon's BuildKit (the Dagger engine is used through `dagger call`)")
-    p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
-    p.add_argument("--report", type=Path, help="write the JSON report here")
+    if not job:
+        p.add_argument("--concurrency", type=positive, default=2, help="images built and tested at once")
+        p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--source-url", default="https://github.com/gpustack/runner", help="org.opencontainers.image.source")
     p.add_argument("--revision", default=os.environ.get("GITHUB_SHA", ""), help="org.opencontainers.image.revision")
@@ -92,14 +124,15 @@ def run_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help)
+    p = sub.add_parser(name, help=help, description=help, formatter_class=Help)
     p.set_defaults(handler=handler)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole `runner` command line."""
-    ap = argparse.ArgumentParser(prog="runner", description=DESCRIPTION)
+    ap = argparse.ArgumentParser(prog="runner", description=DESCRIPTION, formatter_class=Help)
+    ap.add_argument("--version", action="version", version=f"runner {version()}", help="print runner's version and exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "matrix", "runner.cli.inspect:matrix", "list the targets of the matrix")
@@ -108,15 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="github, gitlab: the CI jobs in waves (see `runner plan --ci`)")
 
     p = _command(sub, "parse", "runner.cli.inspect:parse", "read runner image references into their fields (JSON lines)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image references or bare tags, e.g. cuda12.8-vllm0.14.1")
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
 
     p = _command(sub, "catalog", "runner.cli.inspect:catalog", "the consumer catalog: one record per target and platform")
     selection_args(p)
-    p.add_argument("--with-deprecated", action="store_true", help="include deprecated service versions")
     p.add_argument("--file", type=Path, help="read this catalog file instead of the matrix")
     p.add_argument("--write", type=Path, help="write the whole catalog to this file (atomically)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="json: every field of each record")
     p.add_argument("--history", metavar="TAG", default="",
                    help="every recorded digest change of TAG (from the digests file beside --file's catalog)")
 
@@ -125,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "plan", "runner.cli.inspect:plan", "the stage DAG shared across the selected targets")
     selection_args(p)
-    p.add_argument("--format", choices=("tree", "json"), default="tree")
+    p.add_argument("--format", choices=("tree", "json"), default="tree",
+                   help="json: the stages, the checks' findings and the patches' results")
     p.add_argument("--ci", action="store_true",
                    help="the CI jobs instead: each stage built once, the figures that show it, and the release's "
                         "modelled time on --runners runners")
@@ -140,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "resolve", "runner.cli.resolve:resolve",
                  "resolve every install step of the selected images with uv, before any build (exit 2 on a conflict)")
     selection_args(p)
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="json: every install step, the unchecked ones too")
     p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
     p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
     p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
@@ -148,23 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resolve each install step only, not also each image's steps as one set (faster)")
 
     p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
-    p.add_argument("tag", metavar="TAG")
-    p.add_argument("--platform", default="")
+    p.add_argument("tag", metavar="TAG", help="the target's tag, e.g. cuda12.8-vllm0.14.1")
+    p.add_argument("--platform", default="", help="platform, e.g. linux/arm64 (default: the target's first)")
     p.add_argument("--form", choices=("heredoc", "compat"), default="heredoc",
                    help="compat: no heredocs, for built-in frontends such as Docker 20.10's")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
 
     p = _command(sub, "profile", "runner.cli.inspect:profile", "the device profile of a backend: devices, mounts, variables, runtime")
-    p.add_argument("--backend", required=True)
-    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--backend", required=True, help="the backend, e.g. cann")
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml", help="how to print the profile")
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
 
     p = _command(sub, "run-command", "runner.cli.inspect:run_command", "the docker run line for a target on a host with its accelerator")
-    p.add_argument("tag", metavar="TAG")
+    p.add_argument("tag", metavar="TAG", help="the target's tag, e.g. cuda12.8-vllm0.14.1")
     p.add_argument("--devices", default="", help="device indices to expose, e.g. 0,1 (default 0)")
     p.add_argument("--device-check", action="store_true", help="run the tiny accelerator check instead of serving")
-    p.add_argument("--registry", default="")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--registry", default="", help="registry host the image is pulled from (default: Docker Hub)")
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
 
     p = _command(sub, "build", "runner.cli.engine:build",
                  "build and smoke-test the selection on the local Docker daemon (or runner's own, when none answers)")
@@ -177,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image references; their tags name their targets")
     p.add_argument("--target", default="", help="the target to test them as, when the tag is not a runner tag")
     p.add_argument("--platform", default="", help="only this platform (default: the tag's, a local image's, or all)")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image (the new results are remembered)")
@@ -198,21 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
                  "a target's job also smoke-tests its image, pushes its single-arch tag and records it for the run")
     p.add_argument("key", metavar="KEY", help="the job's key (its stage key, 16 characters suffice)")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
     p.add_argument("--selection", default="", metavar="JSON",
                    help="the selection the job was planned in, as `matrix --format github|gitlab` emits it (default: all)")
-    build_args(p)
+    build_args(p, job=True)
     run_arg(p)
     p.add_argument("--dry-run", action="store_true",
                    help="build and smoke-test only: read the build cache, push and record nothing, need no credentials")
     p.add_argument("--emulate", action="store_true",
                    help="build another platform's job under emulation (CI never does: arm64 jobs run on arm64)")
-    p.add_argument("--registry", default="", help="push the target's single-arch tag to this registry")
-    p.add_argument("--namespace", default="")
-    p.add_argument("--repository", default="")
-    p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""))
-    p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR")
-    p.add_argument("--insecure", action="store_true")
+    registry_args(p, catalog=False, registry="push the target's single-arch tag to this registry")
     signing_args(p)
 
     p = _command(sub, "publish", "runner.cli.release:publish",
@@ -228,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("promote", "point each final tag at its tested -dev index by digest, no rebuild"),
                        ("discard", "delete every tag of the selected targets and drop them from the catalog")):
         p = _command(sub, name, f"runner.cli.release:{name}", help)
-        selection_args(p)
+        selection_args(p, deprecated=name != "discard")  # discard reaches deprecated tags too, as in Dagger
         registry_args(p)
         if name != "discard":
             p.add_argument("--skip-missing", action="store_true",
@@ -254,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "prune", "runner.cli.release:prune",
                  "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")
-    p.add_argument("--matrix", type=Path)
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
     p.add_argument("--intermediates", action="store_true", help="also -dev and single-arch tags of promoted targets")
     registry_args(p)
     supply_chain_commands(sub)
@@ -276,7 +305,7 @@ def supply_chain_commands(sub) -> None:
                    help="check the selection's final tags on this mirror against --registry (repeatable)")
     _credentials(p)
     selection_args(p, platform=False)
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="json: every check's result")
 
     p = _command(sub, "mirror", "runner.cli.supply:mirror",
                  "copy the selection's final tags by digest, with their SBOMs and provenance, to another registry")

@@ -180,6 +180,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     from runner.release.provenance import build_info
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
+    from runner.ui.failures import failure_lines
     from runner.ui.tables import print_rich, progress_bar, report_table
 
     project, targets = selected_targets(a)
@@ -202,6 +203,7 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         cache = BuildCache(cache_reg, cache_path, ci_jobs(plan).shared())
     pubs: list = []
     with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
+        await docker.require_engine()  # said once, before any login or build
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
                                 records=BuildRecords(), reproducible=a.reproducible)
         try:
@@ -242,17 +244,13 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
         write_atomic(a.report, json.dumps(result, indent=1), "report file")
     print_rich(report_table(result))
     failed = [r for r in result["images"] if not r["smoke"]["passed"]]
-    for r in failed:
-        what = r["error"] or "smoke checks failed: " + ", ".join(r["smoke"]["failed"])
-        print(f"runner: {r['tag']} on {r['platform']}: {what}", file=sys.stderr)
+    for line in failure_lines(result["images"]):
+        print(f"runner: {line}", file=sys.stderr)
     for p in pubs:
         if p.error:
             print(f"runner: {p.tag}: not published: {p.skipped}", file=sys.stderr)
         elif p.note:
             print(f"runner: {p.tag}: {p.note}", file=sys.stderr)
-    if failed:
-        print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
-              file=sys.stderr)
     if failed or any(p.error and not p.fault for p in pubs):
         return 1
     return InfrastructureError.exit_code if any(p.error for p in pubs) else 0  # only the registry failed: run again
@@ -261,18 +259,18 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
 async def _smoke(a: argparse.Namespace) -> int:
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release.existing import check_reference, smoke_existing, subjects
+    from runner.release.existing import smoke_existing, subjects
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, report_table
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
-    for ref in a.images:
-        check_reference(ref)
+    subjects(project, a.images, a.target, a.platform)  # every name checked before the daemon is asked
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
+        await docker.require_engine()
         builder = DockerBuilder(docker, {}, project.pack_path)
         try:
             for ref in a.images:

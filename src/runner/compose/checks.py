@@ -69,14 +69,20 @@ SHELLCHECK_EXCLUDED = {
 _DIRECTIVE = re.compile(r"#\s*shellcheck\s+disable=(\S+)(.*)$", re.M)
 
 
-def check_shell(stages: Iterable[Stage]) -> tuple[list[Finding], str]:
-    """shellcheck's findings over every distinct script (one run for all), and a note when shellcheck is
-    not installed ("" when it ran)."""
+def distinct_scripts(stages: Iterable[Stage]) -> dict[str, Stage]:
+    """Every distinct RUN script of the stages, with the first stage that runs it."""
     scripts: dict[str, Stage] = {}
     for stage in stages:
         for step in stage.steps:
             if isinstance(step, Run):
                 scripts.setdefault(step.script, stage)
+    return scripts
+
+
+def check_shell(stages: Iterable[Stage]) -> tuple[list[Finding], str]:
+    """shellcheck's findings over every distinct script (one run for all), and a note when shellcheck is
+    not installed ("" when it ran)."""
+    scripts = distinct_scripts(stages)
     found = [_finding("shellcheck", stage, f"`# shellcheck disable={m[1]}` gives no reason: add `# why` after it")
              for script, stage in scripts.items() for m in _DIRECTIVE.finditer(script) if "#" not in m[2]]
     tool = shutil.which("shellcheck")

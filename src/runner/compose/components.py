@@ -19,12 +19,40 @@ class Component:
     """One piece of software in an image."""
 
     name: str  # as the component table names it, e.g. "flashinfer" or "HPC-X"
-    version: str
-    dist: str = ""  # Python distribution whose version must start with `version`
+    version: str  # a version ("2.47": that release and its patch levels) or a range (">=2.47.1,<=2.48.0")
+    dist: str = ""  # Python distribution whose version must match `version` (see `specifier`)
     imports: tuple[str, ...] = ()  # modules that import without an accelerator
     paths: tuple[str, ...] = ()  # files or folders that must exist (globs allowed)
     libs: tuple[str, ...] = ()  # native libraries (globs) whose dependencies must resolve
     note: str = ""  # why this version, when it is not the obvious one
+
+    def __post_init__(self) -> None:
+        if self.specifier():
+            from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+            try:
+                SpecifierSet(self.specifier())
+            except InvalidSpecifier:
+                raise ValueError(f"component {self.name}: malformed version {self.version!r} (allowed: a version such "
+                                 "as 2.47, or a PEP 440 range such as >=2.47.1,<=2.48.0)") from None
+
+    def specifier(self) -> str:
+        """The versions the image's distribution may report, as a PEP 440 specifier: a declared range as
+        written, a declared version as that release and its patch levels ("2.47" is "==2.47.*": 2.47.1
+        passes, 2.4.1 does not), a post or pre-release as exactly that; "" when nothing is compared."""
+        if not self.dist or not self.version:
+            return ""
+        if self.version[0] in "<>=!~":
+            return self.version
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            declared = Version(self.version)
+        except InvalidVersion:
+            return f"=={self.version}"  # refused by __post_init__, with what is allowed
+        if declared.pre or declared.post is not None or declared.dev is not None:
+            return f"=={declared.public}"  # a post or pre-release is itself the release meant (local labels aside)
+        return f"=={declared.public}.*"
 
     def check(self) -> dict:
         """What the components probe is told to look for."""

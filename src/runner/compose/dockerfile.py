@@ -53,15 +53,15 @@ def stages_for(leaf: Stage, substitutes: Mapping[str, str] | None = None) -> lis
 def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors(),
            substitutes: Mapping[str, str] | None = None) -> Rendered:
     """A multi-stage Dockerfile that builds `leaf` (a service stage, or any stage a CI job builds)
-    for its platform, with the mirror map applied to every script; `substitutes` maps stage keys to
-    images that already hold them (the build cache), which the Dockerfile starts from instead."""
+    for its platform, with the mirror map applied to every script and to the base image; `substitutes`
+    maps stage keys to images that already hold them (the build cache), which it starts from instead."""
     if form not in ("heredoc", "compat"):
         raise ValueError(f"unknown Dockerfile form {form!r} (allowed: heredoc, compat)")
     substitutes = substitutes or {}
     every = stages_for(leaf, substitutes)
     stages = [s for s in every if s.key not in substitutes]
     names = _names(every)
-    args = _global_args(stages or every, leaf)
+    args = _global_args(stages or every, leaf, mirrors)
     owned = {a.name for s in stages for a in s.args}
     build_wide = {a.name for a in args} - owned - {_base_arg(leaf)} - {a.name for a in BUILD_ARGS}
     lines = _header(leaf, stages, args)
@@ -129,13 +129,14 @@ def _base_image(leaf: Stage) -> str:
     return leaf.chain()[0].image
 
 
-def _global_args(stages: list[Stage], leaf: Stage) -> list[Arg]:
-    """Every ARG with its default: the convention's required ones, the stages' own, the build's."""
+def _global_args(stages: list[Stage], leaf: Stage, mirrors: Mirrors = Mirrors()) -> list[Arg]:
+    """Every ARG with its default: the convention's required ones, the stages' own, the build's (the
+    base image as the mirror map has it pulled)."""
     seen: dict[str, Arg] = {}
     for s in stages:
         for a in s.args:
             seen.setdefault(a.name, a)
-    image = _base_image(leaf)
+    image = mirrors.image(_base_image(leaf))
     # The default names the runtime's versions (python, backend) it is made of, so
     # --build-arg PYTHON_VERSION=... moves the base image with it.
     for a in stages[0].args if stages else ():

@@ -20,7 +20,7 @@ BackendVersion = Annotated[str, Doc("backend version, exact or dotted prefix (12
 ServiceVersion = Annotated[str, Doc("service version, exact or dotted prefix (0.14)")]
 Variant = Annotated[str, Doc("backend variant, e.g. 910b")]
 Platform = Annotated[str, Doc("only this platform, e.g. linux/arm64")]
-IncludeDeprecated = Annotated[bool, Doc("include deprecated service versions")]
+IncludeDeprecated = Annotated[bool, Doc("include deprecated service versions (left out by default, as by `runner`)")]
 Registry = Annotated[str, Doc("registry host the engine can reach, e.g. docker.io; not 127.0.0.1, which is the "
                               "engine's own loopback: use the host's address for a registry on this machine")]
 Username = Annotated[str, Doc("registry user")]

@@ -16,6 +16,7 @@ from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcReque
 from runner.engines.dagger import DaggerBuilder, StageContainers
 from runner.model.errors import Failed, UserError
 from runner.release import pipeline, publish as flow
+from runner.ui.failures import failure_lines
 from runner.ui.selection import publication_lines, summary_lines
 from runner.verify.smoke import CheckResult
 
@@ -71,7 +72,7 @@ class Build:
         password: Password,
         namespace: Namespace = "",
         repository: Repository = "",
-        single_arch_only: Annotated[bool, Doc("push single-arch images only; `merge --run` writes the indexes")] = False,
+        single_arch: Annotated[bool, Doc("push single-arch images only; `merge --run` writes the indexes")] = False,
         insecure: Insecure = False,
         signing_key: SigningKey = None,
         sigstore_token: SigstoreToken = None,
@@ -88,7 +89,7 @@ class Build:
 
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
-        if single_arch_only or run:
+        if single_arch or run:
             check_run(run)
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
@@ -100,9 +101,9 @@ class Build:
             await reg.login()
             records = RunRecords(reg, repo.runs_path, run) if run else None
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch_only, attest=attester, records=records)
+                                      index=not single_arch, attest=attester, records=records)
         text = "\n".join([*publication_lines(pubs), *attester.notes])
-        if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
+        if any(p.skipped for p in pubs) or (not single_arch and any(p.note for p in pubs)):
             raise Failed(text)
         return text
 
@@ -155,8 +156,7 @@ def summarize(results: list[dict]) -> str:
     """The summary text; a Failed error carrying it when anything failed (so `dagger call` exits non-zero)."""
     lines = summary_lines({"images": results})
     if any(not r["smoke"]["passed"] for r in results):
-        lines.append("failed tags will not be published: see `report` for each check's output, fix the recipe "
-                     "or smoke spec in pack/, and build again")
+        lines += ["", *failure_lines(results), "see `report` for each check's output"]
         raise Failed("\n".join(lines))
     return "\n".join(lines)
 

@@ -10,9 +10,9 @@ import dagger
 from dagger import Doc, function
 
 from runner.dagger import checkout
-from runner.dagger.args import (BackendVersion, Insecure, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
-                                Password, Registry, ReportFormat, Repository, RunId, ServiceName, ServiceVersion,
-                                SigningKey, SigstoreToken, Username)
+from runner.dagger.args import (BackendVersion, IncludeDeprecated, Insecure, Namespace, OidcRequestToken,
+                                OidcRequestUrl, OptBackend, Password, Registry, ReportFormat, Repository, RunId,
+                                ServiceName, ServiceVersion, SigningKey, SigstoreToken, Username, Variant)
 from runner.ui.selection import selection_of
 
 
@@ -63,7 +63,9 @@ class CiFunctions:
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         format: ReportFormat = "markdown",
         insecure: Insecure = False,
     ) -> str:
@@ -73,8 +75,9 @@ class CiFunctions:
         from runner.release.run_report import run_rows
         from runner.ui.release_report import render
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              include_deprecated)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             rows = await run_rows(targets, reg, repo, RunRecords(reg, repo.runs_path, run))

@@ -78,7 +78,9 @@ class Runner(CiFunctions, SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        platform: Platform = "",
         include_deprecated: IncludeDeprecated = False,
         ci: Annotated[bool, Doc("the CI jobs' figures and the release's modelled time instead")] = False,
         runners: Annotated[int, Doc("runners for the modelled release time (with --ci)")] = 20,
@@ -89,7 +91,7 @@ class Runner(CiFunctions, SupplyChain):
         from runner.compose.plan import make_plan
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, "",
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
                                             include_deprecated))
         plan = make_plan(targets, project.recipes)
         if findings := check_stages(plan.stages):
@@ -109,8 +111,10 @@ class Runner(CiFunctions, SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
         platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
         refresh: Annotated[bool, Doc("ask uv again, even for answers remembered for this content")] = False,
     ) -> str:
         """Every install step of the selected images resolved by uv against the real indexes, as JSON; fails
@@ -119,7 +123,8 @@ class Runner(CiFunctions, SupplyChain):
         from runner.verify.resolver import Resolver, resolve_all
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, platform))
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
+                                            include_deprecated))
         leaves = [x for x in make_plan(targets, project.recipes).leaves if not platform or x.platform == platform]
         reports = await resolve_all(leaves, project.mirror_map(), Resolver(refresh=refresh))
         conflicts = [f"{r.tag} {r.platform} step {r.step} ({r.title}): {r.message}" for r in reports if r.status == "conflict"]
@@ -230,7 +235,9 @@ class Runner(CiFunctions, SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
         run: RunId = "",
@@ -243,8 +250,9 @@ class Runner(CiFunctions, SupplyChain):
         from runner.ui.selection import publication_lines
 
         check_run(run)
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              include_deprecated)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.merge(targets, reg, repo, RunRecords(reg, repo.runs_path, run), attest=Carrier())
@@ -264,7 +272,9 @@ class Runner(CiFunctions, SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         catalog: Catalog = None,
         insecure: Insecure = False,
         skip_missing: SkipMissing = False,
@@ -277,8 +287,9 @@ class Runner(CiFunctions, SupplyChain):
         from runner.release import publish as flow
         from runner.release.run_records import RunRecords
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              include_deprecated)
 
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
@@ -299,6 +310,7 @@ class Runner(CiFunctions, SupplyChain):
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
         catalog: Catalog = None,
         insecure: Insecure = False,
@@ -307,8 +319,9 @@ class Runner(CiFunctions, SupplyChain):
         A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
         from runner.release import publish as flow, referrers
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
-                                                              namespace, repository, registry, deprecated=True)
+        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
+                                                              service_version, namespace, repository, registry,
+                                                              deprecated=True)
 
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
@@ -345,12 +358,13 @@ class Runner(CiFunctions, SupplyChain):
 
     # helpers (not Dagger functions)
 
-    async def _registry_targets(self, backend, backend_version, service, service_version, namespace, repository,
-                                registry, deprecated: bool = False):
+    async def _registry_targets(self, backend, backend_version, variant, service, service_version, namespace,
+                                repository, registry, deprecated: bool = False):
         from runner.release import publish as flow
 
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, "", service, service_version, "", deprecated))
+        targets = project.select(_selection(backend, backend_version, variant, service, service_version, "",
+                                            deprecated))
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         return project, targets, repo
 

@@ -11,8 +11,8 @@ import dagger
 from dagger import Doc, dag, function
 
 from runner.dagger import checkout
-from runner.dagger.args import (BackendVersion, Insecure, Namespace, OptBackend, Registry, Repository, ServiceName,
-                                ServiceVersion, Username)
+from runner.dagger.args import (BackendVersion, IncludeDeprecated, Insecure, Namespace, OptBackend, Registry,
+                                Repository, ServiceName, ServiceVersion, Username, Variant)
 from runner.model.errors import UserError
 
 OptPassword = Annotated[dagger.Secret | None, Doc("registry password or token (none: anonymous pulls)")]
@@ -71,7 +71,9 @@ class SupplyChain:
         backend: OptBackend = None,
         service: ServiceName = "",
         backend_version: BackendVersion = "",
+        variant: Variant = "",
         service_version: ServiceVersion = "",
+        include_deprecated: IncludeDeprecated = False,
         check: Annotated[bool, Doc("only check that the mirror serves each final tag at the source's digest, "
                                    "with its artifacts; fail listing what is missing or differs")] = False,
         insecure: Insecure = False,
@@ -83,8 +85,8 @@ class SupplyChain:
         from runner.ui.selection import selection_of
 
         project = await checkout.load(self.source)
-        tags = [t.tag for t in project.select(selection_of(backend.value if backend else "", backend_version, "",
-                                                            service, service_version, "", False))]
+        tags = [t.tag for t in project.select(selection_of(backend.value if backend else "", backend_version, variant,
+                                                            service, service_version, "", include_deprecated))]
         host, _, dest_ns = to.partition("/")
         if not host or not dest_ns:
             raise UserError("malformed --to", value=to, allowed="host[:port]/namespace, e.g. quay.io/gpustack")

@@ -55,7 +55,7 @@ class StageContainers:
             ctr = dag.container(platform=dagger.Platform(stage.platform)).from_(self.substitutes[stage.key])
             return self._label(ctr, stage) if stage.tag else ctr  # this build's labels, on the cached layers
         if stage.parent is None:
-            return dag.container(platform=dagger.Platform(stage.platform)).from_(stage.image)
+            return dag.container(platform=dagger.Platform(stage.platform)).from_(self.mirrors.image(stage.image))
         ctr = self.container(stage.parent)
         exports = "".join(f"export {a.name}={shlex.quote(a.value)}\n" for a in stage.args)
         for step in stage.steps:
@@ -99,10 +99,11 @@ class StageContainers:
 
 def engine_error(what: str, e: dagger.DaggerError) -> BuildError:
     """A readable BuildError from any engine error: a failed exec, a pull, a rate limit."""
+    where = f"{what}: " if what else ""  # a target's own build: the report names it already
     if isinstance(e, dagger.ExecError):
         cmd = " ".join(e.command)[:200]
-        return BuildError(f"{what}: `{cmd}` exited {e.exit_code}: {(e.stderr or e.stdout).strip()[-800:]}")
-    return BuildError(f"{what}: {type(e).__name__}: {str(e).strip()[:1200]}")
+        return BuildError(f"{where}`{cmd}` exited {e.exit_code}: {(e.stderr or e.stdout).strip()[-800:]}")
+    return BuildError(f"{where}{type(e).__name__}: {str(e).strip()[:1200]}")
 
 
 class DaggerBuilder:
@@ -131,7 +132,7 @@ class DaggerBuilder:
         and the shared stages made here published for the next jobs."""
         digests, found = {}, None
         if self.build_cache is not None:
-            digests = {b: await self.base_digest(b.image, b.platform) for b in base_stages(stage)}
+            digests = {b: await self.base_digest(self.stages.mirrors.image(b.image), b.platform) for b in base_stages(stage)}
             found = await self.build_cache.lookup(stage, digests)
             self.stages.substitute(self.build_cache.substitutes(found, digests))
         ctr = self.stages.container(stage)
@@ -141,7 +142,7 @@ class DaggerBuilder:
                 await self.push(self.stages.container(shared), self.build_cache.ref(shared, digests))
                 self.build_cache.published.append(f"{shared.kind} {shared.name} {shared.platform}")
         except dagger.DaggerError as e:
-            raise engine_error(f"{stage.tag or stage.name} on {stage.platform}", e) from None
+            raise engine_error("" if stage.tag else f"{stage.name} on {stage.platform}", e) from None
         return Image(ctr)
 
     async def native_platform(self) -> str:

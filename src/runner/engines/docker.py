@@ -25,13 +25,15 @@ from runner.compose.stages import Stage
 from runner.engines.build_records import BuildRecords, inputs_key
 from runner.engines.docker_client import Docker
 from runner.model.errors import InfrastructureError, UserError
-from runner.release.pipeline import BuildError, Image
+from runner.release.pipeline import BaseUnavailable, BuildError, Image
 
 if TYPE_CHECKING:
     from runner.release.build_cache import BuildCache
 
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
+_METADATA = re.compile(r"^#(\d+) \[internal\] load metadata for (\S+)")
+_REQUEST = re.compile(r'^failed to do request: [A-Za-z]+ "[^"]*": ')
 _TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
                         r"unavailable|broken pipe|connection refused", re.I)
 
@@ -96,7 +98,7 @@ class DockerBuilder:
         image = image or f"runner-build/{stage.name}:{stage.key[:12]}"
         substitutes, digests, found = {}, {}, None
         if self.build_cache is not None:
-            digests = {b: await self.base_digest(b.image, b.platform) for b in base_stages(stage)}
+            digests = {b: await self.base_digest(self.mirrors.image(b.image), b.platform) for b in base_stages(stage)}
             found = await self.build_cache.lookup(stage, digests)
             substitutes = self.build_cache.substitutes(found, digests)
         rendered = render(stage, self.form, self.mirrors, substitutes)
@@ -127,7 +129,7 @@ class DockerBuilder:
         """Replace the image with its reproducible form (see runner.release.reproducible)."""
         from runner.release.reproducible import epoch_of, normalize_archive
 
-        base = stage.chain()[0].image
+        base = self.mirrors.image(stage.chain()[0].image)
         _, out, _ = await self.docker.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", base, check=False)
         folder = Path(tempfile.mkdtemp(prefix="runner-normalize-", dir=self.workdir))
         try:
@@ -171,15 +173,16 @@ class DockerBuilder:
             return ""
         bases: dict[str, str] = {}
         for base in base_stages(stage):
-            if base.image not in bases:
-                if base.image not in self._base_ids:
+            pulled = self.mirrors.image(base.image)
+            if pulled not in bases:
+                if pulled not in self._base_ids:
                     _, out, _ = await self.docker.run("image", "inspect", "--format",
-                                                      "{{.Id}} {{.Os}}/{{.Architecture}}", base.image, check=False)
-                    self._base_ids[base.image] = out.strip()
-                image_id, _, platform = self._base_ids[base.image].partition(" ")
+                                                      "{{.Id}} {{.Os}}/{{.Architecture}}", pulled, check=False)
+                    self._base_ids[pulled] = out.strip()
+                image_id, _, platform = self._base_ids[pulled].partition(" ")
                 if platform != stage.platform:
                     return ""  # not here (or another platform's): BuildKit pulls it
-                bases[base.image] = image_id
+                bases[pulled] = image_id
         daemon = self.docker.env.get("DOCKER_HOST", "")
         return inputs_key(daemon, image, dockerfile, target, stage.platform, self._build_args(), bases)
 
@@ -203,9 +206,10 @@ class DockerBuilder:
         if self.progress is not None:
             self.progress[image] = err + out
         if code != 0:
+            if unavailable := base_failure(err + out, [self.mirrors.image(b.image) for b in base_stages(stage)]):
+                raise unavailable
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
-            raise BuildError(f"{stage.tag or stage.name} on {stage.platform}: "
-                             f"{' | '.join(failed[-3:]) or err.strip()[-800:]}")
+            raise BuildError(' | '.join(failed[-3:]) or err.strip()[-800:])
 
     async def base_digest(self, image: str, platform: str) -> str:
         """What the base image is, by content: its registry digest, or its ID for a local-only image
@@ -216,7 +220,7 @@ class DockerBuilder:
             code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600,
                                                  auth=True)
             if code != 0:
-                raise BuildError(f"cannot pull the base image {image} for {platform}: {err.strip()[-500:]}")
+                raise BaseUnavailable(image, f"{platform}: {_last_line(err)}")
         found = await self.inspect(image)
         digests = [d.split("@", 1)[1] for d in found.repo_digests if "@" in d]
         return digests[0] if digests else found.image_id
@@ -342,4 +346,24 @@ def _pack(folder: Path) -> None:
     with tarfile.open(folder / "image.tar", "w") as tar:
         for name in ("manifest.json", entry["Config"], *entry["Layers"]):
             tar.add(folder / name, name)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][-500:] if lines else "no message"
+
+
+def base_failure(progress: str, bases: list[str]) -> BaseUnavailable | None:
+    """The base image a failed `docker build` could not load, from BuildKit's plain progress (a step
+    `[internal] load metadata for IMAGE` that ends in ERROR), named as the recipe names it."""
+    loading: dict[str, str] = {}
+    for line in progress.splitlines():
+        if m := _METADATA.match(line):
+            loading[m[1]] = m[2]
+        elif line.startswith("#") and " ERROR: " in line and (step := line[1:].split(" ", 1)[0]) in loading:
+            ref = loading[step]
+            named = next((b for b in bases if ref == b or ref.endswith("/" + b) or ref.endswith("/library/" + b)), ref)
+            reason = _REQUEST.sub("", line.split(" ERROR: ", 1)[1].strip())  # the URL repeats the image's name
+            return BaseUnavailable(named, reason[-500:])
+    return None
 

@@ -22,10 +22,14 @@ from pathlib import Path
 
 import anyio
 
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
 from runner.release.pipeline import BuildError
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
+# What to do without a reachable engine: the one place that names the ways to get one (an engine runner
+# starts by itself belongs here when there is one; `runner rehearse` needs the same engine as a build).
+ENGINE_HINT = ("start Docker, or point DOCKER_HOST at a daemon you can reach (RUNNER_DOCKER names the docker client "
+               "to use); `runner build`, `runner job`, `runner publish` and `runner rehearse` all build on it")
 SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
 _CONFIG_PREFIX = "runner-docker-config-"
 
@@ -95,6 +99,20 @@ class Docker:
         if check and code != 0:
             raise BuildError(f"docker {argv[0]} failed: {text_err.strip()[-1500:] or text_out.strip()[-1500:]}")
         return code, text_out, text_err
+
+    async def require_engine(self) -> str:
+        """The daemon's version, asked before anything builds; no daemon is one error said once, with
+        what to do (runner.model.errors.InfrastructureError: nothing is wrong with the input)."""
+        try:
+            code, out, err = await self.run("version", "--format", "{{.Server.Version}}", check=False, timeout=30)
+        except TimeoutError:
+            code, out, err = 1, "", "the daemon did not answer within 30 s"
+        if code == 0 and out.strip():
+            return out.strip()
+        where = self.env.get("DOCKER_HOST") or "the default socket (unix:///var/run/docker.sock)"
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        raise InfrastructureError(f"no container engine at {where}: {lines[-1] if lines else 'docker version failed'}",
+                                  advice=ENGINE_HINT)
 
     async def _hand_over(self, folder: str, proc: anyio.abc.Process) -> None:
         """Write the credentials into the config pipe each time the client opens it, until it exits.

@@ -78,9 +78,14 @@ class Failed(Exception):
 
 class InfrastructureError(Failed):
     """A fault on the way, not in the input or the images: a registry unreachable, overloaded or broken
-    for longer than the retries (exit code 3)."""
+    for longer than the retries, or no container engine to build on (exit code 3). `advice` says what
+    to do about it; it never blames the recipe."""
 
     exit_code = 3
+
+    def __init__(self, message: str, advice: str = "run the same command again when the registry answers") -> None:
+        self.advice = advice
+        super().__init__(message)
 
 
 def closest(value: str, allowed: Iterable[str]) -> str | None:

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from runner.model.errors import ErrorList, UserError, closest
 from runner.model.naming import PLATFORMS  # noqa: F401  (re-exported: the platforms a matrix may name)
 from runner.model.marked_yaml import MarkedDocument, load_marked_file
-from runner.model.urls import check_url
+from runner.model.urls import check_mirror_key
 
 STATUSES = ("active", "deprecated", "polished")
 # dotted numbers without leading zeros, ASCII digits only; a calendar month (25.04) is the one zero-padded part
@@ -72,7 +72,7 @@ def check_template(value: str | None) -> str | None:
 
 
 VersionStr = Annotated[str, AfterValidator(check_version)]
-Url = Annotated[str, AfterValidator(check_url)]
+MirrorKey = Annotated[str, AfterValidator(check_mirror_key)]
 ImageTemplate = Annotated[str, AfterValidator(check_template)]
 
 
@@ -128,8 +128,9 @@ class Matrix(_Model):
 
     namespace: str = Field("gpustack", pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*$")
     repository: str = Field("runner", pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*$")
-    mirrors: dict[Url, Url] = Field(default_factory=dict, description=(
-        "URL prefix -> replacement, for indexes and downloads the recipes name (a build farm's mirror); "
+    mirrors: dict[MirrorKey, MirrorKey] = Field(default_factory=dict, description=(
+        "URL prefix -> replacement, for indexes and downloads the recipes name (a build farm's mirror), or "
+        "image prefix -> replacement for base images (docker.io/ascendai: mirror.example/ascendai); "
         "$RUNNER_MIRRORS (FROM=TO pairs) adds to and overrides it."))
     backends: dict[str, Backend]
 

@@ -88,10 +88,11 @@ class Attester(Carrier):
         from runner.release.pipeline import BuildError
 
         out = {}
+        pulled = self._mirror_map().image  # named as the recipe names it, by the digest of what was pulled
         for stage in b.leaf.stage.chain():
             if stage.kind == "base" and stage.image:
                 try:
-                    out[stage.image] = await self.engine.base_digest(stage.image, stage.platform)
+                    out[stage.image] = await self.engine.base_digest(pulled(stage.image), stage.platform)
                 except (BuildError, AttributeError) as e:
                     raise Failed(f"attest {b.target.tag} {b.platform}: the base image {stage.image} has no "
                                  f"digest to name ({e})") from None
@@ -101,9 +102,14 @@ class Attester(Carrier):
         ask = getattr(self.engine, "engine_version", None)
         return await ask() if ask is not None else ""
 
-    def _mirrors(self) -> dict[str, str]:
+    def _mirror_map(self):
+        from runner.compose.mirrors import Mirrors
+
         mirrors = getattr(self.engine, "mirrors", None) or getattr(getattr(self.engine, "stages", None), "mirrors", None)
-        return dict(mirrors.pairs) if mirrors else {}
+        return mirrors or Mirrors()
+
+    def _mirrors(self) -> dict[str, str]:
+        return self._mirror_map().as_dict()
 
     def _substitutions(self, b: Built) -> list[str]:
         cache = getattr(self.engine, "build_cache", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,46 @@ TINI = (["tini", "--"], ["/usr/bin/tini", "--"], ["/sbin/tini", "--"], ["/usr/lo
 
 class BuildError(Exception):
     """An engine could not build a stage; the message names what failed."""
+
+
+class BaseUnavailable(BuildError):
+    """The engine could not get a base image from its registry: a fault of the registry or of the way
+    there (or a base only a vendor's registry has), never of the recipe."""
+
+    def __init__(self, image: str, reason: str) -> None:
+        self.image, self.reason = image, reason
+        super().__init__(f"cannot pull the base image {image} from {registry_of(image)}: {reason}")
+
+
+def registry_of(image: str) -> str:
+    """The registry host an image reference is pulled from (Docker's rules: docker.io by default)."""
+    from runner.compose.mirrors import full_reference
+
+    return full_reference(image).split("/", 1)[0]
+
+
+# How a docker client says the daemon went away (or never was there), whatever the command
+ENGINE_GONE = re.compile(r"Cannot connect to the Docker daemon|Is the docker daemon running|error during connect|"
+                         r"dial unix [^ ]+: connect: (no such file|connection refused|permission denied)", re.I)
+CAUSES = ("recipe", "smoke", "base image", "engine", "registry")  # the first two are the recipe's to fix
+# BuildKit's words (either engine) for a FROM image it could not resolve
+_SOURCE_METADATA = re.compile(r"(?:failed to resolve source metadata for|load metadata for) (\S+?):?\s")
+
+
+def classify(e: BaseException) -> tuple[str, str]:
+    """Whose fault a build failure is (one of CAUSES: the recipe's, or the infrastructure's: a base
+    image, the engine, a registry) and, for a base image, which one."""
+    from runner.model.errors import InfrastructureError
+
+    if isinstance(e, BaseUnavailable):
+        return "base image", e.image
+    if ENGINE_GONE.search(str(e)):
+        return "engine", ""
+    if isinstance(e, InfrastructureError):
+        return "registry", ""
+    if m := _SOURCE_METADATA.search(str(e)):
+        return "base image", m[1]
+    return "recipe", ""
 
 
 class DeviceUnavailable(Exception):
@@ -72,6 +113,8 @@ class Built:
     smoke_seconds: float = 0.0
     checks: list[CheckResult] = field(default_factory=list)
     error: str = ""
+    cause: str = ""  # whose fault the error is: one of CAUSES ("" when it built)
+    base_image: str = ""  # with cause "base image": the image that could not be pulled
     digest: str = ""  # set when published
 
     @property
@@ -98,7 +141,8 @@ class Built:
         return {
             "tag": self.target.tag, "platform": self.platform, "image_id": self.image_id, "digest": self.digest,
             "size": self.size, "build_seconds": round(self.seconds, 3), "smoke_seconds": round(self.smoke_seconds, 3),
-            "error": self.error,
+            "error": self.error, "cause": self.cause or ("" if self.passed else "recipe" if self.error else "smoke"),
+            **({"base_image": self.base_image} if self.base_image else {}),
             "smoke": {"passed": self.passed, "failed": [c.name for c in failed],
                       "remembered": sum(c.cached for c in self.checks), "checks": [c.as_dict() for c in self.checks]},
         }
@@ -116,19 +160,20 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
     smokes = anyio.CapacityLimiter(max(1, smoke_limit or limit))
 
     async def one(b: Built) -> None:
-        start = time.perf_counter()
-        async with builds:
+        async with builds:  # the clock starts once a lane is free: time in the queue is no build's
+            start = time.perf_counter()
             try:
                 image = await engine.build(b.leaf)
                 b.handle, b.image_id, b.size = image.handle, image.image_id, image.size
             except Exception as e:  # noqa: BLE001 - any engine failure belongs to this target only
                 b.error = describe(e)
-        b.seconds = time.perf_counter() - start
+                b.cause, b.base_image = classify(e)
+            b.seconds = time.perf_counter() - start
         if not b.error:
-            start = time.perf_counter()
             async with smokes:
+                start = time.perf_counter()
                 b.checks = await smoke(engine, b.handle, b.image_id, b.leaf, pack, gpu, memory)
-            b.smoke_seconds = time.perf_counter() - start
+                b.smoke_seconds = time.perf_counter() - start
         if progress:
             progress(b)
 

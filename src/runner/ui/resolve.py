@@ -1,9 +1,10 @@
-"""`runner resolve` for people: a progress bar while uv works, then one row per install step that is
-not plainly resolved (and a count of those that are), conflicts with uv's explanation."""
+"""`runner resolve` for people: a progress bar while uv works, then one row per conflict (with uv's
+explanation), the steps nobody could check summed up per index, and a count of the rest."""
 
 from __future__ import annotations
 
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -30,15 +31,15 @@ def progress(total_steps: int):
 
 
 def resolve_table(reports: list, verbose: bool = False) -> Table:
-    """Conflicts and unchecked steps (every step with `verbose`), with the versions that matter."""
+    """Conflicts (every step with `verbose`), with the versions that matter."""
     counts = Counter(r.status for r in reports)
     table = Table(title="runner resolve", show_lines=True,
                   caption=", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + " install steps")
     for col in ("tag", "platform", "step", "status", "versions / why"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "tag")
     for r in reports:
-        if r.status == "resolved" and not verbose:
-            continue
+        if r.status in ("resolved", "not-checked") and not verbose:
+            continue  # not-checked steps are summed up per index below the table (JSON keeps each)
         detail = r.message if r.status != "resolved" else " ".join(f"{k}={v}" for k, v in r.versions.items())
         if r.step == 0 and r.status == "conflict":  # the whole image as one set: which steps disagree
             detail = "\n".join((*r.notes, detail))
@@ -47,7 +48,21 @@ def resolve_table(reports: list, verbose: bool = False) -> Table:
     return table
 
 
+UNREACHABLE = "cannot be reached from here: "  # runner.verify.resolver's words, then "URL (why), ..."
+_PLACE = re.compile(r"(\S+) \(([^()]*)\)")
+
+
 def not_checked_summary(reports: list) -> list[str]:
-    """One line per reason a step could not be checked, with how many steps it kept out."""
-    reasons = Counter(r.message for r in reports if r.status == "not-checked")
-    return [f"not checked here ({n} steps): {why}" for why, n in reasons.most_common()]
+    """One line per index that could not be reached (or other reason a step went unchecked), with how
+    many install steps and images it kept out: the table lists none of them one by one."""
+    steps: Counter = Counter()
+    images: dict[str, set] = defaultdict(set)
+    for r in reports:
+        if r.status != "not-checked":
+            continue
+        places = _PLACE.findall(r.message[len(UNREACHABLE):]) if r.message.startswith(UNREACHABLE) else []
+        for key in [f"behind {url} ({why})" for url, why in places] or [r.message]:
+            steps[key] += 1
+            images[key].add((r.tag, r.platform))
+    return [f"not checked here: {n} install step{'s' * (n > 1)} of {len(images[key])} image"
+            f"{'s' * (len(images[key]) > 1)} {key}" for key, n in steps.most_common()]

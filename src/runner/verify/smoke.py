@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,6 +95,9 @@ class Check:
     version_in: str | None = None
     exit: int = 0
     timeout: int = DEFAULT_TIMEOUT
+    # (distribution, PEP 440 specifier): versions a probe reports as `component-version DIST FOUND`
+    # lines, compared here as versions (2.47.1 is not in ==2.4.*, 2.10 is not in ==2.1.*)
+    versions: tuple[tuple[str, str], ...] = ()
 
     def judge(self, exit_code: int, output: str, seconds: float = 0.0, problem: str = "") -> CheckResult:
         """Pass or fail a run of this check from its exit code and output; `problem` says why the run
@@ -111,6 +115,7 @@ class Check:
                     problems.append(f"version not in {self.version_in}")
             except (InvalidVersion, IndexError):
                 problems.append(f"no version in the output (expected one in {self.version_in})")
+        problems += version_problems(self.versions, output)
         return CheckResult(self.name, not problems, exit_code, "; ".join(problems), output[-EXCERPT:], seconds,
                            self.script)
 
@@ -137,6 +142,23 @@ class CheckResult:
         return {"name": self.name, "passed": self.passed, "exit_code": self.exit_code, "reason": self.reason,
                 "excerpt": self.excerpt, "seconds": round(self.seconds, 3), "command": self.command,
                 "skipped": self.skipped, "cached": self.cached}
+
+
+def version_problems(wanted: Sequence[tuple[str, str]], output: str) -> list[str]:
+    """Each reported distribution version (`component-version DIST FOUND`) outside its specifier."""
+    found = dict(line.split(" ", 2)[1:3] for line in output.splitlines()
+                 if line.startswith("component-version ") and line.count(" ") == 2)
+    problems = []
+    for dist, spec in wanted:
+        if dist not in found:
+            continue  # not installed, or the probe stopped: it says so itself
+        try:
+            ok = SpecifierSet(spec).contains(found[dist], prereleases=True)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            problems.append(f"{dist} is {found[dist]}, not {spec}")
+    return problems
 
 
 @lru_cache(maxsize=1024)
@@ -195,7 +217,8 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
                 expect and compile_pattern(expect)
             except ValueError as e:
                 raise UserError(f"{path}: check {c.name!r} for {t.tag}: {e}") from None
-            checks.append(Check(c.name, script, expect, c.version_in, c.exit, c.timeout))
+            versions = probes.versions_for(c.probe, leaf) if c.probe is not None else ()
+            checks.append(Check(c.name, script, expect, c.version_in, c.exit, c.timeout, versions))
         wanted_env += [fill(e) for e in spec.env]
     names = sorted({k for pattern in wanted_env for k in env if fnmatch.fnmatchcase(k, pattern)})
     missing = [p for p in wanted_env if "*" not in p and p not in env]

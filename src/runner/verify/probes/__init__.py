@@ -97,6 +97,13 @@ INPUTS: dict[str, Callable[[Target, Stage, dict], dict]] = {
 }
 
 
+def versions_for(name: str, leaf: Stage) -> tuple[tuple[str, str], ...]:
+    """What probe NAME's reported versions must satisfy (runner.verify.smoke compares them)."""
+    if name != "components":
+        return ()
+    return tuple((c.dist, c.specifier()) for c in declared(leaf) if c.specifier())
+
+
 def input_for(name: str, t: Target, leaf: Stage, given: dict) -> dict:
     """What probe NAME is told about the target (plus what the spec's `with` gives)."""
     build = INPUTS.get(name)
