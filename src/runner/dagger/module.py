@@ -274,7 +274,7 @@ class Runner:
         """Point each target's final tag at its tested -dev index, byte for byte, without building;
         returns the updated catalog. A target without a -dev index fails the call before anything
         changes, unless --skip-missing."""
-        from runner.model import catalog as catalog_mod
+        from runner.compose.catalog_records import catalog_records
         from runner.release import publish as flow
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
@@ -283,7 +283,7 @@ class Runner:
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.promote(targets, reg, repo, book, lambda ts: catalog_mod.records(ts, repo.catalog_image),
+                await flow.promote(targets, reg, repo, book, lambda ts: catalog_records(project, ts, repo.catalog_image),
                                    skip_missing=skip_missing)
 
         return await _updated_catalog(catalog, change)

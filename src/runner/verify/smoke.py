@@ -2,8 +2,8 @@
 
 pack/_smoke/common.yaml applies to every image, pack/_smoke/<service>.yaml to each service, and
 pack/<backend>/smoke.yaml adds a backend's own checks. `${name}` in a spec is filled per target from
-its fields (service_version, python, backend, ...), the consumer flags (vllm_flags, ray_flags) and the
-environment the plan gives the final stage; anything else is left for the shell.
+its fields (service_version, python, backend, ...) and the environment the plan gives the final stage;
+anything else is left for the shell.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
             if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
                 continue
             expect = fill(c.expect) if c.expect else None
-            script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_))
+            script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_, pack))
             checks.append(Check(c.name, script, expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect),
                                 c.version_in, c.exit, c.timeout))
         wanted_env += [fill(e) for e in spec.env]
