@@ -39,6 +39,9 @@ class Standin:
     requirements: tuple[str, ...]
     torch: str = ""  # torch with its torchvision and torchaudio, as the recipes' torch stage: a layer of its own
     build_constraints: tuple[str, ...] = ()  # for sdists the stand-in builds into wheels, as the recipe says
+    # requirements the recipe installs in a later step, installed again over the rest here: their console
+    # scripts win, as in the image (vllm-omni's `vllm` over vLLM's)
+    later: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -159,6 +162,8 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
         if standin.torch:  # the same layer for every stand-in on this torch
             lines.append(f"RUN {install}" + " ".join(torch_set(standin.torch)))
         lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
+        if standin.later:
+            lines.append(f"RUN {install}--force-reinstall --no-deps " + " ".join(json.dumps(r) for r in standin.later))
         lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(env.items()) if k != "PATH"]
         lines.append('ENTRYPOINT ["tini", "--"]')
         ctx = e.root / f"standin-{standin.name}"

@@ -106,72 +106,59 @@ def list_runners(catalog: Path | str | None = None, todict: bool = False, data_p
     return [r.as_json() for r in found] if todict else found
 
 
-def _entry(entries: list[dict], key: str, value: str, make) -> dict:
+# A grouped view, level by level: the key a level's entries are told apart by, the record's value for
+# it, where the next level goes, what else an entry carries, and whether newest comes first.
+_BACKEND_LEVELS = (
+    ("backend", lambda r: r.backend, "versions", lambda r: {}, False),
+    ("version", lambda r: r.backend_version, "variants", lambda r: {"original_version": r.original_backend_version}, True),
+    ("variant", lambda r: r.backend_variant, "services", lambda r: {}, False),
+    ("service", lambda r: r.service, "versions", lambda r: {}, False),
+    ("version", lambda r: r.service_version, "platforms", lambda r: {"deprecated": r.deprecated}, True),
+)
+_SERVICE_LEVELS = (
+    ("service", lambda r: r.service, "versions", lambda r: {}, False),
+    ("version", lambda r: r.service_version, "backends", lambda r: {}, True),
+    ("backend", lambda r: r.backend, "versions", lambda r: {}, False),
+    ("version", lambda r: r.backend_version, "variants", lambda r: {"original_version": r.original_backend_version}, True),
+    ("variant", lambda r: r.backend_variant, "platforms", lambda r: {"deprecated": r.deprecated}, False),
+)
+
+
+def _grouped(records: Iterable[RunnerRecord], levels: tuple) -> list[dict]:
+    out: list[dict] = []
+    for r in records:
+        entries = out
+        for key, value_of, children, extra, _ in levels:
+            entry = next((e for e in entries if e[key] == value_of(r)), None)
+            if entry is None:
+                entry = {key: value_of(r), **extra(r), children: []}
+                entries.append(entry)
+            entries = entry[children]
+        entries.append({"platform": r.platform, "docker_image": r.docker_image})
+    _sort(out, levels)
+    return out
+
+
+def _sort(entries: list[dict], levels: tuple) -> None:
+    if not levels:
+        entries.sort(key=lambda e: e["platform"])
+        return
+    key, _, children, _, newest_first = levels[0]
+    entries.sort(key=(lambda e: version_sort_key(e[key])) if newest_first else (lambda e: e[key]), reverse=newest_first)
     for e in entries:
-        if e[key] == value:
-            return e
-    entries.append(make())
-    return entries[-1]
-
-
-def _newest_first(entries: list[dict], key: str = "version") -> None:
-    entries.sort(key=lambda e: version_sort_key(e[key]), reverse=True)
+        _sort(e[children], levels[1:])
 
 
 def build_backend_runners(records: Iterable[RunnerRecord]) -> list[dict]:
     """Backend -> version -> variant -> service -> service version -> platforms (gpustack-runner's
     BackendRunners as dicts)."""
-    out: list[dict] = []
-    for r in records:
-        backend = _entry(out, "backend", r.backend, lambda: {"backend": r.backend, "versions": []})
-        version = _entry(backend["versions"], "version", r.backend_version, lambda: {
-            "version": r.backend_version, "original_version": r.original_backend_version, "variants": []})
-        variant = _entry(version["variants"], "variant", r.backend_variant,
-                         lambda: {"variant": r.backend_variant, "services": []})
-        service = _entry(variant["services"], "service", r.service, lambda: {"service": r.service, "versions": []})
-        service_version = _entry(service["versions"], "version", r.service_version, lambda: {
-            "version": r.service_version, "deprecated": r.deprecated, "platforms": []})
-        service_version["platforms"].append({"platform": r.platform, "docker_image": r.docker_image})
-    out.sort(key=lambda e: e["backend"])
-    for backend in out:
-        _newest_first(backend["versions"])
-        for version in backend["versions"]:
-            version["variants"].sort(key=lambda e: e["variant"])
-            for variant in version["variants"]:
-                variant["services"].sort(key=lambda e: e["service"])
-                for service in variant["services"]:
-                    _newest_first(service["versions"])
-                    for service_version in service["versions"]:
-                        service_version["platforms"].sort(key=lambda e: e["platform"])
-    return out
+    return _grouped(records, _BACKEND_LEVELS)
 
 
 def build_service_runners(records: Iterable[RunnerRecord]) -> list[dict]:
     """Service -> service version -> backend -> version -> variant -> platforms (gpustack-runner's
     ServiceRunners as dicts)."""
-    out: list[dict] = []
-    for r in records:
-        service = _entry(out, "service", r.service, lambda: {"service": r.service, "versions": []})
-        service_version = _entry(service["versions"], "version", r.service_version,
-                                 lambda: {"version": r.service_version, "backends": []})
-        backend = _entry(service_version["backends"], "backend", r.backend, lambda: {"backend": r.backend, "versions": []})
-        version = _entry(backend["versions"], "version", r.backend_version, lambda: {
-            "version": r.backend_version, "original_version": r.original_backend_version, "variants": []})
-        variant = _entry(version["variants"], "variant", r.backend_variant, lambda: {
-            "variant": r.backend_variant, "deprecated": r.deprecated, "platforms": []})
-        variant["platforms"].append({"platform": r.platform, "docker_image": r.docker_image})
-    out.sort(key=lambda e: e["service"])
-    for service in out:
-        _newest_first(service["versions"])
-        for service_version in service["versions"]:
-            service_version["backends"].sort(key=lambda e: e["backend"])
-            for backend in service_version["backends"]:
-                _newest_first(backend["versions"])
-                for version in backend["versions"]:
-                    version["variants"].sort(key=lambda e: e["variant"])
-                    for variant in version["variants"]:
-                        variant["platforms"].sort(key=lambda e: e["platform"])
-    return out
+    return _grouped(records, _SERVICE_LEVELS)
 
 
 def list_backend_runners(catalog: Path | str | None = None, data_path: Path | str | None = None, **kwargs) -> list[dict]:

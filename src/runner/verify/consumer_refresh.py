@@ -1,6 +1,6 @@
 """`runner consumer`: start every declared deployment for every matrix target through GPUStack's own
-code (the workloads harness) and gpustack-runtime's device profiles for every backend (the
-device_profiles harness), and compare with what pack/_consumer/ records, or write it anew."""
+code, and take gpustack-runtime's device profile of every backend (the workloads harness), and
+compare with what pack/_consumer/ records, or write it anew."""
 
 from __future__ import annotations
 
@@ -80,9 +80,8 @@ def generate(project, catalog: list[dict], components: Callable[[Target], frozen
     spec = consumer.load_spec(project.pack_path)
     python = environment(project.pack_path, GPUSTACK, env_root)
     asked = cases(project, spec, components)
-    answer = run(python, "workloads", {"catalog": catalog, "cases": asked})
-    profiles = run(python, "device_profiles", {"backends": sorted(project.services)})
-    return record(project, spec, asked, answer), profiles
+    answer = run(python, "workloads", {"catalog": catalog, "cases": asked, "profiles": sorted(project.services)})
+    return record(project, spec, asked, answer), answer["profiles"]
 
 
 def outcomes(pack: Path, generated: consumer.Record, profiles: dict) -> list[Outcome]:

@@ -1,7 +1,8 @@
-# Harness: how gpustack-runtime runs a container on a host with each backend's accelerator.
+# How gpustack-runtime runs a container on a host with each backend's accelerator (the workloads
+# harness answers with it when asked for "profiles"; this module is imported beside it).
 #
-# Request (stdin): {"backends": ["cann", "cuda", ...]}. For each backend, on a host with four fabricated
-# devices of its manufacturer, the answer (stdout) holds what gpustack-runtime itself decides:
+# For each backend, on a host with four fabricated devices of its manufacturer, what gpustack-runtime
+# itself decides:
 #   docker:   the create options its Docker deployer gives a privileged container (as GPUStack asks
 #             for every service container) that requests devices 2 and 3 with the default (Env)
 #             injection: environment, privileged, runtime, capabilities, devices, shared memory;
@@ -9,26 +10,21 @@
 #             (the alternative CDI injection; none where the vendor's own toolkit writes them);
 #   keys:     its resource key, runtime and backend visible-devices variables, CDI kind and the
 #             Kubernetes runtime class it names;
-#   gpustack: the shared memory GPUStack asks for by default.
+# and the shared memory GPUStack asks for by default.
 # Stood in for: the Docker daemon (a recording client), device detection and the /dev and driver
 # paths the CDI generators look for (every path they ask about is taken to exist).
 import json
-import os
-import sys
 from pathlib import Path
 
-os.environ.clear()
-os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
-
-from gpustack_runtime import envs  # noqa: E402
-from gpustack_runtime.deployer import (  # noqa: E402
+from gpustack_runtime import envs
+from gpustack_runtime.deployer import (
     Container, ContainerExecution, ContainerProfileEnum, ContainerResources, WorkloadPlan,
 )
-from gpustack_runtime.deployer import cdi  # noqa: E402
-from gpustack_runtime.deployer.cdi import __utils__ as cdi_utils  # noqa: E402
-from gpustack_runtime.deployer.docker import DockerWorkloadPlan  # noqa: E402
+from gpustack_runtime.deployer import cdi
+from gpustack_runtime.deployer.cdi import __utils__ as cdi_utils
+from gpustack_runtime.deployer.docker import DockerWorkloadPlan
 
-from fakes import MANUFACTURERS, detected_devices, docker_create  # noqa: E402 - beside this file
+from fakes import MANUFACTURERS, detected_devices, docker_create  # beside this file
 
 REQUESTED = "2,3"
 
@@ -92,15 +88,14 @@ def docker_profile(key, detected):
     }
 
 
-def main():
+def profiles(backends):
     from importlib.metadata import version
 
     from gpustack.worker.backends.base import InferenceServer
 
-    request = json.load(sys.stdin)
     shm_gib = InferenceServer._get_container_env_config({}).shm_size_gib
     answer = {"gpustack_runtime": version("gpustack-runtime"), "gpustack_shm_size_gib": shm_gib, "backends": {}}
-    for backend in request["backends"]:
+    for backend in backends:
         manufacturer = MANUFACTURERS[backend]
         key = envs.GPUSTACK_RUNTIME_DETECT_BACKEND_MAP_RESOURCE_KEY[backend]
         cdi_kind = envs.GPUSTACK_RUNTIME_DEPLOY_RESOURCE_KEY_MAP_CDI.get(key)
@@ -116,7 +111,4 @@ def main():
             "docker": docker_profile(key, detected),
             "cdi": cdi_profile(manufacturer, detected),
         }
-    json.dump(answer, sys.stdout)
-
-
-main()
+    return answer

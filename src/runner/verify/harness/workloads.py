@@ -1,13 +1,14 @@
 # Harness: what GPUStack starts for each deployment, from GPUStack's own backend classes.
 #
 # Request (stdin): {"catalog": [catalog records], "cases": [{"key", "target", "service", "backend",
-# "backend_version", "variant", "service_version", "device", "deployment"}]}. Each case is one
+# "backend_version", "variant", "service_version", "device", "deployment"}], "profiles": [backends]}. Each case is one
 # deployment of one matrix target: a worker (and its followers) with fabricated accelerators, a model
 # and a model instance in the shape the deployment declares, our catalog as GPUStack's runner source.
 # The backend class (VLLMServer, SGLangServer, AscendMindIEServer, VoxBoxServer) is constructed and
 # started as GPUStack's worker does; its workload plan goes through gpustack-runtime's Docker deployer,
 # and what the deployer would send to the Docker daemon for each container is the answer (stdout):
-# {"gpustack": version, "runtime": version, "results": {key: {...} or {"error": text}}}.
+# {"gpustack": version, "runtime": version, "results": {key: {...} or {"error": text}}, "profiles": ...},
+# with gpustack-runtime's own device profile of each backend asked for (device_profiles.py).
 #
 # Stood in for: the GPUStack server (a client set answering from the fabricated objects), the Docker
 # daemon (a client recording container creations) and device detection (the fabricated devices).
@@ -241,8 +242,11 @@ def main():
         except BaseException as e:  # noqa: BLE001 - GPUStack's own error is the result (it may sys.exit)
             said = "; ".join(m for found in messages for m in found)
             results[case["key"]] = {"error": f"{said or type(e).__name__ + ': ' + str(e)}\n" + traceback.format_exc(limit=8)}
+    from device_profiles import profiles  # beside this file
+
     json.dump({"gpustack": version("gpustack"), "runtime": version("gpustack-runtime"),
-               "addresses": {"leader": WORKER_IP, "followers": FOLLOWER_IPS}, "results": results}, sys.stdout)
+               "addresses": {"leader": WORKER_IP, "followers": FOLLOWER_IPS}, "results": results,
+               "profiles": profiles(request.get("profiles", []))}, sys.stdout)
 
 
 main()

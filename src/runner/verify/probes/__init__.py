@@ -56,7 +56,8 @@ def _consumer_lines(t: Target, leaf: Stage, given: dict, pack: Path) -> dict:
 
     if given.get("mode") == "version":
         return {}
-    return probe_input(pack, t, leaf.entrypoint(), int(given.get("timeout", 600)))
+    hooks = {p.name: p.read_text() for p in sorted((FOLDER / "consumer_hooks").glob("*.py"))}
+    return {**probe_input(pack, t, leaf.entrypoint(), int(given.get("timeout", 600))), "hooks": hooks}
 
 
 def _env_paths(t: Target, leaf: Stage, given: dict) -> dict:

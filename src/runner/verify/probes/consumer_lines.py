@@ -1,173 +1,37 @@
 # Probe: every container GPUStack starts from this image, started here as GPUStack starts it, through
 # the service's own command-line parser, without a device. Runs inside the image under test; runner
-# puts `INPUT = {...}` above this text: the image's entrypoint, the model folders GPUStack mounts, and
-# one case per container of each recorded deployment (pack/_consumer/gpustack.json) with its argv
-# (the entrypoint GPUStack sets, else the image's, then the command), environment, working folder,
-# the files GPUStack writes into the container, and which program it is.
+# puts `INPUT = {...}` above this text: the model folders GPUStack mounts, the site hooks (the files of
+# runner/verify/probes/consumer_hooks), and one case per container of each recorded deployment
+# (pack/_consumer/gpustack.json): its argv (the entrypoint GPUStack sets, else the image's, then the
+# command), environment, working folder, the files GPUStack writes into the container, and its program.
 #
-# Each case is a real process: the argv as given, found on the container's PATH, with the image's
-# environment overlaid by GPUStack's, in GPUStack's working folder. A site hook (sitecustomize, which
-# also runs the image's own) waits for the program's own module to load and replaces the one function
-# the program calls once its command line is parsed and validated (vLLM's serve command, Ray's
-# `start`, SGLang's run_server, VoxBox's model start): it checks what it was given, writes what the
-# program parsed, and ends the process before anything is served. A line the program rejects ends in
-# the program's own error. vLLM runs on its own CPU platform (no device); MindIE, whose daemon has no
-# command line, is checked the way GPUStack starts it: its script's preparation runs in bash with
-# GPUStack's environment and working folder, then the binary it starts must be there.
-# With {"mode": "version"} it runs the image's `vllm --version` on that CPU platform instead.
+# The first line of each program is a real process: the argv as given, found on the container's PATH,
+# with the image's environment overlaid by GPUStack's, in GPUStack's working folder. A site hook
+# (which also runs the image's own) replaces, when the program's module loads, the one function the
+# program calls once its command line is parsed and validated (runner_intercept); it checks what it was
+# given, writes what the program parsed, and ends the process before anything is served. A line the
+# program rejects ends in the program's own error. The program's further lines run the same way from
+# one warm interpreter that forks per line (runner_warm: their argv, environment and working folder,
+# the console script's own function), where the command is a Python console script of this
+# interpreter; otherwise each is a real process too. vLLM runs on its own CPU platform (no device).
+# MindIE, whose daemon has no command line, is checked the way GPUStack starts it: its script's
+# preparation runs in its interpreter with GPUStack's environment and working folder, then every
+# binary it starts must be there. With {"mode": "version"} it runs the image's `vllm --version` instead.
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-
-HOOK = r'''
-import os, sys
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-sys.modules.pop("sitecustomize", None)
-try:  # the image's own site hook still runs
-    import sitecustomize  # noqa: F401
-except ImportError:
-    pass
-sys.path.append(_here)
-if os.environ.get("RUNNER_INTERCEPT"):
-    import runner_intercept
-    runner_intercept.install()
-'''
-
-INTERCEPT = r'''
-import argparse, importlib.abc, importlib.util, json, os, sys
-
-PROGRAM = os.environ["RUNNER_INTERCEPT"]
-RESULT = os.environ["RUNNER_INTERCEPT_RESULT"]
-WATCH = {
-    "vllm": ("vllm.entrypoints.cli.serve", "vllm_omni.entrypoints.cli.serve"),
-    "ray": ("ray.scripts.scripts",),
-    "sglang": ("sglang.launch_server",),
-    "voxbox": ("vox_box.cmd.start",),
-}[PROGRAM]
-PARSERS = []
-
-
-def done(values, problem=""):
-    with open(RESULT, "w") as f:
-        json.dump({"problem": problem, "values": values}, f, default=str)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def exact_options():
-    """Every --option in argv is an option of a parser the program built (never a prefix of one)."""
-    known = set()
-    for p in PARSERS:
-        known.update(p._option_string_actions)
-    return [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--") and a.split("=", 1)[0] not in known]
-
-
-def checked(values, unknown):
-    if unknown:
-        done(values, "not an option of the command: " + ", ".join(unknown))
-    done(values)
-
-
-def vllm_serve(args):
-    values = {k: v for k, v in vars(args).items() if not callable(v)}
-    try:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        engine = AsyncEngineArgs.from_cli_args(args)
-        kv = engine.kv_transfer_config
-        if kv is not None:  # the KV connector it names must load here
-            from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
-            name = kv.kv_connector if not isinstance(kv, dict) else kv["kv_connector"]
-            KVConnectorFactory._registry[name]()
-            if name == "LMCacheConnectorV1":
-                import lmcache.integration.vllm.vllm_v1_adapter  # noqa: F401
-    except Exception as e:  # the service's own error is the result
-        done(values, "validating it fails: %s: %s" % (type(e).__name__, e))
-    checked(values, exact_options())
-
-
-def ray_start(**params):
-    from ray.scripts.scripts import start
-    known = {o for p in start.params for o in p.opts + p.secondary_opts}
-    argv = sys.argv[2:] if sys.argv[1:2] == ["start"] else sys.argv[1:]
-    unknown = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0] not in known]
-    checked(params, unknown)
-
-
-def sglang_run_server(server_args, *rest, **kw):
-    import dataclasses
-    checked(dataclasses.asdict(server_args), exact_options())
-
-
-def voxbox_model(cfg):
-    values = {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
-    try:
-        import torch
-        torch.device(cfg.device)  # the device GPUStack names is one torch can address
-    except Exception as e:
-        done(values, "the device %r: %s: %s" % (cfg.device, type(e).__name__, e))
-    checked(values, exact_options())
-
-
-def patch(module):
-    if PROGRAM == "vllm":
-        for obj in list(vars(module).values()):
-            if isinstance(obj, type) and getattr(obj, "name", None) == "serve" and hasattr(obj, "cmd"):
-                obj.cmd = staticmethod(vllm_serve)
-    elif PROGRAM == "ray":
-        module.start.callback = ray_start
-    elif PROGRAM == "sglang":
-        module.run_server = sglang_run_server
-    elif PROGRAM == "voxbox":
-        module.run_model_instance = voxbox_model
-
-
-class Loader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
-
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module):
-        self.inner.exec_module(module)
-        patch(module)
-
-
-class Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name not in WATCH:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = Loader(spec.loader)
-                return spec
-        return None
-
-
-def install():
-    original = argparse.ArgumentParser.__init__
-
-    def remembered(self, *a, **kw):
-        original(self, *a, **kw)
-        PARSERS.append(self)
-
-    argparse.ArgumentParser.__init__ = remembered
-    sys.meta_path.insert(0, Finder())
-'''
 
 CPU_PLATFORM = {  # vLLM's own CPU platform as the one platform plugin (every vLLM honours VLLM_PLUGINS)
     "runner_cpu_platform-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: runner-cpu-platform\nVersion: 1.0\n",
     "runner_cpu_platform-1.0.dist-info/entry_points.txt": "[vllm.platform_plugins]\nrunner_cpu = runner_cpu_platform:cpu\n",
     "runner_cpu_platform.py": "def cpu():\n    return 'vllm.platforms.cpu.CpuPlatform'\n",
 }
+PROGRAMS = ("vllm", "ray", "sglang", "voxbox")
 
 
 def write(path, content, mode=0o644):
@@ -181,41 +45,95 @@ def write(path, content, mode=0o644):
 
 def hook_folder():
     folder = tempfile.mkdtemp(prefix="runner-consumer-")
-    for name, text in [("sitecustomize.py", HOOK), ("runner_intercept.py", INTERCEPT)] + list(CPU_PLATFORM.items()):
+    for name, text in list(INPUT.get("hooks", {}).items()) + list(CPU_PLATFORM.items()):  # noqa: F821
         write(os.path.join(folder, name), text)
     return folder
 
 
-def run_program(case, hooks):
-    """One container's process, intercepted once its command line is parsed: '' or what went wrong."""
-    result = os.path.join(hooks, "result-%d.json" % os.getpid())
-    if os.path.exists(result):
-        os.remove(result)
-    env = dict(os.environ, **case["env"])
+def hooked_env(env, program, hooks, result):
+    """The environment a program runs with: GPUStack's over the image's, and the hook on its path."""
+    env = dict(os.environ, **env)
     path = env.get("PYTHONPATH", "")
-    env.update(PYTHONPATH=hooks + (os.pathsep + path if path else ""), RUNNER_INTERCEPT=case["program"],
+    env.update(PYTHONPATH=hooks + (os.pathsep + path if path else ""), RUNNER_INTERCEPT=program,
                RUNNER_INTERCEPT_RESULT=result)
-    if case["program"] == "vllm":
+    if program == "vllm":
         env["VLLM_PLUGINS"] = "runner_cpu"
-    try:
-        done = subprocess.run(case["argv"], env=env, cwd=case["cwd"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=case.get("timeout", 600))
-        output = done.stdout.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        return "did not finish parsing within %ss" % case.get("timeout", 600)
-    except OSError as e:
-        return "cannot start %s: %s" % (case["argv"][0], e)
+    return env
+
+
+def judge(result, exit_code, output, timed_out, timeout):
+    if timed_out:
+        return "did not finish parsing within %ss" % timeout
     if not os.path.exists(result):
         tail = [line for line in output.strip().splitlines() if line.strip()][-4:]
-        return "the program ended (exit %s) before serving: %s" % (done.returncode, " | ".join(tail)[-700:])
+        return "the program ended (exit %s) before serving: %s" % (exit_code, " | ".join(tail)[-700:])
     with open(result) as f:
-        found = json.load(f)
-    return found["problem"]
+        return json.load(f)["problem"]
+
+
+def run_process(case, hooks, index):
+    """One container's process, exactly as started: '' or what went wrong."""
+    result = os.path.join(hooks, "result-%d.json" % index)
+    env = hooked_env(case["env"], case["program"], hooks, result)
+    try:
+        done = subprocess.run(case["argv"], env=env, cwd=case["cwd"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=case["timeout"])
+    except subprocess.TimeoutExpired:
+        return judge(result, None, "", True, case["timeout"])
+    except OSError as e:
+        return "cannot start %s: %s" % (case["argv"][0], e)
+    return judge(result, done.returncode, done.stdout.decode(errors="replace"), False, case["timeout"])
+
+
+def console_entry(argv0, env):
+    """MODULE:FUNCTION of the Python console script argv0 names, when this interpreter runs it."""
+    path = shutil.which(argv0, path=dict(os.environ, **env).get("PATH"))
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        text = f.read(4096).decode(errors="replace")
+    first = text.splitlines()[0] if text else ""
+    if not first.startswith("#!") or "python" not in first:
+        return None  # a wrapper script: only a real process runs what it does
+    interpreter = first[2:].split()[0]
+    if os.path.realpath(shutil.which(interpreter) or interpreter) != os.path.realpath(sys.executable):
+        return None
+    # the script pip (or uv) wrote names its function: the installed one wins where two packages
+    # declare the same command (vllm-omni's `vllm` over vLLM's)
+    found = re.search(r"^from ([\w.]+) import ([\w.]+)$", text, re.M)
+    return "%s:%s" % found.groups() if found else None
+
+
+def run_warm(cases, hooks, first):
+    """Further lines of one program, forked from one interpreter that imported it once."""
+    program, work = cases[0]["program"], tempfile.mkdtemp(prefix="runner-warm-")
+    entry = console_entry(cases[0]["argv"][0], cases[0]["env"])
+    if entry is None:
+        return [run_process(c, hooks, first + i) for i, c in enumerate(cases)]
+    asked = []
+    for i, c in enumerate(cases):
+        result = os.path.join(work, "result-%d.json" % i)
+        asked.append({"argv": c["argv"], "env": hooked_env(c["env"], program, hooks, result), "cwd": c["cwd"],
+                      "result": result, "output": os.path.join(work, "output-%d" % i), "timeout": c["timeout"]})
+    write(os.path.join(work, "cases.json"), json.dumps(asked))
+    env = hooked_env({}, program, hooks, os.path.join(work, "import.json"))
+    done = subprocess.run([sys.executable, os.path.join(hooks, "runner_warm.py"), entry, os.path.join(work, "cases.json"),
+                           os.path.join(work, "results.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not os.path.exists(os.path.join(work, "results.json")):
+        return ["the warm interpreter failed (exit %s): %s" % (done.returncode, done.stdout.decode(errors="replace")[-700:])
+                ] * len(cases)
+    with open(os.path.join(work, "results.json")) as f:
+        ran = json.load(f)
+    problems = []
+    for a, r in zip(asked, ran):
+        with open(a["output"], errors="replace") as f:
+            problems.append(judge(a["result"], r["exit"], f.read(), r["timed_out"], a["timeout"]))
+    return problems
 
 
 def run_mindie(case):
-    """GPUStack's script up to the daemon's start, in bash, with its environment and working folder; then
-    every binary the script would start (and the one it is given) must be there and executable."""
+    """GPUStack's script up to the daemon's start, with its environment and working folder; then every
+    binary the script would start (and the one it is given) must be there and executable."""
     script_path = case["argv"][0]
     if script_path not in case["files"]:
         return "the entrypoint %s is not a script GPUStack writes" % script_path
@@ -230,12 +148,12 @@ def run_mindie(case):
     shell = script.splitlines()[0][2:].strip() if script.startswith("#!") else "/bin/sh"
     if not os.access(shell, os.X_OK):
         return "the script's interpreter %s is not in the image" % shell
-    body = prepare.replace("\nsource ", "\nsource_checked ") + checks + "echo prepared\n"
-    body = 'source_checked() { [ -f "$1" ] || { echo "cannot source $1"; exit 1; }; source "$1"; }\n' + body
-    env = dict(os.environ, **case["env"])
     if not os.path.isdir(case["cwd"] or "/"):
         return "the working folder %s is not in the image" % case["cwd"]
-    done = subprocess.run([shell, "-c", body], env=env, cwd=case["cwd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    body = 'source_checked() { [ -f "$1" ] || { echo "cannot source $1"; exit 1; }; source "$1"; }\n'
+    body += prepare.replace("\nsource ", "\nsource_checked ") + checks + "echo prepared\n"
+    done = subprocess.run([shell, "-c", body], env=dict(os.environ, **case["env"]), cwd=case["cwd"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = done.stdout.decode(errors="replace").strip()
     if done.returncode != 0 or not output.endswith("prepared"):
         return "its preparation fails (exit %s): %s" % (done.returncode, output[-700:])
@@ -253,34 +171,52 @@ def version():
     return done.returncode
 
 
-def main():
-    if INPUT.get("mode") == "version":  # noqa: F821
-        return version()
-    hooks = hook_folder()
-    for path, content in INPUT["model_files"].items():  # noqa: F821 - INPUT is put above this text by runner
-        write(path, content)
-    if not INPUT["cases"]:  # noqa: F821
-        print("no GPUStack deployment is recorded for this image (run `runner consumer --write`)")
-        return 1
-    results = []
-    for case in INPUT["cases"]:  # noqa: F821
+def run_all(cases, hooks):
+    """Each case's problem ('' when it passed) and how it ran, in case order."""
+    found = {}
+    for i, case in enumerate(cases):
         for path, f in case["files"].items():  # what GPUStack writes into the container before it starts
             write(path, f["content"], int(f["mode"], 8))
-        start = time.monotonic()
-        problem = case.get("problem") or (run_mindie(case) if case["program"] == "mindie" else
-                                          run_program(case, hooks) if case["program"] in ("vllm", "ray", "sglang", "voxbox")
-                                          else "runner does not know how to check this program")
-        results.append((case["name"], problem))
-        print("%s (%.0f s): %s" % (case["name"], time.monotonic() - start,
-                                  " ".join(json.dumps(a) if " " in a or "{" in a else a for a in case["argv"])))
+        if case.get("problem"):
+            found[i] = (case["problem"], "")
+        elif case["program"] == "mindie":
+            found[i] = (run_mindie(case), "bash")
+        elif case["program"] not in PROGRAMS:
+            found[i] = ("runner does not know how to check this program", "")
+    for program in PROGRAMS:
+        mine = [i for i, c in enumerate(cases) if c["program"] == program and i not in found]
+        if mine:
+            found[mine[0]] = (run_process(cases[mine[0]], hooks, mine[0]), "process")
+        if len(mine) > 1:
+            for i, problem in zip(mine[1:], run_warm([cases[i] for i in mine[1:]], hooks, len(cases))):
+                found[i] = (problem, "forked")
+    return [found[i] for i in range(len(cases))]
+
+
+def main():
+    if INPUT.get("mode") == "version":  # noqa: F821 - INPUT is put above this text by runner
+        return version()
+    hooks = hook_folder()
+    for path, content in INPUT["model_files"].items():  # noqa: F821
+        write(path, content)
+    cases = INPUT["cases"]  # noqa: F821
+    if not cases:
+        print("no GPUStack deployment is recorded for this image (run `runner consumer --write`)")
+        return 1
+    start = time.monotonic()
+    results = run_all(cases, hooks)
+    for case, (problem, how) in zip(cases, results):
+        print("%s%s: %s" % (case["name"], " (%s)" % how if how else "",
+                            " ".join(json.dumps(a) if " " in a or "{" in a else a for a in case["argv"])))
         if case.get("also"):
             print("    the same start as: " + ", ".join(case["also"]))
         if problem:
             print("    " + problem.replace("\n", "\n    "))
+    print("%d starts in %.0f s" % (len(cases), time.monotonic() - start))
     # the summary comes last, so the report's excerpt (the output's end) keeps it
-    for name, problem in results:
-        print("%-28s %s" % (name, "ok" if not problem else "FAILED: " + problem.splitlines()[0][:200]))
-    return 1 if any(problem for _, problem in results) else 0
+    for case, (problem, _) in zip(cases, results):
+        print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + problem.splitlines()[0][:200]))
+    return 1 if any(problem for problem, _ in results) else 0
 
 
 sys.exit(main())
