@@ -204,3 +204,31 @@ def test_run_command_prints_the_lines_gpustack_runs(project, tmp_path):
     script = next(p for p in tmp_path.iterdir() if p.name.startswith("gpustack-command-"))
     assert f"--volume={script}:/{script.name}:ro" in mindie and "--workdir" in mindie
     assert main(["run-command", "cuda12.8-vllm0.14.1", "--deployment", "nope"]) == 2
+
+
+def test_every_profile_explains_where_it_differs_from_gpustack_runtimes(project):
+    """`runner profile --backend B --gpustack` against gpustack-runtime 0.2.6's own profile of B (as
+    recorded; tests/test_consumer_code.py checks the record against gpustack-runtime itself)."""
+    import subprocess
+    import sys
+
+    from runner.verify.profiles import consumer_differences, load_profile, load_runtime_profiles
+
+    runtime = load_runtime_profiles(PACK)
+    for backend in project.services:
+        done = subprocess.run([sys.executable, "-m", "runner", "profile", "--backend", backend, "--gpustack", "--format",
+                               "json"], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert shown["gpustack_runtime"] == "0.2.6" and not shown["problems"]
+        assert all(row["why"] for row in shown["differences"])
+    # the variables that pick devices and the container's shared memory and privileges are GPUStack's
+    cuda = load_profile(PACK, "cuda")
+    assert consumer_differences(cuda, runtime, "cuda") == ({}, [])
+    undeclared = cuda.model_copy(update={"shm_size_gib": 16, "env": {}})
+    differ, problems = consumer_differences(undeclared, runtime, "cuda")
+    assert differ == {"shm_size_gib": (16, 10), "env": ({}, {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})}
+    assert len(problems) == 2 and "says not why" in problems[0]
+    stale = cuda.model_copy(update={"gpustack": {"runtime": "an old reason"}})
+    assert consumer_differences(stale, runtime, "cuda")[1] == [
+        "cuda: the profile explains a difference in runtime, but there is none (or no such field)"]

@@ -226,7 +226,7 @@ def test_the_data_parallel_port_patch_gives_the_consumer_distinct_ports(e2e, vll
     assert "patched exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
 
 
-SGLANG = standin.Standin("sglang", "cuda12.8-sglang0.5.8", ("sglang==0.5.8",), torch="2.9.1")
+SGLANG = standin.Standin("sglang", "cuda12.8-sglang0.5.8", ("sglang==0.5.8",), torch="2.9.1", driver_stub=True)
 # VoxBox with the CUDA recipe's pins; openai-whisper is an sdist whose build needs setuptools < 81
 VOXBOX = standin.Standin("voxbox", "cuda12.8-voxbox0.0.21",
                          ("transformers==4.51.3", "numba==0.61.2", "llvmlite==0.44.0", "httpx<1.0", "vox-box==0.0.21"),

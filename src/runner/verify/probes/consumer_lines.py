@@ -13,10 +13,13 @@
 # program rejects ends in the program's own error. The program's further lines run the same way from
 # one warm interpreter that forks per line (runner_warm: their argv, environment and working folder,
 # the console script's own function), where the command is a Python console script of this
-# interpreter; otherwise each is a real process too. vLLM runs on its own CPU platform (no device).
+# interpreter; otherwise each is a real process too. vLLM runs on its own CPU platform and SGLang on its
+# CPU engine (there is no device here): the one variable each adds to GPUStack's environment.
 # MindIE, whose daemon has no command line, is checked the way GPUStack starts it: its script's
 # preparation runs in its interpreter with GPUStack's environment and working folder, then every
 # binary it starts must be there. With {"mode": "version"} it runs the image's `vllm --version` instead.
+import ctypes
+import glob
 import json
 import os
 import re
@@ -32,6 +35,14 @@ CPU_PLATFORM = {  # vLLM's own CPU platform as the one platform plugin (every vL
     "runner_cpu_platform.py": "def cpu():\n    return 'vllm.platforms.cpu.CpuPlatform'\n",
 }
 PROGRAMS = ("vllm", "ray", "sglang", "voxbox")
+# what each service needs to read its command line on a machine without a device: its own CPU mode
+NO_DEVICE = {"vllm": {"VLLM_PLUGINS": "runner_cpu"}, "sglang": {"SGLANG_USE_CPU_ENGINE": "1"}}
+# SGLang loads its CUDA kernels (linked to the driver's libcuda.so.1) to validate a line; where a device
+# host would inject the driver, the image's own copy of it stands in: CUDA's forward-compatibility
+# library, else the toolkit's link stub
+NEEDS_DRIVER = ("sglang",)
+DRIVER_COPIES = ("/usr/local/cuda*/compat/libcuda.so.1", "/usr/local/cuda*/lib64/stubs/libcuda.so",
+                 "/usr/local/cuda*/targets/*/lib/stubs/libcuda.so")
 
 
 def write(path, content, mode=0o644):
@@ -56,9 +67,30 @@ def hooked_env(env, program, hooks, result):
     path = env.get("PYTHONPATH", "")
     env.update(PYTHONPATH=hooks + (os.pathsep + path if path else ""), RUNNER_INTERCEPT=program,
                RUNNER_INTERCEPT_RESULT=result)
-    if program == "vllm":
-        env["VLLM_PLUGINS"] = "runner_cpu"
+    env.update(NO_DEVICE.get(program, {}))
+    if program in NEEDS_DRIVER and driver_folder(hooks):
+        path = env.get("LD_LIBRARY_PATH", "")
+        env["LD_LIBRARY_PATH"] = driver_folder(hooks) + (os.pathsep + path if path else "")
     return env
+
+
+def driver_folder(hooks):
+    """A folder holding libcuda.so.1 where the image has a copy of the driver library but no loadable
+    one (no device host injected it), else ''."""
+    folder = os.path.join(hooks, "driver")
+    if os.path.isdir(folder):
+        return folder
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return ""
+    except OSError:
+        pass
+    found = sorted(f for pattern in DRIVER_COPIES for f in glob.glob(pattern))
+    if not found:
+        return ""
+    os.makedirs(folder)
+    os.symlink(found[0], os.path.join(folder, "libcuda.so.1"))
+    return folder
 
 
 def judge(result, exit_code, output, timed_out, timeout):
