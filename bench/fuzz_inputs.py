@@ -24,14 +24,23 @@ SNIPPETS = ["version: 01.2", "version: 1.02", "version: ' 8.5.0'", 'base_image: 
             "namespace: |\n  gpustack", "- {version: 0.14.1, status: gone}", "platforms: [linux/s390x]", "python: 3",
             "&x a", "*x", "? [a]\n: b", "{", "]", "- - -", "variant: A B", "archs: 7", "services: {vllm: 0.1}",
             "releases: []", "backends: ~", "\t", "'", '"', "!!python/object:os.system", "0x10: y", "a: &a [*a]",
-            "x: " + "[" * 5000, "\x00", "\x1b[31m", "versión: 1", "version: ١٢.٨"]
+            "x: " + "[" * 5000, "\x00", "\x1b[31m", "versión: 1", "version: ١٢.٨",
+            # the third trial's kinds: values a shell or a parser would take apart
+            'vllm: ["0.8.3\\n"]', 'version: "4.2.0\\n"', "version: 1." + "9" * 400, 'base_image: "x:{{{version}"',
+            "namespace: !!python/object/apply:os.system [true]", "python: 3.12$(touch /tmp/PWNED)",
+            'archs: [gfx950";touch /tmp/PWNED;"]', '"deprecated": "yes",', 'base_image: "x:{version}; rm -rf /"']
 ARGS = [["parse", "gpustack/runner:cuda12.8-vllm0.14.1" + s] for s in ("@sha256:zz", " ", "\n", "-dev-dev", "\x7f")] + \
        [["matrix", "--backend", v] for v in ("", "CUDA", "cuda ", "../x", "\x1b", "a" * 5000)] + \
        [["matrix", "--service-version", v] for v in ("0.14.1.", "..", "01", "x")] + \
        [["catalog", "--platform", v] for v in ("linux/s390x", "linux", "")] + \
        [["run-command", "cuda12.8-vllm0.14.1", "--devices", v] for v in ("a", "-1", "0,,1", "1" * 30)] + \
        [["dockerfile", t] for t in ("", "cuda", "cuda12.8-vllm9.9.9", "cuda12.8-vllm0.14.1-linux-s390x")] + \
-       [["resolve", "--jobs", v] for v in ("0", "-1", "x")] + [["profile", "--backend", "nope"]]
+       [["resolve", "--jobs", v] for v in ("0", "-1", "x")] + [["profile", "--backend", "nope"]] + \
+       [["parse", r] for r in ("Docker.IO/gpustack/runner:cuda12.8-vllm0.14.1", "docker.io:99999/gpustack/runner:cuda12.8-vllm0.14.1",
+                               "gpustack/runner:cuda12.8-vllm0." + "9" * 400)] + \
+       [["catalog", "--write", "/proc/runner-catalog.json"], ["build", "--report", "/proc/r.json", "--backend", "cuda"],
+        ["smoke", "--target", "cuda12.8-vllm0.14.1", "--", "--privileged"], ["matrix", "--matrix", "/tmp/runner-fuzz-loop.yaml"],
+        ["promote", "--registry", "127.0.0.1:99999", "--username", "u"], ["promote", "--registry", "Docker.IO", "--username", "u"]]
 
 
 def mutate(text: str, rng: random.Random) -> str:
@@ -73,6 +82,9 @@ def run(args: list[str], cwd: Path) -> tuple[str, int]:
 
 
 def main() -> None:
+    loop = Path("/tmp/runner-fuzz-loop.yaml")  # a symbolic link to itself, for --matrix
+    loop.unlink(missing_ok=True)
+    loop.symlink_to(loop)
     rng = random.Random(1)
     outcomes, worst, tracebacks = Counter(), 0, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +109,7 @@ def main() -> None:
             outcomes["args: " + kind] += 1
             if kind in ("traceback", "crash", "hang") or kind == "exit 0" and args[0] != "matrix" and args[-1]:
                 tracebacks.append(args)
+    loop.unlink(missing_ok=True)
     print(json.dumps(dict(outcomes), indent=1))
     print(f"{N} mutated files and {len(ARGS)} hostile arguments; largest child: {worst / 1024:.0f} MB")
     if tracebacks:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_CACHE = Path(os.environ.get("RUNNER_TEST_CACHE") or Path.home() / ".cache" / "runner-tests")  # kept between runs
 
 
 @pytest.fixture(autouse=True)
 def _no_user_cache(tmp_path_factory, monkeypatch):
     # Tests must see validation happen, not a cache from an earlier run.
     monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # the releases' sdists and the repositories made of them never change: one folder for every run
+    monkeypatch.setenv("RUNNER_SOURCES_DIR", str(TEST_CACHE / "sources"))
 
 
 @pytest.fixture(scope="session")

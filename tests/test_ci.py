@@ -65,8 +65,12 @@ def test_actions_are_pinned_and_permissions_least():
     for wf in GITHUB:
         data = yaml.safe_load(wf.read_text())
         assert data["permissions"] == {}, wf.name
-        for job in data["jobs"].values():
-            assert set(job.get("permissions", {})) <= {"contents"} and job["permissions"].get("contents") == "read"
+        for name, job in data["jobs"].items():
+            # an OIDC identity only for the jobs that push images: Sigstore signs their provenance with it
+            signs = "--oidc-request-token" in json.dumps(job.get("steps", []))
+            allowed = {"contents", "id-token"} if signs else {"contents"}
+            assert set(job.get("permissions", {})) <= allowed and job["permissions"].get("contents") == "read", name
+            assert job["permissions"].get("id-token", "write") == "write" and (signs or "id-token" not in job["permissions"])
             for step in job.get("steps", []):
                 if "uses" in step:
                     assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]

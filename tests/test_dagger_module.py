@@ -316,3 +316,80 @@ def test_the_engine_version_is_pinned_once_and_the_sdk_is_not():
 
     engine = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
     assert version("dagger-io") == engine.lstrip("v")  # the tests run the SDK release of the pinned engine
+
+
+def test_verify_and_mirror_are_functions_with_secret_credentials(defs):
+    runner = defs["objects"]["Runner"]["functions"]
+    verify, mirror = runner["verify"], runner["mirror"]
+    assert verify["description"].startswith("Check each image's signed provenance and SBOM")
+    assert verify["args"]["key"]["type"] == "[File]?" and verify["args"]["password"]["type"] == "Secret?"
+    assert mirror["args"]["mirror_password"]["type"] == "Secret?" and mirror["args"]["to"]["type"] == "STRING_KIND"
+    assert verify["cache"].endswith("Never") and mirror["cache"].endswith("Never")
+    publish = defs["objects"]["Build"]["functions"]["publish"]["args"]
+    assert publish["signing_key"]["type"] == publish["sigstore_token"]["type"] == "Secret?"
+
+
+async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process(project, local_source, registry,
+                                                                                capture, monkeypatch, tmp_path):
+    """On an empty registry: verify rejects the missing image with its own error, the mirror check lists
+    the tags the mirror lacks; neither sends anything to the engine."""
+    from runner.dagger import checkout
+    from runner.release.registry import Registry
+    from runner.release.signing import keygen
+    from runner.release.verification import Rejected
+
+    async def client(host, username, password, insecure):
+        assert isinstance(password, dagger.Secret)
+        return Registry(host, username, registry.password, insecure=insecure)
+
+    monkeypatch.setattr(checkout, "registry", client)
+    _, public = keygen(tmp_path)
+
+    class KeyFile:  # what the engine hands a function for a File argument, read the same way
+        async def contents(self) -> str:
+            return public.read_text()
+
+    runner, secret = _runner(), dag.secret("env://REGISTRY_PASSWORD")
+    with pytest.raises(Rejected, match="no such image"):
+        await runner.verify([f"{registry.registry}/e2e/runner:cuda12.9-vllm0.14.1"], key=[KeyFile()],
+                            username=registry.username, password=secret, insecure=True)
+    with pytest.raises(UserError, match="needs whom to trust"):
+        await runner.verify([f"{registry.registry}/e2e/runner:x"], insecure=True)
+    with pytest.raises(Rejected, match=r'(?s)does not serve every tag.*"cuda12.9-vllm0.14.1".*"source": ""'):
+        await runner.mirror(registry.registry, f"{registry.registry}/mirror", registry.username, secret,
+                            registry.username, secret, "e2e", "runner", None, "vllm", "12.9", "0.14.1", check=True,
+                            insecure=True)
+    assert capture == []
+
+
+async def test_digests_pins_final_tags_and_records_a_re_push(project, local_source, registry, capture, monkeypatch):
+    """After promote: the digests file pins each final tag the registry has, and a tag whose digest
+    changed since the file given gets a history entry; the file comes back as the function's File."""
+    from runner.dagger import checkout
+    from runner.release.registry import MANIFEST_TYPES, Registry
+
+    async def client(host, username, password, insecure):
+        return Registry(host, username, registry.password, insecure=insecure)
+
+    monkeypatch.setattr(checkout, "registry", client)
+    tag = "cuda12.9-vllm0.14.1"
+    async with Registry(registry.registry, registry.username, registry.password) as reg:
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        blob = await reg.upload_blob("e2e/runner", config)
+        body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPES[2], "layers": [], "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob, "size": len(config)}}).encode()
+        digest = await reg.put_manifest("e2e/runner", tag, body, MANIFEST_TYPES[2])
+    before = {"images": {f"e2e/runner:{tag}": {"registry": registry.registry, "index": "sha256:old", "platforms": {}}},
+              "history": {}}
+
+    class Current:
+        async def contents(self) -> str:
+            return json.dumps(before)
+
+    out = await _runner().digests(registry.registry, registry.username, dag.secret("env://REGISTRY_PASSWORD"), "e2e",
+                                  "runner", None, "vllm", "12.9", "0.14.1", current=Current(), insecure=True)
+    written = json.loads(next(a["contents"] for n, a in calls(out) if n == "withNewFile"))
+    assert written["images"][f"e2e/runner:{tag}"]["index"] == digest
+    (change,) = written["history"][f"e2e/runner:{tag}"]
+    assert (change["old"], change["new"], change["reason"]) == ("sha256:old", digest, "re-push")
+    assert capture == []

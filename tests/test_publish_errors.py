@@ -4,6 +4,8 @@ published, and nothing raised past the report."""
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import anyio
@@ -80,3 +82,19 @@ def test_a_failed_index_write_is_that_tags_error():
     failed = [t for t, p in pubs.items() if p.error]
     assert len(failed) == 1 and "echo0.1.0" in failed[0] and "HTTP 503" in pubs[failed[0]].error
     assert sum(bool(p.dev_ref) for p in pubs.values()) == len(pubs) - 1
+
+
+@pytest.mark.parametrize("op", ["merge", "promote", "discard"])
+def test_one_platform_of_a_multi_arch_tag_is_refused_with_the_reason(op, tmp_path):
+    """merge, promote and discard act on whole tags: `--platform` would write a one-platform -dev index,
+    under-list the catalog or delete every platform's tags, so it is refused before anything is read."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "runner", op, "--registry", "127.0.0.1:9", "--username", "u",
+                           "--platform", "linux/amd64", "--backend", "cuda"], capture_output=True, text=True, cwd=ROOT,
+                          env={**__import__("os").environ, "REGISTRY_PASSWORD": "x", "RUNNER_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert "whole multi-arch tags" in done.stderr and "linux/amd64" in done.stderr and "Traceback" not in done.stderr

@@ -22,6 +22,19 @@ from tests import resolve_fixture
 from tests.conftest import ROOT
 
 _UNREACHABLE = re.compile(r"(\S+) \((\w+)\)")
+# images whose install steps do not resolve as one set today (issue 20: the recipes are being mended)
+KNOWN_IMAGE_CONFLICTS = {
+    # vLLM 0.14.1 needs grpcio>=1.76.0; the recipe pins grpcio==1.71.0
+    "cann8.5-a3-vllm0.14.1", "cann8.5-910b-vllm0.14.1", "cann8.5-310p-vllm0.14.1",
+    # SGLang pins timm==1.0.16 over the vLLM image's timm>=1.0.17 (then xgrammar, outlines, llguidance...)
+    "cuda12.9-sglang0.5.8", "cuda12.9-sglang0.5.7", "cuda12.9-sglang0.5.6.post2", "cuda12.8-sglang0.5.8",
+    "cuda12.8-sglang0.5.7", "cuda12.8-sglang0.5.6.post2", "cuda12.8-sglang0.5.5.post3", "cuda12.8-sglang0.5.4.post3",
+    # vllm-omni 0.14.0's gradio 5.50 needs aiofiles<25; the extras step brings aiofiles 25.1.0
+    "rocm7.0-vllm0.14.1", "rocm6.4-vllm0.14.1",
+    # vLLM 0.14.1 needs llguidance>=1.3,<1.4; SGLang llguidance<0.8
+    "rocm7.0-sglang0.5.8", "rocm7.0-sglang0.5.7", "rocm7.0-sglang0.5.6.post2", "rocm6.4-sglang0.5.8",
+    "rocm6.4-sglang0.5.7", "rocm6.4-sglang0.5.6.post2", "rocm6.4-sglang0.5.5.post3",
+}
 
 
 def resolve(*args: str, env: dict | None = None, cache) -> tuple[int, dict, float]:
@@ -49,8 +62,21 @@ def seed(cache):
 def test_the_seed_matrix_resolves_with_no_conflict(seed):
     code, data = seed
     conflicts = [f"{s['tag']} {s['platform']} step {s['step']} ({s['title']}): {s['message'][-400:]}"
-                 for s in data["steps"] if s["status"] == "conflict"]
-    assert not conflicts and code == 0, "\n".join(conflicts[:10])
+                 for s in data["steps"] if s["status"] == "conflict" and s["step"]]
+    assert not conflicts, "\n".join(conflicts[:10])
+    # each image's steps as one set: the conflicts between steps issue 20 lists are known until the
+    # recipes are mended; any other image that does not hold together fails here, and so does a known
+    # one that now resolves (take it off the list)
+    images = {(s["tag"], s["platform"]): s for s in data["steps"] if s["step"] == 0}
+    assert len(images) > 100
+    broken = {key for key, s in images.items() if s["status"] == "conflict"}
+    for key in sorted(broken):
+        print(f"[resolve] {' '.join(key)} does not hold together: {images[key]['notes'][-1]}", file=sys.stderr)
+    assert all(any(n.startswith("between steps: ") for n in images[k]["notes"]) for k in broken)
+    # a new conflict fails; a listed one the recipes have since mended may go (the list is the ceiling)
+    assert {tag for tag, _ in broken} <= KNOWN_IMAGE_CONFLICTS, sorted(broken)
+    print(f"[resolve] images that do not resolve as one set: {sorted(tag for tag, _ in broken)}", file=sys.stderr)
+    assert code == (2 if broken else 0)
     resolved = [s for s in data["steps"] if s["status"] == "resolved"]
     assert len(resolved) > 400
     # the versions that matter come out of the resolve: vLLM 0.14.1's own FlashInfer pin, say
@@ -67,7 +93,8 @@ def test_the_seed_matrix_resolves_with_no_conflict(seed):
 def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache):
     code, data, seconds = resolve("--backend", "rocm", cache=cache)
     checked = [s for s in data["steps"] if s["status"] in ("resolved", "conflict")]
-    assert code == 0 and checked and all(s["cached"] for s in checked)
+    conflicts = [s for s in data["steps"] if s["status"] == "conflict"]
+    assert code == (2 if conflicts else 0) and checked and all(s["cached"] for s in checked)
     print(f"[resolve] rocm again, from the cache: {seconds:.1f} s", file=sys.stderr)
 
 
@@ -79,13 +106,14 @@ def test_unreachable_sets_resolve_through_the_mirror_map(seed, project, tmp_path
     find_links = {u for leaf in plan.leaves for st in steps_of(leaf.stage) for u in st.requirements.find_links}
     served = resolve_fixture.Served(tmp_path, resolve_fixture.build(tmp_path, plan.leaves, unreachable, find_links))
     try:
-        code, mirrored, seconds = resolve(env={"RUNNER_MIRRORS": served.mirrors}, cache=tmp_path / "cache")
+        code, mirrored, seconds = resolve("--per-step", env={"RUNNER_MIRRORS": served.mirrors}, cache=tmp_path / "cache")
     finally:
         served.close()
     print(f"[resolve] the seed matrix through the mirror map: {seconds:.0f} s", file=sys.stderr)
     bad = [f"{s['tag']} {s['platform']} step {s['step']} {s['status']}: {s['message'][-300:]}"
            for s in mirrored["steps"] if s["status"] in ("conflict", "not-checked")]
-    assert not bad and code == 0, "\n".join(bad[:10])
+    # (each image as one set is judged on the real indexes above: here, every step)
+    assert not bad and code == 0 and all(s["step"] for s in mirrored["steps"]), "\n".join(bad[:10])
     torch_steps = [s for s in mirrored["steps"] if s["tag"] == "cuda12.8-vllm0.14.1" and s["title"].startswith("torch ")]
     assert torch_steps and all(s["versions"]["torch"] == "2.9.1+cu128" for s in torch_steps)
 

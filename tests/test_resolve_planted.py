@@ -27,11 +27,12 @@ CASES = {
     "1.0.8": "sglang[srt_npu] from the index",
     "1.0.9": "a pre-release the recipe does not allow (a package published only as betas)",
     "1.0.10": "SGLang 0.5.5's torch 2.8.0 under an image's torch 2.9.1",
+    "1.0.11": "SGLang 0.5.8's xgrammar pin on vLLM 0.14.1, each step resolving alone",
 }
 
 RECIPE = '''
 """Planted build-breakers, one per service version."""
-from runner.compose.kit import finish, install, service_builder
+from runner.compose.kit import OTEL_BETAS, finish, install, service_builder
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import StageBuilder
 
@@ -58,6 +59,7 @@ STEPS = {
     "1.0.8": [R("torch==2.8.0"), R("sglang[srt_npu]==0.5.8")],
     "1.0.9": [R("opentelemetry-semantic-conventions")],
     "1.0.10": [R("torch==2.9.1"), R("sglang==0.5.5.post3")],
+    "1.0.11": [R("vllm==0.14.1", prereleases=OTEL_BETAS), R("xgrammar==0.1.27")],
 }
 
 
@@ -93,6 +95,7 @@ EXPECTED = {
     "1.0.8": "sglang==0.5.8 depends on torch==2.9.1",  # CUDA torch over torch-npu's
     "1.0.9": "pre-releases the recipe does not allow: opentelemetry-semantic-conventions==",
     "1.0.10": "torch==2.8.0",
+    "1.0.11": "xgrammar",
 }
 
 
@@ -123,6 +126,13 @@ def test_runner_resolve_reports_every_planted_conflict(planted):
         assert found, f"{CASES[version]}: not reported ({[s['status'] for s in steps if s['tag'].endswith(version)]})"
         assert any(words in s["message"] for s in found), (CASES[version], found[0]["message"][-800:])
     assert "10 install steps do not resolve" in out.stderr
+    # only the whole image as one set sees the last: each of its steps resolves alone
+    last = [s for s in steps if s["tag"].endswith("vllm1.0.11")]
+    assert [s["status"] for s in last if s["step"]] == ["resolved", "resolved"]
+    (whole,) = [s for s in last if s["step"] == 0]
+    assert whole["status"] == "conflict" and "vllm==0.14.1 depends on xgrammar" in whole["message"]
+    assert any(n.startswith("between steps: 1 (") and "; 2 (" in n for n in whole["notes"]), whole["notes"]
+    assert "images do not resolve as one set" in out.stderr
 
 
 STATIC = '''

@@ -9,6 +9,7 @@ from runner.compose.components import LeftOut, native, python
 from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, caches, finish, install, pick, pick_or,
                                 runtime_builder, service_builder, shared, site_packages, torch_stage)
 from runner.compose.requirements import Requirements, pkg
+from runner.compose.shell import word
 from runner.compose.sources import Download, github
 from runner.compose.stages import Mount, Stage, StageBuilder
 from runner.model.targets import Target
@@ -25,6 +26,11 @@ VLLM_ASCEND = {">=0.14": ("2.9.0", "2.9.0", "0.14.0rc1"), ">=0.13": ("2.8.0", "2
                ">=0.10": ("2.7.1", "2.7.1.dev20250724", "0.10.0rc1"), ">=0.9.2": ("2.5.1", "2.5.1.post1.dev20250619", "0.9.2rc1"),
                ">=0.9": ("2.5.1", "2.5.1.post1", "0.9.1")}
 MOONCAKE = {">=0.10": "0.3.7.post2"}
+# the released images pin grpcio 1.71.0; vLLM 0.14 requires grpcio>=1.76, so from there vLLM's own pin holds
+GRPCIO = {">=0.14": "", ">=0.9": "1.71.0"}
+# vLLM before 0.14 and vllm-ascend leave transformers unbounded, and the index now serves 5.x, which these
+# releases predate (vLLM 0.14 itself asks for <5): every vLLM image keeps to 4.x
+TRANSFORMERS = ("transformers<5",)
 OMNI = {">=0.14": "b11d436"}
 SGLANG_TORCH = {">=0.5.6": "2.8.0", ">=0.5": "2.6.0"}
 SGL_KERNEL_NPU = {">=0.5.8": "2026.01.28", ">=0.5.6": "2025.12.31", ">=0.5": "2025.09.15"}
@@ -32,8 +38,11 @@ SGLANG_VLLM = "0.10.2"  # the vLLM SGLang's NPU backend imports (device "empty")
 MINDIE_TORCH = "2.1.0"
 # the download host names releases in capitals (2.2.RC1): the version given is that spelling
 MINDIE_URL = "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/MindIE/MindIE%20{version}/Ascend-mindie_{version}_linux-{arch}_abi0.run"
-# the installer does not ship the ATB models; the released images keep each release's archive in their repository
-ATB_MODELS = {"2.3.0": "c78e66c", "2.2.rc1": "c78e66c", "2.1.rc2": "83ec08d"}
+# the installer does not ship the ATB models; the released images keep each release's archive in their
+# repository, each only between the commit that added it and the one that replaced it: pin a commit in between
+ATB_MODELS = {"2.3.0": "c78e66ca7cb248d1ddfecf3c60e100ec5bb7c982",  # added with the 8.5.0 runtime
+              "2.2.rc1": "83ec08dc154e93c15294d1310372a20eadca7c6d",  # added here, removed in c78e66c
+              "2.1.rc2": "7d0448846208bc4dd12e20d0ed213ea7c9974a55"}  # named py3.11 here, removed in 83ec08d
 ATB_URL = ("https://github.com/gpustack/runner/raw/{commit}/pack/cann/mindie-atb-models_{version}_linux-{arch}"
            "_py3.11_torch2.1.0-abi0.tar.gz")
 CUSTOM_OPS = Download("custom_ops", "https://sglang-ascend.obs.cn-east-3.myhuaweicloud.com/ops/custom_ops-{version}.{variant}-"
@@ -93,8 +102,9 @@ def npu_torch(t: Target, runtime: Stage, torch: str, npu: str) -> Stage:
 def _build_env(b: StageBuilder, t: Target) -> str:
     """CANN's environment for building kernels for the target's chip (the stage's CANN_ARCHS)."""
     b.arg("CANN_ARCHS", " ".join(t.archs) or soc_version(t), doc="the Ascend SoC the kernels are built for")
-    return (f'{SET_ENV}\nexport SOC_VERSION="${{CANN_ARCHS%% *}}" COMPILE_CUSTOM_KERNELS=1 '
-            'LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:${CANN_HOME}/ascend-toolkit/latest/$(uname -m)-linux/devlib"')
+    return (f'{SET_ENV}\nSOC_VERSION="${{CANN_ARCHS%% *}}"\n'
+            'LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:${CANN_HOME}/ascend-toolkit/latest/$(uname -m)-linux/devlib"\n'
+            'export SOC_VERSION LD_LIBRARY_PATH COMPILE_CUSTOM_KERNELS=1')
 
 
 @shared
@@ -134,12 +144,13 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
     device_empty = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "numba", "ray", "triton")
     reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={v}", without=device_empty),),
-                        extra_index_urls=cpu, prereleases=OTEL_BETAS, title=f"vLLM {v} from its tag (device empty)")
+                        extra_index_urls=cpu, prereleases=OTEL_BETAS, constraints=TRANSFORMERS,
+                        title=f"vLLM {v} from its tag (device empty)")
     install(b, t, reqs, before=f'{github("vllm-project/vllm", "v${VLLM_VERSION}").clone("/tmp/vllm")}\nexport VLLM_TARGET_DEVICE=empty',
             after="uv pip uninstall triton || true  # vllm-ascend brings triton-ascend\nrm -rf /tmp/vllm")
     ascend_reqs = Requirements((pkg("vllm-ascend", built="/tmp/vllm-ascend", resolve_as=f"vllm-ascend=={ascend}",
                                     prerelease="rc" in ascend),),
-                               extra_index_urls=(*cpu, ASCEND_INDEX), no_build_isolation=False,
+                               extra_index_urls=(*cpu, ASCEND_INDEX), no_build_isolation=False, constraints=TRANSFORMERS,
                                title=f"vllm-ascend {ascend} from its tag")
     install(b, t, ascend_reqs, tools=("uv", "ccache"), before=f'{_build_env(b, t)}\n'
             f'{github("vllm-project/vllm-ascend", "v${VLLM_ASCEND_VERSION}").clone("/tmp/vllm-ascend")}',
@@ -157,8 +168,8 @@ def vllm(t: Target, runtime: Stage) -> Stage:
                        without=("onnxruntime", "torch", "fa3-fwd")), pkg("onnxruntime-cann"), pkg("sox")]
         b.component(python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", ""))
     extras = ["accelerate", "hf_transfer", "modelscope", "ray[client,default]>=2.47.1,<=2.48.0", "protobuf>3.20.0",
-              "grpcio==1.71.0", "librosa", "soundfile", "mistral_common[audio]"]
-    install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels),
+              *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]"]
+    install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels), constraints=TRANSFORMERS,
                                title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
             mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
     b.component(python("ray", "2.4", imports=("ray",)))
@@ -166,6 +177,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
         real="$(python3 -c 'import sys; print(sys.base_prefix)')/bin/vllm"
         mv "$real" "${{real}}_"
         libs="$(python3 -c 'import sys; print(sys.base_prefix)')"
+        # shellcheck disable=SC2016  # the wrapper's own variables expand when it runs, not in the build
         printf '%s\\n' '#!/usr/bin/bash' '{SET_ENV}' \\
             "export LD_LIBRARY_PATH=$libs/lib:$libs/lib64:\\${{LD_LIBRARY_PATH}}" \\
             'export LD_PRELOAD=/usr/lib/'"$(uname -m)"'-linux-gnu/libjemalloc.so.2${{LD_PRELOAD:+:$LD_PRELOAD}}' \\
@@ -280,7 +292,7 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     install(b, t, kernels, mounts=[Mount(sglang_npu_build(t, with_torch, v), "/workspace/sglang", "/mnt/sglang")],
             after='cd "$(python3 -m pip show deep-ep | sed -n \'s/^Location: //p\')" && ln -sf deep_ep/deep_ep_cpp*.so .')
     extras = Requirements((pkg("librosa"), pkg("soundfile"), pkg("mistral_common[audio]"),
-                           pkg("custom-ops", built=CUSTOM_OPS.href(variant=t.variant, arch="$(uname -m)"))),
+                           pkg("custom-ops", built=word(CUSTOM_OPS.href(variant=t.variant, arch="$(uname -m)")))),
                           title="audio extras and Ascend custom ops")
     install(b, t, extras, before="export UV_SKIP_WHEEL_FILENAME_CHECK=1")
     b.component(python("sglang", v, imports=()), python("sgl-kernel-npu", "", dist="sgl_kernel_npu"),

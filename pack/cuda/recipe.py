@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.compose.components import LeftOut, native, python
-from runner.compose.kit import (OTEL_BETAS, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
                                 runtime_builder, service_builder, shared, site_packages, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.sources import Download, github
@@ -163,7 +163,7 @@ def ep_kernels_build(t: Target, platform: str, torch: str, commits: tuple[str, s
     return kernel(t, build_base(t, platform, torch), "ep-kernels", f"{deepgemm}/{deepep}/{pplx}", f"""
         export TORCH_CUDA_ARCH_LIST="{archs}" NVSHMEM_DIR=/usr/local/nvshmem
         mkdir -p "$NVSHMEM_DIR"
-        arch=$([[ "$(uname -m)" == aarch64 ]] && echo sbsa || uname -m)
+        if [[ "$(uname -m)" == aarch64 ]]; then arch=sbsa; else arch="$(uname -m)"; fi
         {NVSHMEM.fetch(arch="${arch}")} | tar -xJ --strip-components=1 -C "$NVSHMEM_DIR"
         export CMAKE_PREFIX_PATH="$NVSHMEM_DIR/lib/cmake:${{CMAKE_PREFIX_PATH:-}}"
         {github("deepseek-ai/DeepGEMM", deepgemm).clone("/tmp/deepgemm")}
@@ -205,12 +205,12 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     gdr = gdrcopy_build(build_target(t), p)
     b.run(f"""
         dpkg -i /mnt/gdrcopy/libgdrapi_*.deb && ldconfig
-        rm -f $(dpkg-query -L libibverbs-dev librdmacm-dev libibumad-dev | grep '\\.\\(so\\|a\\)$') || true
+        dpkg-query -L libibverbs-dev librdmacm-dev libibumad-dev | grep '\\.\\(so\\|a\\)$' | xargs -r rm -f || true
         mkdir -p /opt/hpcx && {HPCX.fetch(arch="$(uname -m)")} | tar -xj --strip-components=1 -C /opt/hpcx
         ln -sf /opt/hpcx/ompi /usr/local/mpi && ln -sf /opt/hpcx/ucx /usr/local/ucx
         sed -i 's/^\\(hwloc_base_binding_policy\\) = core$/\\1 = none/; s/^\\(btl = self\\)$/#\\1/' /opt/hpcx/ompi/etc/openmpi-mca-params.conf
         printf '%s\\n' /opt/hpcx/{{clusterkit,hcoll,nccl_rdma_sharp_plugin,ncclnet_plugin,ompi,sharp,ucc,ucx}}/lib > /etc/ld.so.conf.d/hpcx.conf
-        ln -sf /usr/lib/$(uname -m)-linux-gnu/libmlx5.so.1 /usr/lib/$(uname -m)-linux-gnu/libmlx5.so || true
+        ln -sf "/usr/lib/$(uname -m)-linux-gnu/libmlx5.so.1" "/usr/lib/$(uname -m)-linux-gnu/libmlx5.so" || true
         {EFA.fetch()} | tar -xz -C /tmp && (cd /tmp/aws-efa-installer && ./efa_installer.sh -y --skip-kmod --no-verify)
         rm -f /opt/amazon/efa/lib/libfabric.a && rm -rf /tmp/aws-efa-installer && ldconfig
         """, caches=caches(t, p, "apt"), mounts=[Mount(gdr, "/workspace/gdrcopy", "/mnt/gdrcopy")],
@@ -275,7 +275,8 @@ def sglang_build(t: Target, platform: str, version: str) -> Stage:
     base = build_base(t, platform, pick(SGLANG_BASE_VLLM, TORCH))
     return kernel(t, base, "sglang", version, f"""
         {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
-        cd /tmp/sglang/python && cp ../README.md ../LICENSE . 2>/dev/null || true
+        cd /tmp/sglang/python
+        cp ../README.md ../LICENSE . 2>/dev/null || true
         sed -i 's/"torch==[^"]*"/"torch"/; s/"torchaudio==[^"]*"/"torchaudio"/' pyproject.toml
         uv pip install "grpcio-tools==1.75.1"
         python3 -m build --wheel --no-isolation --outdir /workspace/sglang
@@ -317,7 +318,8 @@ def sglang(t: Target, runtime: Stage) -> Stage:
                                       "sgl-kernel")),  # torch is the image's; FlashInfer gets a step of its own
                          pkg("sgl-kernel==${SGLANG_KERNEL_VERSION}"),
                          pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
-                        prereleases=OTEL_BETAS, title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
+                        prereleases=OTEL_BETAS, upgrade=(*SGLANG_OVER_VLLM, "timm"),  # SGLang pins timm below the extras' floor
+                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM), title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
     install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true",
             mounts=[Mount(sglang_build(t, p, v), "/workspace/sglang", "/mnt/sglang")])
     fi, base_fi = pick(v, SGLANG_FLASHINFER, "FlashInfer"), pick(SGLANG_BASE_VLLM, FLASHINFER)

@@ -7,9 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.compose.components import LeftOut, python
-from runner.compose.kit import (OTEL_BETAS, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
                                 runtime_builder, service_builder, shared, site_packages, torch_stage)
 from runner.compose.requirements import Requirements, pkg
+from runner.compose.shell import word
 from runner.compose.sources import Git, github
 from runner.compose.stages import Mount, Stage, StageBuilder
 from runner.model.targets import Target
@@ -20,6 +21,8 @@ HERE = Path(__file__).parent
 TORCH = {">=0.13": "2.9.1", ">=0.11.2": "2.9.0", ">=0.10.2": "2.8.0"}
 AITER = {"7": "0.1.8", "6": "0.1.7.post2"}
 FLASH_ATTN = {">=0.12": "2.8.3", ">=0.11": "2.8.2"}
+# flash-attn's CK build (2.8.2, 2.8.3) refuses any other GPU target in its setup.py
+FLASH_ATTN_ARCHS = ("gfx90a", "gfx942", "gfx950")
 LMCACHE = {">=0.14": "0.3.12", ">=0.13": "0.3.11", ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2",
            ">=0.10.2": "0.3.6"}
 MOONCAKE = {">=0.14": "0.3.8.post1", ">=0.12": "0.3.7.post2"}
@@ -106,16 +109,16 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     aiter_archs = "gfx942;gfx950" if rocm_major(t) == "7" else "gfx942"
     aiter = kernel(t, base, "aiter", aiter_version, f"""
         {github("ROCm/aiter", f"v{aiter_version}").clone("/tmp/aiter")}
-        cd /tmp/aiter && GPU_ARCHS="{aiter_archs}" BUILD_TARGET=rocm PREBUILD_KERNELS=1 python3 setup.py bdist_wheel --dist-dir /workspace/aiter""")
+        cd /tmp/aiter && GPU_ARCHS={word(aiter_archs)} BUILD_TARGET=rocm PREBUILD_KERNELS=1 python3 setup.py bdist_wheel --dist-dir /workspace/aiter""")
     mounts = [Mount(wheel, "/workspace/vllm", "/mnt/vllm"), Mount(aiter, "/workspace/aiter", "/mnt/aiter")]
     wheels = [pkg("vllm", built="/mnt/vllm/vllm-${VLLM_VERSION}[+-]*.whl", resolve_as=f"vllm=={v}",
                   without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")),
               pkg("amd-aiter", built="/mnt/aiter/*.whl")]
     if (fa := pick_or(v, FLASH_ATTN)):
-        fa_archs = ";".join(a for a in t.archs if not a.startswith("gfx1")) or "gfx942"
+        fa_archs = ";".join(a for a in t.archs if a in FLASH_ATTN_ARCHS)
         mounts.append(Mount(kernel(t, base, "flash-attn", fa, f"""
             {github("Dao-AILab/flash-attention", f"v{fa}").clone("/tmp/fa")}
-            cd /tmp/fa && GPU_ARCHS="{fa_archs}" BUILD_TARGET=rocm python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn"""),
+            cd /tmp/fa && GPU_ARCHS={word(fa_archs)} BUILD_TARGET=rocm python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn"""),
             "/workspace/flash-attn", "/mnt/flash-attn"))
         wheels.append(pkg("flash-attn", built="/mnt/flash-attn/*.whl"))
     lm = pick(v, LMCACHE)
@@ -145,7 +148,8 @@ def vllm(t: Target, runtime: Stage) -> Stage:
                                title=f"vLLM {v}, AITER and the kernels and connectors built for this torch"),
             mounts=mounts)
     install(b, t, RAY_EXTRAS)
-    extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", "aiofiles==25.1.0", "awscrt==0.28.2",
+    # the released images pin aiofiles 25.1.0; vllm-omni's gradio needs aiofiles<25, so with omni its pin holds
+    extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", *(() if omni else ("aiofiles==25.1.0",)), "awscrt==0.28.2",
               "cufile-python==0.2.0", "nvtx==0.2.13", "sortedcontainers==2.4.0", "librosa", "soundfile",
               "mistral_common[audio]", "petit-kernel")
     install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS, title="audio, model-hub and kernel extras"))
@@ -180,12 +184,13 @@ def sglang(t: Target, runtime: Stage) -> Stage:
         {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
         find /tmp/sglang/python/sglang/srt/layers/quantization/configs /tmp/sglang/python/sglang/srt/layers/moe/fused_moe_triton/configs \\
             -type f -name '*MI300X*' -exec sh -c 'cp "$1" "$(echo "$1" | sed s/MI300X/MI300X_VF/)"' _ {{}} \\;
-        cd /tmp/sglang/python && cp ../README.md ../LICENSE . 2>/dev/null || true
+        cd /tmp/sglang/python
+        cp ../README.md ../LICENSE . 2>/dev/null || true
         if [[ -f pyproject_other.toml ]]; then mv pyproject_other.toml pyproject.toml; fi  # the ROCm and NPU extras live there
         sed -i 's/"torch==[^"]*"/"torch"/; s/"torchaudio==[^"]*"/"torchaudio"/' pyproject.toml
         uv pip install "grpcio-tools==1.75.1" && python3 -m build --wheel --no-isolation --outdir /workspace/sglang
         cd /tmp/sglang/sgl-kernel && if [[ -f pyproject_rocm.toml ]]; then mv pyproject_rocm.toml pyproject.toml; fi
-        AMDGPU_TARGET="{';'.join(t.archs)}" python3 setup_rocm.py bdist_wheel --dist-dir /workspace/sglang
+        AMDGPU_TARGET={word(';'.join(t.archs))} python3 setup_rocm.py bdist_wheel --dist-dir /workspace/sglang
         {rust_toolchain()}
         uv pip install setuptools-rust maturin
         cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
@@ -201,7 +206,8 @@ def sglang(t: Target, runtime: Stage) -> Stage:
                          pkg("sgl-kernel", built="/mnt/sglang/sgl_kernel*.whl"),
                          pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl"),
                          pkg("fast-hadamard-transform", built="/mnt/sglang/fast_hadamard_transform*.whl")),
-                        no_build_isolation=True, prereleases=OTEL_BETAS,
+                        no_build_isolation=True, prereleases=OTEL_BETAS, upgrade=SGLANG_OVER_VLLM,
+                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM),
                         title=f"SGLang {v} (ROCm project file), its kernel, the router and fast-hadamard-transform")
     install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true", mounts=[Mount(built, "/workspace/sglang", "/mnt/sglang")])
     b.component(python("sglang", v, imports=("sglang",)), python("sgl-kernel", ""),

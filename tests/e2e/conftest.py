@@ -33,5 +33,20 @@ def e2e():
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.fixture(scope="module")
+def two_daemons(e2e):
+    """Two fresh Docker daemons that share nothing with the session's but the registry and the package
+    index (two CI runners), stopped when the module is done."""
+    first = infra.second_daemon(e2e)
+    try:
+        second = infra.second_daemon(e2e)
+        try:
+            yield first, second
+        finally:
+            infra.stop(second)
+    finally:
+        infra.stop(first)
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")

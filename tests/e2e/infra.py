@@ -239,8 +239,11 @@ def _start_index(e: Environment) -> None:
     for version in ("0.1.0", "0.2.0", "0.3.0"):
         for arch in ("amd64", "arm64"):
             reported = "0.2.9" if (version, arch) == ("0.3.0", "arm64") else version  # the deliberate breakage
+            # its Python distribution's metadata, as an installer leaves it (what an SBOM reads)
+            meta = f"Metadata-Version: 2.1\nName: echo-serve\nVersion: {version}\nSummary: the fixture's service\n\n"
             (pkgs / f"echo-{version}-{arch}.tar.gz").write_bytes(
-                _tar_gz({"bin/echo-serve": (ECHO_SERVE, 0o755), "VERSION": (reported + "\n", 0o644)}))
+                _tar_gz({"bin/echo-serve": (ECHO_SERVE, 0o755), "VERSION": (reported + "\n", 0o644),
+                         f"lib/python3.11/site-packages/echo_serve-{version}.dist-info/METADATA": (meta, 0o644)}))
     port = free_port()
     e.index = f"http://127.0.0.1:{port}"
     e.procs.append(subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
@@ -261,7 +264,21 @@ def _debs(e: Environment) -> Path:
     return root
 
 
-def _rootfs(busybox: Path, tini: Path) -> bytes:
+def _dpkg_status(debs: list[Path]) -> bytes:
+    """dpkg's status entries of the Debian packages the arm64 base is made of (their control fields);
+    the amd64 base is made of the host's own installed packages, whose entries dpkg-query gives."""
+    if not debs:
+        return subprocess.run(["dpkg-query", "-s", "busybox-static", "tini"], capture_output=True,
+                              check=True).stdout
+    entries = []
+    for deb in debs:
+        fields = subprocess.run(["dpkg-deb", "-f", deb, "Package", "Version", "Architecture", "Source", "Maintainer"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        entries.append(fields.replace("\nVersion:", "\nStatus: install ok installed\nVersion:", 1))
+    return ("\n\n".join(entries) + "\n").encode()
+
+
+def _rootfs(busybox: Path, tini: Path, status: bytes = b"") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("bin", "usr/bin", "usr/local/bin", "etc", "tmp", "root", "var/cache", "opt", "proc", "sys", "dev"):
@@ -283,6 +300,14 @@ def _rootfs(busybox: Path, tini: Path) -> bytes:
         info = tarfile.TarInfo("etc/passwd")
         info.size = len(passwd)
         tar.addfile(info, io.BytesIO(passwd))
+        for d in ("var/lib", "var/lib/dpkg"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in (("var/lib/dpkg/status", status), ("etc/os-release", b'ID=debian\nVERSION_ID="12"\n')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -297,7 +322,8 @@ def _import_bases(e: Environment) -> None:
         # BuildKit needs to use it locally; `docker import --platform` only works on experimental daemons
         ctx = e.root / f"base-{arch}"
         ctx.mkdir()
-        (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini))
+        status = _dpkg_status(sorted((arm.parent).glob("*.deb")) if arch == "arm64" else [])
+        (ctx / "rootfs.tar").write_bytes(_rootfs(busybox, tini, status))
         (ctx / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
         subprocess.run([DOCKER, "build", "--platform", f"linux/{arch}", "-t", f"runner-fixture/demo-base:1.0.0-{arch}",
                         str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, check=True, capture_output=True)

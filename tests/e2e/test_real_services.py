@@ -186,6 +186,27 @@ def test_gpustacks_ray_head_and_worker_start_and_join(e2e, project, vllm_image):
         e2e.docker("rm", "-f", *names, check=False)
 
 
+def test_the_sbom_of_real_vllm_lists_its_debian_packages_and_python_distributions(e2e, vllm_image, tmp_path):
+    """What publish attaches, read from a real Debian image with real vLLM: valid SPDX (spdx-tools)."""
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    from runner.release import sbom
+
+    start = time.monotonic()
+    listing = e2e.docker("run", "--rm", "--network", "none", vllm_image, "sh", "-c", sbom.SCRIPT, timeout=600).stdout
+    image_id = e2e.docker("image", "inspect", "--format", "{{.Id}}", vllm_image).stdout.strip()
+    doc = sbom.document(sbom.parse(listing), [], image=f"docker.io/gpustack/runner:{VLLM.target}-linux-amd64",
+                        digest=image_id, platform="linux/amd64", created="2026-01-31T00:00:00Z",
+                        namespace_base="https://github.com/gpustack/runner")
+    (tmp_path / "vllm.spdx.json").write_bytes(sbom.dumps(doc))
+    assert validate_full_spdx_document(parse_file(str(tmp_path / "vllm.spdx.json"))) == []
+    print(f"[standin] SBOM of real vLLM: {sbom.counts(doc)} in {time.monotonic() - start:.1f} s")
+    versions = {p["name"].lower(): p["versionInfo"] for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-python-")}
+    assert versions["vllm"] == "0.14.1" and versions["torch"].startswith("2.9.1") and versions["ray"] == "2.60.0"
+    assert {"libc6", "python3"} <= set(sbom.names(doc, "deb")) and sbom.counts(doc)["python"] > 100
+
+
 def test_a_vllm_image_without_the_kv_connector_fails_its_case(e2e, project, vllm_image):
     """The same image with lmcache removed: GPUStack's KV cache line still parses, but the connector it
     names no longer loads, and the check says so."""

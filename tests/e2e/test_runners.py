@@ -23,17 +23,9 @@ def _steps(stages) -> int:
 
 
 @pytest.fixture(scope="module")
-def runners(e2e):
+def runners(two_daemons):
     """Two fresh daemons (the session's own has built the fixture before: its cache is warm)."""
-    first = infra.second_daemon(e2e)
-    try:
-        second = infra.second_daemon(e2e)
-        try:
-            yield first, second
-        finally:
-            infra.stop(second)
-    finally:
-        infra.stop(first)
+    return two_daemons
 
 
 def _job(env, key: str, cache: str) -> dict:

@@ -8,7 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runner.model.errors import Failed, UserError
+from runner.model.errors import Failed, InfrastructureError, UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = getattr(importlib.import_module(module), name)(args)
     except UserError as e:
         print(f"runner: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except InfrastructureError as e:
+        print(f"runner: infrastructure error: {e}; nothing is wrong with the input: run the same command again "
+              "when the registry answers", file=sys.stderr)
         return e.exit_code
     except Failed as e:
         print(f"runner: failed: {e}", file=sys.stderr)

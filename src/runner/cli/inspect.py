@@ -65,6 +65,10 @@ def parse(a: argparse.Namespace) -> int:
 def catalog(a: argparse.Namespace) -> int:
     from runner.model import catalog as catalog_mod
 
+    if a.history:
+        from runner.cli.history import history
+
+        return history(a)
     if a.file:
         records = catalog_mod.load(a.file)
     else:
@@ -106,23 +110,42 @@ def schema(a: argparse.Namespace) -> int:
 
 def plan(a: argparse.Namespace) -> int:
     """The stage DAG, then the static checks over it: any finding exits 2."""
-    from runner.compose.checks import check_stages
+    from runner.compose.checks import check_stages, not_checked
     from runner.compose.plan import make_plan
 
     project, targets = selected_targets(a)
     the_plan = make_plan(targets, project.recipes)
     findings = check_stages(the_plan.stages)
+    patches = _patch_checks(project, the_plan) if not a.ci else []
+    failed = [c for c in patches if c.status == "fails"]
     if a.ci:
         _ci_jobs(the_plan, a.format)
     elif a.format == "json":
-        print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings]}, indent=1))
+        print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings],
+                          "patches": [c.to_json() for c in patches]}, indent=1))
     else:
         from runner.ui.tables import plan_tree, print_rich
 
         print_rich(plan_tree(the_plan))
     for f in findings:
         print(f"runner: error: {f}", file=sys.stderr)
-    return 2 if findings else 0
+    for c in patches:
+        if c.status != "applies":
+            print(f"runner: {'error: ' if c.status == 'fails' else ''}{c}", file=sys.stderr)
+    for note in not_checked():
+        print(f"runner: {note}", file=sys.stderr)
+    print(f"runner: static checks over {the_plan.distinct_stages} stages: "
+          + (f"{len(findings)} finding(s)" if findings else "nothing found")
+          + f"; patches: {sum(c.status == 'applies' for c in patches)} apply, {len(failed)} fail", file=sys.stderr)
+    return 2 if findings or failed else 0
+
+
+def _patch_checks(project, the_plan) -> list:
+    """Every patch the plan applies, applied to the real source of its version (runner.verify.patches):
+    a check that needs the sources, so it runs here, after the static checks."""
+    from runner.verify.patches import check_patches
+
+    return check_patches(the_plan.stages, pack=project.pack_path)
 
 
 def components(a: argparse.Namespace) -> int:

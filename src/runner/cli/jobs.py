@@ -9,7 +9,7 @@ import json
 import sys
 from contextlib import AsyncExitStack
 
-from runner.cli.release import _client, _password, _repository, _run, build_cache
+from runner.cli.release import _client, _password, _repository, _run, attester_for, build_cache
 from runner.model.errors import UserError
 
 
@@ -36,9 +36,11 @@ async def _job(a: argparse.Namespace) -> int:
     repo = _repository(project, a) if publish else None
     password = _password(a) if publish else ""
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
+    attester = attester_for(a, publish, info)
     built, pubs = [], []
-    with Docker() as docker:
-        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache)
+    with Docker(secrets=[password, login[2]]) as docker:
+        builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
+                                reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(cache.registry)
@@ -55,8 +57,9 @@ async def _job(a: argparse.Namespace) -> int:
                         reg = await stack.enter_async_context(_client(a, password))
                         await reg.login()
                         await docker.login(a.registry, a.username, password)
+                        attester.engine = builder
                         pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                                  index=False)
+                                                  index=False, attest=attester)
         finally:
             builder.close()
     out = {"job": the_job.as_dict(), "from_cache": cache.found, "published_to_cache": cache.published,

@@ -56,6 +56,17 @@ def build_args(p: argparse.ArgumentParser) -> None:
                    help="run every smoke check, even those remembered for an unchanged image (the new results are remembered)")
     p.add_argument("--build-cache", default="", metavar="HOST/NAMESPACE/REPOSITORY",
                    help="start from the shared stages other jobs pushed there, and push the ones built here")
+    p.add_argument("--reproducible", action="store_true",
+                   help="rewrite each image with timestamps clamped to the recipe commit's time and a fixed file "
+                        "order, so two builds give one digest (a save and load of each image: bench/layer_diff.py)")
+
+
+def signing_args(p: argparse.ArgumentParser) -> None:
+    """How published images' provenance is signed (the key itself never on the command line)."""
+    p.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="sign provenance with this PEM private key (or put the PEM in $RUNNER_SIGNING_KEY)")
+    p.add_argument("--keyless", action="store_true",
+                   help="sign keyless with Sigstore and the CI system's OIDC identity ($SIGSTORE_ID_TOKEN or ambient)")
 
 
 def _command(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
@@ -84,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, help="read this catalog file instead of the matrix")
     p.add_argument("--write", type=Path, help="write the whole catalog to this file (atomically)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--history", metavar="TAG", default="",
+                   help="every recorded digest change of TAG (from the digests file beside --file's catalog)")
 
     p = _command(sub, "schema", "runner.cli.inspect:schema", "print the JSON Schema of matrix.yaml")
     p.add_argument("--pack", type=Path, help="pack folder whose recipes name the backends")
@@ -107,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
     p.add_argument("--refresh", action="store_true", help="ask uv again, even for answers remembered for this content")
     p.add_argument("--verbose", action="store_true", help="list resolved steps too, with their versions")
+    p.add_argument("--per-step", action="store_true",
+                   help="resolve each install step only, not also each image's steps as one set (faster)")
 
     p = _command(sub, "dockerfile", "runner.cli.inspect:dockerfile", "render one target's stages as a multi-stage Dockerfile")
     p.add_argument("tag", metavar="TAG")
@@ -154,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", help="also run the backend's device check (host needs the accelerator)")
     p.add_argument("--no-smoke-cache", action="store_true", help="run every check, even those remembered for the image (the new results are remembered)")
 
+    p = _command(sub, "rehearse", "runner.cli.rehearse:rehearse",
+                 "build the selected images here as the release would, with declared substitutions only (stand-in "
+                 "bases, a local source mirror, published artifacts for device compiles), and smoke-test them")
+    selection_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="json: the whole report on stdout")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--keep", action="store_true", help="keep the images and build cache the rehearsal made")
+
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "
                  "a target's job also smoke-tests its image (and with --registry pushes its single-arch tag)")
@@ -166,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""))
     p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR")
     p.add_argument("--insecure", action="store_true")
+    signing_args(p)
 
     p = _command(sub, "publish", "runner.cli.release:publish",
                  "build (cached), smoke-test and publish single-arch tags and -dev indexes")
@@ -173,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     build_args(p)
     registry_args(p)
     p.add_argument("--single-arch", action="store_true", help="push single-arch images only (`merge` makes the indexes)")
+    signing_args(p)
 
     for name, help in (("merge", "write -dev indexes from single-arch tags by digest, for tags whose platforms all passed"),
                        ("promote", "point each final tag at its tested -dev index by digest, no rebuild"),
@@ -183,10 +208,55 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "discard":
             p.add_argument("--skip-missing", action="store_true",
                            help="list and skip targets an earlier step left nothing for, instead of failing")
+        if name == "promote":
+            p.add_argument("--reason", default="", help="why a final tag changes digest (kept in the tag history)")
 
     p = _command(sub, "prune", "runner.cli.release:prune",
                  "delete tags the matrix no longer has (and, with --intermediates, -dev/single-arch tags)")
     p.add_argument("--matrix", type=Path)
     p.add_argument("--intermediates", action="store_true", help="also -dev and single-arch tags of promoted targets")
     registry_args(p)
+    supply_chain_commands(sub)
     return ap
+
+
+def supply_chain_commands(sub) -> None:
+    """verify, mirror and keygen: what a published image proves, and copies of it elsewhere."""
+    p = _command(sub, "verify", "runner.cli.supply:verify",
+                 "check published images' signed provenance and SBOM (exit 2 on any mismatch); with --mirror, "
+                 "check that every mirror serves each final tag at the same digest")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="HOST/NAMESPACE/REPOSITORY:TAG references")
+    p.add_argument("--key", type=Path, action="append", default=[], metavar="PUBLIC.pem",
+                   help="trust provenance signed by this key (repeatable)")
+    p.add_argument("--identity", default="", help="trust Sigstore keyless signatures of this identity (the CI workflow)")
+    p.add_argument("--issuer", default="", help="the OIDC issuer of --identity, e.g. https://token.actions.githubusercontent.com")
+    p.add_argument("--catalog", type=Path, help="also check each tag against the digest this catalog pins")
+    p.add_argument("--mirror", action="append", default=[], metavar="HOST/NAMESPACE",
+                   help="check the selection's final tags on this mirror against --registry (repeatable)")
+    _credentials(p)
+    selection_args(p, platform=False)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = _command(sub, "mirror", "runner.cli.supply:mirror",
+                 "copy the selection's final tags by digest, with their SBOMs and provenance, to another registry")
+    p.add_argument("--to", required=True, metavar="HOST/NAMESPACE", help="where the copies go")
+    _credentials(p)
+    selection_args(p, platform=False)
+
+    p = _command(sub, "keygen", "runner.cli.supply:keygen",
+                 "make an Ed25519 key pair for signing provenance without Sigstore (air-gapped sites)")
+    p.add_argument("folder", type=Path, metavar="DIR", help="writes DIR/signing.key (0600) and DIR/signing.pub")
+
+
+def _credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", default="", help="the source registry host[:port] (default: IMAGE's own)")
+    p.add_argument("--namespace", default="", help="image namespace (default: the matrix's)")
+    p.add_argument("--repository", default="", help="image repository (default: the matrix's)")
+    p.add_argument("--username", default=os.environ.get("REGISTRY_USERNAME", ""), help="registry user ($REGISTRY_USERNAME)")
+    p.add_argument("--password-env", default="REGISTRY_PASSWORD", metavar="VAR",
+                   help="environment variable holding the registry password (empty: anonymous)")
+    p.add_argument("--mirror-username", default=os.environ.get("MIRROR_USERNAME", ""),
+                   help="user on the mirrors ($MIRROR_USERNAME)")
+    p.add_argument("--mirror-password-env", default="MIRROR_PASSWORD", metavar="VAR",
+                   help="environment variable holding the mirrors' password")
+    p.add_argument("--insecure", action="store_true", help="plain-HTTP registries, e.g. local test registries")

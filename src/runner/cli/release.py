@@ -18,10 +18,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from runner.cli.inspect import selected_targets
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
+from runner.model.naming import host_problem
 
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 
 class Interrupted(Exception):
@@ -93,8 +93,19 @@ def prune(a: argparse.Namespace) -> int:
     return _run(_registry, a, "prune")
 
 
+_TAKEN: dict[str, str] = {}
+
+
+def secret(variable: str) -> str:
+    """A password variable's value, taken out of this process's environment when first read, so that no
+    child process (docker, git, uv) inherits it, whatever the variable is called."""
+    if variable in os.environ:
+        _TAKEN[variable] = os.environ.pop(variable)
+    return _TAKEN.get(variable, "")
+
+
 def _password(a: argparse.Namespace) -> str:
-    password = os.environ.get(a.password_env, "")
+    password = secret(a.password_env)
     if not password or not a.username:
         raise UserError(f"registry credentials missing: set --username and the environment variable {a.password_env}")
     return password
@@ -103,11 +114,11 @@ def _password(a: argparse.Namespace) -> str:
 def _repository(project, a: argparse.Namespace):
     from runner.release.publish import Repository
 
-    if not _HOST.match(a.registry):
-        raise UserError("malformed registry address", value=a.registry, allowed="host[:port], e.g. docker.io")
+    if problem := host_problem(a.registry):
+        raise UserError("malformed registry address", value=a.registry, allowed=f"host[:port], e.g. docker.io: {problem}")
     ns, name = a.namespace or project.namespace, a.repository or project.repository
     for what, value in (("namespace", ns), ("repository", name)):
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise UserError(f"malformed {what}", value=value,
                             allowed="lower-case letters, digits and . _ - between them, parts joined by /")
     return Repository(a.registry, ns, name)
@@ -121,9 +132,17 @@ def _writable(path: Path | None, what: str) -> None:
 
 
 def _client(a: argparse.Namespace, password: str):
+    """The registry client; $RUNNER_REGISTRY_TIMEOUT (seconds one request may take, answer included) and
+    $RUNNER_REGISTRY_RETRY_SECONDS (how long transient faults are retried per request) tune its patience."""
     from runner.release.registry import Registry
 
-    return Registry(a.registry, a.username, password, insecure=a.insecure)
+    patience = {}
+    for variable, name in (("RUNNER_REGISTRY_TIMEOUT", "timeout"), ("RUNNER_REGISTRY_RETRY_SECONDS", "retry_seconds")):
+        if text := os.environ.get(variable, ""):
+            if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text) or not 0 < float(text) <= 3600:
+                raise UserError(f"malformed ${variable}", value=text, allowed="seconds, more than 0 and at most 3600")
+            patience[name] = float(text)
+    return Registry(a.registry, a.username, password, insecure=a.insecure, **patience)
 
 
 def build_cache(a: argparse.Namespace, project):
@@ -138,10 +157,10 @@ def build_cache(a: argparse.Namespace, project):
     from runner.release.registry import Registry
 
     host, _, path = a.build_cache.partition("/")
-    if not _HOST.match(host) or not _NAME.match(path):
+    if host_problem(host) or not _NAME.fullmatch(path):
         raise UserError("malformed --build-cache", value=a.build_cache, allowed="host[:port]/namespace/repository")
     username = getattr(a, "username", "") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get(getattr(a, "password_env", "REGISTRY_PASSWORD"), "")
+    password = secret(getattr(a, "password_env", "REGISTRY_PASSWORD"))
     shared = ci_jobs(make_plan(project.targets, project.recipes)).shared()
     return BuildCache(Registry(host, username, password), path, shared), (host, username, password)
 
@@ -160,14 +179,15 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     _writable(a.report, "report file")
     repo = _repository(project, a) if publish else None
     password = _password(a) if publish else ""
-    plan = make_plan(targets, project.recipes)
     info = build_info(project.matrix_path.parent, a.source_url, a.revision)
+    attester = attester_for(a, publish, info)
+    plan = make_plan(targets, project.recipes)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     cache, cache_login = build_cache(a, project)
     pubs: list = []
-    with Docker() as docker:
+    with Docker(secrets=[password, cache_login[2] if cache_login else ""]) as docker:
         builder = DockerBuilder(docker, info, project.pack_path, mirrors=project.mirror_map(), build_cache=cache,
-                                records=BuildRecords())
+                                records=BuildRecords(), reproducible=a.reproducible)
         try:
             async with AsyncExitStack() as stack:
                 if publish:
@@ -185,8 +205,9 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
                 retries = []
                 if publish:
                     async with _client(a, password) as reg:
+                        attester.engine = builder
                         pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                                  index=not a.single_arch)
+                                                  index=not a.single_arch, attest=attester)
                         retries = reg.retries + builder.retries
         finally:
             builder.close()
@@ -196,6 +217,8 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     if cache is not None:
         result["build_cache"] = {"found": cache.found, "published": cache.published}
     result["registry_retries"] = retries
+    if publish:
+        result["attestations"] = attester.notes or [unattested(attester)]
     if a.report:
         from runner.model.files import write_atomic
 
@@ -213,19 +236,23 @@ async def _build(a: argparse.Namespace, publish: bool) -> int:
     if failed:
         print("runner: fix the recipe or smoke spec in pack/ and build again; failed tags were not published",
               file=sys.stderr)
-    return 1 if failed or any(p.error for p in pubs) else 0
+    if failed or any(p.error and not p.fault for p in pubs):
+        return 1
+    return InfrastructureError.exit_code if any(p.error for p in pubs) else 0  # only the registry failed: run again
 
 
 async def _smoke(a: argparse.Namespace) -> int:
     from runner.compose.project import load_project
     from runner.engines.docker import Docker, DockerBuilder
-    from runner.release.existing import smoke_existing, subjects
+    from runner.release.existing import check_reference, smoke_existing, subjects
     from runner.release.report import report
     from runner.release.smoke_memory import SmokeMemory
     from runner.ui.tables import print_rich, report_table
 
     project = load_project(a.matrix)
     _writable(a.report, "report file")
+    for ref in a.images:
+        check_reference(ref)
     memory = SmokeMemory(recall=not a.no_smoke_cache)
     built = []
     with Docker() as docker:
@@ -252,9 +279,25 @@ async def _smoke(a: argparse.Namespace) -> int:
     return 0 if built and all(b.passed for b in built) else 1
 
 
+def attester_for(a: argparse.Namespace, publish: bool, info: dict[str, str]):
+    """What publish attaches: SBOM and signed provenance with a signer, else only what the members
+    carry (checked before any build: a bad key fails the command at once)."""
+    from runner.release.attest import Attester, Carrier
+    from runner.release.signing import signer_from
+
+    signer = signer_from(a.sign_key, a.keyless) if publish else None
+    return Attester(signer=signer, build_info=info) if signer is not None else Carrier()
+
+
+def unattested(attester) -> str:
+    return ("nothing attached" if getattr(attester, "signer", None) else
+            "no SBOM or provenance attached: no signer (--sign-key, $RUNNER_SIGNING_KEY or --keyless)")
+
+
 async def _registry(a: argparse.Namespace, op: str) -> int:
     from runner.model import catalog
-    from runner.release import publish as flow
+    from runner.release import ledger, publish as flow, referrers
+    from runner.release.attest import Carrier
     from runner.ui.selection import promotion_lines, publication_lines
 
     if op == "prune":
@@ -262,25 +305,32 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
 
         project, targets = load_project(a.matrix), []
     else:
+        flow.whole_tags_only(getattr(a, "platform", ""), op)
         project, targets = selected_targets(a)
     repo = _repository(project, a)
     password = _password(a)
-    book = catalog.CatalogFile(a.catalog) if a.catalog else None
+    book = catalog.CatalogFile(a.catalog, notify=lambda m: print(f"runner: {m}", file=sys.stderr)) if a.catalog else None
     if book is not None:
         book.check()
     async with _client(a, password) as reg:
         await reg.login()
-        if op == "prune":
-            done = await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book,
-                                    a.intermediates)
-            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
-            return 0
-        if op == "discard":
-            done = await flow.discard(targets, reg, repo, book)
-            print(json.dumps({"deleted": done, "registry_retries": reg.retries}, indent=1))
+        if op in ("prune", "discard"):
+            if op == "prune":
+                done, swept = await referrers.sweeping(reg, repo.path, lambda: flow.prune(
+                    reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, a.intermediates))
+                finals = [repo.catalog_image(t) for t in done]
+            else:
+                done, swept = await referrers.sweeping(reg, repo.path, lambda: flow.discard(targets, reg, repo, book))
+                finals = [repo.catalog_image(t.tag) for t in targets]
+            if book is not None:
+                ledger.record_removals(book, finals, {"prune": "pruned", "discard": "discarded"}[op])
+            print(json.dumps({"deleted": done, "artifacts_deleted": swept, "registry_retries": reg.retries}, indent=1))
             return 0
         if op == "merge":
-            pubs = await flow.merge(targets, reg, repo)
+            carrier = Carrier()
+            pubs = await flow.merge(targets, reg, repo, attest=carrier)
+            for note in carrier.notes:
+                print(f"runner: {note}", file=sys.stderr)
             print("\n".join(publication_lines(pubs)), file=sys.stderr)
             print(json.dumps([vars(p) for p in pubs], indent=1))
             return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
@@ -288,6 +338,8 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
 
         results = await flow.promote(targets, reg, repo, book, lambda ts: catalog_records(project, ts, repo.catalog_image),
                                      skip_missing=a.skip_missing)
+        if book is not None:
+            await ledger.record_promotions(book, reg, repo, results, ledger.reasons(targets, a.reason))
         print("\n".join(promotion_lines(results)), file=sys.stderr)
         print(json.dumps([vars(r) for r in results], indent=1))
         return 0

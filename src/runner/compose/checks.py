@@ -8,12 +8,19 @@
 - downloads: every URL a script fetches from comes from a declared source (runner.compose.sources:
   once, with its version in it), or is an index or find-links URL of the step's declared requirements;
 - installs: what lands in an image is installed by steps rendered from declared requirements (the
-  ones `runner resolve` checks); build stages, whose tools never reach the image, may install freely.
+  ones `runner resolve` checks); build stages, whose tools never reach the image, may install freely;
+- shell: every distinct script, as the Dockerfile's SHELL runs it, passes shellcheck at the level that
+  reports an expression inside single quotes (SC2016); a reviewed exception is a `# shellcheck
+  disable=SCxxxx  # reason` line in the recipe's script, and must give its reason.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,10 +47,55 @@ class Finding:
 
 def check_stages(stages: Iterable[Stage]) -> list[Finding]:
     """Every finding over distinct stages, in plan order."""
+    stages = list(stages)
     found: list[Finding] = []
     for stage in stages:
         found += _search_paths(stage) + _required_args(stage) + _urls(stage) + _installs(stage)
-    return found
+    return found + check_shell(stages)[0]
+
+
+def not_checked() -> list[str]:
+    """Checks that cannot run on this machine, and why."""
+    return [] if shutil.which("shellcheck") else ["not checked here: the scripts' shellcheck (install Debian's "
+                                                  "shellcheck package)"]
+
+
+# What shellcheck reports that no script here should change, and why.
+SHELLCHECK_EXCLUDED = {
+    "SC2086": "build arguments hold only values matrix.yaml's patterns allow (no spaces, globs or quotes), and "
+              "lists such as apt package names are split on purpose",
+    "SC1091": "the environment scripts a step sources belong to the vendor base image, which is not here",
+}
+_DIRECTIVE = re.compile(r"#\s*shellcheck\s+disable=(\S+)(.*)$", re.M)
+
+
+def check_shell(stages: Iterable[Stage]) -> tuple[list[Finding], str]:
+    """shellcheck's findings over every distinct script (one run for all), and a note when shellcheck is
+    not installed ("" when it ran)."""
+    scripts: dict[str, Stage] = {}
+    for stage in stages:
+        for step in stage.steps:
+            if isinstance(step, Run):
+                scripts.setdefault(step.script, stage)
+    found = [_finding("shellcheck", stage, f"`# shellcheck disable={m[1]}` gives no reason: add `# why` after it")
+             for script, stage in scripts.items() for m in _DIRECTIVE.finditer(script) if "#" not in m[2]]
+    tool = shutil.which("shellcheck")
+    if not tool:
+        return found, "not checked here: shellcheck is not installed (Debian's shellcheck package)"
+    with tempfile.TemporaryDirectory(prefix="runner-shellcheck-") as folder:
+        files = {}
+        for n, (script, stage) in enumerate(scripts.items()):
+            path = f"{folder}/{n}.sh"
+            with open(path, "w") as out:  # as the Dockerfile's SHELL runs it: bash -eo pipefail
+                out.write("#!/bin/bash\nset -eo pipefail\n" + script + "\n")
+            files[path] = (script, stage)
+        done = subprocess.run([tool, "--severity=info", f"--exclude={','.join(SHELLCHECK_EXCLUDED)}", "--format=json",
+                               *files], capture_output=True, text=True, timeout=600)
+    for item in json.loads(done.stdout or "[]"):
+        script, stage = files[item["file"]]
+        line = script.splitlines()[item["line"] - 3].strip() if item["line"] > 2 else ""
+        found.append(_finding("shellcheck", stage, f"SC{item['code']} ({item['level']}): {item['message']} in: {line[:200]}"))
+    return found, ""
 
 
 def _finding(check: str, stage: Stage, message: str) -> Finding:

@@ -44,6 +44,15 @@ def native(name: str, version: str, paths: Iterable[str] = (), libs: Iterable[st
     return Component(name, version, "", (), tuple(paths), tuple(libs), note)
 
 
+def effective(components: Iterable[Component]) -> list[Component]:
+    """What an image ends up with: a component declared again by a later stage (SGLang's FlashInfer over
+    its vLLM image's) replaces the earlier declaration, keeping its place in the list."""
+    found: dict[str, Component] = {}
+    for c in components:
+        found[c.name] = c
+    return list(found.values())
+
+
 @dataclass(frozen=True)
 class LeftOut:
     """A component the released images have and this recipe leaves out on purpose."""

@@ -7,6 +7,7 @@ is built; what only describes the image is environment, not a REQUIRED argument.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping
 from functools import lru_cache, wraps
@@ -17,11 +18,13 @@ from packaging.version import Version
 
 from runner.compose.components import Component, native, python
 from runner.compose.requirements import Package, Requirements, pkg
+from runner.compose.shell import word
 from runner.compose.sources import Download
 from runner.compose.stages import Cache, Stage, StageBuilder
 from runner.model.targets import Target
 
 TIMEZONE = "Asia/Shanghai"
+PATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.patch")  # names reach a script: nothing a shell reads
 CMAKE = Download("cmake", "https://github.com/Kitware/CMake/releases/download/v{version}/cmake-{version}-linux-{arch}.tar.gz",
                  "3.31.7")
 UV_SPEC = "uv<=0.9.11"
@@ -61,6 +64,14 @@ APT_KEEP = ("rm -f /etc/apt/apt.conf.d/docker-clean; "
 # OpenTelemetry's exporters and conventions are published only as betas; vLLM's tracing pulls them in
 OTEL_BETAS = ("opentelemetry-semantic-conventions", "opentelemetry-exporter-http-transport",
               "opentelemetry-exporter-otlp-common", "opentelemetry-exporter-prometheus", "opentelemetry-instrumentation")
+
+
+# SGLang images start from the release's vLLM 0.14.1 image, and SGLang pins these below what that vLLM
+# requires (uv, resolving vLLM 0.14.1 with each SGLang 0.5.4.post3..0.5.8: llguidance <0.8 against
+# >=1.3, xgrammar 0.1.27 against 0.1.29, grpcio and grpcio-reflection 1.75.1 against >=1.76,
+# outlines-core 0.1.26 via outlines 0.1.11 against 0.2.11). The image serves SGLang, so its pins win:
+# the step may change them, and `pip check` allows exactly these requirements of vLLM to be unmet.
+SGLANG_OVER_VLLM = ("llguidance", "xgrammar", "grpcio", "grpcio-reflection", "outlines-core")
 
 
 # uv keeps the Ray the service brought and adds what the consumer's `ray start` needs
@@ -145,7 +156,10 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
           PYTHON_VERSION=t.python, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
           PIP_ROOT_USER_ACTION="ignore", PIPX_HOME="/root/.local/share/pipx",
           PIPX_LOCAL_VENVS="/root/.local/share/pipx/venvs", UV_NO_CACHE="1", UV_HTTP_TIMEOUT="500",
-          UV_INDEX_STRATEGY="unsafe-best-match")
+          UV_INDEX_STRATEGY="unsafe-best-match",
+          # every later stage's `uv pip install` goes to the image's python (the torch and build stages
+          # come before any service stage: without it uv finds no virtual environment and stops)
+          UV_SYSTEM_PYTHON="1")
     b.run(f"""
         {APT_KEEP}
         apt-get update
@@ -157,7 +171,7 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
         {APT_KEEP}
         have=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
         if [[ "$have" != "${{PYTHON_VERSION}}" ]]; then
-            for i in 1 2 3; do add-apt-repository -y ppa:deadsnakes/ppa && break || sleep 5; done
+            for _ in 1 2 3; do if add-apt-repository -y ppa:deadsnakes/ppa; then break; fi; sleep 5; done
             apt-get update
             apt-get install -y --no-install-recommends python${{PYTHON_VERSION}} python${{PYTHON_VERSION}}-dev \\
                 python${{PYTHON_VERSION}}-venv python${{PYTHON_VERSION}}-gdbm python${{PYTHON_VERSION}}-tk
@@ -249,8 +263,8 @@ def add_patches(b: StageBuilder, t: Target, recipe_dir: Path, where: str, servic
     for name, text in found:
         b.file(f"/workspace/patches/{service}/{name}", text)
     if found:
-        names = " ".join(f"/workspace/patches/{service}/{name}" for name, _ in found)
-        b.run(f'cd {where}\nfor p in {names}; do patch -p1 --forward < "$p"; done\nrm -rf /workspace/patches',
+        lines = "\n".join(f"patch -p1 --forward < {word(f'/workspace/patches/{service}/{name}')}" for name, _ in found)
+        b.run(f'cd {where}\n{lines}\nrm -rf /workspace/patches',
               title=f"apply {len(found)} patch(es) to {service} {t.service_version}")
     return b
 
@@ -262,6 +276,10 @@ def _patches(recipe_dir: Path, service: str, version: str) -> tuple[tuple[str, s
         for folder in sorted(root.iterdir()) if root.is_dir() else ():
             if folder.is_dir() and _applies(folder.name, version):
                 found += folder.glob("*.patch")
+    for p in found:
+        if not PATCH_NAME.fullmatch(p.name):
+            raise ValueError(f"patch file {p}: malformed name {p.name!r} (allowed: letters, digits and . _ + - "
+                             "ending in .patch)")
     return tuple((p.name, p.read_text()) for p in sorted(found, key=lambda p: p.name))
 
 

@@ -2,7 +2,9 @@
 
 Validation (YAML, pydantic, recipes) costs more than everything after it, so the validated result is
 cached under $RUNNER_CACHE_DIR (default ~/.cache/runner), keyed by the bytes of matrix.yaml and of
-every pack/*/recipe.py; any edit to either misses the cache. RUNNER_NO_CACHE=1 turns it off.
+every pack/*/recipe.py and by runner's own source (a cache another runner wrote is never read); a
+cached file is read bounded and type-checked, and anything odd is validated again. Any edit to either
+misses the cache. RUNNER_NO_CACHE=1 turns it off.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from runner.model.errors import Where
 from runner.model.naming import PLATFORMS, ImageParser, format_image
 from runner.model.targets import Selection, Target
 
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
 
 
 @dataclass
@@ -139,16 +141,17 @@ def _validate(path: Path, pack: Path) -> Project:
 def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
     if os.environ.get("RUNNER_NO_CACHE"):
         return "", None
-    h = hashlib.sha256(f"{_CACHE_FORMAT}\0{path.resolve()}\0".encode())
     try:
         import stat
 
-        if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > 4 * 1024 * 1024:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 4 * 1024 * 1024:
             return "", None  # a pipe, device or huge file: validation reports it without hanging here
+        h = hashlib.sha256(f"{_CACHE_FORMAT}\0{path.resolve()}\0".encode())
         h.update(path.read_bytes())
         for recipe in sorted(pack.glob("*/recipe.py")):
             h.update(f"\0{recipe.parent.name}\0".encode() + recipe.read_bytes())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop
         return "", None  # let validation report the unreadable file
     from runner.model.files import cache_root
 
@@ -156,37 +159,50 @@ def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
 
 
 def _read_cache(file: Path, key: str) -> dict | None:
+    """What this very runner cached for this key (see runner.model.files.read_cache), when every field
+    has its type; anything else is a miss, validated again and rewritten."""
+    from runner.model.files import read_cache
+
+    data = read_cache(file, key)
     try:
-        data = json.loads(file.read_text())
-        return _cached_fields(data, key)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # a corrupted cache file is ignored, and rewritten by this run
-
-
-def _cached_fields(data: dict, key: str) -> dict | None:
-    if data.get("key") != key:
+        return _cached_fields(data) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+_TARGET_FIELDS = {f.name for f in dataclasses.fields(Target) if f.init}
+
+
+def _strings(value: object, kind: type = list) -> bool:
+    return isinstance(value, kind) and all(isinstance(v, str) for v in value)
+
+
+def _cached_fields(data: dict) -> dict | None:
     targets = []
     for t in data["targets"]:
-        where = Where(*t.pop("where")) if t.get("where") else None
-        t.pop("where", None)
-        targets.append(Target(**{**t, "platforms": tuple(t["platforms"]), "archs": tuple(t["archs"])}, where=where))
-    return {"namespace": data["namespace"], "repository": data["repository"], "variants": data["variants"],
-            "services": data["services"], "targets": targets, "mirrors": data["mirrors"]}
+        if set(t) != _TARGET_FIELDS or not _strings([v for k, v in t.items() if k not in ("where", "platforms", "archs")]) \
+                or not _strings(t["platforms"]) or not _strings(t["archs"]):
+            return None
+        where = t.pop("where")
+        if where is not None and not (isinstance(where[0], str) and all(isinstance(n, int) or n is None for n in where[1:])):
+            return None
+        targets.append(Target(**{**t, "platforms": tuple(t["platforms"]), "archs": tuple(t["archs"])},
+                              where=Where(*where) if where else None))
+    variants, services, mirrors = data["variants"], data["services"], data["mirrors"]
+    if not (_strings([data["namespace"], data["repository"], *mirrors, *mirrors.values()])
+            and all(_strings(v) for v in [*variants.values(), *services.values()])):
+        return None
+    return {"namespace": data["namespace"], "repository": data["repository"], "variants": variants,
+            "services": services, "targets": targets, "mirrors": mirrors}
 
 
 def _write_cache(file: Path, key: str, p: Project) -> None:
+    from runner.model.files import write_cache
+
     targets = []
     for t in p.targets:
         d = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.init}
         d["where"] = [t.where.file, t.where.line, t.where.column] if t.where else None
         targets.append(d)
-    data = {"key": key, "namespace": p.namespace, "repository": p.repository, "variants": p.variants,
-            "services": p.services, "targets": targets, "mirrors": p.mirrors}
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, file)
-    except OSError:
-        pass  # a read-only home only costs speed
+    write_cache(file, key, {"namespace": p.namespace, "repository": p.repository, "variants": p.variants,
+                            "services": p.services, "targets": targets, "mirrors": p.mirrors})

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from runner.compose.shell import word
 from runner.compose.stages import Stage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -133,8 +134,8 @@ class Requirements:
 
 
 def _quote(text: str) -> str:
-    """Quote a requirement for the shell, leaving ${ARG} references to expand."""
-    return f'"{text}"' if re.search(r"[\s<>;|&*()\[\]!]", text) else text
+    """A requirement as one shell word, its ${ARG} references left to expand (bare when it is plain)."""
+    return text if re.fullmatch(r"[A-Za-z0-9._=,+-]*(\$\{[A-Z0-9_]+\}[A-Za-z0-9._=,+-]*)*", text) else word(text)
 
 
 def expand(text: str, args: dict[str, str]) -> str:

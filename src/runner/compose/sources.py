@@ -9,11 +9,14 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from runner.compose.shell import word
+
 CURL = "curl --retry 3 --retry-connrefused -fsSL"
 _VERSIONISH = re.compile(r"^v?\d|\d+\.\d+|\$\{[A-Z0-9_]*VERSION\}")  # a release tag names a version
 # Every source declared in this process, for the static check that finds undeclared URLs in scripts.
 _DOWNLOADS: dict[tuple[str, str], "Download"] = {}
 _REPOSITORIES: dict[str, set[str]] = {}
+_GITS: dict[tuple[str, str], "Git"] = {}
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,8 @@ class Download:
     def fetch(self, dest: str = "", **fields: str) -> str:
         """The shell that downloads it (to `dest`, or to stdout for a pipe)."""
         headers = "".join(f" -H {shlex.quote(h)}" for h in self.headers)
-        out = f" -o {shlex.quote(dest)}" if dest else ""
-        return f'{CURL}{headers}{out} "{self.href(**fields)}"'
+        out = f" -o {word(dest)}" if dest else ""
+        return f"{CURL}{headers}{out} {word(self.href(**fields))}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Git:
             raise ValueError(f"repository {self.name!r}: {self.ref!r} is neither a release tag nor a commit; "
                              "a branch moves under the build, so say why it is followed (branch_reason=...)")
         _REPOSITORIES.setdefault(self.url, set()).add(self.ref)
+        _GITS[(self.url, self.ref)] = self
 
     @property
     def is_commit(self) -> bool:
@@ -75,15 +79,20 @@ class Git:
     def clone(self, dest: str, submodules: bool = True) -> str:
         """The shell that checks the repository out at its ref into `dest`."""
         sub = " --recursive --shallow-submodules" if submodules else ""
+        url, into = word(self.url), word(dest)
         if self.is_commit:
-            return (f"git clone{sub} {shlex.quote(self.url)} {shlex.quote(dest)} && git -C {shlex.quote(dest)} "
-                    f"checkout {self.ref}" + (f" && git -C {shlex.quote(dest)} submodule update --init --recursive"
-                                               if submodules else ""))
-        return f"git clone --depth 1 --single-branch --branch {shlex.quote(self.ref)}{sub} {shlex.quote(self.url)} {shlex.quote(dest)}"
+            return (f"git clone{sub} {url} {into} && git -C {into} checkout {word(self.ref)}"
+                    + (f" && git -C {into} submodule update --init --recursive" if submodules else ""))
+        return f"git clone --depth 1 --single-branch --branch {word(self.ref)}{sub} {url} {into}"
 
 
 def github(owner_repo: str, ref: str, name: str = "") -> Git:
     return Git(name or owner_repo.rsplit("/", 1)[1].lower(), f"https://github.com/{owner_repo}.git", ref)
+
+
+def declared_sources() -> list[Download | Git]:
+    """Every Download and Git declared in this process (recipes declare theirs when loaded)."""
+    return [*_DOWNLOADS.values(), *_GITS.values()]
 
 
 def declared_url_at(script: str, pos: int) -> bool:
@@ -94,3 +103,19 @@ def declared_url_at(script: str, pos: int) -> bool:
     if any(script.startswith(h, pos) for h in headers if h):
         return True
     return any(d.pattern().match(script, pos) for d in _DOWNLOADS.values())
+
+
+def declared_prefixes() -> list[str]:
+    """`scheme://host/` of every declared Download and Git (what a source mirror stands in for)."""
+    urls = [d.url for d in _DOWNLOADS.values()] + list(_REPOSITORIES)
+    return sorted({"/".join(u.split("/", 3)[:3]) + "/" for u in urls if "://" in u})
+
+
+def declared_repositories() -> dict[str, frozenset[str]]:
+    """Every repository URL declared in this process, with its refs as declared (build arguments in them)."""
+    return {url: frozenset(refs) for url, refs in _REPOSITORIES.items()}
+
+
+def declared_download_urls() -> list[str]:
+    """Every declared download's URL for its version (other fields left as {field})."""
+    return sorted({d.url.replace("{version}", d.version) for d in _DOWNLOADS.values()})

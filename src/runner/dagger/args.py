@@ -30,6 +30,13 @@ Repository = Annotated[str, Doc("image repository (default: the matrix's)")]
 Catalog = Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")]
 Insecure = Annotated[bool, Doc("plain-HTTP registry (a local test registry)")]
 Tag = Annotated[str, Doc("target tag, e.g. cuda12.8-vllm0.14.1")]
+SigningKey = Annotated[dagger.Secret | None, Doc("PEM private key that signs each pushed image's provenance, e.g. "
+                                                 "env://RUNNER_SIGNING_KEY (air-gapped sites)")]
+SigstoreToken = Annotated[dagger.Secret | None, Doc("OIDC token to sign keyless with Sigstore, e.g. "
+                                                    "env://SIGSTORE_ID_TOKEN (GitLab's id_tokens)")]
+OidcRequestToken = Annotated[dagger.Secret | None, Doc("GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_TOKEN, to sign "
+                                                       "keyless with a token asked for when signing")]
+OidcRequestUrl = Annotated[str, Doc("GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_URL (with --oidc-request-token)")]
 Concurrency = Annotated[int, Doc("images built and tested at once")]
 Gpu = Annotated[bool, Doc("also run the backend's device check: NVIDIA only, with the engine started with "
                           "_EXPERIMENTAL_DAGGER_GPU_SUPPORT=1 on a host with the NVIDIA container toolkit; "

@@ -4,13 +4,15 @@ and platform, to chain `summary`, `report`, `publish` or `tarballs` on."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 import dagger
 from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
-from runner.dagger.args import Insecure, Namespace, Password, Registry, Repository, Username
+from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcRequestUrl, Password, Registry, Repository,
+                                SigningKey, SigstoreToken, Username)
 from runner.engines.dagger import DaggerBuilder, StageContainers
 from runner.model.errors import Failed, UserError
 from runner.release import pipeline, publish as flow
@@ -71,21 +73,28 @@ class Build:
         repository: Repository = "",
         single_arch_only: Annotated[bool, Doc("push single-arch images only; a `merge` job writes the indexes")] = False,
         insecure: Insecure = False,
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
     ) -> str:
         """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
-        platform of the matrix target passed. A tag with a failed platform pushes nothing; ends with an
-        error listing every tag not fully published."""
+        platform of the matrix target passed; with a signer, each image gets its SBOM and signed
+        provenance first. A tag with a failed platform pushes nothing; ends with an error listing every
+        tag not fully published."""
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
         built = self.as_built(project)
         builder = DaggerBuilder(StageContainers(), registry, username, password)
+        attester = await attester_for(Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url), builder,
+                                      json.loads(self.build_info))
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch_only)
-        text = "\n".join(publication_lines(pubs))
+                                      index=not single_arch_only, attest=attester)
+        text = "\n".join([*publication_lines(pubs), *attester.notes])
         if any(p.skipped for p in pubs) or (not single_arch_only and any(p.note for p in pubs)):
             raise Failed(text)
         return text
@@ -104,6 +113,35 @@ class Build:
             b.checks = [CheckResult(**c) for c in r["smoke"]["checks"]]
             built.append(b)
         return built
+
+
+@dataclass
+class Signing:
+    """Who signs what publish attaches: a key, or Sigstore keyless (a token, or GitHub's token service)."""
+
+    key: dagger.Secret | None = None
+    token: dagger.Secret | None = None
+    request_token: dagger.Secret | None = None
+    request_url: str = ""
+
+
+async def attester_for(signing: Signing, builder: DaggerBuilder, build_info: dict[str, str]):
+    """The attester of a publish; without a signer, it only carries what the members already have."""
+    from runner.release.attest import Attester, Carrier
+    from runner.release.signing import KeylessSigner, KeySigner
+
+    if signing.key is not None and (signing.token is not None or signing.request_token is not None):
+        raise UserError("sign with a key or keyless, not both")
+    signer = None
+    if signing.key is not None:
+        signer = KeySigner((await signing.key.plaintext()).encode(), "the signing key secret")
+    elif signing.token is not None:
+        signer = KeylessSigner(await signing.token.plaintext())
+    elif signing.request_token is not None:
+        signer = KeylessSigner("", signing.request_url, await signing.request_token.plaintext())
+    if signer is None:
+        return Carrier(notes=["no SBOM or provenance attached: no signer (a signing key or a Sigstore identity)"])
+    return Attester(signer=signer, engine=builder, build_info=build_info)
 
 
 def summarize(results: list[dict]) -> str:
@@ -132,7 +170,8 @@ async def run_images(source: dagger.Directory, selection, concurrency: int, gpu:
 
 
 async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: str, password: dagger.Secret,
-                  publish: bool, namespace: str, repository: str, build_info: dict[str, str]) -> str:
+                  publish: bool, namespace: str, repository: str, build_info: dict[str, str],
+                  signing: Signing = Signing()) -> str:
     """One CI job on the engine (see runner.compose.jobs): its stage from the build cache, the shared
     stages it builds pushed there, a target's image smoke-tested (and pushed single-arch)."""
     from dataclasses import replace
@@ -160,7 +199,7 @@ async def run_job(source: dagger.Directory, key: str, cache_ref: str, username: 
         if publish:
             repo = flow.Repository(host, namespace or project.namespace, repository or project.repository)
             pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=False)
+                                      index=False, attest=await attester_for(signing, builder, build_info))
     summarize([b.report() for b in built])  # raises when the image failed
     return json.dumps({"job": the_job.as_dict(), "from_cache": cache.found, "published": cache.published,
                        "pushed": [p.tag for p in pubs if not p.skipped]})

@@ -11,9 +11,11 @@ from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
-                                Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
-                                Repository, ServiceName, ServiceVersion, SkipMissing, Source, Tag, Username, Variant)
+                                Insecure, MatrixFormat, Namespace, OidcRequestToken, OidcRequestUrl, OptBackend,
+                                Password, Platform, Registry, Repository, ServiceName, ServiceVersion, SigningKey,
+                                SigstoreToken, SkipMissing, Source, Tag, Username, Variant)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.supply import SupplyChain
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
 from runner.ui.selection import selection_of
@@ -26,7 +28,7 @@ def _selection(backend, backend_version="", variant="", service="", service_vers
 
 
 @object_type
-class Runner:
+class Runner(SupplyChain):
     """GPUStack Runner images: the matrix, its stage plan, builds with smoke tests, and releases."""
 
     source: Source
@@ -125,13 +127,18 @@ class Runner:
                                      "registry (the namespace and repository of --namespace/--repository)")] = False,
         namespace: Namespace = "",
         repository: Repository = "",
+        signing_key: SigningKey = None,
+        sigstore_token: SigstoreToken = None,
+        oidc_request_token: OidcRequestToken = None,
+        oidc_request_url: OidcRequestUrl = "",
     ) -> str:
         """Run one CI job: build its stage starting from the build cache and push the shared stages it made
-        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag)."""
-        from runner.dagger.build import run_job
+        there; a target's job also smoke-tests the image (and with --publish pushes its single-arch tag, with
+        its SBOM and provenance signed by the key or the keyless identity given)."""
+        from runner.dagger.build import Signing, run_job
 
         return await run_job(self.source, key, build_cache, username, password, publish, namespace, repository,
-                             self.build_info())
+                             self.build_info(), Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
 
     @function
     async def dockerfile(
@@ -243,13 +250,14 @@ class Runner:
         """Write -dev indexes from the single-arch tags per-platform CI jobs pushed, by digest, for tags
         whose platforms are all there; ends with an error listing the others unless --skip-missing."""
         from runner.release import publish as flow
+        from runner.release.attest import Carrier
         from runner.ui.selection import publication_lines
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry)
         async with await checkout.registry(registry, username, password, insecure) as reg:
             await reg.login()
-            pubs = await flow.merge(targets, reg, repo)
+            pubs = await flow.merge(targets, reg, repo, attest=Carrier())
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
@@ -304,8 +312,8 @@ class Runner:
         insecure: Insecure = False,
     ) -> dagger.File:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog.
-        A registry that refuses deletes is found out before any tag is touched."""
-        from runner.release import publish as flow
+        A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
+        from runner.release import publish as flow, referrers
 
         project, targets, repo = await self._registry_targets(backend, backend_version, service, service_version,
                                                               namespace, repository, registry, deprecated=True)
@@ -313,7 +321,7 @@ class Runner:
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.discard(targets, reg, repo, book)
+                await referrers.sweeping(reg, repo.path, lambda: flow.discard(targets, reg, repo, book))
 
         return await _updated_catalog(catalog, change)
 
@@ -330,7 +338,7 @@ class Runner:
         insecure: Insecure = False,
     ) -> dagger.File:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
-        from runner.release import publish as flow
+        from runner.release import publish as flow, referrers
 
         project = await checkout.load(self.source)
         repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
@@ -338,7 +346,8 @@ class Runner:
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.prune(reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates)
+                await referrers.sweeping(reg, repo.path, lambda: flow.prune(
+                    reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates))
 
         return await _updated_catalog(catalog, change)
 

@@ -3,18 +3,21 @@ arguments, target and platform, and the IDs of the base images under it. When no
 and the daemon still holds the very image that build produced, a warm build does not go to BuildKit
 at all (BuildKit would find every step cached; asking it costs a client start and a solve per image).
 
-One small file per daemon, image and inputs under $RUNNER_CACHE_DIR/builds, holding the image ID.
-A file that cannot be read is ignored; a record whose image ID the daemon no longer has is ignored."""
+One small file per daemon, image and inputs under $RUNNER_CACHE_DIR/builds, holding the image ID
+(read and written through runner.model.files' cache functions). A file that does not hold up is
+ignored; a record whose image ID the daemon no longer has is ignored."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runner.model.files import cache_root
+from runner.model.files import cache_root, read_cache, write_cache
+
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def inputs_key(daemon: str, image: str, dockerfile: str, target: str, platform: str, build_args: Sequence[str],
@@ -31,17 +34,9 @@ class BuildRecords:
         self.root = (root or cache_root()) / "builds"
 
     def get(self, key: str) -> str:
-        try:
-            data = json.loads((self.root / f"{key}.json").read_text())
-        except (OSError, ValueError):
-            return ""
-        return data.get("image_id", "") if isinstance(data, dict) and isinstance(data.get("image_id"), str) else ""
+        data = read_cache(self.root / f"{key}.json", key)
+        found = data.get("image_id") if isinstance(data, dict) else None
+        return found if isinstance(found, str) and _IMAGE_ID.fullmatch(found) else ""
 
     def put(self, key: str, image_id: str) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"image_id": image_id}))
-            os.replace(tmp, self.root / f"{key}.json")
-        except OSError:
-            pass  # a read-only cache only costs time
+        write_cache(self.root / f"{key}.json", key, {"image_id": image_id})

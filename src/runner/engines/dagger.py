@@ -150,11 +150,27 @@ class DaggerBuilder:
             raise engine_error(f"resolve the base image {image}", e) from None
         return ref.rsplit("@", 1)[-1]
 
+    async def engine_version(self) -> str:
+        """The Dagger engine's version, for provenance."""
+        return f"dagger {await dag.version()}"
+
     async def entrypoint(self, handle: dagger.Container) -> list[str]:
         return await handle.entrypoint()
 
     async def run_script(self, handle: dagger.Container, script: str, timeout: int) -> tuple[int, str]:
-        """The batched checks in one exec; the engine caches it while the image and script are unchanged."""
+        """A script in one exec, fed on standard input (never in argv, environment or a file)."""
+        import anyio
+
+        run = handle.with_exec(["sh", "-s"], stdin=script, use_entrypoint=True, expect=dagger.ReturnType.ANY)
+        try:
+            with anyio.fail_after(timeout):
+                return await run.exit_code(), (await run.stdout()) + (await run.stderr())
+        except dagger.DaggerError as e:
+            raise engine_error("the smoke checks", e) from None
+
+    async def run_check(self, handle: dagger.Container, script: str, timeout: int) -> tuple[int, str]:
+        """One smoke check in an exec of its own: the engine captures its exit code and output, so no
+        other process of the image can answer for it, and caches it while image and check are unchanged."""
         import anyio
 
         run = handle.with_exec(["sh", "-c", script], use_entrypoint=True, expect=dagger.ReturnType.ANY)
@@ -162,7 +178,7 @@ class DaggerBuilder:
             with anyio.fail_after(timeout):
                 return await run.exit_code(), (await run.stdout()) + (await run.stderr())
         except dagger.DaggerError as e:
-            raise engine_error("the smoke checks", e) from None
+            raise engine_error("a smoke check", e) from None
 
     async def device_check(self, handle: dagger.Container, leaf: Leaf, script: str) -> tuple[int, str]:
         """NVIDIA through Dagger's GPU support; other accelerators need their host's devices."""

@@ -1,43 +1,38 @@
 """The stage plan on a local Docker daemon's BuildKit, for build hosts that cannot run the Dagger
 engine: Dockerfiles rendered from the plan, built one platform at a time with cache mounts, smoke
-checks in one `docker run` per image, pushes with `docker push`.
-
-Registry credentials for the daemon's pushes live in a private DOCKER_CONFIG (mode 0700, file 0600)
-made for the run and removed on every exit path; one left by a killed run is removed at the next
-start. The password reaches `docker login` on stdin only; no child process gets it in its environment."""
+checks in one `docker run` per image, pushes with `docker push`. The docker client itself, and how
+registry credentials reach it, is runner.engines.docker_client."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from runner.compose.dockerfile import render
+from runner.compose.dockerfile import render, stages_for
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.stages import Stage
 from runner.engines.build_records import BuildRecords, inputs_key
-from runner.model.errors import UserError
+from runner.engines.docker_client import Docker
+from runner.model.errors import InfrastructureError, UserError
 from runner.release.pipeline import BuildError, Image
 
 if TYPE_CHECKING:
     from runner.release.build_cache import BuildCache
 
-DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
-SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
 _TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
                         r"temporarily unavailable|broken pipe|connection refused", re.I)
-_CONFIG_PREFIX = "runner-docker-config-"
 
 
 @dataclass
@@ -61,70 +56,6 @@ class StepCounts:
                     self.executed += 1
 
 
-def _private_root() -> Path:
-    """Where credentials go: memory-backed when the machine has it, so a crash leaves no disk copy."""
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-
-
-def sweep_stale_configs(root: Path | None = None) -> list[Path]:
-    """Remove credential folders of runs that were killed before they could clean up."""
-    removed = []
-    for folder in (root or _private_root()).glob(f"{_CONFIG_PREFIX}*"):
-        pid = folder.name[len(_CONFIG_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
-class Docker:
-    """The docker client, with a private config directory for registry credentials."""
-
-    def __init__(self, binary: str = DOCKER) -> None:
-        if not shutil.which(binary):
-            raise UserError("docker client not found", value=binary,
-                            hint="install Debian's docker.io (or set RUNNER_DOCKER to a client matching your daemon)")
-        self.binary = binary
-        sweep_stale_configs()
-        self.config = tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=_private_root())
-        os.chmod(self.config, 0o700)
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
-        self.env = {**env, "DOCKER_CONFIG": self.config, "DOCKER_BUILDKIT": "1"}
-
-    async def run(self, *argv: str, stdin: bytes | None = None, check: bool = True,
-                  timeout: float | None = None) -> tuple[int, str, str]:
-        with anyio.fail_after(timeout):
-            result = await anyio.run_process([self.binary, *argv], input=stdin, env=self.env, check=False)
-        out, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
-        if check and result.returncode != 0:
-            raise BuildError(f"docker {argv[0]} failed: {err.strip()[-1500:] or out.strip()[-1500:]}")
-        return result.returncode, out, err
-
-    async def login(self, registry: str, username: str, password: str) -> None:
-        """Store credentials in the private config (password through stdin, never argv or environment)."""
-        old = os.umask(0o077)
-        try:
-            code, _, err = await self.run("login", "--username", username, "--password-stdin", registry,
-                                          stdin=password.encode(), check=False, timeout=120)
-        finally:
-            os.umask(old)
-        if code != 0:
-            raise UserError(f"login to {registry} failed: {err.strip().splitlines()[-1] if err.strip() else code}")
-        config = Path(self.config) / "config.json"
-        if config.exists():
-            config.chmod(0o600)
-
-    def close(self) -> None:
-        shutil.rmtree(self.config, ignore_errors=True)
-
-    def __enter__(self) -> Docker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @dataclass
 class _Inspected:
     image_id: str
@@ -140,15 +71,20 @@ class DockerBuilder:
 
     def __init__(self, docker: Docker, build_info: dict[str, str], pack: Path | None = None, form: str = "compat",
                  network: str = "host", push_attempts: int = 4, mirrors: Mirrors = Mirrors(),
-                 build_cache: BuildCache | None = None, records: BuildRecords | None = None) -> None:
+                 build_cache: BuildCache | None = None, records: BuildRecords | None = None,
+                 keep_progress: bool = False, reproducible: bool = False) -> None:
         self.docker, self.build_info, self.pack, self.form, self.network = docker, build_info, pack, form, network
         self.mirrors, self.build_cache, self.records = mirrors, build_cache, records
         self.push_attempts = push_attempts
+        self.reproducible = reproducible  # images rewritten with clamped timestamps (runner.release.reproducible)
         self.counts = StepCounts()
         self.retries: list[str] = []
         self.workdir = tempfile.mkdtemp(prefix="runner-build-")
         self._inspected: dict[str, _Inspected] = {}
         self._base_ids: dict[str, str] = {}  # base image -> "ID os/arch", asked once per run
+        self.progress: dict[str, str] | None = {} if keep_progress else None  # image -> BuildKit's output (rehearsals)
+        self._building: dict[str, anyio.Event] = {}  # stage key -> set when the build making it ends
+        self._made: set[str] = set()  # stage keys a finished build of this run made
 
     async def build(self, leaf: Leaf) -> Image:
         return await self.build_stage(leaf.stage, f"runner-build/{leaf.target.tag}:{leaf.platform.replace('/', '-')}")
@@ -169,7 +105,10 @@ class DockerBuilder:
         ctx = Path(self.workdir) / f"{stage.name}-{stage.key[:12]}"
         ctx.mkdir(parents=True, exist_ok=True)
         (ctx / "Dockerfile").write_text(rendered.text)
-        await self._docker_build(ctx, rendered.target, stage, image)
+        async with self._claim(stage):
+            await self._docker_build(ctx, rendered.target, stage, image)
+        if self.reproducible:
+            await self._normalize(stage, image)
         if self.build_cache is not None:
             for shared in self.build_cache.to_publish(stage, substitutes):
                 ref = self.build_cache.ref(shared, digest)
@@ -181,6 +120,45 @@ class DockerBuilder:
             self.records.put(key, found.image_id)
         return Image(image, found.image_id, found.size)
 
+    async def _normalize(self, stage: Stage, image: str) -> None:
+        """Replace the image with its reproducible form (see runner.release.reproducible)."""
+        from runner.release.reproducible import epoch_of, normalize_archive
+
+        base = stage.chain()[0].image
+        _, out, _ = await self.docker.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", base, check=False)
+        folder = Path(tempfile.mkdtemp(prefix="runner-normalize-", dir=self.workdir))
+        try:
+            await self.docker.run("save", "-o", str(folder / "image.tar"), image, timeout=3600)
+            await anyio.to_thread.run_sync(_unpack, folder)
+            epoch = epoch_of(self.build_info.get("created") or "1970-01-01T00:00:00Z")
+            before = (await self.inspect(image)).image_id
+            if await anyio.to_thread.run_sync(normalize_archive, folder, epoch, json.loads(out or "null") or []):
+                await anyio.to_thread.run_sync(_pack, folder)
+                await self.docker.run("load", "-q", "-i", str(folder / "image.tar"), timeout=3600)
+                await self.docker.run("rmi", before, check=False)  # the unclamped twin, now untagged
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @asynccontextmanager
+    async def _claim(self, stage: Stage):
+        """Wait while another build of this run makes a stage this one needs, then claim the rest:
+        separate `docker build`s do not share a step that is still running, so two builds at once
+        would both run a shared stage BuildKit has not cached yet."""
+        keys = [s.key for s in stages_for(stage) if s.key not in self._made]
+        while pending := [self._building[k] for k in keys if k in self._building]:
+            await pending[0].wait()
+        keys = [k for k in keys if k not in self._made]
+        done = anyio.Event()
+        for k in keys:
+            self._building[k] = done
+        try:
+            yield
+            self._made.update(keys)  # in BuildKit's cache now: later builds share them freely
+        finally:
+            for k in keys:
+                self._building.pop(k, None)
+            done.set()
+
     def _build_args(self) -> list[str]:
         return [f"--build-arg=BUILD_{k.upper()}={v}" for k, v in sorted(self.build_info.items())]
 
@@ -189,7 +167,7 @@ class DockerBuilder:
         if self.records is None:
             return ""
         bases: dict[str, str] = {}
-        for base in _bases(stage):
+        for base in base_stages(stage):
             if base.image not in bases:
                 if base.image not in self._base_ids:
                     _, out, _ = await self.docker.run("image", "inspect", "--format",
@@ -216,8 +194,11 @@ class DockerBuilder:
     async def _docker_build(self, ctx: Path, target: str, stage: Stage, image: str) -> None:
         code, out, err = await self.docker.run(
             "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
-            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False)
+            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False,
+            auth=True)
         self.counts.add(err + out)
+        if self.progress is not None:
+            self.progress[image] = err + out
         if code != 0:
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(f"{stage.tag or stage.name} on {stage.platform}: "
@@ -229,7 +210,8 @@ class DockerBuilder:
         if "@sha256:" in image:
             return image.split("@", 1)[1]
         if await self.local_platform(image) != platform:
-            code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600)
+            code, _, err = await self.docker.run("pull", "--platform", platform, image, check=False, timeout=3600,
+                                                 auth=True)
             if code != 0:
                 raise BuildError(f"cannot pull the base image {image} for {platform}: {err.strip()[-500:]}")
         found = await self.inspect(image)
@@ -249,14 +231,19 @@ class DockerBuilder:
         return found.entrypoint
 
     async def run_script(self, handle: str, script: str, timeout: int) -> tuple[int, str]:
-        """Run a script in a throwaway container with no network; kill it if it overruns."""
+        """Run a script in a throwaway container with no network, fed to `sh -s` on standard input (so
+        it is in no argv the image's processes can read); kill the container if it overruns."""
         name = f"runner-smoke-{uuid.uuid4().hex[:12]}"
         try:
-            code, out, err = await self.docker.run("run", "--rm", "--name", name, "--network", "none", handle,
-                                                   "sh", "-c", script, check=False, timeout=timeout)
+            code, out, err = await self.docker.run("run", "--rm", "-i", "--name", name, "--network", "none", handle,
+                                                   "sh", "-s", stdin=script.encode(), check=False, timeout=timeout)
         except TimeoutError:
             await self.docker.run("rm", "-f", name, check=False, timeout=60)
             raise BuildError(f"the smoke container ran past {timeout}s and was removed") from None
+        except anyio.get_cancelled_exc_class():  # SIGTERM: the container goes with the run
+            with anyio.CancelScope(shield=True):
+                await self.docker.run("rm", "-f", name, check=False, timeout=30)
+            raise
         return code, out + err
 
     async def device_check(self, handle: str, leaf: Leaf, script: str) -> tuple[int, str]:
@@ -283,7 +270,7 @@ class DockerBuilder:
         """docker push, retried with backoff when the registry or the network fails for a while."""
         await self.docker.run("tag", handle, ref)
         for attempt in range(1, self.push_attempts + 1):
-            code, out, err = await self.docker.run("push", ref, check=False, timeout=3600)
+            code, out, err = await self.docker.run("push", ref, check=False, timeout=3600, auth=True)
             if code == 0:
                 found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
                 if not found:
@@ -296,11 +283,18 @@ class DockerBuilder:
                 # the credentials were checked before the build: an "unauthorized" that persists (or an
                 # access denial) is the account's to fix; a passing one is a fault of the way there
                 raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
-            if attempt == self.push_attempts or not (refused or _TRANSIENT.search(message)):
+            if not (refused or _TRANSIENT.search(message)):
                 raise BuildError(f"docker push {ref} failed: {message}")
+            if attempt == self.push_attempts:
+                raise InfrastructureError(f"docker push {ref} failed {attempt} times: {message}")
             self.retries.append(f"push {ref}: {message.splitlines()[-1][:200]}; retry {attempt}")
             await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         raise AssertionError("unreachable")
+
+    async def engine_version(self) -> str:
+        """The daemon and its version (its BuildKit is built in), for provenance."""
+        _, out, _ = await self.docker.run("version", "--format", "docker {{.Server.Version}}", check=False)
+        return out.strip()
 
     async def local_platform(self, ref: str) -> str:
         """The platform of a local image ('' when there is no such local image)."""
@@ -311,7 +305,8 @@ class DockerBuilder:
     async def existing(self, ref: str, platform: str) -> tuple[str, str]:
         """An existing image for a platform: the local one when it is that platform, else pulled."""
         if await self.local_platform(ref) != platform:
-            code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600)
+            code, _, err = await self.docker.run("pull", "--platform", platform, ref, check=False, timeout=3600,
+                                                 auth=True)
             if code != 0:
                 raise BuildError(f"cannot pull {ref} for {platform}: {err.strip()[-500:]}")
             if await self.local_platform(ref) != platform:
@@ -323,7 +318,25 @@ class DockerBuilder:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _bases(stage: Stage) -> list[Stage]:
+def _unpack(folder: Path) -> None:
+    import tarfile
+
+    with tarfile.open(folder / "image.tar") as tar:
+        tar.extractall(folder, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))  # 3.11.4+
+    (folder / "image.tar").unlink()
+
+
+def _pack(folder: Path) -> None:
+    """The archive docker load reads: manifest.json, the config and the layers it names."""
+    import tarfile
+
+    entry = json.loads((folder / "manifest.json").read_text())[0]
+    with tarfile.open(folder / "image.tar", "w") as tar:
+        for name in ("manifest.json", entry["Config"], *entry["Layers"]):
+            tar.add(folder / name, name)
+
+
+def base_stages(stage: Stage) -> list[Stage]:
     """The base stages (FROM images) under a stage."""
     out, seen, todo = [], set(), [stage]
     while todo:

@@ -9,10 +9,7 @@ publish, promote, discard and prune keep a catalog file in step with the registr
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -31,7 +28,7 @@ DEPENDENCY_NAMES = frozenset({
 class RunnerRecord(BaseModel):
     """One runner image on one platform, field for field gpustack-runner's `Runner`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # "deprecated": "yes" is not a boolean
 
     backend: str
     backend_version: str
@@ -94,12 +91,12 @@ def write(path: Path, items: Sequence[RunnerRecord]) -> None:
 
 
 class CatalogFile:
-    """A catalog file kept in step with a registry: checked before the registry is touched, locked
-    (a lock file beside it) for the whole operation, and rewritten atomically."""
+    """A catalog file kept in step with a registry (runner.release.catalog_sync locks, journals and
+    rewrites it); `notify` hears what is worth saying while that happens (a wait for the lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, notify: Callable[[str], None] | None = None) -> None:
         self.path = path
-        self._lock_fd: int | None = None
+        self.notify = notify
 
     def check(self) -> list[RunnerRecord]:
         """Refuse an unusable catalog up front: unreadable, not a catalog, or not replaceable."""
@@ -107,43 +104,6 @@ class CatalogFile:
 
         check_writable(self.path, "catalog file")
         return load(self.path) if self.path.exists() else []
-
-    @contextmanager
-    def locked(self, wait_seconds: float = 600.0) -> Iterator[CatalogFile]:
-        """Hold the catalog's lock (after checking it) while the registry is changed and the file
-        rewritten, so two runs never lose each other's records."""
-        import fcntl
-
-        from runner.model.errors import UserError
-
-        self.check()
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        except OSError as e:
-            raise UserError(f"cannot create the catalog lock {lock_path}: {e.strerror}") from None
-        deadline = time.monotonic() + wait_seconds
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise UserError(f"the catalog {self.path} stayed locked by another run for {wait_seconds:.0f}s") from None
-                    time.sleep(0.2)
-            self._lock_fd = fd
-            yield self
-        finally:
-            self._lock_fd = None
-            os.close(fd)  # closing releases the lock
-
-    def update(self, add: Sequence[RunnerRecord] = (), drop: Callable[[RunnerRecord], bool] | None = None) -> None:
-        """Re-read, drop and add records, and write the result in one atomic replace."""
-        current = load(self.path) if self.path.exists() else []
-        keep = [r for r in current if not (drop and drop(r))]
-        new_keys = {(r.docker_image, r.platform) for r in add}
-        write(self.path, [r for r in keep if (r.docker_image, r.platform) not in new_keys] + list(add))
 
 
 def _prefix(value: str, wanted: str | None) -> bool:

@@ -1,6 +1,8 @@
 """Errors both faces report without a traceback: UserError (a mistake in the input or request; it names
-where, what and what is allowed; exit code 2) and Failed (the job ran and part of it failed: a build,
-a smoke check, a registry; the message lists what; exit code 1)."""
+where, what and what is allowed; exit code 2), Failed (the job ran and part of it failed: a build,
+a smoke check, a registry's refusal; the message lists what; exit code 1) and InfrastructureError (a
+registry or network that kept failing past the retries, or answered beyond any limit: nobody's input
+was wrong and nothing failed its tests; run again later; exit code 3)."""
 
 from __future__ import annotations
 
@@ -72,6 +74,13 @@ class Failed(Exception):
     """The job ran and did not fully succeed; the message says what failed and what to do (exit 1)."""
 
     exit_code = 1
+
+
+class InfrastructureError(Failed):
+    """A fault on the way, not in the input or the images: a registry unreachable, overloaded or broken
+    for longer than the retries (exit code 3)."""
+
+    exit_code = 3
 
 
 def closest(value: str, allowed: Iterable[str]) -> str | None:

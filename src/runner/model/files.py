@@ -1,23 +1,91 @@
 """Reading and replacing the files a user hands us, safely: regular files only (never a pipe or a
 device that would hang or never end), a size cap, UTF-8 with a clear error, and writes that are atomic,
-keep the file's mode and refuse to follow a link or replace a device."""
+keep the file's mode and refuse to follow a link or replace a device.
+
+Cache files (what runner may forget) go through read_cache/write_cache: the same bounded reader, links
+never followed, unpredictable temp names, atomic replaces, and an envelope naming the runner that wrote
+them, so a file from another runner version (or one that does not read back) is simply a miss."""
 
 from __future__ import annotations
 
+import errno
+import functools
+import hashlib
+import json
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from runner.model.errors import UserError
 
 MAX_INPUT = 16 * 1024 * 1024  # no matrix, spec or catalog comes near this
+MAX_CACHE = 16 * 1024 * 1024  # no cache file comes near this (smoke outputs are capped far below)
 
 
 def cache_root() -> Path:
     """Where runner keeps what it may forget: $RUNNER_CACHE_DIR, else ~/.cache/runner."""
     base = os.environ.get("RUNNER_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner")
     return Path(base)
+
+
+@functools.cache
+def runner_fingerprint() -> str:
+    """Which runner this is: a digest of its own source files (its version among them). Caches are
+    keyed by it, so what one runner validated or ran is never trusted by another (an upgrade, an edit)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        h.update(b"\0" + str(file.relative_to(root)).encode() + b"\0")
+        try:
+            h.update(file.read_bytes())
+        except OSError:
+            h.update(b"unreadable")
+    return h.hexdigest()[:32]
+
+
+def read_cache(path: Path, key: str, limit: int = MAX_CACHE) -> Any:
+    """The data a cache file holds for `key`, written by this very runner; None for anything else:
+    missing, a link or special file, too large, not UTF-8 JSON, another key or another runner."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        envelope = json.loads(raw) if len(raw) <= limit else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(envelope, dict) or envelope.get("runner") != runner_fingerprint() or envelope.get("key") != key:
+        return None
+    return envelope.get("data")
+
+
+def write_cache(path: Path, key: str, data: Any) -> None:
+    """Remember `data` for `key` in one atomic replace, through an unpredictable temp name in a folder
+    only this user may enter; a cache that cannot be written only costs time."""
+    try:
+        text = json.dumps({"runner": runner_fingerprint(), "key": key, "data": data})
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (OSError, TypeError, ValueError):
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def read_text(path: Path, what: str, limit: int = MAX_INPUT) -> str:
@@ -48,8 +116,10 @@ def read_text(path: Path, what: str, limit: int = MAX_INPUT) -> str:
         raise UserError(f"{path}:{line}: the {what} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Refuse, before anything else happens, a path that cannot be replaced safely."""
+def check_writable(path: Path, what: str, need: int = 0) -> None:
+    """Refuse, before anything else happens, a path that cannot be replaced safely: a link or special
+    file, a folder that is missing, read-only or takes no new file (/proc), or too full for `need` bytes
+    (a file of that size is made beside it and removed)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -64,6 +134,30 @@ def check_writable(path: Path, what: str) -> None:
         raise UserError(f"the folder of the {what} does not exist", value=str(folder))
     if not os.access(folder, os.W_OK | os.X_OK) or (info is not None and not os.access(path, os.W_OK)):
         raise UserError(f"the {what} is not writable", value=str(path))
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+        try:
+            _reserve(fd, folder, need)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write the {what} {path}: {e.strerror}", hint=f"{folder} takes no new file of "
+                        f"{max(need, 1)} bytes") from None
+
+
+def _reserve(fd: int, folder: Path, need: int) -> None:
+    """Claim `need` bytes for a file (ENOSPC when the file system lacks them)."""
+    if need <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, need)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        fs = os.statvfs(folder)  # a file system that cannot allocate ahead: its free blocks then
+        if fs.f_bavail * fs.f_frsize < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
 
 
 def write_atomic(path: Path, text: str, what: str) -> None:
@@ -71,7 +165,10 @@ def write_atomic(path: Path, text: str, what: str) -> None:
     file's mode is kept; a link or a device at the path is refused."""
     check_writable(path, what)
     mode = stat.S_IMODE(os.lstat(path).st_mode) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    except OSError as e:
+        raise UserError(f"cannot write the {what} {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -93,3 +190,14 @@ def _kind(mode: int) -> str:
         if test(mode):
             return f"it is {name}"
     return "it is not a regular file"
+
+
+def remember(folder: Path, key: str, data: dict) -> None:
+    """Keep an answer under `folder` by its key (write_cache: atomic, keyed to this runner)."""
+    write_cache(folder / f"{key}.json", key, data)
+
+
+def recall(folder: Path, key: str) -> dict | None:
+    """An answer kept by `remember` (read_cache: bounded, validated), or None."""
+    data = read_cache(folder / f"{key}.json", key)
+    return data if isinstance(data, dict) else None

@@ -4,7 +4,7 @@ Scalars stay strings (``12.3`` is the version "12.3", not a float), booleans and
 and a key written twice in one mapping is an error rather than a silent overwrite. Hostile input is a
 clear error, not a crash: nesting deeper than MAX_DEPTH (checked in the text before libyaml, whose
 C composer recurses, sees it), more than MAX_VALUES values once aliases are expanded (an alias bomb),
-a recursive alias, control characters and non-UTF-8 bytes.
+a recursive alias, control characters, non-UTF-8 bytes and explicit tags (`!!python/object`...).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ MAX_BYTES = 4 * 1024 * 1024
 
 # libyaml's parser when PyYAML has it: the pure-Python one is several times slower on matrix.yaml.
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "seq", "map", "bool", "null")}
 
 
 class _StringLoader(_Base):  # type: ignore[misc, valid-type]
@@ -122,6 +125,9 @@ def _construct(node: yaml.Node, path: Path_, marks: dict, key_marks: dict, file:
         raise UserError(f"YAML holds more than {MAX_VALUES} values once its aliases are expanded",
                         where=Where(file, *where))
     marks[path] = where
+    if node.tag not in _PLAIN_TAGS:  # only our resolvers' tags: anything else was written explicitly
+        raise UserError("YAML tags are not allowed", where=Where(file, *where), value=node.tag,
+                        hint="write plain values; runner reads strings, lists, mappings, booleans and null")
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:

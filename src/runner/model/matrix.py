@@ -18,7 +18,7 @@ from runner.model.urls import check_url
 
 STATUSES = ("active", "deprecated", "polished")
 # dotted numbers without leading zeros, ASCII digits only; a calendar month (25.04) is the one zero-padded part
-_NUMBER = r"(0|[1-9][0-9]*)"
+_NUMBER = r"(0|[1-9][0-9]{0,8})"  # at most 9 digits: a 400-digit "version" is a mistake, not a release
 _VERSION_RE = re.compile(rf"^({_NUMBER}(\.{_NUMBER})*|[1-9][0-9]\.(0[1-9]|1[0-2])(\.{_NUMBER})*)"
                          rf"(\.?(a|b|rc|post|dev){_NUMBER})*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
@@ -26,12 +26,14 @@ _VARIANT_RE = re.compile(r"^[a-z0-9]+$")
 _TEMPLATE_FIELDS = {"version", "variant", "python", "service"}
 
 Status = Literal["active", "deprecated", "polished"]
+# archs reach build scripts (TORCH_CUDA_ARCH_LIST, PYTORCH_ROCM_ARCH, SOC_VERSION): nothing a shell reads
+Arch = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Platform = Literal["linux/amd64", "linux/arm64"]
 
 
 def check_version(value: str) -> str:
     """A version as the seed writes them: dotted numbers with an optional rc/post/dev part."""
-    if not isinstance(value, str) or not _VERSION_RE.match(value):
+    if not isinstance(value, str) or len(value) > 64 or not _VERSION_RE.fullmatch(value):  # "4.2.0\n" too
         raise ValueError(
             f"malformed version {value!r} (allowed: dotted numbers without leading zeros, with an optional "
             "lower-case rc/post/dev/a/b part, such as 12.8.1, 8.3.rc2, 0.5.6.post2; a calendar version "
@@ -56,6 +58,10 @@ def check_template(value: str | None) -> str | None:
         raise ValueError(f"malformed template {value!r}: {e} (write placeholders as {{version}})") from None
     if any(spec or conv for _, name, spec, conv in parts if name is not None):
         raise ValueError(f"malformed template {value!r}: placeholders take no format spec or conversion")
+    literal = "".join(text for text, *_ in parts)
+    if "{" in literal or "}" in literal or not re.fullmatch(r"[A-Za-z0-9._:/@-]*", literal):
+        raise ValueError(f"malformed template {value!r}: an image reference holds letters, digits and . _ : / @ - "
+                         "around its {placeholders}, nothing else (no braces of its own)")
     unknown = {name for _, name, _, _ in parts if name is not None} - _TEMPLATE_FIELDS
     if unknown:
         raise ValueError(
@@ -80,7 +86,7 @@ class ServiceVersion(_Model):
     version: VersionStr = Field(description="Service version as published, e.g. 0.14.1 or 0.5.6.post2.")
     status: Status = Field("active", description="active, deprecated (kept, not for new use) or polished (re-released: pull again).")
     platforms: list[Platform] | None = Field(None, description="Narrows the release's platforms.")
-    archs: list[str] | None = Field(None, description="Narrows the release's compute architectures.")
+    archs: list[Arch] | None = Field(None, description="Narrows the release's compute architectures.")
     backend_version: VersionStr | None = Field(None, description="Full backend version this service builds on, when not the release's.")
     base_image: ImageTemplate | None = Field(None, description="Base image template, when not the release's.")
 
@@ -97,10 +103,10 @@ class Release(_Model):
     version: VersionStr = Field(description="Full backend version, e.g. 12.8.1 or 8.3.rc2.")
     variant: str | None = Field(None, description="Chip variant, for backends that declare variants.")
     platforms: list[Platform] | None = Field(None, description="Overrides the backend's platforms.")
-    python: str | None = Field(None, description="Overrides the backend's python version.")
+    python: str | None = Field(None, pattern=r"^3\.\d+$", description="Overrides the backend's python version.")
     base_image: ImageTemplate | None = Field(None, description="Overrides the backend's base image template.")
     base_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Pins the base image by digest.")
-    archs: list[str] = Field(default_factory=list, description="Compute architectures built for.")
+    archs: list[Arch] = Field(default_factory=list, description="Compute architectures built for.")
     services: dict[str, list[ServiceVersion]] = Field(description="Service name -> versions.")
 
 
@@ -187,7 +193,7 @@ def _semantic_errors(doc: MarkedDocument, m: Matrix, known: Mapping[str, frozens
                             allowed=sorted(known), hint=closest(name, known) or f"add pack/{name}/recipe.py first")
             continue
         for v in backend.variants:
-            if not _VARIANT_RE.match(v):
+            if not _VARIANT_RE.fullmatch(v):
                 yield UserError("malformed variant", where=doc.where(at + ("variants",)), value=v, allowed="lower-case letters and digits")
         for i, rel in enumerate(backend.releases):
             rat = at + ("releases", i)

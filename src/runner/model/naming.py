@@ -15,13 +15,25 @@ from runner.model.errors import UserError
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # ASCII digits without leading zeros, as matrix.yaml allows them (a calendar month may be padded: dtk25.04)
-_N = r"(?:0|[1-9][0-9]*)"
+_N = r"(?:0|[1-9][0-9]{0,8})"
 _SERVICE_VERSION = rf"{_N}(?:\.{_N})*(?:\.?(?:a|b|rc|post|dev){_N})*"
 _BACKEND_VERSION = rf"(?:[1-9][0-9]\.(?:0[1-9]|1[0-2])|{_N}\.{_N})"
 # Docker's reference grammar: registry host[:port], lower-case path components, a sha256 digest
-_HOST = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# (host names in lower case: the catalog and GPUStack compare names as written, and DNS ignores case)
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::(?P<port>[0-9]{1,5}))?")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def host_problem(host: str) -> str:
+    """Why `host` is not a registry host[:port] ('' when it is one)."""
+    m = _HOST.fullmatch(host)
+    if m is None:
+        return ("a host name in lower case" if _HOST.fullmatch(host.lower())
+                else "lower-case letters, digits, dots and dashes, then an optional :port")
+    if m["port"] is not None and not 1 <= int(m["port"]) <= 65535:
+        return "a port from 1 to 65535"
+    return ""
 
 
 def format_tag(t, platform: str = "", dev: bool = False) -> str:
@@ -102,7 +114,7 @@ class ImageParser:
             raise UserError("not a runner image reference (ASCII, no spaces)", value=reference)
         if "@" in ref:
             ref, digest = ref.split("@", 1)
-            if not _DIGEST.match(digest):
+            if not _DIGEST.fullmatch(digest):
                 raise UserError("malformed digest", value=digest, allowed="sha256: and 64 lower-case hex digits")
         name, sep, tag = ref.rpartition(":")
         if not sep or "/" in tag:
@@ -113,10 +125,10 @@ class ImageParser:
             raise UserError("not a runner image reference (no tag)", value=reference,
                             hint="expected [registry/]namespace/repository:tag such as gpustack/runner:cuda12.8-vllm0.14.1")
         registry, namespace, repository = _split_name(name)
-        if registry and not _HOST.match(registry):
-            raise UserError("malformed registry host", value=registry, allowed="host[:port]")
+        if registry and (problem := host_problem(registry)):
+            raise UserError("malformed registry host", value=registry, allowed=problem)
         for part in (*(namespace.split("/") if namespace else ()), repository) if name else ():
-            if not _COMPONENT.match(part):
+            if not _COMPONENT.fullmatch(part):
                 raise UserError("malformed image name component", value=part,
                                 allowed="lower-case letters and digits, joined by '.', '_', '__' or '-'")
         if len(tag) > 128:

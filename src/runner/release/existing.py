@@ -5,6 +5,7 @@ target would get, and the results come back as Built records (the build report's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,19 @@ class Subject:
     platforms: tuple[str, ...]
 
 
+def check_reference(ref: str) -> None:
+    """Refuse what is not an image reference before any engine sees it (never an option to docker)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,511}", ref):
+        raise UserError("not an image reference", value=ref,
+                        allowed="[registry/]name[:tag][@digest]: letters, digits and . _ : / @ -, not starting with -")
+
+
 def subjects(project: Project, refs: Sequence[str], target: str = "", platform: str = "") -> list[Subject]:
     """What to test for each reference: its target from its tag (or `target`) and its platforms (the
     tag's own, else `platform`, else every platform of the target)."""
     found = []
     for ref in refs:
+        check_reference(ref)
         try:
             parsed = project.parser.parse(target or ref)
         except UserError as e:

@@ -47,15 +47,17 @@ class Builder(Protocol):
     async def build(self, leaf: Leaf) -> Image: ...
     async def entrypoint(self, handle: Any) -> list[str]: ...
     async def run_script(self, handle: Any, script: str, timeout: int) -> tuple[int, str]: ...  # code, output
+    # optional: `async def run_check(handle, script, timeout) -> (code, output)`, one check per exec
     async def device_check(self, handle: Any, leaf: Leaf, script: str) -> tuple[int, str]: ...
     async def push(self, handle: Any, ref: str) -> str: ...  # the pushed manifest's digest
 
 
 class SmokeMemory(Protocol):
-    """Remembered smoke results, keyed by what they depend on (see `memory_key`)."""
+    """Remembered smoke results, keyed by what they depend on (see `memory_key`), judged again by the
+    checks they are for."""
 
-    def get(self, key: str) -> list[dict] | None: ...
-    def put(self, key: str, results: list[dict]) -> None: ...
+    def get(self, key: str, checks: Sequence[Check]) -> list[CheckResult] | None: ...
+    def put(self, key: str, checks: Sequence[Check], outcomes: Sequence[batch.Outcome]) -> None: ...
 
 
 @dataclass
@@ -107,6 +109,8 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
                     memory: SmokeMemory | None = None, smoke_limit: int | None = None) -> list[Built]:
     """Build every leaf of the plan and smoke-test it, at most `limit` builds and `smoke_limit` smoke
     runs at a time. With `gpu`, each image also runs its backend's device check."""
+    for leaf in plan.leaves:  # a smoke spec or pattern that cannot work is found before any build
+        checks_for(pack, leaf.target, leaf.stage)
     results = [Built(leaf) for leaf in plan.leaves]
     builds = anyio.CapacityLimiter(max(1, limit))
     smokes = anyio.CapacityLimiter(max(1, smoke_limit or limit))
@@ -153,35 +157,58 @@ async def smoke(engine: Builder, handle: Any, image_id: str, leaf: Leaf, pack: P
         out.append(CheckResult("entrypoint", False, -1, f"cannot read the entrypoint: {describe(e)}", ""))
     checks = checks_for(pack, leaf.target, leaf.stage)
     key = memory_key(image_id, checks) if memory is not None and image_id else ""
-    remembered = memory.get(key) if key and memory is not None else None
+    remembered = memory.get(key, checks) if key and memory is not None else None
     if remembered is not None:
-        out += [CheckResult(**{**r, "cached": True}) for r in remembered]
+        out += remembered
     else:
-        results = await run_checks(engine, handle, checks)
-        if key and memory is not None and not any(r.reason.startswith(_UNSTABLE) for r in results):
-            memory.put(key, [{k: v for k, v in vars(r).items() if k != "cached"} for r in results])
-        out += results
+        outcomes = await run_checks(engine, handle, checks)
+        if key and memory is not None:
+            memory.put(key, checks, outcomes)  # finished runs only: never a timeout, a kill, a check that did not run
+        out += [_judge(c, o) for c, o in zip(checks, outcomes)]
     if gpu:
         out.append(await device(engine, handle, leaf, pack))
     return out
 
 
-_UNSTABLE = ("timed out", "killed by signal", "the check did not run")  # never remembered
+def _judge(check: Check, o: batch.Outcome) -> CheckResult:
+    problem = o.problem and (f"{o.problem}: {o.output.strip()[-600:]}" if not o.ran else o.problem)
+    return check.judge(o.exit_code, o.output, o.seconds, problem)
 
 
-async def run_checks(engine: Builder, handle: Any, checks: Sequence[Check]) -> list[CheckResult]:
-    """Every check in one container; an engine error fails each check with that error."""
+async def run_checks(engine: Builder, handle: Any, checks: Sequence[Check], at_once: int = 8) -> list[batch.Outcome]:
+    """Every check's outcome. An engine that runs one check at a time (`run_check`, capturing each
+    check's exit code and output itself) gets them `at_once`; any other runs them all in one container
+    (`run_script`), their frames signed with a nonce of this run. An engine error fails each check
+    with that error."""
     if not checks:
         return []
+    each = getattr(engine, "run_check", None)
+    if each is not None:
+        outcomes: list[batch.Outcome] = [batch.Outcome(-1, "", 0.0, ran=False)] * len(checks)
+        limiter = anyio.CapacityLimiter(at_once)
+
+        async def one(i: int, c: Check) -> None:
+            async with limiter:
+                start = time.perf_counter()
+                try:
+                    code, output = await each(handle, batch.single(c.script, c.timeout), c.timeout + batch.GRACE + 60)
+                    outcomes[i] = batch.outcome(code, output, time.perf_counter() - start, c.timeout)
+                except Exception as e:  # noqa: BLE001 - this check's engine error only
+                    outcomes[i] = batch.Outcome(-1, describe(e), 0.0, ran=False)
+
+        async with anyio.create_task_group() as tg:
+            for i, c in enumerate(checks):
+                tg.start_soon(one, i, c)
+        return outcomes
     timeouts = [c.timeout for c in checks]
+    secret = batch.nonce()
     try:
-        code, output = await engine.run_script(handle, batch.script([c.script for c in checks], timeouts),
+        code, output = await engine.run_script(handle, batch.script([c.script for c in checks], timeouts, secret),
                                                batch.overall_timeout(timeouts))
         failure = "" if code == 0 else f"the check container exited {code}: {output[-400:]}"
     except Exception as e:  # noqa: BLE001
         output, failure = "", describe(e)
-    return [c.judge(o.exit_code, o.output, o.seconds, o.problem and f"{o.problem}{': ' + failure if not o.ran else ''}")
-            for c, o in zip(checks, batch.parse(output, timeouts, failure))]
+    return batch.parse(output, timeouts, secret, failure)
 
 
 async def device(engine: Builder, handle: Any, leaf: Leaf, pack: Path) -> CheckResult:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from rich.table import Table
 
+from runner.compose.components import effective
+
 
 def rows(plan, recipes) -> list[dict]:
     """One record per target: its components (merged over platforms) and what is left out."""
@@ -18,7 +20,7 @@ def rows(plan, recipes) -> list[dict]:
                                           "left_out": [{"name": x.name, "reason": x.reason}
                                                        for x in recipes[t.backend].left_out(t.service)]})
         entry["platforms"].append(leaf.platform)
-        for c in (c for stage in leaf.stage.chain() for c in stage.components):
+        for c in effective(c for stage in leaf.stage.chain() for c in stage.components):
             found = entry["components"].setdefault(c.name, {"name": c.name, "version": c.version,
                                                            "kind": "python" if c.dist or c.imports else "native",
                                                            "platforms": [], "note": c.note})

@@ -40,6 +40,8 @@ def resolve_table(reports: list, verbose: bool = False) -> Table:
         if r.status == "resolved" and not verbose:
             continue
         detail = r.message if r.status != "resolved" else " ".join(f"{k}={v}" for k, v in r.versions.items())
+        if r.step == 0 and r.status == "conflict":  # the whole image as one set: which steps disagree
+            detail = "\n".join((*r.notes, detail))
         table.add_row(r.tag, r.platform.split("/")[1], f"{r.step}. {r.title}",
                       f"[{_STYLE[r.status]}]{r.status}[/]" + (" (cached)" if r.cached else ""), detail)
     return table

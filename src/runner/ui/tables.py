@@ -75,6 +75,20 @@ def report_table(result: dict) -> Table:
     return table
 
 
+def rehearsal_table(result: dict) -> Table:
+    """The rehearsal report for people: one row per target and platform, its steps counted by outcome."""
+    table = Table(title="runner rehearsal")
+    for col in ("tag", "platform", "verdict", "steps (ran/subst./not fetchable/failed/not run)", "seconds"):
+        table.add_column(col, no_wrap=col == "tag")
+    for r in result["images"]:
+        n = {k: sum(s["status"] == k for s in r["steps"]) for k in
+             ("ran", "substituted", "not fetchable here", "failed", "not run")}
+        color = "green" if r["verdict"] == "passed" else "yellow" if r["verdict"] == "not fetchable here" else "red"
+        table.add_row(r["tag"], r["platform"], f"[{color}]{r['verdict']}[/]", "/".join(map(str, n.values())),
+                      f"{r['seconds']:.0f}")
+    return table
+
+
 def progress_bar(total: int):
     """A rich progress bar; the context gives a callback to call as each image finishes."""
     from contextlib import contextmanager

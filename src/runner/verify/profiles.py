@@ -9,10 +9,11 @@ profile's `gpustack:` block (consumer_differences checks both ways)."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runner.model.errors import UserError
 from runner.model.marked_yaml import load_model
@@ -51,6 +52,15 @@ class DeviceProfile(BaseModel):
         env.update({v: ",".join(inside) for v in self.visible_devices})
         env.update(self.env)
         return env
+
+    @field_validator("devices")
+    @classmethod
+    def _device_paths(cls, devices: list[str]) -> list[str]:
+        for dev in devices:  # `{index}` is the one placeholder: it is replaced, never str.format'ted
+            if not re.fullmatch(r"/dev/[A-Za-z0-9_./:-]*(\{index\}[A-Za-z0-9_./:-]*)?", dev) or "/../" in dev:
+                raise ValueError(f"malformed device path {dev!r} (allowed: a path under /dev/ of letters, digits "
+                                 "and . _ - : /, with at most one {index})")
+        return devices
 
 
 def load_profile(pack: Path, backend: str) -> DeviceProfile:
@@ -126,7 +136,7 @@ def run_command(profile: DeviceProfile, image: str, command: list[str], devices:
         argv.append("--privileged")
     argv += [f"--cap-add={c}" for c in profile.capabilities]
     for dev in profile.devices:
-        argv += [f"--device={dev.format(index=i)}" for i in indices] if "{index}" in dev else [f"--device={dev}"]
+        argv += [f"--device={dev.replace('{index}', str(i))}" for i in indices] if "{index}" in dev else [f"--device={dev}"]
     argv += [f"--volume={v}" for v in [*profile.volumes, *volumes]]
     device_vars = profile.device_env(indices)
     merged = {k: v for k, v in (env or {}).items() if k not in device_vars and k not in profile.visible_devices}

@@ -196,3 +196,68 @@ def _name(requirement: str) -> str:
 
 def _public(version: str) -> str:
     return version.split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class WholeImage:
+    """One resolve of every install step of an image as one set, and which steps ask for what."""
+
+    ask: Ask
+    owners: dict[str, tuple[int, ...]]  # canonical name -> the steps that name it
+    given_by: dict[str, str]  # canonical name -> the unreachable index its step declared
+
+
+def whole_image_ask(steps: list[Step], python: str, platform: str, mirrors: Mirrors, reachable: set[str],
+                    given: frozenset[str] = frozenset()) -> WholeImage | None:
+    """Every step's requirements in one ask: what the image must hold at once. A later step's
+    `upgrade` replaces an earlier step's requirement of that package, `supersedes` overrides the
+    named requirement with the superseding step's own, `without` and built packages with no
+    published stand-in are left out, and packages of steps whose index cannot be reached are taken
+    from the reachable ones (or, in `given`, taken as given)."""
+    wanted: dict[str, list[tuple[int, str]]] = {}
+    constraints, build, indexes, links, dropped = [], [], [], [], set()
+    given_by: dict[str, str] = {}
+    overrides: dict[str, str] = {}
+    for step in steps:
+        reqs = step.requirements
+        for name in reqs.upgrade:
+            wanted.pop(canonical(name), None)
+        urls = [mirrors.url(expand(u, step.args)) for u in (reqs.index_url, *reqs.extra_index_urls) if u]
+        away = [u for u in urls if u not in reachable]
+        for p in reqs.packages:
+            text = requirement_of(p, step.args)
+            dropped |= {canonical(n) for n in p.without}
+            if not text:
+                dropped.add(canonical(p.name))
+                continue
+            name = canonical(_name(text))
+            wanted.setdefault(name, []).append((step.number, text))
+            if away:
+                given_by[name] = away[0]
+        for dist, requirement in reqs.supersedes:
+            own = next((requirement_of(p, step.args) for p in reqs.packages
+                        if canonical(p.name) == canonical(requirement)), "")
+            if own:
+                overrides[canonical(requirement)] = own
+        constraints += [expand(c, step.args) for c in reqs.constraints]
+        build += [expand(c, step.args) for c in reqs.build_constraints]
+        indexes += [u for u in urls if u in reachable]
+        links += [u for u in (mirrors.url(expand(u, step.args)) for u in reqs.find_links) if u in reachable]
+    requirements = [text for name, texts in wanted.items() if name not in given for _, text in texts]
+    if not requirements:
+        return None
+    named = set(wanted) - given
+    for n in dropped - set(overrides):  # the source build does not require it: the steps' own ask stands
+        overrides[n] = wanted[n][-1][1] if n in named else f"{n} ; {NEVER}"
+    overrides.update({n: f"{n} ; {NEVER}" for n in given})
+    ask = Ask(tuple(dict.fromkeys(requirements)), python, platform, "", tuple(dict.fromkeys(indexes)),
+              tuple(dict.fromkeys(links)), tuple(dict.fromkeys(c for c in constraints if canonical(_name(c)) not in given)),
+              tuple(v for _, v in sorted(overrides.items())), (), tuple(dict.fromkeys(build)))
+    owners = {n: tuple(dict.fromkeys(number for number, _ in texts)) for n, texts in wanted.items()}
+    return WholeImage(ask, owners, given_by)
+
+
+def steps_named(message: str, owners: dict[str, tuple[int, ...]]) -> list[int]:
+    """The steps whose packages a resolver's explanation names."""
+    words = {canonical(w) for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", message)}
+    return sorted({n for name, numbers in owners.items() if name in words for n in numbers})

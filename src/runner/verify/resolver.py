@@ -9,7 +9,6 @@ unchanged matrix resolves instantly. Not-checked answers are never cached (the n
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,11 +21,11 @@ import anyio
 
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
-from runner.compose.requirements import allowed_prereleases
+from runner.compose.requirements import allowed_prereleases, expand
 from runner.model.errors import UserError
-from runner.model.files import cache_root
-from runner.verify.resolve import NOTABLE, Answer, Ask, Layers, ask_for, changes, declared_pins, \
-    not_allowed_prereleases, python_platform, steps_of
+from runner.model.files import cache_root, read_cache, write_cache
+from runner.verify.resolve import NOTABLE, Answer, Ask, Layers, Step, ask_for, changes, declared_pins, \
+    not_allowed_prereleases, python_platform, steps_named, steps_of, whole_image_ask
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -163,22 +162,20 @@ class Resolver:
         return Answer("conflict", message=extras + _tail(err, 4000))
 
     def _read(self, key: str) -> Answer | None:
+        data = read_cache(self.cache / f"{key}.json", key)
         try:
-            data = json.loads((self.cache / f"{key}.json").read_text())
-            answer = Answer(**data)
-        except (OSError, ValueError, TypeError):
-            return None  # a file that does not read back is ignored and rewritten
+            answer = Answer(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):
+            answer = None  # a file that does not read back is ignored and rewritten
+        if answer is None or answer.status not in ("resolved", "conflict") or not isinstance(answer.message, str) \
+                or not all(isinstance(m, dict) and all(isinstance(x, str) for kv in m.items() for x in kv)
+                           for m in (answer.pins, answer.sources)):
+            return None
         answer.cached = True
         return answer
 
     def _write(self, key: str, answer: Answer) -> None:
-        try:
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(answer.to_json()))
-            os.replace(tmp, self.cache / f"{key}.json")
-        except OSError:
-            pass  # a read-only cache only costs time
+        write_cache(self.cache / f"{key}.json", key, answer.to_json())
 
 
 def _resolved(ask: Ask, out: str) -> Answer:
@@ -204,8 +201,9 @@ def _tail(text: str, limit: int = 1500) -> str:
 
 
 async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
-                       on_step: Callable[[StepReport], None] = lambda r: None) -> list[StepReport]:
-    """Every install step of one image, in order, each layered on the ones before."""
+                       on_step: Callable[[StepReport], None] = lambda r: None, whole: bool = True) -> list[StepReport]:
+    """Every install step of one image, in order, each layered on the ones before; then (`whole`)
+    the image's steps as one set."""
     t = leaf.target
     platform = python_platform(leaf.platform, leaf.stage.chain()[0].image)
     allowed = allowed_prereleases(leaf.stage)
@@ -229,7 +227,51 @@ async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
             await _layer(resolver, report, step, ask, answer, layers, allowed)
         on_step(report)
         reports.append(report)
+    steps = steps_of(leaf.stage)
+    if whole and len(steps) > 1:
+        report = await resolve_image(resolver, leaf, steps, mirrors, platform, allowed)
+        on_step(report)
+        reports.append(report)
     return reports
+
+
+WHOLE = "the whole image as one set"
+
+
+async def resolve_image(resolver: Resolver, leaf: Leaf, steps: list[Step], mirrors: Mirrors, platform: str,
+                        allowed: set[str]) -> StepReport:
+    """Every install step of the image resolved as one set (step 0 of the report): a conflict here is
+    between steps that each resolve alone, named by their numbers."""
+    t = leaf.target
+    urls = {mirrors.url(expand(u, s.args)) for s in steps for r in (s.requirements,)
+            for u in (r.index_url, *r.extra_index_urls, *r.find_links) if u}
+    reachable = {u for u in urls if not await resolver.reach(u)}
+    report = StepReport(t.tag, leaf.platform, 0, "image", WHOLE, "nothing")
+    whole = whole_image_ask(steps, t.python, platform, mirrors, reachable)
+    if whole is None:
+        report.message = "every package of the image is built from source and taken as given"
+        return report
+    answer = await resolver.answer(whole.ask)
+    if answer.status == "conflict" and (named := {n for n in whole.given_by if re.search(
+            rf"\b{re.escape(n)}\b", answer.message, re.I)}):
+        # a package whose step's index cannot be reached may exist only there
+        whole = whole_image_ask(steps, t.python, platform, mirrors, reachable, frozenset(named))
+        answer = await resolver.answer(whole.ask)
+        report.notes.append(f"{', '.join(sorted(named))} taken as given: declared by a step whose index "
+                            "cannot be reached from here")
+    if away := sorted(set(whole.given_by.values())):
+        report.notes.append(f"resolved from the reachable indexes instead of {', '.join(away)} (cannot be reached from here)")
+    report.status, report.message, report.cached = answer.status, answer.message, answer.cached
+    if answer.status == "conflict":
+        titles = {s.number: s.title for s in steps}
+        involved = steps_named(answer.message, whole.owners)
+        report.notes.append("between steps: " + ("; ".join(f"{n} ({titles[n]})" for n in involved) or "(not named)"))
+    elif answer.status == "resolved":
+        report.versions = {n: answer.pins[n] for n in NOTABLE if n in answer.pins}
+        if bad := not_allowed_prereleases(answer.pins, allowed):
+            report.status = "conflict"
+            report.message = f"resolves to pre-releases the recipe does not allow: {', '.join(bad)}"
+    return report
 
 
 async def _layer(resolver: Resolver, report: StepReport, step, ask: Ask, answer: Answer, layers: Layers,
@@ -258,13 +300,13 @@ async def _layer(resolver: Resolver, report: StepReport, step, ask: Ask, answer:
 
 
 async def resolve_all(leaves: Iterable[Leaf], mirrors: Mirrors, resolver: Resolver,
-                      on_step: Callable[[StepReport], None] = lambda r: None) -> list[StepReport]:
+                      on_step: Callable[[StepReport], None] = lambda r: None, whole: bool = True) -> list[StepReport]:
     """Every selected image, images in parallel (uv runs are bounded by the resolver)."""
     results: dict[int, list[StepReport]] = {}
     leaves = list(leaves)
 
     async def one(i: int, leaf: Leaf) -> None:
-        results[i] = await resolve_leaf(resolver, leaf, mirrors, on_step)
+        results[i] = await resolve_leaf(resolver, leaf, mirrors, on_step, whole)
 
     async with anyio.create_task_group() as tg:
         for i, leaf in enumerate(leaves):

@@ -57,6 +57,13 @@ class CheckSpec(BaseModel):
             raise ValueError(f"unknown probe {self.probe!r} (allowed: {', '.join(probes.names())})")
         return self
 
+    @field_validator("expect")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_pattern(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "0", v))  # placeholders filled later
+        return v
+
     @field_validator("version_in")
     @classmethod
     def _range(cls, v: str | None) -> str | None:
@@ -96,7 +103,7 @@ class Check:
         problems = []
         if exit_code != self.exit:
             problems.append(f"exit code {exit_code}, expected {self.exit}")
-        if self.expect is not None and not re.search(self.expect, output, re.M):
+        if self.expect is not None and not compile_pattern(self.expect).search(output):
             problems.append(f"output does not match {self.expect!r}")
         if self.version_in is not None:
             try:
@@ -132,6 +139,22 @@ class CheckResult:
                 "skipped": self.skipped, "cached": self.cached}
 
 
+@lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Any:
+    """An `expect` pattern compiled by RE2 (linear time in the output, multi-line: ^ and $ match at
+    each line); a pattern RE2 refuses (a backreference, a lookaround, a syntax error) is a ValueError."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error goes into our message, not onto stderr
+    try:
+        return re2.compile(f"(?m){pattern}", options)
+    except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(f"expect: not a pattern RE2 accepts: {pattern!r}: {reason} (allowed: RE2 syntax, "
+                         "no backreferences or lookarounds)") from None
+
+
 @lru_cache(maxsize=256)
 def load_spec(path: Path) -> SmokeSpec:
     """Read and validate one smoke file (errors name the file and line)."""
@@ -163,10 +186,16 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
         for c in spec.checks:
             if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
                 continue
-            expect = fill(c.expect) if c.expect else None
+            # a value is matched as written (a version's dots and a local tag's + are not operators)
+            expect = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                            lambda m: re.escape(values[m[1]]) if m[1] in values else m[0], c.expect) if c.expect else None
             script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_, pack))
-            checks.append(Check(c.name, script, expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect),
-                                c.version_in, c.exit, c.timeout))
+            expect = expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect)  # 2.1 in a spec means 2\.1
+            try:
+                expect and compile_pattern(expect)
+            except ValueError as e:
+                raise UserError(f"{path}: check {c.name!r} for {t.tag}: {e}") from None
+            checks.append(Check(c.name, script, expect, c.version_in, c.exit, c.timeout))
         wanted_env += [fill(e) for e in spec.env]
     names = sorted({k for pattern in wanted_env for k in env if fnmatch.fnmatchcase(k, pattern)})
     missing = [p for p in wanted_env if "*" not in p and p not in env]

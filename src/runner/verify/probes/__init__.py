@@ -43,7 +43,9 @@ def script(name: str, data: dict, python: str = "python3") -> str:
 def declared(leaf: Stage) -> list:
     """The components the leaf's stages declare (what the image ships), copy sources excluded: a
     build stage's wheel counts where it is installed."""
-    return [c for stage in leaf.chain() for c in stage.components]
+    from runner.compose.components import effective
+
+    return effective(c for stage in leaf.chain() for c in stage.components)
 
 
 def components(leaf: Stage) -> frozenset[str]:

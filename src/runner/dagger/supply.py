@@ -1,0 +1,154 @@
+"""The module's supply-chain functions, `verify` and `mirror`: the same runner.release code as
+`runner verify|mirror`, in the function's own process (registry reads and writes are never execs, so
+no answer comes from the engine's cache and no credential lands in a layer)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import dagger
+from dagger import Doc, dag, function
+
+from runner.dagger import checkout
+from runner.dagger.args import (BackendVersion, Insecure, Namespace, OptBackend, Registry, Repository, ServiceName,
+                                ServiceVersion, Username)
+from runner.model.errors import UserError
+
+OptPassword = Annotated[dagger.Secret | None, Doc("registry password or token (none: anonymous pulls)")]
+
+
+class SupplyChain:
+    """Mixed into the Runner object: its functions appear among the module's."""
+
+    source: dagger.Directory
+
+    @function(cache="never")
+    async def verify(
+        self,
+        images: Annotated[list[str], Doc("HOST/NAMESPACE/REPOSITORY:TAG references")],
+        key: Annotated[list[dagger.File] | None, Doc("PEM public keys whose signatures to trust")] = None,
+        identity: Annotated[str, Doc("Sigstore keyless identity to trust (the CI workflow that signs)")] = "",
+        issuer: Annotated[str, Doc("OIDC issuer of --identity")] = "",
+        username: Annotated[str, Doc("registry user, for private images")] = "",
+        password: OptPassword = None,
+        insecure: Insecure = False,
+    ) -> str:
+        """Check each image's signed provenance and SBOM (subject digest, target tag, SBOM digest); fails
+        naming the first mismatch: unsigned, wrong key, wrong digest, moved tag, tampered SBOM."""
+        import tempfile
+        from pathlib import Path
+
+        from runner.release.registry import split_reference
+        from runner.release.signing import Trust
+        from runner.release.verification import verify_image
+
+        folder = Path(tempfile.mkdtemp(prefix="runner-keys-"))
+        paths = []
+        for n, f in enumerate(key or []):
+            paths.append(folder / f"key{n}.pem")
+            paths[-1].write_text(await f.contents())
+        trust = Trust.from_args(paths, identity, issuer)
+        out = []
+        for ref in images:
+            host, repo, tag = split_reference(ref)
+            async with await _registry(host, username, password, insecure) as reg:
+                proven = await verify_image(reg, repo, tag, trust)
+            out.append({"image": ref, "platforms": [p.as_dict() for p in proven]})
+        return json.dumps(out, indent=1)
+
+    @function(cache="never")
+    async def mirror(
+        self,
+        registry: Registry,
+        to: Annotated[str, Doc("HOST/NAMESPACE the copies go to")],
+        username: Username = "",
+        password: OptPassword = None,
+        mirror_username: Annotated[str, Doc("user on the mirror")] = "",
+        mirror_password: Annotated[dagger.Secret | None, Doc("password or token on the mirror")] = None,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        check: Annotated[bool, Doc("only check that the mirror serves each final tag at the source's digest, "
+                                   "with its artifacts; fail listing what is missing or differs")] = False,
+        insecure: Insecure = False,
+    ) -> str:
+        """Copy the selection's final tags by digest, with their SBOMs and signed provenance, to another
+        registry or namespace (or, with --check, list what the mirror lacks)."""
+        from runner.release.mirror import Copier, mirror
+        from runner.release.verification import check_mirrors
+        from runner.ui.selection import selection_of
+
+        project = await checkout.load(self.source)
+        tags = [t.tag for t in project.select(selection_of(backend.value if backend else "", backend_version, "",
+                                                            service, service_version, "", False))]
+        host, _, dest_ns = to.partition("/")
+        if not host or not dest_ns:
+            raise UserError("malformed --to", value=to, allowed="host[:port]/namespace, e.g. quay.io/gpustack")
+        name = repository or project.repository
+        source_repo, dest_repo = f"{namespace or project.namespace}/{name}", f"{dest_ns}/{name}"
+        async with await _registry(registry, username, password, insecure) as src, \
+                await _registry(host, mirror_username, mirror_password, insecure) as dest:
+            if check:
+                rows = await check_mirrors(src, source_repo, [(dest, dest_repo)], tags)
+                text = json.dumps([r.as_dict() for r in rows], indent=1)
+                if not all(r.ok for r in rows):
+                    from runner.release.verification import Rejected
+
+                    raise Rejected(f"the mirror {to} does not serve every tag as the source does:\n{text}")
+                return text
+            await dest.login()
+            copied = await mirror(Copier(src, source_repo, dest, dest_repo), tags)
+        return json.dumps([vars(c) for c in copied], indent=1)
+
+    @function(cache="never")
+    async def digests(
+        self,
+        registry: Registry,
+        username: Username = "",
+        password: OptPassword = None,
+        namespace: Namespace = "",
+        repository: Repository = "",
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        service_version: ServiceVersion = "",
+        current: Annotated[dagger.File | None, Doc("the catalog.digests.json to update (default: a new one)")] = None,
+        reason: Annotated[str, Doc("why final tags changed digest (default: first promotion, polished re-push "
+                                   "or re-push)")] = "",
+        insecure: Insecure = False,
+    ) -> dagger.File:
+        """catalog.digests.json with the selected final tags' index and platform digests pinned (read from
+        the registry) and each change of a tag's digest recorded: run it after promote."""
+        import tempfile
+        from pathlib import Path
+
+        from runner.model.catalog import CatalogFile
+        from runner.release import ledger
+        from runner.release.publish import Promotion, Repository as Repo
+        from runner.ui.selection import selection_of
+
+        project = await checkout.load(self.source)
+        targets = project.select(selection_of(backend.value if backend else "", backend_version, "", service,
+                                              service_version, "", False))
+        repo = Repo(registry, namespace or project.namespace, repository or project.repository)
+        with tempfile.TemporaryDirectory(prefix="runner-digests-") as folder:
+            book = CatalogFile(Path(folder) / "catalog.json")
+            if current is not None:
+                ledger.path_for(book.path).write_text(await current.contents())
+            async with await _registry(registry, username, password, insecure) as reg:
+                final = [Promotion(t.tag, digest) for t in targets if (digest := await reg.digest(repo.path, t.tag))]
+                await ledger.record_promotions(book, reg, repo, final, ledger.reasons(targets, reason))
+            text = ledger.path_for(book.path).read_text()
+        return dag.directory().with_new_file("catalog.digests.json", text).file("catalog.digests.json")
+
+
+async def _registry(host: str, username: str, password: dagger.Secret | None, insecure: bool):
+    from runner.release.registry import Registry as Client
+
+    if password is None:
+        return Client(host, username, "", insecure=insecure)
+    return await checkout.registry(host, username, password, insecure)

@@ -1,0 +1,143 @@
+"""The docker client of the Docker engine, and how registry credentials reach it.
+
+Registry credentials stay in this process's memory. A docker command that talks to a registry (push,
+pull, build) gets its own private DOCKER_CONFIG folder whose config.json is a named pipe: runner
+writes the credentials into the pipe once the client opens it, then removes the folder, so they are
+never in a file, and a run killed at any moment leaves at most an empty pipe (swept at the next start).
+No child process gets the password in its environment or argv, and every docker child dies with
+runner (parent-death signal through setpriv), even when runner is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from runner.model.errors import UserError
+from runner.release.pipeline import BuildError
+
+DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
+SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
+_CONFIG_PREFIX = "runner-docker-config-"
+
+
+def _private_root() -> Path:
+    """Where credentials go: memory-backed when the machine has it, so a crash leaves no disk copy."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def sweep_stale_configs(root: Path | None = None) -> list[Path]:
+    """Remove credential folders of runs that were killed before they could clean up."""
+    removed = []
+    for folder in (root or _private_root()).glob(f"{_CONFIG_PREFIX}*"):
+        pid = folder.name[len(_CONFIG_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+class Docker:
+    """The docker client: a credential-free config for every command, credentials through a named pipe
+    for the commands that reach a registry."""
+
+    def __init__(self, binary: str = DOCKER, secrets: Sequence[str] = ()) -> None:
+        if not shutil.which(binary):
+            raise UserError("docker client not found", value=binary,
+                            hint="install Debian's docker.io (or set RUNNER_DOCKER to a client matching your daemon)")
+        self.binary = binary
+        sweep_stale_configs()
+        self.config = _private_folder()
+        # no child inherits a password, whatever the variable holding it was called
+        hidden = {v for v in secrets if v} | {os.environ.get(n, "") for n in SECRET_VARIABLES} - {""}
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and v not in hidden}
+        self.env = {**env, "DOCKER_CONFIG": self.config, "DOCKER_BUILDKIT": "1"}
+        self._auths: dict[str, dict[str, str]] = {}
+        self._reaper = [shutil.which("setpriv") or "", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+
+    async def run(self, *argv: str, stdin: bytes | None = None, check: bool = True,
+                  timeout: float | None = None, auth: bool = False) -> tuple[int, str, str]:
+        """A docker command; with `auth`, the run's registry credentials reach it through a named pipe."""
+        env = self.env
+        folder = _private_folder() if auth and self._auths else ""
+        if folder:
+            os.mkfifo(Path(folder) / "config.json", 0o600)
+            env = {**env, "DOCKER_CONFIG": folder}
+        try:
+            with anyio.fail_after(timeout):
+                async with await anyio.open_process([*self._reaper, self.binary, *argv], env=env,
+                                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL) as proc:
+                    async with anyio.create_task_group() as tg:
+                        out, err = bytearray(), bytearray()
+                        tg.start_soon(_drain, proc.stdout, out)
+                        tg.start_soon(_drain, proc.stderr, err)
+                        if folder:
+                            tg.start_soon(self._hand_over, folder, proc)
+                        if stdin is not None:
+                            await proc.stdin.send(stdin)
+                        if proc.stdin is not None:
+                            await proc.stdin.aclose()
+                        code = await proc.wait()
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        text_out, text_err = out.decode(errors="replace"), err.decode(errors="replace")
+        if check and code != 0:
+            raise BuildError(f"docker {argv[0]} failed: {text_err.strip()[-1500:] or text_out.strip()[-1500:]}")
+        return code, text_out, text_err
+
+    async def _hand_over(self, folder: str, proc: anyio.abc.Process) -> None:
+        """Write the credentials into the config pipe once the client opens it, then remove the folder."""
+        pipe = Path(folder) / "config.json"
+        data = json.dumps({"auths": self._auths}).encode()
+        while proc.returncode is None:
+            try:
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:  # ENXIO: no reader yet; anything else: the pipe is gone
+                if e.errno != errno.ENXIO:
+                    return
+                await anyio.sleep(0.005)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                await anyio.to_thread.run_sync(os.write, fd, data)
+            finally:
+                os.close(fd)
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+
+    async def login(self, registry: str, username: str, password: str) -> None:
+        """Keep credentials (checked through the registry API first) in memory for the commands that need them."""
+        key = "https://index.docker.io/v1/" if registry in ("docker.io", "index.docker.io") else registry
+        self._auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+    def close(self) -> None:
+        self._auths.clear()
+        shutil.rmtree(self.config, ignore_errors=True)
+
+    def __enter__(self) -> Docker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _drain(stream, into: bytearray) -> None:
+    async for chunk in stream:
+        into += chunk
+
+
+def _private_folder() -> str:
+    """A folder for one docker config that only this user can enter, named after this process."""
+    folder = tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=_private_root())
+    os.chmod(folder, 0o700)
+    return folder

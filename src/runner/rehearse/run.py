@@ -1,0 +1,213 @@
+"""`runner rehearse`: build the selected images on the local BuildKit as the release would (the same
+plan, the same rendered scripts, the same smoke tests), with the declared substitutions only, and
+report what every step did and what every image's smoke tests say.
+
+Images are built one at a time: the source mirror tells a step's "not fetchable" URLs by the time
+they were asked for. What a rehearsal builds is removed at the end unless it is asked to keep it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.compose.dockerfile import render
+from runner.compose.mirrors import Mirrors
+from runner.compose.plan import Leaf, make_plan
+from runner.compose.stages import Run, Stage
+from runner.engines.docker import Docker, DockerBuilder, base_stages
+from runner.model.errors import UserError
+from runner.model.targets import Target
+from runner.rehearse import standin, steps
+from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
+from runner.rehearse.substitutions import COMPILE_MARK, STANDIN_PYTHON, Substitution, python_substitution, standin_spec
+from runner.release import pipeline
+from runner.verify.source_mirror import FILES, SourceMirror
+from runner.verify.upstream import wanted_refs
+
+_NOT_HERE = ("not checked here: nothing built by a device compile runs (kernels need the accelerator), and "
+             "what a stand-in cannot carry is listed with it")
+
+
+@dataclass
+class Rehearsed:
+    """One target on one platform after its rehearsal."""
+
+    tag: str
+    platform: str
+    steps: list[steps.StepResult] = field(default_factory=list)
+    substitutions: list[Substitution] = field(default_factory=list)
+    smoke: list = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        if any(s.status == "failed" for s in self.steps) or (self.error and not self.steps):
+            return "failed step"
+        if self.error:
+            return "failed: " + self.error[:200]
+        if any(s.status == "not fetchable here" for s in self.steps):
+            return "not fetchable here"
+        if not self.smoke or not all(c.passed for c in self.smoke):
+            return "smoke failed"
+        return "passed"
+
+    def as_dict(self) -> dict:
+        return {"tag": self.tag, "platform": self.platform, "verdict": self.verdict, "seconds": round(self.seconds, 1),
+                "error": self.error[-3000:], "steps": [s.as_dict() for s in self.steps],
+                "substitutions": [vars(s) for s in self.substitutions],
+                "smoke": [c.as_dict() for c in self.smoke]}
+
+
+class Rehearsal:
+    """Bases, mirror and builder for one rehearsal run (use as a context manager)."""
+
+    def __init__(self, project, docker: Docker, keep: bool = False) -> None:
+        self.project, self.docker, self.keep = project, docker, keep
+        self.mirror = SourceMirror()
+        self.bases: dict[tuple[str, str], tuple[str, list[Substitution], bool]] = {}
+        self.images: list[str] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
+
+    async def __aenter__(self) -> Rehearsal:
+        code, _, err = await self.docker.run("version", "--format", "{{.Server.Version}}", check=False, timeout=30)
+        if code != 0:
+            raise UserError(f"no container engine: {err.strip().splitlines()[-1] if err.strip() else 'docker info failed'}",
+                            hint="start Docker, or point DOCKER_HOST at a daemon (a rehearsal builds on its BuildKit)")
+        self.mirror.files.mkdir(parents=True, exist_ok=True)
+        self.mirror.start()
+        return self
+
+    def mirrors(self, plan) -> Mirrors:
+        """The mirror map: every declared repository and download host, and the indexes the steps name;
+        the repositories the index's sdists can make are made first (cached)."""
+        self.obtained = self.mirror.prepare(wanted_refs(plan.stages))
+        indexes = {"/".join(u.split("/", 3)[:3]) + "/" for s in plan.stages for st in s.steps
+                   if isinstance(st, Run) and st.requirements for u in (st.requirements.index_url,
+                   *st.requirements.extra_index_urls, *st.requirements.find_links) if "://" in u}
+        found = {h: f"{self.mirror.base}{FILES}{h.split('://', 1)[1]}" for h in indexes}
+        return Mirrors.of({**found, **self.mirror.mirror_map()})
+
+    async def __aexit__(self, *exc) -> None:
+        self.mirror.stop()
+        if not self.keep:
+            if self.images:
+                await self.docker.run("rmi", "-f", *self.images, check=False, timeout=600)
+            await self.docker.run("builder", "prune", "-af", check=False, timeout=1800)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def base(self, stage: Stage, backend: str) -> tuple[str, list[Substitution], bool]:
+        """The image a base stage becomes: itself where the daemon has it or can pull it, else a stand-in."""
+        key = (stage.image, stage.platform)
+        if key in self.bases:
+            return self.bases[key]
+        code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", stage.image,
+                                             check=False)
+        if code != 0 or out.strip() != stage.platform:
+            code, _, _ = await self.docker.run("pull", "--platform", stage.platform, stage.image, check=False, timeout=300)
+        if code == 0:
+            self.bases[key] = (stage.image, [], False)
+            return self.bases[key]
+        spec = standin_spec(self.project.pack_path, backend)
+        tag = standin.tag(backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()])
+        if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
+            ctx = self.workdir / tag.rsplit(":", 1)[1]
+            ctx.mkdir(parents=True, exist_ok=True)
+            shutil.copy(standin.rootfs(stage.platform), ctx / "rootfs.tar")
+            authorities = standin.local_authorities()
+            (ctx / "ca").mkdir(exist_ok=True)
+            for crt in authorities:
+                shutil.copy(crt, ctx / "ca" / crt.name)
+            (ctx / "Dockerfile").write_text(standin.dockerfile(spec, bool(authorities)))
+            code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
+                                                   str(ctx), check=False, timeout=1800)
+            if code != 0:
+                raise UserError(f"the stand-in for {stage.image} could not be built: {(err or out).strip()[-600:]}")
+            self.images.append(tag)
+        carry = "; it cannot carry: " + ", ".join(spec.cannot_carry) if spec.cannot_carry else ""
+        subs = [Substitution("stand-in base", stage.image, f"the Debian {standin.STANDIN_SUITE} stand-in {tag}",
+                             f"the vendor image cannot be pulled here{carry}")]
+        if standin.local_authorities():
+            subs.append(Substitution("stand-in base", "the vendor image's certificate authorities",
+                                     "them and this machine's own (SSL_CERT_FILE set for uv)",
+                                     "the network here re-signs TLS with an authority of its own"))
+        self.bases[key] = (tag, subs, True)
+        return self.bases[key]
+
+    async def one(self, leaf: Leaf, builder: DockerBuilder) -> Rehearsed:
+        """Rehearse one target on one platform: rewrite, build, read the steps, smoke-test."""
+        t: Target = leaf.target
+        result = Rehearsed(t.tag, leaf.platform)
+        start = time.monotonic()
+        chosen = {}
+        for base in base_stages(leaf.stage):
+            chosen[base.key] = await self.base(base, t.backend)
+        stand_ins = any(c[2] for c in chosen.values())
+        python = STANDIN_PYTHON if stand_ins else ""
+        rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)
+        rw.outputs(leaf.stage)
+        new = rw.stage(leaf.stage)
+        result.substitutions = [s for c in chosen.values() for s in c[1]]
+        if stand_ins and (sub := python_substitution(t.python)):
+            result.substitutions.append(sub)
+        result.substitutions += list({str(s): s for subs in rw.substitutions.values() for s in subs}.values())
+        rendered = render(new, builder.form, builder.mirrors)
+        expected = [(rendered.stage_names[s.key], title, _compiled(s.steps[i]), rw.originals.get((s.key, i), title))
+                    for s, i, title in steps_in_order(new)]
+        image = f"runner-rehearsal/{t.tag}:{leaf.platform.replace('/', '-')}"
+        try:
+            built = await builder.build_stage(new, image)
+            self.images.append(image)
+        except pipeline.BuildError as e:
+            result.error = str(e)
+            built = None
+        result.steps = steps.read((builder.progress or {}).get(image, ""), expected)
+        if built is not None:
+            result.smoke = await pipeline.smoke(builder, built.handle, built.image_id, Leaf(t, leaf.platform, new),
+                                                self.project.pack_path)
+        result.seconds = time.monotonic() - start
+        return result
+
+
+def _compiled(step) -> bool:
+    return isinstance(step, Run) and COMPILE_MARK in step.script
+
+
+async def rehearse(project, targets: list[Target], build_info: dict[str, str], keep: bool = False,
+                   progress: Callable[[Rehearsed], None] | None = None) -> dict:
+    """Rehearse every selected target on each of its platforms; the report as a dict."""
+    plan = make_plan(targets, project.recipes)
+    results: list[Rehearsed] = []
+    with Docker() as docker:
+        async with Rehearsal(project, docker, keep) as r:
+            builder = DockerBuilder(docker, build_info, project.pack_path, mirrors=r.mirrors(plan), keep_progress=True)
+            try:
+                for leaf in plan.leaves:
+                    results.append(await r.one(leaf, builder))
+                    if progress:
+                        progress(results[-1])
+            finally:
+                builder.close()
+    return report(plan, results)
+
+
+def report(plan, results: list[Rehearsed]) -> dict:
+    """The rehearsal report: every image, and how many distinct recipe scripts ran, were substituted,
+    were not fetchable here or failed (each script counted by its best outcome)."""
+    rank = {"ran": 0, "substituted": 1, "not fetchable here": 2, "failed": 3, "not run": 4}
+    best: dict[str, str] = {}
+    for r in results:
+        for s in r.steps:
+            if s.title != OUTPUTS_STEP:  # the rehearsal's own step is no recipe script
+                best[s.key] = min(best.get(s.key, "not run"), s.status, key=rank.get)
+    counts = {k: sum(v == k for v in best.values()) for k in rank}
+    return {"images": [r.as_dict() for r in results],
+            "verdicts": {v: sum(r.verdict == v for r in results) for v in sorted({r.verdict for r in results})},
+            "coverage": {**counts, "total": len(best),
+                         "distinct_scripts_in_plan": len({st.script for s in plan.stages for st in s.steps
+                                                          if isinstance(st, Run)})},
+            "not_checked": [_NOT_HERE]}

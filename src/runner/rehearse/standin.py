@@ -1,0 +1,89 @@
+"""Stand-in bases: when a target's vendor base image cannot be had here, a Debian image made with
+debootstrap takes its place, with the paths and environment the recipe relies on from that base
+(`pack/<backend>/standin.yaml`). The Debian root file system is kept under the cache folder, so
+only the first rehearsal on a machine runs debootstrap."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner.model.errors import UserError
+from runner.model.files import cache_root
+from runner.rehearse.rewrite import STANDIN_REPOSITORY
+from runner.rehearse.substitutions import STANDIN_SUITE, StandinSpec
+
+# What every vendor base here has that a minimal Debian lacks: bash for the recipes' SHELL, python with
+# pip (the runtime's build tools), certificates and curl for downloads before the runtime's apt step.
+PACKAGES = ("bash", "ca-certificates", "curl", "python3", "python3-pip", "python3-venv", "procps")
+_ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
+
+
+def rootfs(platform: str) -> Path:
+    """A Debian root file system tarball for the platform (debootstrap, cached)."""
+    arch = _ARCH[platform]
+    key = hashlib.sha256(f"{STANDIN_SUITE} {arch} {' '.join(PACKAGES)}".encode()).hexdigest()[:12]
+    folder = cache_root() / "rehearsal"
+    tar = folder / f"debian-{STANDIN_SUITE}-{arch}-{key}.tar"
+    if tar.exists():
+        return tar
+    if not shutil.which("debootstrap"):
+        raise UserError("a stand-in base needs debootstrap, which is not installed",
+                        hint="install Debian's debootstrap package (and run as root)")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        root = Path(tmp) / "root"
+        argv = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={','.join(PACKAGES)}", STANDIN_SUITE, str(root)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(f"debootstrap could not make the {arch} stand-in: {(done.stderr or done.stdout).strip()[-600:]}",
+                            hint="run as root on a machine that reaches Debian's archive")
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (root / leftover).glob("*"):
+                if f.is_file():
+                    f.unlink()
+        # the vendor images' python is not marked as managed by the distribution: pip installs into it
+        for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
+            marker.unlink()
+        with tarfile.open(f"{tar}.part", "w") as out:
+            out.add(root, arcname=".")
+    Path(f"{tar}.part").rename(tar)
+    return tar
+
+
+# Where this machine keeps certificate authorities of its own (a network that re-signs TLS): a stand-in
+# trusts them too, or nothing in it reaches the package index; uv reads SSL_CERT_FILE for them.
+LOCAL_AUTHORITIES = Path("/usr/local/share/ca-certificates")
+
+
+def local_authorities() -> list[Path]:
+    return sorted(LOCAL_AUTHORITIES.glob("*.crt")) if LOCAL_AUTHORITIES.is_dir() else []
+
+
+def dockerfile(spec: StandinSpec, authorities: bool = False) -> str:
+    """The stand-in on the Debian base: the vendor image's paths and environment (and, with
+    `authorities`, this machine's certificate authorities from the build context's ca/ folder)."""
+    lines = ["FROM scratch", "ADD rootfs.tar /"]
+    if authorities:
+        lines += ["COPY ca/ /usr/local/share/ca-certificates/", "RUN update-ca-certificates >/dev/null",
+                  "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]
+    if spec.paths:
+        lines.append("RUN mkdir -p " + " ".join(json.dumps(p) for p in spec.paths))
+    for path, content in spec.files:
+        encoded = base64.b64encode(content.encode()).decode()
+        lines.append(f"RUN mkdir -p {json.dumps(path.rsplit('/', 1)[0] or '/')} && echo {encoded} | base64 -d > {json.dumps(path)}")
+    lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(spec.env.items())]
+    lines.append('CMD ["bash"]')
+    return "\n".join(lines) + "\n"
+
+
+def tag(backend: str, platform: str, spec: StandinSpec, authorities: Sequence[bytes] = ()) -> str:
+    text = dockerfile(spec, bool(authorities)) + platform + "".join(a.decode(errors="replace") for a in authorities)
+    return f"{STANDIN_REPOSITORY}{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

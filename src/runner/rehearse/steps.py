@@ -1,0 +1,71 @@
+"""What each step of a rehearsed build did, read from BuildKit's plain progress output: ran (or found
+in the build cache), failed (with its own output), not fetchable here (the URLs the mirror could not
+serve), substituted (a declared device compile replaced), or not run (an earlier step stopped it)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from runner.rehearse.rewrite import NOT_FETCHABLE
+
+_HEADER = re.compile(r"^#(\d+) \[([a-z0-9._-]+) (\d+)/\d+\] RUN ")
+_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
+_END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
+
+
+@dataclass
+class StepResult:
+    stage: str
+    title: str
+    status: str = "not run"  # ran, failed, not fetchable here, substituted, not run
+    cached: bool = False
+    urls: list[str] = field(default_factory=list)
+    output: str = ""
+    key: str = ""  # the step's script as the recipe writes it: what coverage counts
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "title": self.title, "status": self.status, "cached": self.cached,
+                "urls": self.urls, "output": self.output[-3000:] if self.status == "failed" else ""}
+
+
+@dataclass
+class _Vertex:
+    stage: str
+    position: int
+    lines: list[str] = field(default_factory=list)
+    end: str = ""
+    error: str = ""
+
+
+def read(progress: str, expected: list[tuple[str, str, bool, str]]) -> list[StepResult]:
+    """Results for the expected RUN steps (Dockerfile stage name, title, substituted, script), in build order."""
+    vertices: dict[str, _Vertex] = {}
+    for line in progress.splitlines():
+        if m := _HEADER.match(line):
+            vertices.setdefault(m[1], _Vertex(m[2], int(m[3])))
+        elif (m := _END.match(line)) and m[1] in vertices:
+            vertices[m[1]].end, vertices[m[1]].error = m[2], m[3].strip()
+        elif (m := _OUTPUT.match(line)) and m[1] in vertices:
+            vertices[m[1]].lines.append(m[2])
+    by_stage: dict[str, list[_Vertex]] = {}
+    for v in sorted(vertices.values(), key=lambda v: v.position):
+        by_stage.setdefault(v.stage, []).append(v)
+    seen: dict[str, int] = {}
+    out = []
+    for stage, title, substituted, key in expected:
+        n = seen[stage] = seen.get(stage, -1) + 1
+        result = StepResult(stage, title, key=key)
+        found = by_stage.get(stage, [])
+        if n < len(found):
+            v = found[n]
+            urls = [x.split(NOT_FETCHABLE, 1)[1].strip() for x in v.lines if NOT_FETCHABLE in x]
+            result.cached = v.end == "CACHED"
+            if v.end in ("DONE", "CACHED"):
+                result.status = "not fetchable here" if urls else ("substituted" if substituted else "ran")
+            elif v.end == "ERROR":
+                result.status = "failed"
+                result.output = "\n".join(v.lines[-60:] + ([v.error] if v.error else []))
+            result.urls = urls
+        out.append(result)
+    return out

@@ -1,0 +1,140 @@
+"""Everything a rehearsal runs differently from a release, declared here and nowhere else, each with
+what it replaces, by what, and why. The report prints every one that applied to an image.
+
+Three kinds, and only these:
+- stand-in bases: a vendor base image that cannot be pulled here is replaced by a Debian image made
+  with debootstrap, carrying the paths and environment the recipe relies on from that base (its
+  `pack/<backend>/standin.yaml`), and listing what it cannot carry;
+- the source mirror: every declared Download and Git URL is served from 127.0.0.1 (a file that cannot
+  be had here answers 404, and its step is reported "not fetchable here" with the exact URL);
+- device compiles: a build line that needs an accelerator's compiler is replaced by the published
+  artifact of the same version, where one exists.
+Everything else runs as the release writes it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from runner.compose.stages import Arg, Run, Stage
+from runner.model.errors import UserError
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """One thing a rehearsal replaces."""
+
+    kind: str  # "stand-in base", "python", "source mirror", "device compile"
+    what: str
+    by: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"substituted: {self.what}, by {self.by}, because {self.why}"
+
+
+@dataclass(frozen=True)
+class DeviceCompile:
+    """A build line that needs an accelerator's compiler, and the published artifact that stands for it."""
+
+    stage: str  # the build stage's name
+    line: re.Pattern  # the line as the recipe writes it; group "out" is where the artifact goes
+    artifact: str  # the requirement to download, with the stage's build arguments: vllm==${VLLM_VERSION}
+    why: str
+
+    def replace(self, script: str) -> tuple[str, bool]:
+        """The script with the line replaced by a download of the artifact (and whether it was there)."""
+        def download(m: re.Match) -> str:
+            return (f'python3 -m pip download --no-deps --only-binary=:all: "{self.artifact}" --dest {m["out"]}'
+                    f"  {COMPILE_MARK}")
+        new, n = self.line.subn(download, script)
+        return new, bool(n)
+
+
+COMPILE_MARK = "# rehearsal: the published artifact stands for this compile"
+# What needs nvcc, hipcc or the Ascend compiler, and what stands for it.
+DEVICE_COMPILES = (
+    DeviceCompile("vllm-build", re.compile(r"^\s*VLLM_TARGET_DEVICE=(?:cuda|rocm) COMPILE_CUSTOM_KERNELS=1 python3 -m build "
+                                           r"--wheel --no-isolation --outdir (?P<out>\S+)$", re.M),
+                  "vllm==${VLLM_VERSION}", "vLLM's CUDA and ROCm kernels compile with nvcc or hipcc, which need the "
+                  "vendor toolkit; the index's wheel of the same release is that build"),
+    DeviceCompile("lmcache-build", re.compile(r"^\s*(?:TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1 )?"
+                                              r"python3 -m build --wheel --no-isolation --outdir (?P<out>/workspace/lmcache)$", re.M),
+                  "lmcache", "LMCache's kernels compile with nvcc or hipcc; the index's wheel of the release stands for them"),
+)
+
+# Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
+# a stand-in (the stand-in cannot carry them), with the reason
+UBUNTU_ONLY = {"libmpdec-dev": "Debian 12 has no package of mpdecimal's headers (Ubuntu 22.04 has)"}
+_APT_INSTALL = re.compile(r"^.*\bapt-get install\b.*$", re.M)
+
+
+def ubuntu_only(script: str) -> tuple[str, list[Substitution]]:
+    """An apt step without the Ubuntu-only packages a Debian stand-in cannot install."""
+    found: list[Substitution] = []
+
+    def drop(m: re.Match) -> str:
+        line = m[0]
+        for name, why in UBUNTU_ONLY.items():
+            line, n = re.subn(rf"\s{re.escape(name)}(?=\s|$)", "", line)
+            if n:
+                found.append(Substitution("stand-in base", f"the Ubuntu package {name}", "nothing", why))
+        return line
+
+    return _APT_INSTALL.sub(drop, script), found
+
+
+STANDIN_SUITE = "bookworm"  # Debian 12: the distribution the stand-ins are made of
+STANDIN_PYTHON = "3.11"  # Debian 12's python
+
+
+@dataclass(frozen=True)
+class StandinSpec:
+    """What a backend's vendor base image gives the recipe, as far as a Debian image can carry it."""
+
+    env: dict[str, str]
+    paths: tuple[str, ...]  # folders the recipe expects
+    cannot_carry: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
+
+
+def standin_spec(pack: Path, backend: str) -> StandinSpec:
+    """`pack/<backend>/standin.yaml` (an empty spec when the backend has none)."""
+    path = pack / backend / "standin.yaml"
+    if not path.is_file():
+        return StandinSpec({}, (), ())
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
+        files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
+        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
+                           files)
+    except (yaml.YAMLError, AttributeError, TypeError) as e:
+        raise UserError(f"{path}: not a stand-in spec ({e})",
+                        hint="write env: {NAME: value}, paths: [...], cannot_carry: [...]") from None
+
+
+def python_substitution(wanted: str) -> Substitution | None:
+    if wanted == STANDIN_PYTHON:
+        return None
+    return Substitution("python", f"python {wanted}", f"Debian 12's python {STANDIN_PYTHON}",
+                        f"python {wanted} comes from an Ubuntu PPA or the vendor image, and no Debian release here has it")
+
+
+def rewrite_args(stage: Stage, python: str) -> tuple[Arg, ...]:
+    """The stage's build arguments with the stand-in's python."""
+    return tuple(Arg(a.name, python, a.required, a.doc) if a.name == "PYTHON_VERSION" else a for a in stage.args)
+
+
+def compile_substitutions(stage: Stage, run: Run) -> tuple[str, list[Substitution]]:
+    """A build step with its device compiles replaced."""
+    script, found = run.script, []
+    for dc in DEVICE_COMPILES:
+        if stage.name == dc.stage:
+            script, hit = dc.replace(script)
+            if hit:
+                found.append(Substitution("device compile", f"{dc.stage}'s compile", f"the published {dc.artifact}", dc.why))
+    return script, found

@@ -1,0 +1,77 @@
+"""The rehearsal's rewrite of the release's stages, without a daemon: the declared device compiles of the
+real recipes are found and replaced by their published artifacts, every script keeps its own text inside
+the wrapper, base stages become what the rehearsal chose, and BuildKit's progress is read per step."""
+
+from __future__ import annotations
+
+from runner.compose.project import load_project
+from runner.compose.stages import Run
+from runner.rehearse import steps
+from runner.rehearse.rewrite import NOT_FETCHABLE, Rewriter, steps_in_order
+from runner.rehearse.substitutions import COMPILE_MARK
+from tests.conftest import ROOT
+
+
+def _rewritten(tag: str, platform: str = "linux/amd64", base: str = "runner-rehearsal/standin:test"):
+    project = load_project(ROOT / "matrix.yaml")
+    leaf = project.leaf_stage(tag, platform)
+    rw = Rewriter(lambda s: base, "3.11", "http://127.0.0.1:9")
+    return leaf, rw.stage(leaf), rw
+
+
+def test_device_compiles_of_the_real_recipes_are_replaced_by_their_published_artifacts():
+    for tag in ("cuda12.8-vllm0.14.1", "rocm7.0-vllm0.14.1"):
+        leaf, new, rw = _rewritten(tag)
+        subs = {s.what: s for ss in rw.substitutions.values() for s in ss}
+        assert "vllm-build's compile" in subs and "lmcache-build's compile" in subs, (tag, list(subs))
+        scripts = [st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]] if isinstance(st, Run)]
+        vllm = next(s for s in scripts if "vllm-project/vllm.git" in s and COMPILE_MARK in s)
+        assert '--only-binary=:all: "vllm==${VLLM_VERSION}" --dest /workspace/vllm' in vllm
+        assert "python3 -m build --wheel --no-isolation --outdir /workspace/vllm" not in vllm
+        assert "use_existing_torch.py" in vllm or "rocm-build.txt" in vllm  # the rest of the step runs as written
+
+
+def test_every_script_runs_as_written_inside_the_wrapper_and_bases_are_replaced():
+    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1", base="quay.io/ascend/cann:pulled-here")
+    assert new.chain()[0].image == "quay.io/ascend/cann:pulled-here"
+    originals = [st.script for s, i, _ in steps_in_order(leaf) for st in [s.steps[i]] if isinstance(st, Run)]
+    wrapped = [st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]] if isinstance(st, Run)]
+    assert len(originals) == len(wrapped)
+    for old, script in zip(originals, wrapped):
+        assert old in script and NOT_FETCHABLE in script
+    runtime = next(s for s in new.chain() if s.kind == "runtime")
+    assert dict((a.name, a.value) for a in runtime.args)["PYTHON_VERSION"] == "3.11"
+
+
+def test_progress_is_read_per_step():
+    progress = "\n".join([
+        "#5 [runtime 2/4] RUN --mount=type=cache bash -c x", "#5 0.1 hello", "#5 DONE 0.2s",
+        "#6 [runtime 3/4] RUN bash -c y", f"#6 0.3 {NOT_FETCHABLE} https://example.invalid/a.tgz", "#6 DONE 0.4s",
+        "#7 [vllm 2/3] RUN bash -c z", "#7 0.5 boom", "#7 ERROR: executor failed running",
+    ])
+    expected = [("runtime", "a", False, "a"), ("runtime", "b", False, "b"), ("vllm", "c", False, "c"),
+                ("vllm", "d", False, "d")]
+    got = [(r.status, r.urls) for r in steps.read(progress, expected)]
+    assert got == [("ran", []), ("not fetchable here", ["https://example.invalid/a.tgz"]), ("failed", []), ("not run", [])]
+    failed = steps.read(progress, expected)[2]
+    assert "boom" in failed.output
+
+
+def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
+    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
+    subs = [s for ss in rw.substitutions.values() for s in ss]
+    assert any(s.what == "the Ubuntu package libmpdec-dev" for s in subs)
+    apt = next(st.script for s in new.chain() for st in s.steps if isinstance(st, Run) and "apt-get install" in st.script)
+    assert "libmpdec-dev" not in apt and " libmpdec-devel" not in apt and "uuid-dev ffmpeg" in apt
+
+
+def test_stages_others_mount_keep_their_output_folders():
+    """A build step that is not fetchable here ends without its wheel folder: the rehearsed build stage
+    still makes it, so the service step that mounts it runs (and says what it misses)."""
+    project = load_project(ROOT / "matrix.yaml")
+    leaf = project.leaf_stage("cann8.5-910b-vllm0.14.1", "linux/amd64")
+    rw = Rewriter(lambda s: "runner-rehearsal/standin:test", "3.11", "http://127.0.0.1:9")
+    rw.outputs(leaf)
+    new = rw.stage(leaf)
+    omni = next(s for s, _, _ in steps_in_order(new) if s.name == "vllm-omni-build")
+    assert omni.steps[-1].script == 'mkdir -p "/workspace/vllm-omni"'
