@@ -34,6 +34,7 @@ def _job(env, key: str, cache: str) -> dict:
     assert r.stdout.strip(), f"runner job {key} printed no report (exit {r.returncode}): {r.stderr[-2000:]}"
     out = json.loads(r.stdout)
     out["returncode"] = r.returncode
+    out["stderr"] = r.stderr[-600:]
     return out
 
 
@@ -56,7 +57,7 @@ def test_two_runners_build_each_distinct_step_once_through_the_build_cache(runne
             executed += out["steps"]["executed"]
     print(f"[runners] {len(runs)} jobs on 2 daemons: {executed} steps executed for {distinct} distinct steps",
           flush=True)
-    assert executed == distinct, [(r["job"]["stage"], r["job"]["platform"], r["steps"]) for r in runs]
+    assert executed == distinct, [(r["job"]["stage"], r["job"]["platform"], r["steps"], r["stderr"]) for r in runs]
     # the images that fail their smoke test (the fixture's broken arm64 0.3.0) fail their job, others pass
     assert sorted(r["job"]["tag"] for r in runs if r["returncode"]) == ["demo1.0-echo0.3.0"]
     assert all(r["from_cache"] for r in runs if r["job"]["wave"] > 1)

@@ -43,10 +43,10 @@ def _target_tags(a: argparse.Namespace) -> tuple[object, list[str]]:
 
 
 def _place(value: str, what: str) -> tuple[str, str]:
-    from runner.cli.release import _HOST, _NAME
+    from runner.cli.release import _NAME, host_problem
 
     host, _, namespace = value.partition("/")
-    if not _HOST.match(host) or not _NAME.match(namespace):
+    if host_problem(host) or not _NAME.fullmatch(namespace):
         raise UserError(f"malformed {what}", value=value, allowed="host[:port]/namespace, e.g. quay.io/gpustack")
     return host, namespace
 

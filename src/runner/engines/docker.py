@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
 _TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
-                        r"temporarily unavailable|broken pipe|connection refused", re.I)
+                        r"unavailable|broken pipe|connection refused", re.I)
 
 
 @dataclass

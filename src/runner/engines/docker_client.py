@@ -2,8 +2,9 @@
 
 Registry credentials stay in this process's memory. A docker command that talks to a registry (push,
 pull, build) gets its own private DOCKER_CONFIG folder whose config.json is a named pipe: runner
-writes the credentials into the pipe once the client opens it, then removes the folder, so they are
-never in a file, and a run killed at any moment leaves at most an empty pipe (swept at the next start).
+writes the credentials into the pipe each time the client opens it and removes the folder when the
+command ends, so they are never in a file, and a run killed at any moment leaves at most an empty
+pipe (swept at the next start).
 No child process gets the password in its environment or argv, and every docker child dies with
 runner (parent-death signal through setpriv), even when runner is killed with SIGKILL."""
 
@@ -96,24 +97,31 @@ class Docker:
         return code, text_out, text_err
 
     async def _hand_over(self, folder: str, proc: anyio.abc.Process) -> None:
-        """Write the credentials into the config pipe once the client opens it, then remove the folder."""
+        """Write the credentials into the config pipe each time the client opens it, until it exits.
+
+        The client reads its config more than once: at start, and again for BuildKit's auth provider
+        when `docker build` pulls from a registry. Each read gets one copy; the next is written only
+        once the reader has closed the pipe (so no read sees two). The folder goes when the command ends."""
         pipe = Path(folder) / "config.json"
         data = json.dumps({"auths": self._auths}).encode()
+        wait = 0.005
         while proc.returncode is None:
             try:
                 fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as e:  # ENXIO: no reader yet; anything else: the pipe is gone
                 if e.errno != errno.ENXIO:
                     return
-                await anyio.sleep(0.005)
+                await anyio.sleep(wait)
+                wait = min(wait * 1.5, 0.1)  # a build runs for hours: poll less often as it goes on
                 continue
             try:
                 os.set_blocking(fd, True)
                 await anyio.to_thread.run_sync(os.write, fd, data)
             finally:
                 os.close(fd)
-                shutil.rmtree(folder, ignore_errors=True)
-            return
+            wait = 0.005
+            while proc.returncode is None and _holds(proc.pid, pipe):
+                await anyio.sleep(0.005)
 
     async def login(self, registry: str, username: str, password: str) -> None:
         """Keep credentials (checked through the registry API first) in memory for the commands that need them."""
@@ -129,6 +137,21 @@ class Docker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _holds(pid: int, path: Path) -> bool:
+    """Whether the process still has `path` open (its reader has not yet seen the end of one copy)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == str(path):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 async def _drain(stream, into: bytearray) -> None:
