@@ -117,7 +117,7 @@ def test_the_vllm_spec_passes_on_real_vllm_but_for_what_the_stand_in_lacks(e2e, 
 
 def _probe(e2e, image: str, cases: list[dict], model_files: dict) -> str:
     """The consumer_lines probe on hand-made cases, in the image (no network), its output."""
-    script = probes.script("consumer_lines", {"cases": cases, "model_files": model_files})
+    script = probes.script("consumer_lines", {"cases": cases, "model_files": model_files, "hooks": probes.consumer_hooks()})
     return e2e.docker("run", "--rm", "--network", "none", image, "sh", "-c", script, check=False, timeout=1800).stdout
 
 
@@ -162,25 +162,34 @@ def _gpustack_container(case: dict, image: str, name: str, addresses: dict[str, 
             "--entrypoint", argv[0], image, *argv[1:]]
 
 
+def _ray_nodes_become(e2e, head: str, gcs: str, count: int, within: float = 180) -> str:
+    """Poll `ray status` in the head's container until `count` nodes are active; its last answer."""
+    deadline, status = time.monotonic() + within, ""
+    while time.monotonic() < deadline:
+        status = e2e.docker("exec", head, "ray", "status", "--address", f"127.0.0.1:{gcs}", check=False).stdout
+        if status.split("Active:", 1)[-1].split("Pending:", 1)[0].count("node_") == count:
+            break
+        time.sleep(3)
+    return status
+
+
 def test_gpustacks_ray_head_and_worker_start_and_join(e2e, project, vllm_image):
     """The Ray head GPUStack runs beside vLLM on the leading worker and the Ray worker it runs on a
-    follower, as GPUStack creates them; both on this machine, so the follower's ports move by 1000."""
+    follower, as GPUStack creates them; both on this machine, so the follower's ports move by 1000. The
+    worker starts once the head answers: a Ray worker that finds no head node in the GCS gives up, and
+    on a loaded machine the head takes longer than any fixed wait."""
     cases = _cases(project, VLLM.target)
     head, worker = cases["ray-leader/ray-head"], cases["ray-follower"]
     here = {"192.168.50.10": "127.0.0.1", "192.168.50.11": "127.0.0.1"}
     gcs = next(a.split("=")[1] for a in head["argv"] if a.startswith("--port="))
     names = ("runner-ray-head", "runner-ray-worker")
     try:
-        for name, case, shift in zip(names, (head, worker), (0, 1000)):
-            e2e.docker(*_gpustack_container(case, vllm_image, name, here, shift))
-            time.sleep(5 if name.endswith("head") else 0)
-        deadline, status = time.monotonic() + 180, ""
-        while time.monotonic() < deadline:
-            status = e2e.docker("exec", names[0], "ray", "status", "--address", f"127.0.0.1:{gcs}", check=False).stdout
-            active = status.split("Active:", 1)[-1].split("Pending:", 1)[0]
-            if active.count("node_") == 2:
-                break
-            time.sleep(3)
+        e2e.docker(*_gpustack_container(head, vllm_image, names[0], here))
+        status = _ray_nodes_become(e2e, names[0], gcs, 1)
+        assert "node_" in status, status + e2e.docker("logs", names[0], check=False).stdout[-4000:]
+        e2e.docker(*_gpustack_container(worker, vllm_image, names[1], here, 1000))
+        status = _ray_nodes_become(e2e, names[0], gcs, 2)
+        active = status.split("Active:", 1)[-1].split("Pending:", 1)[0]
         assert active.count("node_") == 2, status + e2e.docker("logs", names[1], check=False).stdout[-2000:]
     finally:
         e2e.docker("rm", "-f", *names, check=False)

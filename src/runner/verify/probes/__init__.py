@@ -53,13 +53,18 @@ def components(leaf: Stage) -> frozenset[str]:
     return frozenset(c.name for c in declared(leaf))
 
 
+def consumer_hooks() -> dict[str, str]:
+    """The site hooks the consumer_lines probe writes into the image (consumer_hooks/*.py by name):
+    without them a line the service accepts would go on to serve."""
+    return {p.name: p.read_text() for p in sorted((FOLDER / "consumer_hooks").glob("*.py"))}
+
+
 def _consumer_lines(t: Target, leaf: Stage, given: dict, pack: Path) -> dict:
     from runner.verify.consumer import probe_input
 
     if given.get("mode") == "version":
         return {}
-    hooks = {p.name: p.read_text() for p in sorted((FOLDER / "consumer_hooks").glob("*.py"))}
-    return {**probe_input(pack, t, leaf.entrypoint(), int(given.get("timeout", 600))), "hooks": hooks}
+    return {**probe_input(pack, t, leaf.entrypoint(), int(given.get("timeout", 600))), "hooks": consumer_hooks()}
 
 
 def _env_paths(t: Target, leaf: Stage, given: dict) -> dict:

@@ -225,6 +225,13 @@ def run_all(cases, hooks):
     return [found[i] for i in range(len(cases))]
 
 
+def brief(problem, width=200):
+    """A problem's first line within `width`: its start and its end, where the program's own error
+    comes last (after whatever warnings it printed first)."""
+    first = problem.splitlines()[0]
+    return first if len(first) <= width else first[:60] + " ... " + first[65 - width:]
+
+
 def main():
     if INPUT.get("mode") == "version":  # noqa: F821 - INPUT is put above this text by runner
         return version()
@@ -247,7 +254,7 @@ def main():
     print("%d starts in %.0f s" % (len(cases), time.monotonic() - start))
     # the summary comes last, so the report's excerpt (the output's end) keeps it
     for case, (problem, _) in zip(cases, results):
-        print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + problem.splitlines()[0][:200]))
+        print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + brief(problem)))
     return 1 if any(problem for problem, _ in results) else 0
 
 
