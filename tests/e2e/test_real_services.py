@@ -294,8 +294,10 @@ def _mindie_layout(e2e, name: str, without: str = "") -> str:
     for daemon in ("mindieservice_daemon", "mindieservice_daemon_"):
         files[f"{MINDIE_HOME}/bin/{daemon}"] = "#!/bin/sh\necho serving\n"
     files.pop(without, None)
-    lines = [f"FROM {standin.BASE}"] + [f"RUN mkdir -p $(dirname {p}) && printf %s {shlex.quote(text)} > {p} && chmod 755 {p}"
-                                         for p, text in files.items()]
+    lines = [f"FROM {standin.BASE}"]
+    for p, text in files.items():  # one Dockerfile line a file: newlines go as backslash-n for printf %b
+        escaped = shlex.quote(text.replace("\n", "\\n"))
+        lines.append(f"RUN mkdir -p $(dirname {p}) && printf %b {escaped} > {p} && chmod 755 {p}")
     ctx = e2e.root / name.replace("/", "-").replace(":", "-")
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
