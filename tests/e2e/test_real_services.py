@@ -105,9 +105,13 @@ def test_the_consumer_ray_head_and_worker_start_and_join(e2e, vllm_image):
     worker = shlex.join(ray_start_command(False, 42000, head_port=41000))
     names = ("runner-ray-head", "runner-ray-worker")
     try:
-        for name, line in zip(names, (head, worker)):
-            e2e.docker("run", "-d", "--name", name, "--network", "host", "--shm-size=2g", vllm_image, "sh", "-c", line)
-            time.sleep(5 if name.endswith("head") else 0)
+        e2e.docker("run", "-d", "--name", names[0], "--network", "host", "--shm-size=2g", vllm_image, "sh", "-c", head)
+        # a Ray worker that finds no head gives up: start it once the head answers (no fixed wait suits a loaded machine)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and e2e.docker("exec", names[0], "ray", "status", "--address",
+                                                         "127.0.0.1:41000", check=False).returncode != 0:
+            time.sleep(3)
+        e2e.docker("run", "-d", "--name", names[1], "--network", "host", "--shm-size=2g", vllm_image, "sh", "-c", worker)
         deadline, status = time.monotonic() + 180, ""
         while time.monotonic() < deadline:
             status = e2e.docker("exec", names[0], "ray", "status", "--address", "127.0.0.1:41000", check=False).stdout
