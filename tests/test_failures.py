@@ -198,3 +198,12 @@ def test_a_malformed_image_mirror_is_a_clear_error(env, message):
 
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
         mirrors({}, {"RUNNER_MIRRORS": env})
+
+
+def test_a_base_with_no_namespace_is_advised_by_its_repository():
+    """A vendor base such as vendor.invalid/base:1.0.0 has no namespace: its mirror entry is the
+    repository (the advice once failed on it with an IndexError, printed as a traceback)."""
+    base = "vendor.invalid/base:1.0.0"
+    lines = failure_lines([_image("vendor1.0-echo0.1.0", error=str(BaseUnavailable(base, "no such host")),
+                                  cause="base image", base=base)])
+    assert "vendor.invalid/base: MIRROR/base" in lines[-1] and "vendor.invalid/base=MIRROR/base" in lines[-1]

@@ -23,8 +23,11 @@ RECIPE_ADVICE = ("fix the recipe or smoke spec in pack/ (the backend's recipe.py
 
 def image_prefix(image: str) -> str:
     """The registry and namespace a mirror entry names for an image (docker.io/ascendai for
-    ascendai/cann:8.2, docker.io/library for ubuntu:22.04)."""
-    return full_reference(image).rsplit("/", 1)[0]
+    ascendai/cann:8.2, docker.io/library for ubuntu:22.04; the repository, for an image with no namespace)."""
+    host, _, path = full_reference(image).split("@", 1)[0].partition("/")
+    if "/" in path:
+        return f"{host}/{path.rsplit('/', 1)[0]}"
+    return f"{host}/{path.split(':', 1)[0]}"  # no namespace (vendor.invalid/base:1.0): the repository itself
 
 
 def _where(image: dict) -> str:
