@@ -286,10 +286,10 @@ class DockerBuilder:
                 return found[-1]
             message = (err.strip() or out.strip())[-800:]
             refused = re.search(r"denied|unauthorized|authentication required", message, re.I)
-            if refused and (attempt == self.push_attempts or re.search(r"denied", message, re.I)):
-                # the credentials were checked before the build: an "unauthorized" that persists (or an
-                # access denial) is the account's to fix; a passing one is a fault of the way there
+            if refused and re.search(r"denied", message, re.I):  # an access denial is the account's to fix
                 raise UserError(f"the registry refused the push of {ref}: {message.splitlines()[-1]}")
+            # the credentials were checked through the registry API before the build: an "unauthorized"
+            # after that is a token request the way there lost (a faulty proxy or registry), retried below
             if not (refused or _TRANSIENT.search(message)):
                 raise BuildError(f"docker push {ref} failed: {message}")
             if attempt == self.push_attempts:
