@@ -31,12 +31,16 @@ def test_the_whole_seed_table_is_there(project):
     assert len(project.targets) == 89
 
 
-def test_statuses_follow_the_seed_formatting(project):
+def test_statuses_follow_the_seed_formatting_and_upstreams_deprecations(project):
+    """Deprecated as gpustack-runner 0.1.32.post1's catalog publishes it (tests/test_consumer_code.py
+    compares the two catalogs record by record)."""
     by_status = {s: sorted(t.tag for t in project.targets if t.status == s) for s in ("deprecated", "polished")}
-    assert by_status["deprecated"] == sorted([
-        "cann8.2-a3-vllm0.10.1.1", "cann8.2-910b-vllm0.10.1.1", "cann8.2-910b-vllm0.9.1", "cuda12.8-sglang0.5.4.post3"])
-    assert by_status["polished"] == sorted(
-        [f"cuda{v}-vllm0.13.0" for v in ("12.9", "12.8", "12.6")] + ["rocm7.0-vllm0.13.0", "rocm6.4-vllm0.13.0"])
+    assert by_status["deprecated"] == sorted(
+        [f"cann8.2-{v}-{s}" for v in ("a3", "910b") for s in ("vllm0.10.1.1", "sglang0.5.2", "sglang0.5.1.post3")]
+        + ["cann8.2-910b-vllm0.9.2", "cann8.2-310p-vllm0.9.2", "cuda12.8-sglang0.5.4.post3", "cuda12.6-voxbox0.0.21"]
+        + [f"{b}-vllm{v}" for b in ("cuda12.6", "rocm6.4") for v in ("0.14.1", "0.13.0", "0.12.0", "0.11.2", "0.10.2")]
+        + [f"rocm6.4-sglang{v}" for v in ("0.5.7", "0.5.6.post2", "0.5.5.post3")])
+    assert by_status["polished"] == sorted([f"cuda{v}-vllm0.13.0" for v in ("12.9", "12.8")] + ["rocm7.0-vllm0.13.0"])
 
 
 def test_full_versions_platforms_and_archs_follow_the_facts(project):

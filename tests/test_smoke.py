@@ -1,4 +1,4 @@
-"""Smoke specifications, device profiles and the consumer contract of seed 002."""
+"""Smoke specifications and device profiles."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ import sys
 
 import pytest
 
-from packaging.version import Version
-
-from runner.verify.consumer import ray_start_command, vllm_cases, vllm_serve_command
 from runner.model.errors import UserError
 from runner.compose.plan import make_plan
-from runner.verify.profiles import load_profile, run_command, serve_command
+from runner.verify.profiles import load_profile, run_command
 from runner.verify.smoke import Check, checks_for, load_spec
 from tests.conftest import ROOT
 
@@ -65,39 +62,17 @@ def test_every_target_gets_its_checks(project):
         if t.service == "vllm":
             assert re.search(checks["import-version"].expect, t.service_version)
             assert not re.search(checks["import-version"].expect, t.service_version + "9")
-            cases = {c["name"]: c for c in _input(checks["serve-command-lines"].script)["cases"]}
-            assert {"single", "multi-gpu", "distributed", "speculative"} <= set(cases)
-            assert ("data-parallel" in cases) == (Version(t.service_version) >= Version("0.9.1"))
-            assert ("kv-transfer" in cases) == (t.backend in ("cuda", "rocm"))
-            assert ("310p" in cases) == (t.variant == "310p")
-            assert _input(checks["cli-version"].script)["mode"] == "version"
-            assert [c["name"] for c in _input(checks["ray-command-lines"].script)["cases"]] == ["head", "worker"]
+            assert _input(checks["cli-version"].script) == {"mode": "version"}
+        # what GPUStack starts from the image, every recorded deployment of its target
+        consumer = _input(checks["consumer-deployments"].script)
+        names = {c["name"] for c in consumer["cases"]} | {n for c in consumer["cases"] for n in c.get("also", [])}
+        assert "single" in names, t.tag
+        assert all(c["program"] == t.service or (c["program"] == "ray" and t.service == "vllm")
+                   for c in consumer["cases"]), t.tag
         if t.backend == "cann" and t.service == "vllm":
             assert checks["ray-pin"].version_in == ">=2.47.1,<=2.48.0"
         if t.backend == "cuda" and t.service == "vllm":
             assert checks["torch-version"].expect.startswith("^2\\.")
-
-
-def test_seed_002_command_lines_per_version_and_deployment():
-    assert vllm_serve_command("0.9.0") == ["vllm", "serve", "/models/m", "--max-model-len", "8192", "--host",
-                                           "127.0.0.1", "--port", "8000", "--served-model-name", "m"]
-    assert "--enable-prompt-tokens-details" in vllm_serve_command("0.9.0.1")
-    assert "--disable-access-log-for-endpoints" not in vllm_serve_command("0.14.1")
-    cmd = vllm_serve_command("0.16.0", distributed=True)
-    assert cmd[cmd.index("--disable-access-log-for-endpoints") + 1] == "/metrics"
-    assert cmd[cmd.index("--distributed-executor-backend") + 1] == "ray"
-    head, worker = ray_start_command(True), ray_start_command(False)
-    assert head[:2] == ["ray", "start"] and "--head" in head and "--port=40000" in head
-    assert "--address=127.0.0.1:40000" in worker and "--head" not in worker
-    cases = {c.name: c for c in vllm_cases("0.14.1", "cuda", components=frozenset({"vllm-omni"}))}
-    kv = cases["kv-transfer"].argv
-    assert json.loads(kv[kv.index("--kv-transfer-config") + 1]) == {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
-    assert "lmcache.integration.vllm.vllm_v1_adapter" in cases["kv-transfer"].imports
-    assert "--omni" in cases["omni"].argv and "--max-model-len" not in cases["omni"].argv
-    dp = cases["data-parallel"].argv
-    assert dp[dp.index("--data-parallel-backend") + 1] == "ray" and "--data-parallel-rpc-port" in dp
-    assert {"--enforce-eager", "--dtype"} <= set(vllm_cases("0.10.0", "cann", "310p")[-1].argv)
-    assert "omni" not in {c.name for c in vllm_cases("0.14.1", "cuda")}  # only where the image ships vllm-omni
 
 
 def _probe(tmp_path, name: str, data: dict, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
@@ -135,11 +110,11 @@ def test_the_prerelease_probe_lists_every_prerelease_and_allows_named_ones(tmp_p
 
 def test_a_spec_check_needs_run_or_a_known_probe(tmp_path):
     bad = tmp_path / "smoke.yaml"
-    bad.write_text("checks:\n  - name: both\n    run: 'true'\n    probe: ray_cli\n")
+    bad.write_text("checks:\n  - name: both\n    run: 'true'\n    probe: consumer_lines\n")
     with pytest.raises(UserError, match="either `run`"):
         load_spec(bad)
     bad.write_text("checks:\n  - name: x\n    probe: nope\n")
-    with pytest.raises(UserError, match=r"unknown probe 'nope' \(allowed: .*vllm_cli"):
+    with pytest.raises(UserError, match=r"unknown probe 'nope' \(allowed: .*consumer_lines"):
         load_spec(bad)
 
 
@@ -155,15 +130,19 @@ def test_check_judging():
 
 
 def test_run_command_follows_the_profile(project):
-    t = next(x for x in project.targets if x.tag == "cann8.5-910b-vllm0.14.1")
-    argv = run_command(load_profile(project.pack_path, "cann"), project.image(t.tag), serve_command(t), [4, 5])
+    cann = load_profile(project.pack_path, "cann")
+    argv = run_command(cann, "img", ["true"], [4, 5], env={"ASCEND_RT_VISIBLE_DEVICES": "0", "TASK_QUEUE_ENABLE": "1"})
     assert "--device=/dev/davinci4" in argv and "--device=/dev/davinci5" in argv and "--device=/dev/davinci_manager" in argv
-    assert "--env=ASCEND_VISIBLE_DEVICES=4,5" in argv and "--env=ASCEND_RT_VISIBLE_DEVICES=0,1" in argv
-    assert "--shm-size=100g" in argv and "--privileged" in argv
-    i = argv.index("gpustack/runner:cann8.5-910b-vllm0.14.1")
-    assert argv[i + 1:i + 3] == ["vllm", "serve"] and "--enable-prompt-tokens-details" in argv
+    # privileged: the container sees every device of the host, so the backend's variables keep host indices
+    assert "--env=ASCEND_VISIBLE_DEVICES=4,5" in argv and "--env=ASCEND_RT_VISIBLE_DEVICES=4,5" in argv
+    assert "--env=TASK_QUEUE_ENABLE=1" in argv and "--env=ASCEND_RT_VISIBLE_DEVICES=0" not in argv
+    assert "--shm-size=10g" in argv and "--privileged" in argv and argv[-2:] == ["img", "true"]
+    confined = run_command(cann.model_copy(update={"privileged": False}), "img", ["true"], [4, 5])
+    assert "--env=ASCEND_RT_VISIBLE_DEVICES=0,1" in confined and "--privileged" not in confined
     cuda = run_command(load_profile(project.pack_path, "cuda"), "img", ["true"])
     assert "--runtime=nvidia" in cuda and "--env=NVIDIA_VISIBLE_DEVICES=0" in cuda
+    maca = run_command(load_profile(project.pack_path, "maca"), "img", ["true"], [2, 3])
+    assert [a for a in maca if a.startswith("--env=CUDA_VISIBLE_DEVICES=")] == ["--env=CUDA_VISIBLE_DEVICES=2,3"]
 
 
 def test_profile_and_run_command_cli():

@@ -39,6 +39,13 @@ class Standin:
     requirements: tuple[str, ...]
     torch: str = ""  # torch with its torchvision and torchaudio, as the recipes' torch stage: a layer of its own
     build_constraints: tuple[str, ...] = ()  # for sdists the stand-in builds into wheels, as the recipe says
+    # requirements the recipe installs in a later step, installed again over the rest here: their console
+    # scripts win, as in the image (vllm-omni's `vllm` over vLLM's)
+    later: tuple[str, ...] = ()
+    # the CUDA driver's user-space library where the vendor base has its forward-compatibility copy
+    # (/usr/local/cuda/compat/libcuda.so.1, which a service's kernels link to): here a stub of every
+    # driver function the installed libraries ask for, each answering "no device"
+    driver_stub: bool = False
 
     @property
     def image(self) -> str:
@@ -159,6 +166,10 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
         if standin.torch:  # the same layer for every stand-in on this torch
             lines.append(f"RUN {install}" + " ".join(torch_set(standin.torch)))
         lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
+        if standin.later:
+            lines.append(f"RUN {install}--force-reinstall --no-deps " + " ".join(json.dumps(r) for r in standin.later))
+        if standin.driver_stub:
+            lines.append("RUN " + DRIVER_STUB.strip().replace("\n", " && \\\n    "))
         lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(env.items()) if k != "PATH"]
         lines.append('ENTRYPOINT ["tini", "--"]')
         ctx = e.root / f"standin-{standin.name}"
@@ -170,6 +181,23 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
         server.terminate()
         server.wait()
     return standin.image
+
+
+# Builds the driver stub with the distribution's compiler and removes the compiler again: every `cu*`
+# symbol a library linked to libcuda.so.1 leaves undefined becomes a function returning
+# CUDA_ERROR_NO_DEVICE (100).
+DRIVER_STUB = r"""
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev binutils >/dev/null
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+find "$site" -name '*.so*' -type f -exec sh -c 'objdump -p "$1" 2>/dev/null | grep -q "NEEDED *libcuda.so.1" && nm -D --undefined-only "$1"' _ {} \; | awk '{print $NF}' | sed 's/@.*//' | grep '^cu' | sort -u | awk '{print "int " $1 "(void) { return 100; }"}' >/tmp/libcuda.c
+mkdir -p /usr/local/cuda/compat
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/compat/libcuda.so.1 /tmp/libcuda.c
+rm /tmp/libcuda.c
+apt-get purge -y -qq --auto-remove gcc libc6-dev binutils >/dev/null
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+"""
 
 
 def remove(e: infra.Environment, *images: str) -> None:

@@ -52,9 +52,18 @@ def matrix(a: argparse.Namespace) -> int:
 
 
 def parse(a: argparse.Namespace) -> int:
+    """Every name read; each bad one is reported (exit 2 once all are read)."""
+    from runner.model.errors import ErrorList, UserError
+
     parser = _project(a).parser
+    bad: list[UserError] = []
     for ref in a.images:
-        print(json.dumps(parser.parse(ref).as_dict()))
+        try:
+            print(json.dumps(parser.parse(ref).as_dict()))
+        except UserError as e:
+            bad.append(UserError(f"{ref}: {e}"))
+    if bad:
+        raise ErrorList(bad)
     return 0
 
 
@@ -68,8 +77,10 @@ def catalog(a: argparse.Namespace) -> int:
     if a.file:
         records = catalog_mod.load(a.file)
     else:
+        from runner.compose.catalog_records import catalog_records
+
         project = _project(a)
-        records = catalog_mod.records(project.targets, project.image)
+        records = catalog_records(project, project.targets, project.image)
         if not a.write:  # the same filter validation as matrix, plan and build
             from runner.ui.selection import selection_of
 
@@ -87,7 +98,7 @@ def catalog(a: argparse.Namespace) -> int:
 
         raise UserError("the filters select no catalog record", hint="list the records with `runner catalog`")
     if a.format == "json":
-        print(json.dumps([r.model_dump() for r in records], indent=1))
+        print(json.dumps([r.as_json() for r in records], indent=1))
     else:
         from runner.ui.tables import catalog_table, print_rich
 
@@ -201,7 +212,10 @@ def profile(a: argparse.Namespace) -> int:
     project = _project(a)
     if a.backend not in project.services:
         raise UserError("unknown backend", value=a.backend, allowed=sorted(project.services))
-    data = load_profile(project.pack_path, a.backend).model_dump()
+    found = load_profile(project.pack_path, a.backend)
+    if a.gpustack:
+        return _compare_profile(project, a.backend, found, a.format)
+    data = found.model_dump()
     if a.format == "json":
         print(json.dumps(data, indent=2))
     else:
@@ -211,15 +225,46 @@ def profile(a: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_profile(project, backend: str, found, form: str) -> int:
+    from runner.verify.profiles import consumer_differences, load_runtime_profiles
+
+    runtime = load_runtime_profiles(project.pack_path)
+    differ, problems = consumer_differences(found, runtime, backend)
+    rows = [{"field": f, "runner": ours, "gpustack_runtime": theirs, "why": found.gpustack.get(f, "")}
+            for f, (ours, theirs) in differ.items()]
+    if form == "json":
+        print(json.dumps({"gpustack_runtime": runtime["gpustack_runtime"], "differences": rows, "problems": problems},
+                         indent=1))
+    else:
+        for r in rows:
+            print(f"{r['field']}: runner {r['runner']!r}, gpustack-runtime {r['gpustack_runtime']!r}\n    {r['why']}")
+    for p in problems:
+        print(f"runner: error: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def run_command(a: argparse.Namespace) -> int:
-    from runner.verify.profiles import load_profile, run_command as docker_run, serve_command, shell_line
+    from runner.verify.profiles import load_profile, run_command as docker_run, shell_line, started_lines
 
     project = _project(a)
     t = project.target(a.tag)
-    profile = load_profile(project.pack_path, t.backend)
-    command = ["sh", "-c", profile.device_check] if a.device_check else serve_command(t)
+    image = project.image(t.tag, a.registry)
     devices = _devices(a.devices)
-    print(shell_line(docker_run(profile, project.image(t.tag, a.registry), command, devices)))
+    if a.device_check:
+        profile = load_profile(project.pack_path, t.backend)
+        print(shell_line(docker_run(profile, image, ["sh", "-c", profile.device_check], devices)))
+        return 0
+    from runner.verify.consumer import load_record, load_spec
+
+    record = load_record(project.pack_path)
+    declared = {d.name: d for d in load_spec(project.pack_path).deployments}
+    follower = declared[a.deployment].follower if a.deployment in declared else None
+    worker = record.followers[follower] if follower is not None else record.leader
+    addresses = {k: v for k, v in ((worker, a.worker_ip), (record.leader, a.leader_ip)) if v and k}
+    if a.files:
+        a.files.mkdir(parents=True, exist_ok=True)
+    for line in started_lines(project.pack_path, t, image, a.deployment, devices, addresses, a.files):
+        print(line)
     return 0
 
 

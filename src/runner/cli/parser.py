@@ -191,11 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "profile", "runner.cli.inspect:profile", "the device profile of a backend: devices, mounts, variables, runtime")
     p.add_argument("--backend", required=True, help="the backend, e.g. cann")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml", help="how to print the profile")
+    p.add_argument("--gpustack", action="store_true",
+                   help="compare with gpustack-runtime's own profile instead (exit 1 on a difference the profile does not explain)")
     p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
 
-    p = _command(sub, "run-command", "runner.cli.inspect:run_command", "the docker run line for a target on a host with its accelerator")
+    p = _command(sub, "consumer", "runner.cli.consumer:consumer",
+                 "start every declared deployment through GPUStack's own code (pinned in pack/_consumer) and "
+                 "compare what it starts, and gpustack-runtime's device profiles, with the committed record")
+    p.add_argument("--write", action="store_true", help="write the record anew instead of comparing (review its diff)")
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
+
+    p = _command(sub, "run-command", "runner.cli.inspect:run_command",
+                 "the docker run lines GPUStack's deployment of a target comes to, on a host with its accelerator")
     p.add_argument("tag", metavar="TAG", help="the target's tag, e.g. cuda12.8-vllm0.14.1")
-    p.add_argument("--devices", default="", help="device indices to expose, e.g. 0,1 (default 0)")
+    p.add_argument("--deployment", default="single", help="a deployment of pack/_consumer/deployments.yaml (default single)")
+    p.add_argument("--devices", default="", help="host device indices to expose, e.g. 2,3 (default 0)")
+    p.add_argument("--worker-ip", default="", help="this worker's address, for the one GPUStack filled in")
+    p.add_argument("--leader-ip", default="", help="the leading worker's address, for a follower's lines")
+    p.add_argument("--files", type=Path, help="write the files GPUStack puts into the container here, and mount them")
     p.add_argument("--device-check", action="store_true", help="run the tiny accelerator check instead of serving")
     p.add_argument("--registry", default="", help="registry host the image is pulled from (default: Docker Hub)")
     p.add_argument("--matrix", type=Path, help=MATRIX_HELP)

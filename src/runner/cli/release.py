@@ -355,7 +355,9 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
             print("\n".join(publication_lines(pubs)), file=sys.stderr)
             print(json.dumps([vars(p) for p in pubs], indent=1))
             return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
-        results = await flow.promote(targets, reg, repo, book, lambda ts: catalog.records(ts, repo.catalog_image),
+        from runner.compose.catalog_records import catalog_records
+
+        results = await flow.promote(targets, reg, repo, book, lambda ts: catalog_records(project, ts, repo.catalog_image),
                                      skip_missing=a.skip_missing, run=_records(reg, repo, a.run))
         if book is not None:
             await ledger.record_promotions(book, reg, repo, results, ledger.reasons(targets, a.reason))

@@ -283,7 +283,7 @@ class Runner(CiFunctions, SupplyChain):
         """Point each target's final tag at its tested -dev index, byte for byte, without building;
         returns the updated catalog. A target without a -dev index (of the run, with --run) fails the
         call before anything changes, unless --skip-missing."""
-        from runner.model import catalog as catalog_mod
+        from runner.compose.catalog_records import catalog_records
         from runner.release import publish as flow
         from runner.release.run_records import RunRecords
 
@@ -294,7 +294,7 @@ class Runner(CiFunctions, SupplyChain):
         async def change(book) -> None:
             async with await checkout.registry(registry, username, password, insecure) as reg:
                 await reg.login()
-                await flow.promote(targets, reg, repo, book, lambda ts: catalog_mod.records(ts, repo.catalog_image),
+                await flow.promote(targets, reg, repo, book, lambda ts: catalog_records(project, ts, repo.catalog_image),
                                    skip_missing=skip_missing, run=RunRecords(reg, repo.runs_path, run) if run else None)
 
         return await _updated_catalog(catalog, change)

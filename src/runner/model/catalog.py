@@ -1,5 +1,6 @@
 """The consumer catalog: one record per target and platform, in the shape of gpustack-runner's
-packaged catalog, and `list_runners(...)` to pick images by backend, service and versions.
+packaged catalog (runner.model.catalog_query has gpustack-runner's API over it: list_runners and the
+grouped views).
 
 The packaged catalog (runner/catalog.json) is generated from matrix.yaml (`runner catalog --write`);
 publish, promote, discard and prune keep a catalog file in step with the registry.
@@ -15,9 +16,17 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 PACKAGED = Path(__file__).resolve().parent.parent / "catalog.json"  # packaged with runner, beside its __init__
 
+# The packages a record's `dependencies` names, as gpustack-runner's catalog names them (PyPI
+# distributions); GPUStack picks images by them, e.g. a cache service by its `lmcache` version.
+DEPENDENCY_NAMES = frozenset({
+    "diffusers", "flash-attn", "flashinfer-python", "lmcache", "lmcache-ascend", "mooncake-transfer-engine", "ray",
+    "runai-model-streamer", "sgl-kernel-npu", "sglang", "sglang-kernel", "sglang-router", "torch", "torch-npu",
+    "transformers", "vllm", "vllm-ascend", "vllm-omni", "vllm-router",
+})
+
 
 class RunnerRecord(BaseModel):
-    """One runner image on one platform."""
+    """One runner image on one platform, field for field gpustack-runner's `Runner`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # "deprecated": "yes" is not a boolean
 
@@ -29,19 +38,27 @@ class RunnerRecord(BaseModel):
     service_version: str
     platform: str
     docker_image: str
-    deprecated: bool
+    deprecated: bool = False
+    # package -> version the image carries (see DEPENDENCY_NAMES); None: never stated
+    dependencies: dict[str, str] | None = None
+
+    def as_json(self) -> dict:
+        """The record as gpustack-runner writes it (no `dependencies` key when none is stated)."""
+        return self.model_dump(exclude_none=True)
 
 
 _RECORDS = TypeAdapter(list[RunnerRecord])
 
 
-def records(targets: Iterable, image_of) -> list[RunnerRecord]:
-    """Catalog records for targets; image_of(tag) gives the multi-arch image reference."""
+def records(targets: Iterable, image_of, dependencies_of=None) -> list[RunnerRecord]:
+    """Catalog records for targets; image_of(tag) gives the multi-arch image reference,
+    dependencies_of(target, platform) what the image carries (runner.compose.catalog_records)."""
     return [
         RunnerRecord(
             backend=t.backend, backend_version=t.backend_version, original_backend_version=t.original_backend_version,
             backend_variant=t.variant, service=t.service, service_version=t.service_version,
             platform=platform, docker_image=image_of(t.tag), deprecated=t.deprecated,
+            dependencies=dependencies_of(t, platform) if dependencies_of else None,
         )
         for t in targets
         for platform in t.platforms
@@ -63,7 +80,7 @@ def load(path: Path = PACKAGED) -> list[RunnerRecord]:
 
 def dump(items: Sequence[RunnerRecord]) -> str:
     ordered = sorted(items, key=lambda r: (r.backend, r.docker_image, r.platform))
-    return json.dumps([r.model_dump() for r in ordered], indent=2) + "\n"
+    return json.dumps([r.as_json() for r in ordered], indent=2) + "\n"
 
 
 def write(path: Path, items: Sequence[RunnerRecord]) -> None:
@@ -103,7 +120,8 @@ def filter_records(
     platform: str | None = None,
     with_deprecated: bool = False,
 ) -> list[RunnerRecord]:
-    """Records matching every given filter; versions match exactly or by whole dotted parts."""
+    """Records matching the `runner catalog` command line's filters: versions exactly or by whole dotted
+    parts, as the other commands select targets (list_runners has gpustack-runner's semantics)."""
     return [
         r for r in items
         if (not backend or r.backend == backend)
@@ -114,21 +132,3 @@ def filter_records(
         and (not platform or r.platform == platform)
         and (with_deprecated or not r.deprecated)
     ]
-
-
-def list_runners(
-    backend: str | None = None,
-    backend_version: str | None = None,
-    backend_variant: str | None = None,
-    service: str | None = None,
-    service_version: str | None = None,
-    platform: str | None = None,
-    with_deprecated: bool = False,
-    catalog: Path | None = None,
-) -> list[RunnerRecord]:
-    """Runner images matching the filters, from the packaged catalog (or the catalog file given).
-
-    >>> list_runners(backend="cuda", backend_version="12.8", service="vllm", service_version="0.14")
-    """
-    return filter_records(load(catalog or PACKAGED), backend, backend_version, backend_variant, service,
-                          service_version, platform, with_deprecated)

@@ -1,125 +1,243 @@
-"""The consumer contract of seed 002: how GPUStack starts our images, as command lines per vLLM
-version, backend and deployment.
+"""The consumer contract: what GPUStack starts in our images, recorded from GPUStack's own code.
 
-GPUStack runs `vllm serve <model> ... --host --port --served-model-name` (through tini), adds flags
-gated on the vLLM version and on the deployment (distributed over Ray, data-parallel with the Ray
-backend, speculative decoding, the LMCache KV connector on NVIDIA and AMD, eager float16 on Ascend
-310P, omni models), and for distributed serving starts Ray head and worker nodes in the same image.
-Smoke tests hand each of these command lines to the image's own parsers (runner.verify.probes).
+pack/_consumer/deployments.yaml declares the deployments (single device, tensor and pipeline
+parallel over Ray, data parallel, multi-node without Ray, KV cache offload, omni, speculative
+decoding, LoRA, ...) and the accelerator each backend's worker has. `runner consumer --write` starts
+each deployment for every matrix target through GPUStack's backend classes and records, in
+pack/_consumer/gpustack.json, every container gpustack-runtime's Docker deployer would create:
+entrypoint, command, working folder, environment, files. Smoke checks and `runner run-command` read
+that record; nothing here writes a command line by hand.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field
 
-# flag -> first vLLM version GPUStack passes it to
-VLLM_GATED_FLAGS = {
-    "--enable-prompt-tokens-details": "0.9.0.1",
-    "--disable-access-log-for-endpoints": "0.16.0",
-}
-DATA_PARALLEL_RAY = "0.9.1"  # the first vLLM with --data-parallel-backend ray (older: no such deployment)
-KV_CONNECTOR = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
-KV_BACKENDS = ("cuda", "rocm")  # the manufacturers GPUStack enables extended KV cache on
-OMNI_COMPONENT = "vllm-omni"
-RAY_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
-                  "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--metrics-export-port",
-                  "--min-worker-port", "--max-worker-port", "--node-ip-address")
+from runner.model.errors import UserError
+from runner.model.marked_yaml import load_model
+from runner.model.targets import Target
+
+FOLDER = "_consumer"  # under pack/
+SPEC = "deployments.yaml"
+RECORD = "gpustack.json"
+SERVICES = ("vllm", "sglang", "mindie", "voxbox")
 
 
-@dataclass(frozen=True)
-class Case:
-    """One command line the consumer runs, what the parser must read back, and what it must load."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lora(_Strict):
+    name: str
+    rank: int = Field(ge=1, description="the adapter's rank (its adapter_config.json `r`)")
+
+
+class KVCache(_Strict):
+    enabled: bool = True
+    ram_size: int | None = Field(None, ge=1, description="GiB")
+    ram_ratio: float | None = None
+    chunk_size: int | None = Field(None, ge=1, description="tokens")
+
+
+class Speculative(_Strict):
+    enabled: bool = True
+    algorithm: str = Field(pattern="^(eagle3|mtp|ngram)$")
+    num_draft_tokens: int | None = Field(None, ge=1)
+    ngram_min_match_length: int | None = Field(None, ge=1)
+    ngram_max_match_length: int | None = Field(None, ge=1)
+
+
+class ModelSettings(_Strict):
+    """What the user sets on the model in GPUStack."""
+
+    backend_parameters: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    extended_kv_cache: KVCache | None = None
+    speculative: Speculative | None = None
+    draft_model: bool = Field(False, description="speculative decoding with a draft model beside the model")
+    loras: list[Lora] = Field(default_factory=list)
+
+
+class Deployment(BaseModel):
+    """One way GPUStack deploys a model (see deployments.yaml for the fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    services: list[str] = Field(min_length=1)
+    gpus: int = Field(1, ge=1, le=4)
+    followers: list[int] = Field(default_factory=list, max_length=2)
+    follower: int | None = Field(None, ge=0)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    needs: list[str] = Field(default_factory=list, description="components the image must ship")
+
+    def applies_to(self, t: Target, components: frozenset[str]) -> bool:
+        return t.service in self.services and set(self.needs) <= components
+
+
+class Device(BaseModel):
+    """A worker's accelerator as GPUStack reports it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vendor: str
+    name: str
+    arch_family: str | None = None
+    compute_capability: str | None = None
+
+
+class ConsumerSpec(BaseModel):
+    """pack/_consumer/deployments.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deployments: list[Deployment]
+    devices: dict[str, Device]
+
+    def device(self, t: Target) -> Device:
+        key = f"{t.backend}-{t.variant}" if t.variant else t.backend
+        if key not in self.devices:
+            raise UserError(f"pack/{FOLDER}/{SPEC} names no device for {t.tag}", value=key, allowed=sorted(self.devices))
+        return self.devices[key]
+
+
+class Container(BaseModel):
+    """One container as gpustack-runtime's Docker deployer would create it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    argv: tuple[str, ...]
-    imports: tuple[str, ...] = ()
-    expect: dict = field(default_factory=dict)
+    entrypoint: list[str] | None  # None: the image's ENTRYPOINT stays
+    command: list[str] | None  # None: the image's CMD
+    working_dir: str | None
+    env: dict[str, str]
+    privileged: bool
+    files: dict[str, dict[str, str]] = Field(default_factory=dict, description="path -> mode, content")
+    mounts: list[dict[str, Any]] = Field(default_factory=list, description="type, source, target, read_only")
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "argv": list(self.argv), "imports": list(self.imports), "expect": self.expect}
-
-
-def _at_least(version: str, floor: str) -> bool:
-    return Version(version) >= Version(floor)
-
-
-def vllm_serve_command(version: str, model: str = "/models/m", name: str = "m", host: str = "127.0.0.1",
-                       port: int = 8000, distributed: bool = False, extra: tuple[str, ...] = (),
-                       max_model_len: bool = True) -> list[str]:
-    """The `vllm serve` argv GPUStack builds for a vLLM version (seed 002), with deployment flags."""
-    args = ["vllm", "serve", model]
-    if max_model_len:
-        args += ["--max-model-len", "8192"]
-    if distributed:
-        args += ["--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"]
-    if _at_least(version, VLLM_GATED_FLAGS["--disable-access-log-for-endpoints"]):
-        args += ["--disable-access-log-for-endpoints", "/metrics"]
-    if _at_least(version, VLLM_GATED_FLAGS["--enable-prompt-tokens-details"]):
-        args += ["--enable-prompt-tokens-details"]
-    if distributed:
-        args += ["--distributed-executor-backend", "ray"]
-    return args + list(extra) + ["--host", host, "--port", str(port), "--served-model-name", name]
+    def argv(self, image_entrypoint: tuple[str, ...] = ()) -> list[str]:
+        """The process the container starts: the entrypoint GPUStack sets, else the image's, and the command."""
+        return [*(self.entrypoint if self.entrypoint is not None else image_entrypoint), *(self.command or [])]
 
 
-def vllm_cases(version: str, backend: str, variant: str = "", components: frozenset[str] = frozenset()) -> list[Case]:
-    """Every `vllm serve` line the consumer can run on this image, one case per deployment."""
-    serve = lambda **kw: tuple(vllm_serve_command(version, host="0.0.0.0", **kw)[1:])  # noqa: E731
-    cases = [
-        Case("single", serve(), expect={"port": 8000, "max_model_len": 8192}),
-        Case("multi-gpu", serve(extra=("--tensor-parallel-size", "2")), expect={"tensor_parallel_size": 2}),
-        Case("distributed", serve(distributed=True), expect={"distributed_executor_backend": "ray"}),
-        Case("speculative", serve(extra=("--speculative-config", json.dumps(
-            {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2})))),
-        Case("speculative-draft", serve(extra=("--speculative-config", json.dumps(
-            {"method": "eagle3", "num_speculative_tokens": 3, "model": "/models/draft"})))),
-    ]
-    if _at_least(version, DATA_PARALLEL_RAY):
-        cases.append(Case("data-parallel", serve(extra=("--data-parallel-size", "2", "--data-parallel-backend", "ray",
-                                                        "--data-parallel-rpc-port", "40001")),
-                          expect={"data_parallel_backend": "ray", "data_parallel_rpc_port": 40001}))
-    if backend in KV_BACKENDS:
-        cases.append(Case("kv-transfer", serve(extra=("--kv-transfer-config", json.dumps(KV_CONNECTOR, separators=(",", ":")))),
-                          imports=(f"kv:{KV_CONNECTOR['kv_connector']}", "lmcache.integration.vllm.vllm_v1_adapter")))
-    if backend == "cann" and variant == "310p":
-        cases.append(Case("310p", serve(extra=("--enforce-eager", "--dtype", "float16")),
-                          expect={"enforce_eager": True, "dtype": "float16"}))
-    if OMNI_COMPONENT in components:
-        cases.append(Case("omni", serve(extra=("--omni",), max_model_len=False),
-                          imports=("vllm_omni", "script:vllm=vllm_omni")))
-    return cases
+class Started(BaseModel):
+    """What GPUStack starts for one deployment on some targets (or why it cannot start it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    targets: list[str]
+    containers: list[Container] = Field(default_factory=list)
+    workload: dict[str, Any] = Field(default_factory=dict)
+    model_files: dict[str, str] = Field(default_factory=dict, description="the model folders GPUStack mounts")
+    error: str = ""
 
 
-def ray_start_command(head: bool, base_port: int = 40000, ip: str = "127.0.0.1",
-                      head_port: int | None = None) -> list[str]:
-    """`ray start` as GPUStack runs it for a distributed leader (head) or follower (seed 002); ports
-    come from a range starting at base_port, the follower joins the leader's GCS port."""
-    ports = {f: str(base_port + 3 + i) for i, f in enumerate(RAY_PORT_FLAGS[:-3])}
-    args = ["ray", "start", "--block", "--disable-usage-stats", "--verbose"]
-    args += [f"{f}={p}" for f, p in ports.items()]
-    args += [f"--min-worker-port={base_port + 10}", f"--max-worker-port={base_port + 100}", f"--node-ip-address={ip}"]
-    if head:
-        args += ["--head", f"--port={base_port}", f"--dashboard-host={ip}", f"--dashboard-port={base_port + 2}"]
-    else:
-        args += [f"--address={ip}:{head_port or base_port}"]
-    return args
+class Record(BaseModel):
+    """pack/_consumer/gpustack.json: generated by `runner consumer --write`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpustack: str
+    gpustack_runtime: str
+    leader: str = Field(description="the leading worker's address GPUStack filled in")
+    followers: list[str] = Field(description="the further workers' addresses")
+    deployments: dict[str, list[Started]]
+
+    def for_target(self, tag: str) -> list[tuple[str, Started]]:
+        """Every deployment recorded for a target, in the declared order."""
+        return [(name, s) for name, started in self.deployments.items() for s in started if tag in s.targets]
+
+    def dump(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=False) + "\n"
 
 
-def ray_cases() -> list[Case]:
-    return [Case("head", tuple(ray_start_command(True))), Case("worker", tuple(ray_start_command(False)))]
+def load_spec(pack: Path) -> ConsumerSpec:
+    spec = load_model(pack / FOLDER / SPEC, ConsumerSpec)
+    names = [d.name for d in spec.deployments]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"pack/{FOLDER}/{SPEC}: deployments named twice", value=dupes[0])
+    for d in spec.deployments:
+        if bad := sorted(set(d.services) - set(SERVICES)):
+            raise UserError(f"pack/{FOLDER}/{SPEC}: deployment {d.name} names an unknown service", value=bad[0],
+                            allowed=SERVICES)
+        if d.follower is not None and d.follower >= len(d.followers):
+            raise UserError(f"pack/{FOLDER}/{SPEC}: deployment {d.name} records follower {d.follower}",
+                            value=d.follower, hint=f"it has {len(d.followers)} followers")
+    return spec
 
 
-def flags_of(argv: list[str]) -> list[str]:
-    """The option names in an argv (`--port=1` and `--port 1` both give --port)."""
-    return [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+@lru_cache(maxsize=4)
+def _load_record(path: Path, mtime_ns: int) -> Record:
+    from runner.model.files import read_text
+
+    text = read_text(path, "consumer record")
+    try:
+        return Record.model_validate_json(text)
+    except ValueError as e:
+        raise UserError(f"{path}: not a consumer record: {str(e).splitlines()[0]}",
+                        hint="regenerate it with `runner consumer --write`") from None
 
 
-def vllm_flags(version: str, backend: str = "cuda", variant: str = "", components: frozenset[str] = frozenset()) -> list[str]:
-    """Every flag GPUStack may pass to this vLLM version on this backend, over all deployments."""
-    return sorted({f for c in vllm_cases(version, backend, variant, components) for f in flags_of(list(c.argv))})
+def load_record(pack: Path) -> Record:
+    """The committed record of what GPUStack starts (pack/_consumer/gpustack.json)."""
+    path = pack / FOLDER / RECORD
+    if not path.is_file():
+        raise UserError("no record of what GPUStack starts", value=str(path), hint="run `runner consumer --write`")
+    return _load_record(path, path.stat().st_mtime_ns)
 
 
-def ray_flags() -> list[str]:
-    return sorted(set(flags_of(ray_start_command(True)) + flags_of(ray_start_command(False))))
+def started_for(pack: Path, t: Target) -> list[tuple[str, Started]]:
+    """What GPUStack starts for a target, deployment by deployment (none for a pack without a record)."""
+    if not (pack / FOLDER / RECORD).is_file():
+        return []
+    return load_record(pack).for_target(t.tag)
+
+
+def program_of(argv: list[str]) -> str:
+    """Which service a container's process is, by its command words (after any tini --)."""
+    words = [os.path.basename(a) for a in argv]
+    pairs = set(zip(words, words[1:]))
+    if ("vllm", "serve") in pairs:
+        return "vllm"
+    if ("ray", "start") in pairs:
+        return "ray"
+    if ("sglang", "serve") in pairs or ("-m", "sglang.launch_server") in pairs:
+        return "sglang"
+    if "vox-box" in words:
+        return "voxbox"
+    if words and words[0].startswith("gpustack-command-") and any(w.startswith("mindieservice_daemon") for w in words):
+        return "mindie"
+    return "unknown"
+
+
+def probe_input(pack: Path, t: Target, entrypoint: tuple[str, ...], timeout: int = 600) -> dict:
+    """What the consumer_lines probe runs for a target: each recorded container once (a start that
+    several deployments share is run once and named for all of them)."""
+    cases: list[dict] = []
+    seen: dict[str, dict] = {}
+    model_files: dict[str, str] = {}
+    for name, started in started_for(pack, t):
+        if started.error:
+            cases.append({"name": name, "argv": [], "env": {}, "cwd": None, "files": {}, "program": "none",
+                          "problem": f"GPUStack cannot start it: {started.error}"})
+            continue
+        model_files.update(started.model_files)
+        for c in started.containers:
+            argv = c.argv(entrypoint)
+            case = {"name": name if len(started.containers) == 1 else f"{name}/{c.name}", "argv": argv,
+                    "env": c.env, "cwd": c.working_dir, "files": c.files, "program": program_of(argv),
+                    "timeout": timeout}
+            key = json.dumps([argv, c.env, c.working_dir, c.files], sort_keys=True)
+            if key in seen:
+                seen[key].setdefault("also", []).append(case["name"])
+                continue
+            seen[key] = case
+            cases.append(case)
+    return {"cases": cases, "model_files": model_files}

@@ -2,8 +2,8 @@
 
 pack/_smoke/common.yaml applies to every image, pack/_smoke/<service>.yaml to each service, and
 pack/<backend>/smoke.yaml adds a backend's own checks. `${name}` in a spec is filled per target from
-its fields (service_version, python, backend, ...), the consumer flags (vllm_flags, ray_flags) and the
-environment the plan gives the final stage; anything else is left for the shell.
+its fields (service_version, python, backend, ...) and the environment the plan gives the final stage;
+anything else is left for the shell.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
             # a value is matched as written (a version's dots and a local tag's + are not operators)
             expect = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
                             lambda m: re.escape(values[m[1]]) if m[1] in values else m[0], c.expect) if c.expect else None
-            script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_))
+            script = fill(c.run) if c.run is not None else probes.script(c.probe, probes.input_for(c.probe, t, leaf, c.with_, pack))
             expect = expect and re.sub(r"(?<=\d)\.(?=\d)", r"\\.", expect)  # 2.1 in a spec means 2\.1
             try:
                 expect and compile_pattern(expect)

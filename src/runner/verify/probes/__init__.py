@@ -1,6 +1,6 @@
 """Probes: small Python programs a smoke check runs inside the image under test (`probe: NAME` in a
-smoke spec), each fed an INPUT that runner computes for the target: the consumer's command lines for
-its vLLM version and backend, the paths its environment names, the pre-releases its recipe allows.
+smoke spec), each fed an INPUT that runner computes for the target: what GPUStack starts from the
+image (pack/_consumer), the paths its environment names, the pre-releases its recipe allows.
 
 A probe is this folder's NAME.py; it is never imported here, only read and sent into the image as
 `python3 - <<HEREDOC` with `INPUT = {...}` put above its text. It must run on the image's python
@@ -53,17 +53,18 @@ def components(leaf: Stage) -> frozenset[str]:
     return frozenset(c.name for c in declared(leaf))
 
 
-def _vllm_cli(t: Target, leaf: Stage, given: dict) -> dict:
-    from runner.verify.consumer import vllm_cases
+def consumer_hooks() -> dict[str, str]:
+    """The site hooks the consumer_lines probe writes into the image (consumer_hooks/*.py by name):
+    without them a line the service accepts would go on to serve."""
+    return {p.name: p.read_text() for p in sorted((FOLDER / "consumer_hooks").glob("*.py"))}
 
-    cases = vllm_cases(t.service_version, t.backend, t.variant, components(leaf))
-    return {"mode": given.get("mode", "serve"), "cases": [c.as_dict() for c in cases]}
 
+def _consumer_lines(t: Target, leaf: Stage, given: dict, pack: Path) -> dict:
+    from runner.verify.consumer import probe_input
 
-def _ray_cli(t: Target, leaf: Stage, given: dict) -> dict:
-    from runner.verify.consumer import ray_cases
-
-    return {"cases": [c.as_dict() for c in ray_cases()]}
+    if given.get("mode") == "version":
+        return {}
+    return {**probe_input(pack, t, leaf.entrypoint(), int(given.get("timeout", 600))), "hooks": consumer_hooks()}
 
 
 def _env_paths(t: Target, leaf: Stage, given: dict) -> dict:
@@ -91,8 +92,8 @@ def _components(t: Target, leaf: Stage, given: dict) -> dict:
     return {"components": [c.check() for c in declared(leaf)], "driver_libraries": list(DRIVER_LIBRARIES)}
 
 
-INPUTS: dict[str, Callable[[Target, Stage, dict], dict]] = {
-    "vllm_cli": _vllm_cli, "ray_cli": _ray_cli, "env_paths": _env_paths, "prereleases": _prereleases,
+INPUTS: dict[str, Callable[..., dict]] = {
+    "consumer_lines": _consumer_lines, "env_paths": _env_paths, "prereleases": _prereleases,
     "components": _components, "pip_check": _pip_check,
 }
 
@@ -104,7 +105,10 @@ def versions_for(name: str, leaf: Stage) -> tuple[tuple[str, str], ...]:
     return tuple((c.dist, c.specifier()) for c in declared(leaf) if c.specifier())
 
 
-def input_for(name: str, t: Target, leaf: Stage, given: dict) -> dict:
-    """What probe NAME is told about the target (plus what the spec's `with` gives)."""
+def input_for(name: str, t: Target, leaf: Stage, given: dict, pack: Path | None = None) -> dict:
+    """What probe NAME is told about the target (plus what the spec's `with` gives); builders that read
+    the project's records (pack/_consumer) take its pack folder."""
     build = INPUTS.get(name)
-    return {**given, **(build(t, leaf, given) if build else {})}
+    if build is None:
+        return dict(given)
+    return {**given, **(build(t, leaf, given, pack) if name == "consumer_lines" else build(t, leaf, given))}
