@@ -30,7 +30,7 @@ def test_one_record_per_target_and_platform(project):
         "backend": "cann", "backend_version": "8.2", "original_backend_version": "8.2.rc1", "backend_variant": "910b",
         "service": "vllm", "service_version": "0.9.2", "platform": "linux/arm64",
         "docker_image": "gpustack/runner:cann8.2-910b-vllm0.9.2", "deprecated": True,
-        "dependencies": {"ray": "2.4", "torch": "2.5.1", "torch-npu": "2.5.1.post1", "vllm": "0.9.2", "vllm-ascend": "0.9.2rc1"}}
+        "dependencies": {"torch": "2.5.1", "torch-npu": "2.5.1.post1.dev20250619", "vllm": "0.9.2", "vllm-ascend": "0.9.2rc1"}}
 
 
 def test_dependencies_come_from_the_recipe_components():

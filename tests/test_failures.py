@@ -139,12 +139,13 @@ def _a_job_key() -> str:
     return json.loads(out.stdout)["jobs"][0]["key"]
 
 
-@pytest.mark.parametrize("command", ["build", "job", "publish", "smoke"])
+@pytest.mark.parametrize("command", ["build", "job", "publish", "smoke", "rehearse"])
 def test_no_engine_is_one_line_before_anything_builds(command):
     args = {"build": ["build", "--backend", "cann"],
             "job": ["job", _a_job_key() if command == "job" else "", "--build-cache", "127.0.0.1:9/ns/cache", "--dry-run"],
             "publish": ["publish", "--backend", "cann", "--registry", "127.0.0.1:9", "--username", "u"],
-            "smoke": ["smoke", "gpustack/runner:cuda12.8-vllm0.14.1"]}[command]
+            "smoke": ["smoke", "gpustack/runner:cuda12.8-vllm0.14.1"],
+            "rehearse": ["rehearse", "--backend", "corex"]}[command]
     out = run_runner(*args, REGISTRY_PASSWORD="not-used")
     assert out.returncode == InfrastructureError.exit_code, out.stderr
     lines = out.stderr.strip().splitlines()

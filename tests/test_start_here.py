@@ -12,7 +12,8 @@ import pytest
 
 from runner.cli import main
 from runner.engines import private_daemon
-from runner.model.errors import UserError
+from runner.engines.docker_client import ENGINE_HINT
+from runner.model.errors import InfrastructureError
 from runner.model.files import cache_root
 from runner.ui import cache as folders
 from tests.conftest import ROOT
@@ -93,10 +94,11 @@ def test_with_no_daemon_and_no_way_to_start_one_the_error_says_what_to_do(monkey
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.setattr(private_daemon, "DEFAULT_SOCKET", tmp_path / "docker.sock")
     monkeypatch.setattr(private_daemon, "dockerd", lambda: "")
-    with pytest.raises(UserError) as e:
+    with pytest.raises(InfrastructureError) as e:
         with private_daemon.engine_for_run():
             pytest.fail("ran without an engine")
-    assert "no container engine" in str(e.value) and "DOCKER_HOST" in str(e.value)
+    assert "no container engine" in str(e.value) and "dockerd is not installed" in str(e.value)
+    assert e.value.advice == ENGINE_HINT and "DOCKER_HOST" in e.value.advice
     assert "DOCKER_HOST" not in os.environ
 
 

@@ -26,10 +26,11 @@ from runner.model.errors import InfrastructureError, UserError
 from runner.release.pipeline import BuildError
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
-# What to do without a reachable engine: the one place that names the ways to get one (an engine runner
-# starts by itself belongs here when there is one; `runner rehearse` needs the same engine as a build).
-ENGINE_HINT = ("start Docker, or point DOCKER_HOST at a daemon you can reach (RUNNER_DOCKER names the docker client "
-               "to use); `runner build`, `runner job`, `runner publish` and `runner rehearse` all build on it")
+# What to do without a reachable engine: the one place that names the ways to get one, said by every
+# command that builds (`runner build`, `job`, `publish`, `rehearse`) and by the embedded engine's start.
+ENGINE_HINT = ("start Docker, point DOCKER_HOST at a daemon you can reach (RUNNER_DOCKER names the docker client to "
+               "use), or run as root with Debian's docker.io installed so runner starts its own "
+               "(`runner build` and `runner rehearse` do; --keep-engine keeps it for the next run)")
 SECRET_VARIABLES = ("REGISTRY_PASSWORD",)  # never passed on to a child process
 _CONFIG_PREFIX = "runner-docker-config-"
 

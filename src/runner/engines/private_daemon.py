@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
 from runner.model.files import cache_root
 
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
@@ -168,9 +168,11 @@ def engine_for_run(keep: bool = False, say: Callable[[str], None] = print) -> It
         yield f"unix://{DEFAULT_SOCKET}"
         return
     if not dockerd() or os.geteuid() != 0:
-        raise UserError("no container engine: no daemon answers on DOCKER_HOST or " + str(DEFAULT_SOCKET),
-                        hint="start Docker, point DOCKER_HOST at a daemon, or run as root with Debian's docker.io "
-                             "installed so runner starts its own")
+        from runner.engines.docker_client import ENGINE_HINT
+
+        why = "dockerd is not installed" if not dockerd() else "runner is not root, so it cannot start its own"
+        raise InfrastructureError(f"no container engine: no daemon answers on DOCKER_HOST or {DEFAULT_SOCKET}, "
+                                  f"and {why}", advice=ENGINE_HINT)
     daemon = embedded()
     if daemon.running():
         say(f"runner: engine: the private dockerd kept from an earlier run ({daemon.host})")

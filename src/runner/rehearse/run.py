@@ -75,10 +75,7 @@ class Rehearsal:
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
 
     async def __aenter__(self) -> Rehearsal:
-        code, _, err = await self.docker.run("version", "--format", "{{.Server.Version}}", check=False, timeout=30)
-        if code != 0:
-            raise UserError(f"no container engine: {err.strip().splitlines()[-1] if err.strip() else 'docker info failed'}",
-                            hint="start Docker, or point DOCKER_HOST at a daemon (a rehearsal builds on its BuildKit)")
+        await self.docker.require_engine()  # said once, with the same advice as every build
         self.mirror.files.mkdir(parents=True, exist_ok=True)
         self.mirror.start()
         return self
