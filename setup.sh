@@ -108,5 +108,5 @@ fi
 cat <<'EOF'
 [setup] next:
   .venv/bin/runner rehearse                 # the main job here: build and smoke-test one real target (rehearsed)
-  .venv/bin/python -m pytest -m quick       # the quick tests (a few minutes)
+  .venv/bin/python -m pytest -m quick -n auto   # the quick tests (a few minutes)
 EOF
