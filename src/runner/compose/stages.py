@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -169,6 +169,27 @@ _STEP_PARTS = {
     Workdir: lambda s: ("workdir", s.path),
     Entrypoint: lambda s: ("entrypoint", *s.args),
 }
+
+
+def dependencies_first(root: Stage, descend: Callable[[Stage], bool] | None = None,
+                       seen: set[str] | None = None) -> list[Stage]:
+    """Every stage `root` needs, itself included, each once and after the stages it needs; a stage for
+    which `descend` says no is listed without what is below it. `seen` (stage keys) is shared by walks
+    that continue one another, and what they listed already is not listed again."""
+    seen = set() if seen is None else seen
+    out: list[Stage] = []
+
+    def visit(s: Stage) -> None:
+        if s.key in seen:
+            return
+        seen.add(s.key)
+        if descend is None or descend(s):
+            for d in s.dependencies():
+                visit(d)
+        out.append(s)
+
+    visit(root)
+    return out
 
 
 def _content_key(stage: Stage) -> str:
