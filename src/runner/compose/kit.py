@@ -22,7 +22,7 @@ from runner.compose.components import Component, native, python
 from runner.compose.requirements import Package, Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download
-from runner.compose.stages import Cache, Mount, Stage, StageBuilder
+from runner.compose.stages import Cache, Mount, Stage, StageBuilder, StageKind
 from runner.model.targets import Target
 
 TIMEZONE = "Asia/Shanghai"
@@ -152,7 +152,7 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
     with its library registered for the loader, CMake, and the Python build tools with uv. With
     `vendor_home`, the backend's versioned install folder is linked at `home`."""
     p, backend = base.platform, t.backend.upper()
-    b = StageBuilder("runtime", "runtime", base)
+    b = StageBuilder(StageKind.RUNTIME, "runtime", base)
     b.arg("PYTHON_VERSION", t.python, doc="python of the image")
     b.arg(f"{backend}_VERSION", t.original_backend_version, doc="full backend version")
     b.env(DEBIAN_FRONTEND="noninteractive", LANG="en_US.UTF-8", LANGUAGE="en_US:en", LC_ALL="en_US.UTF-8",
@@ -217,7 +217,7 @@ def _torch_stage(backend: str, parent: Stage, torch: str, index: str, extra_inde
     common = Requirements((pkg("numpy"), pkg("scipy")), title="numpy and scipy")
     plat = parent.platform.replace("/", "-")
     uv = (Cache("/root/.cache/uv", f"runner-{backend}-{plat}-uv"),)
-    return (StageBuilder("torch", name or f"torch{torch}", parent)
+    return (StageBuilder(StageKind.TORCH, name or f"torch{torch}", parent)
             .arg("TORCH_VERSION", torch, doc="torch release")
             .install(reqs, caches=uv, before=WITH_CACHES)
             .install(common, caches=uv, before=WITH_CACHES)
@@ -275,9 +275,9 @@ def at_least(version: str, floor: str) -> bool:
     return Version(version) >= Version(floor)
 
 
-def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = "service") -> StageBuilder:
+def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = StageKind.SERVICE) -> StageBuilder:
     """A service stage (or a build stage of one, with another kind), with uv set to the system python."""
-    b = StageBuilder(kind, name or t.service, parent, **({"tag": t.tag} if kind == "service" else {}))
+    b = StageBuilder(kind, name or t.service, parent, **({"tag": t.tag} if kind == StageKind.SERVICE else {}))
     b.arg(f"{t.service.upper()}_VERSION", t.service_version, doc=f"{t.service} version")
     b.env(UV_SYSTEM_PYTHON="1")
     return b

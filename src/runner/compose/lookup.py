@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from runner.compose.stages import Stage, dependencies_first
+from runner.compose.stages import Stage, StageKind, dependencies_first
 
 
 @lru_cache(maxsize=16384)
 def base_stages(stage: Stage) -> tuple[Stage, ...]:
     """The base stages (FROM images) under a stage, each once, in a stable order."""
-    if stage.kind == "base":
+    if stage.kind == StageKind.BASE:
         return (stage,)
     found = {b.key: b for d in stage.dependencies() for b in base_stages(d)}
     return tuple(sorted(found.values(), key=lambda b: (b.image, b.platform)))
@@ -34,7 +34,7 @@ def cache_key(stage: Stage, digests: Mapping[Stage, str]) -> str:
 
 def stages_under(target: Stage) -> list[Stage]:
     """Every stage a build of `target` may need (itself included), dependencies first, bases left out."""
-    return [s for s in dependencies_first(target) if s.kind != "base"]
+    return [s for s in dependencies_first(target) if s.kind != StageKind.BASE]
 
 
 @dataclass
@@ -63,7 +63,7 @@ def lookup(target: Stage, present: Callable[[Stage], bool], inputs: Iterable[str
 
     def place(s: Stage) -> bool:
         """Whether the walk goes on below s: only for a stage built here."""
-        if s.kind == "base":
+        if s.kind == StageKind.BASE:
             return False
         taken[s.key] = result.found if present(s) else result.missing if s.key in inputs else result.build
         return taken[s.key] is result.build
