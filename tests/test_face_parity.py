@@ -60,6 +60,11 @@ ONE_FACE_ONLY = {
     # one set of registry arguments serves every CLI step; publish and merge leave the catalog as it is
     ("publish", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
     ("merge", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
+    # the selection's newer filters: the CLI has them; the module's functions take the original seven
+    ("*", "backend_version_prefix"): "CLI: gpustack-runner's prefix rule; Dagger's functions: not yet declared",
+    ("*", "service_version_prefix"): "CLI: gpustack-runner's prefix rule; Dagger's functions: not yet declared",
+    ("*", "select"): "CLI: glob patterns over tags; Dagger's functions: not yet declared",
+    ("*", "skip"): "CLI: glob patterns over tags; Dagger's functions: not yet declared",
     # verify and mirror: the CLI checks a selection's tags and mirrors; Dagger's verify takes references
     ("verify", "*"): "Dagger's verify takes image references only; `mirror --check` checks mirrors",
     ("mirror", "check"): "CLI: `verify --mirror`",

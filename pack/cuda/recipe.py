@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.compose.components import LeftOut, native, python
-from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, built_wheels, caches, finish, install,
+                               install_built, pick, pick_or,
                                 runtime_builder, service_builder, shared, site_packages, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.sources import Download, github
@@ -218,38 +219,34 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     b.component(native("GDRCopy", GDRCOPY, libs=["/usr/lib/*-linux-gnu/libgdrapi.so*"]),
                 native("HPC-X", HPCX.version, ["/opt/hpcx/ompi/bin/mpirun"], ["/opt/hpcx/ucx/lib/libucp.so"]),
                 native("AWS EFA", EFA.version, ["/opt/amazon/efa/bin/fi_info"], ["/opt/amazon/efa/lib/libfabric.so"]))
-    wheel = vllm_build(t, p, v)
-    reqs = Requirements((pkg("vllm", built="/mnt/vllm/vllm-${VLLM_VERSION}[+-]*.whl", resolve_as=f"vllm=={v}"),
-                         pkg(f"cuda-python=={major_minor}.*"), pkg(f"pynvml=={major_minor.split('.')[0]}.*"),
-                         pkg("nvidia-nvshmem-cu12"), pkg("nvshmem4py-cu12")),
-                        prereleases=OTEL_BETAS, title=f"vLLM {v} (built from its tag) and the CUDA Python bindings")
-    install(b, t, reqs, mounts=[Mount(wheel, "/workspace/vllm", "/mnt/vllm")])
+    install_built(b, t, [built_wheels(vllm_build(t, p, v), "vllm", ("vllm", "vllm-${VLLM_VERSION}[+-]*.whl"),
+                                      resolve_as=f"vllm=={v}", components=[python("vllm", v, imports=("vllm",))],
+                                      also=(pkg(f"cuda-python=={major_minor}.*"), pkg(f"pynvml=={major_minor.split('.')[0]}.*"),
+                                            pkg("nvidia-nvshmem-cu12"), pkg("nvshmem4py-cu12")))],
+                  prereleases=OTEL_BETAS, title=f"vLLM {v} (built from its tag) and the CUDA Python bindings")
     install(b, t, RAY_EXTRAS)
-    b.component(python("vllm", v, imports=("vllm",)), python("ray", "", imports=("ray.dashboard",)))
+    b.component(python("ray", "", imports=("ray.dashboard",)))
     flashinfer_step(b, t, pick(v, FLASHINFER), cu)
-    mounts, wheels = [], []
+    built = []
     if (fa := pick_or(v, FLASH_ATTN)) and p == "linux/amd64":  # see LEFT_OUT for arm64
-        mounts.append(Mount(flash_attn_build(t, p, torch, fa), "/workspace/flash-attn", "/mnt/flash-attn"))
-        wheels.append(pkg("flash-attn", built="/mnt/flash-attn/*.whl", resolve_as=f"flash-attn=={fa}"))
-        b.component(python("flash-attn", fa, libs=["/usr/local/lib/python3*/dist-packages/flash_attn_2_cuda*.so"]))
+        built.append(built_wheels(flash_attn_build(t, p, torch, fa), "flash-attn", ("flash-attn", "*.whl"),
+                                  resolve_as=f"flash-attn=={fa}", components=[python(
+                                      "flash-attn", fa, libs=["/usr/local/lib/python3*/dist-packages/flash_attn_2_cuda*.so"])]))
     if (ep := pick_or(v, EP_KERNELS, None)):
-        mounts.append(Mount(ep_kernels_build(t, p, torch, ep), "/workspace/ep-kernels", "/mnt/ep-kernels"))
-        wheels += [pkg("deep-gemm", built="/mnt/ep-kernels/deep_gemm*.whl"), pkg("deep-ep", built="/mnt/ep-kernels/deep_ep*.whl"),
-                   pkg("pplx-kernels", built="/mnt/ep-kernels/pplx_kernels*.whl")]
-        b.component(python("DeepGEMM", "", dist="deep-gemm"), python("DeepEP", "", dist="deep-ep"),
-                    python("pplx-kernels", ""))
+        built.append(built_wheels(ep_kernels_build(t, p, torch, ep), "ep-kernels", ("deep-gemm", "deep_gemm*.whl"),
+                                  ("deep-ep", "deep_ep*.whl"), ("pplx-kernels", "pplx_kernels*.whl"),
+                                  components=[python("DeepGEMM", "", dist="deep-gemm"), python("DeepEP", "", dist="deep-ep"),
+                                              python("pplx-kernels", "")]))
     lm = pick(v, LMCACHE)
-    mounts.append(Mount(lmcache_build(t, p, torch, lm), "/workspace/lmcache", "/mnt/lmcache"))
-    wheels.append(pkg("lmcache", built="/mnt/lmcache/*.whl", resolve_as=f"lmcache=={lm}"))
-    b.component(python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",)))
+    built.append(built_wheels(lmcache_build(t, p, torch, lm), "lmcache", ("lmcache", "*.whl"), resolve_as=f"lmcache=={lm}",
+                              components=[python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",))]))
     if (omni := pick_or(v, OMNI)):
-        mounts.append(Mount(omni_build(t, p, torch, omni), "/workspace/vllm-omni", "/mnt/vllm-omni"))
-        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
-                       without=() if p == "linux/amd64" else ("fa3-fwd",)),  # the build drops it off amd64
-                   pkg("onnxruntime"), pkg("sox")]
-        b.component(python("vllm-omni", omni, dist="", imports=("vllm_omni",)))
-    install(b, t, Requirements(tuple(wheels), no_build_isolation=True, title="kernels and connectors built for this torch"),
-            mounts=mounts)
+        built.append(built_wheels(omni_build(t, p, torch, omni), "vllm-omni", ("vllm-omni", "*.whl"),
+                                  resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
+                                  without=() if p == "linux/amd64" else ("fa3-fwd",),  # the build drops it off amd64
+                                  also=(pkg("onnxruntime"), pkg("sox")),
+                                  components=[python("vllm-omni", omni, dist="", imports=("vllm_omni",))]))
+    install_built(b, t, built, no_build_isolation=True, title="kernels and connectors built for this torch")
     extras = ["accelerate", "hf_transfer", "modelscope", "timm>=1.0.17", "boto3", "librosa", "soundfile",
               "mistral_common[audio]", "bitsandbytes>=0.46.1 ; platform_machine == 'x86_64'",
               "bitsandbytes>=0.42.0 ; platform_machine == 'aarch64'", "nixl>=0.7.1"]

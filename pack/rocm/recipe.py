@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.compose.components import LeftOut, python
-from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, caches, finish, install, pick, pick_or,
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, built_wheels, caches, finish, install,
+                               install_built, pick, pick_or,
                                 runtime_builder, service_builder, shared, site_packages, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
@@ -110,58 +111,50 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     aiter = kernel(t, base, "aiter", aiter_version, f"""
         {github("ROCm/aiter", f"v{aiter_version}").clone("/tmp/aiter")}
         cd /tmp/aiter && GPU_ARCHS={word(aiter_archs)} BUILD_TARGET=rocm PREBUILD_KERNELS=1 python3 setup.py bdist_wheel --dist-dir /workspace/aiter""")
-    mounts = [Mount(wheel, "/workspace/vllm", "/mnt/vllm"), Mount(aiter, "/workspace/aiter", "/mnt/aiter")]
-    wheels = [pkg("vllm", built="/mnt/vllm/vllm-${VLLM_VERSION}[+-]*.whl", resolve_as=f"vllm=={v}",
-                  without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")),
-              pkg("amd-aiter", built="/mnt/aiter/*.whl")]
+    built = [built_wheels(wheel, "vllm", ("vllm", "vllm-${VLLM_VERSION}[+-]*.whl"), resolve_as=f"vllm=={v}",
+                          without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python"),
+                          components=[python("vllm", v, imports=("vllm",))]),
+             built_wheels(aiter, "aiter", ("amd-aiter", "*.whl"),
+                          components=[python("AITER", aiter_version, dist="amd-aiter", imports=("aiter",))])]
     if (fa := pick_or(v, FLASH_ATTN)):
         fa_archs = ";".join(a for a in t.archs if a in FLASH_ATTN_ARCHS)
-        mounts.append(Mount(kernel(t, base, "flash-attn", fa, f"""
+        built.append(built_wheels(kernel(t, base, "flash-attn", fa, f"""
             {github("Dao-AILab/flash-attention", f"v{fa}").clone("/tmp/fa")}
             cd /tmp/fa && GPU_ARCHS={word(fa_archs)} BUILD_TARGET=rocm python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn"""),
-            "/workspace/flash-attn", "/mnt/flash-attn"))
-        wheels.append(pkg("flash-attn", built="/mnt/flash-attn/*.whl"))
+            "flash-attn", ("flash-attn", "*.whl"), components=[python("flash-attn", fa)]))
     lm = pick(v, LMCACHE)
-    mounts.append(Mount(kernel(t, base, "lmcache", lm, f"""
+    built.append(built_wheels(kernel(t, base, "lmcache", lm, f"""
         {github("LMCache/LMCache", f"v{lm}").clone("/tmp/lmcache")}
         cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
         TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1 python3 -m build --wheel --no-isolation --outdir /workspace/lmcache"""),
-        "/workspace/lmcache", "/mnt/lmcache"))
-    wheels.append(pkg("lmcache", built="/mnt/lmcache/*.whl", resolve_as=f"lmcache=={lm}", without=("torch",)))
+        "lmcache", ("lmcache", "*.whl"), resolve_as=f"lmcache=={lm}", without=("torch",),
+        components=[python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",))]))
     if (mc := pick_or(v, MOONCAKE)):
-        mounts.append(Mount(kernel(t, base, "mooncake", mc, f"""
+        built.append(built_wheels(kernel(t, base, "mooncake", mc, f"""
             {github("kvcache-ai/Mooncake", f"v{mc}").clone("/tmp/mooncake")}
             cd /tmp/mooncake && bash dependencies.sh -y
             cmake -S . -B build -DBUILD_UNIT_TESTS=OFF -DUSE_HIP=ON -DUSE_HTTP=ON -DUSE_ETCD=ON -DSTORE_USE_ETCD=ON -DCMAKE_BUILD_TYPE=Release
             cmake --build build --target install -j"$MAX_JOBS" && ./scripts/build_wheel.sh
-            mv mooncake-wheel/dist/*.whl /workspace/mooncake/"""), "/workspace/mooncake", "/mnt/mooncake"))
-        wheels.append(pkg("mooncake-transfer-engine", built="/mnt/mooncake/*.whl", resolve_as=f"mooncake-transfer-engine=={mc}"))
+            mv mooncake-wheel/dist/*.whl /workspace/mooncake/"""), "mooncake", ("mooncake-transfer-engine", "*.whl"),
+            resolve_as=f"mooncake-transfer-engine=={mc}", components=[python("mooncake", mc, dist="mooncake-transfer-engine")]))
     if (omni := pick_or(v, OMNI)):
-        mounts.append(Mount(kernel(t, base, "vllm-omni", omni, f"""
+        built.append(built_wheels(kernel(t, base, "vllm-omni", omni, f"""
             {github("vllm-project/vllm-omni", omni).clone("/tmp/omni")}
             cd /tmp/omni && sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is for CUDA
-            python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni"""), "/workspace/vllm-omni", "/mnt/vllm-omni"))
-        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
-                       without=("onnxruntime", "fa3-fwd")), pkg("onnxruntime-rocm"), pkg("sox")]
+            python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni"""), "vllm-omni", ("vllm-omni", "*.whl"),
+            resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0", without=("onnxruntime", "fa3-fwd"),
+            also=(pkg("onnxruntime-rocm"), pkg("sox")),
+            components=[python("vllm-omni", omni, dist="", imports=("vllm_omni",)), python("onnxruntime-rocm", "")]))
     b = service_builder(t, torch_stage(t, runtime, torch, **torch_source(t, v)))  # not the build base: no compilers
-    install(b, t, Requirements(tuple(wheels), no_build_isolation=True, prereleases=OTEL_BETAS,
-                               title=f"vLLM {v}, AITER and the kernels and connectors built for this torch"),
-            mounts=mounts)
+    install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS,
+                  title=f"vLLM {v}, AITER and the kernels and connectors built for this torch")
     install(b, t, RAY_EXTRAS)
     # the released images pin aiofiles 25.1.0; vllm-omni's gradio needs aiofiles<25, so with omni its pin holds
     extras = ("accelerate", "hf_transfer", "modelscope", "aiofile==3.9.0", *(() if omni else ("aiofiles==25.1.0",)), "awscrt==0.28.2",
               "cufile-python==0.2.0", "nvtx==0.2.13", "sortedcontainers==2.4.0", "librosa", "soundfile",
               "mistral_common[audio]", "petit-kernel")
     install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS, title="audio, model-hub and kernel extras"))
-    b.component(python("vllm", v, imports=("vllm",)), python("AITER", aiter_version, dist="amd-aiter", imports=("aiter",)),
-                python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",)), python("ray", ""),
-                python("petit-kernel", ""))
-    if fa:
-        b.component(python("flash-attn", fa))
-    if mc:
-        b.component(python("mooncake", mc, dist="mooncake-transfer-engine"))
-    if omni:
-        b.component(python("vllm-omni", omni, dist="", imports=("vllm_omni",)), python("onnxruntime-rocm", ""))
+    b.component(python("ray", ""), python("petit-kernel", ""))
     add_patches(b, t, HERE, site_packages("vllm"))
     if omni:
         add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")

@@ -26,7 +26,9 @@ def _selection(a: argparse.Namespace):
     from runner.ui.selection import selection_of
 
     return selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                        getattr(a, "platform", "") or "", getattr(a, "include_deprecated", True))
+                        getattr(a, "platform", "") or "", getattr(a, "include_deprecated", True),
+                        backend_version_prefix=a.backend_version_prefix, service_version_prefix=a.service_version_prefix,
+                        select=a.select, skip=a.skip)
 
 
 def matrix(a: argparse.Namespace) -> int:
@@ -82,17 +84,12 @@ def catalog(a: argparse.Namespace) -> int:
         project = _project(a)
         records = catalog_records(project, project.targets, project.image)
         if not a.write:  # the same filter validation as matrix, plan and build
-            from runner.ui.selection import selection_of
-
-            project.select(selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
-                                        a.platform, a.include_deprecated))
+            project.select(_selection(a))
     if a.write:
         catalog_mod.write(a.write, records)
         print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
         return 0
-    records = catalog_mod.filter_records(records, a.backend or None, a.backend_version or None,
-                                         a.variant if a.variant else None, a.service or None,
-                                         a.service_version or None, a.platform or None, a.include_deprecated)
+    records = _selection(a).records(records)
     if not records:
         from runner.model.errors import UserError
 

@@ -58,6 +58,14 @@ def selection_args(p: argparse.ArgumentParser, platform: bool = True, deprecated
     p.add_argument("--variant", default="", help="backend variant, e.g. 910b")
     p.add_argument("--service", default="", help="only this service, e.g. vllm")
     p.add_argument("--service-version", default="", help="service version, exact or dotted prefix")
+    p.add_argument("--backend-version-prefix", default="", metavar="PREFIX",
+                   help="backend version by gpustack-runner's prefix rule (list_runners' backend_version_prefix)")
+    p.add_argument("--service-version-prefix", default="", metavar="PREFIX",
+                   help="service version by gpustack-runner's prefix rule (list_runners' service_version_prefix)")
+    p.add_argument("--select", default="", metavar="PATTERNS",
+                   help="only tags matching one of these glob patterns, space-separated, e.g. 'cuda12.*-vllm0.14*'")
+    p.add_argument("--skip", default="", metavar="PATTERNS",
+                   help="leave out tags matching one of these glob patterns, space-separated, e.g. '*-dev rocm*'")
     if platform:
         p.add_argument("--platform", default="", help="only this platform, e.g. linux/amd64")
     if deprecated:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runner.compose.sources import declared_url_at
-from runner.compose.stages import Env, Run, Stage
+from runner.compose.stages import Env, Run, Stage, StageKind
 
 SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH")
 _URL = re.compile(r"https?://")
@@ -128,7 +128,7 @@ def arg_read(stage: Stage, name: str) -> bool:
         return True
     parent = stage.parent
     arg = next((a for a in stage.args if a.name == name), None)
-    return bool(parent is not None and parent.kind == "base" and arg and arg.value
+    return bool(parent is not None and parent.kind == StageKind.BASE and arg and arg.value
                 and re.search(rf"(?<![\d.]){re.escape(arg.value)}(?!\.?\d)", parent.image or ""))
 
 
@@ -156,7 +156,7 @@ def _urls(stage: Stage) -> list[Finding]:
 
 
 def _installs(stage: Stage) -> list[Finding]:
-    if stage.kind.endswith("-build"):
+    if stage.compiles:
         return []
     out = []
     for step in stage.steps:

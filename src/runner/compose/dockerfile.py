@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runner.compose.mirrors import Mirrors
-from runner.compose.stages import Arg, CopyFrom, Entrypoint, Env, File, Run, Stage, Workdir
+from runner.compose.stages import (Arg, CopyFrom, Entrypoint, Env, File, Run, Stage, StageKind, Workdir,
+                                   dependencies_first)
 
 SHELL = '["/bin/bash", "-eo", "pipefail", "-c"]'
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH")
@@ -34,20 +35,8 @@ class Rendered:
 def stages_for(leaf: Stage, substitutes: Mapping[str, str] | None = None) -> list[Stage]:
     """Every stage the leaf needs, dependencies first, without base stages (they become FROM); a
     substituted stage (an image from the build cache) is kept, and nothing below it."""
-    out: list[Stage] = []
-    seen: set[str] = set()
-
-    def visit(s: Stage) -> None:
-        if s.key in seen:
-            return
-        seen.add(s.key)
-        for d in () if substitutes and s.key in substitutes else s.dependencies():
-            visit(d)
-        if s.kind != "base":
-            out.append(s)
-
-    visit(leaf)
-    return out
+    kept = dependencies_first(leaf, lambda s: not (substitutes and s.key in substitutes))
+    return [s for s in kept if s.kind != StageKind.BASE]
 
 
 def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors(),
@@ -74,7 +63,7 @@ def render(leaf: Stage, form: str = "heredoc", mirrors: Mirrors = Mirrors(),
             continue
         lines += ["", f"# Stage {names[stage.key]}: {_describe(stage)}"]
         parent = stage.parent
-        source = _from(parent, leaf) if parent is None or parent.kind == "base" else names[parent.key]
+        source = _from(parent, leaf) if parent is None or parent.kind == StageKind.BASE else names[parent.key]
         lines.append(f"FROM {source} AS {names[stage.key]}")
         lines.append(f"SHELL {SHELL}")
         # a stage on another chain (another CUDA release) keeps its own value where it differs from the header's

@@ -1,6 +1,7 @@
 """Building blocks the recipes in pack/<backend>/recipe.py share: cache mounts, the shared runtime
 (on vendor images too), torch stages, Python installs rendered from declared requirements, service
-stage scaffolding, patches and version-range pins. Recipes stay short and read top to bottom.
+stage scaffolding, built wheels (a build stage's mount, requirements and components together), patches
+and version-range pins. Recipes stay short and read top to bottom.
 
 Build arguments a stage declares are read by its scripts (`${NAME}`), so `--build-arg` changes what
 is built; what only describes the image is environment, not a REQUIRED argument."""
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from runner.compose.components import Component, native, python
 from runner.compose.requirements import Package, Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download
-from runner.compose.stages import Cache, Stage, StageBuilder
+from runner.compose.stages import Cache, Mount, Stage, StageBuilder, StageKind
 from runner.model.targets import Target
 
 TIMEZONE = "Asia/Shanghai"
@@ -150,7 +152,7 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
     with its library registered for the loader, CMake, and the Python build tools with uv. With
     `vendor_home`, the backend's versioned install folder is linked at `home`."""
     p, backend = base.platform, t.backend.upper()
-    b = StageBuilder("runtime", "runtime", base)
+    b = StageBuilder(StageKind.RUNTIME, "runtime", base)
     b.arg("PYTHON_VERSION", t.python, doc="python of the image")
     b.arg(f"{backend}_VERSION", t.original_backend_version, doc="full backend version")
     b.env(DEBIAN_FRONTEND="noninteractive", LANG="en_US.UTF-8", LANGUAGE="en_US:en", LC_ALL="en_US.UTF-8",
@@ -215,7 +217,7 @@ def _torch_stage(backend: str, parent: Stage, torch: str, index: str, extra_inde
     common = Requirements((pkg("numpy"), pkg("scipy")), title="numpy and scipy")
     plat = parent.platform.replace("/", "-")
     uv = (Cache("/root/.cache/uv", f"runner-{backend}-{plat}-uv"),)
-    return (StageBuilder("torch", name or f"torch{torch}", parent)
+    return (StageBuilder(StageKind.TORCH, name or f"torch{torch}", parent)
             .arg("TORCH_VERSION", torch, doc="torch release")
             .install(reqs, caches=uv, before=WITH_CACHES)
             .install(common, caches=uv, before=WITH_CACHES)
@@ -232,13 +234,50 @@ def install(b: StageBuilder, t: Target, reqs: Requirements, *, before: str = "",
     return b.install(reqs, caches=caches(t, b.platform, *tools), before=before, after=after, mounts=mounts)
 
 
+@dataclass(frozen=True)
+class BuiltWheels:
+    """What one build stage brings to an install step, kept together: its output folder mounted for
+    the step, the requirements that name its wheels (and what they bring from the index), and the
+    components they put in the image."""
+
+    mount: Mount
+    packages: tuple[Package, ...]
+    components: tuple[Component, ...] = ()
+
+
+def built_wheels(stage: Stage, folder: str, *wheels: tuple[str, str] | Package, components: Iterable[Component] = (),
+                 resolve_as: str = "", without: Iterable[str] = (), also: Iterable[Package] = ()) -> BuiltWheels:
+    """A build stage's wheels in /workspace/<folder>, mounted at /mnt/<folder>: each wheel is
+    (distribution, file pattern in the folder) or a ready Package; `resolve_as` and `without` describe the
+    first wheel (what a resolve reads in its place), `also` are index packages installed with them."""
+    def package(w: tuple[str, str] | Package, first: bool) -> Package:
+        if isinstance(w, Package):
+            return w
+        dist, pattern = w
+        return pkg(dist, built=f"/mnt/{folder}/{pattern}", resolve_as=resolve_as if first else "",
+                   without=tuple(without) if first else ())
+
+    return BuiltWheels(Mount(stage, f"/workspace/{folder}", f"/mnt/{folder}"),
+                       (*(package(w, i == 0) for i, w in enumerate(wheels)), *also), tuple(components))
+
+
+def install_built(b: StageBuilder, t: Target, built: Iterable[BuiltWheels], **requirements) -> StageBuilder:
+    """One install step for several build stages' wheels (their folders mounted for that step only);
+    the components they bring are recorded in their order. `requirements`: Requirements' options."""
+    built = list(built)
+    install(b, t, Requirements(tuple(p for w in built for p in w.packages), **requirements),
+            mounts=[w.mount for w in built])
+    components = tuple(c for w in built for c in w.components)
+    return b.component(*components) if components else b
+
+
 def at_least(version: str, floor: str) -> bool:
     return Version(version) >= Version(floor)
 
 
-def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = "service") -> StageBuilder:
+def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: str = StageKind.SERVICE) -> StageBuilder:
     """A service stage (or a build stage of one, with another kind), with uv set to the system python."""
-    b = StageBuilder(kind, name or t.service, parent, **({"tag": t.tag} if kind == "service" else {}))
+    b = StageBuilder(kind, name or t.service, parent, **({"tag": t.tag} if kind == StageKind.SERVICE else {}))
     b.arg(f"{t.service.upper()}_VERSION", t.service_version, doc=f"{t.service} version")
     b.env(UV_SYSTEM_PYTHON="1")
     return b

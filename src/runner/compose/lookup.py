@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from runner.compose.stages import Stage
+from runner.compose.stages import Stage, StageKind, dependencies_first
 
 
 @lru_cache(maxsize=16384)
 def base_stages(stage: Stage) -> tuple[Stage, ...]:
     """The base stages (FROM images) under a stage, each once, in a stable order."""
-    if stage.kind == "base":
+    if stage.kind == StageKind.BASE:
         return (stage,)
     found = {b.key: b for d in stage.dependencies() for b in base_stages(d)}
     return tuple(sorted(found.values(), key=lambda b: (b.image, b.platform)))
@@ -34,19 +34,7 @@ def cache_key(stage: Stage, digests: Mapping[Stage, str]) -> str:
 
 def stages_under(target: Stage) -> list[Stage]:
     """Every stage a build of `target` may need (itself included), dependencies first, bases left out."""
-    out: list[Stage] = []
-    seen: set[str] = set()
-
-    def visit(s: Stage) -> None:
-        if s.key in seen or s.kind == "base":
-            return
-        seen.add(s.key)
-        for d in s.dependencies():
-            visit(d)
-        out.append(s)
-
-    visit(target)
-    return out
+    return [s for s in dependencies_first(target) if s.kind != StageKind.BASE]
 
 
 @dataclass
@@ -71,21 +59,16 @@ def lookup(target: Stage, present: Callable[[Stage], bool], inputs: Iterable[str
     never built here: when the cache lacks it, it is recorded as missing."""
     inputs = set(inputs) - {target.key}
     result = Lookup(target)
-    seen: set[str] = set()
+    taken: dict[str, list[Stage]] = {}  # stage key -> the list it goes to; asked of the cache once
 
-    def visit(s: Stage) -> None:
-        if s.key in seen or s.kind == "base":
-            return
-        seen.add(s.key)
-        if present(s):
-            result.found.append(s)
-            return
-        if s.key in inputs:
-            result.missing.append(s)
-            return
-        for d in s.dependencies():
-            visit(d)
-        result.build.append(s)
+    def place(s: Stage) -> bool:
+        """Whether the walk goes on below s: only for a stage built here."""
+        if s.kind == StageKind.BASE:
+            return False
+        taken[s.key] = result.found if present(s) else result.missing if s.key in inputs else result.build
+        return taken[s.key] is result.build
 
-    visit(target)
+    for s in dependencies_first(target, place):
+        if s.key in taken:
+            taken[s.key].append(s)
     return result

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from runner.model.errors import UserError
 from runner.compose.recipes import Recipe
-from runner.compose.stages import Stage
+from runner.compose.stages import Stage, dependencies_first
 from runner.model.targets import Target
 
 
@@ -116,9 +116,4 @@ def _count(stage: Stage, memo: dict[str, int]) -> int:
 
 
 def _add(stage: Stage, out: list[Stage], seen: set[str]) -> None:
-    if stage.key in seen:
-        return
-    for dep in stage.dependencies():
-        _add(dep, out, seen)
-    seen.add(stage.key)
-    out.append(stage)
+    out += dependencies_first(stage, seen=seen)

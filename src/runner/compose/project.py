@@ -150,9 +150,9 @@ def _cache_key(path: Path, pack: Path) -> tuple[str, Path | None]:
             h.update(f"\0{recipe.parent.name}\0".encode() + recipe.read_bytes())
     except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop
         return "", None  # let validation report the unreadable file
-    from runner.model.files import cache_root
+    from runner.model.files import JsonCache
 
-    return h.hexdigest(), cache_root() / "matrix" / f"{h.hexdigest()[:32]}.json"
+    return h.hexdigest(), JsonCache("matrix").file(h.hexdigest())
 
 
 def _read_cache(file: Path, key: str) -> dict | None:

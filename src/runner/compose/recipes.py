@@ -1,10 +1,12 @@
 """Loading the recipes of pack/<backend>/recipe.py, the one place a backend is described.
 
-A recipe module defines:
+A recipe module is a RecipeModule: it defines
     SERVICES: the services it composes (e.g. ("vllm", "sglang"))
     runtime(target, base) -> Stage: what every service of the release shares
     service(target, runtime) -> Stage: the service stage (it may add build stages of its own)
-and optionally base(target, platform) -> Stage when the base is not simply the matrix's image.
+and optionally base(target, platform) -> Stage when the base is not simply the matrix's image, and
+LEFT_OUT, what its images leave out on purpose. A type checker checks a module against the protocol
+where it is assigned to one (`recipe: RecipeModule = pack_module`); loading checks it at run time.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ from __future__ import annotations
 import importlib.util
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 from runner.model.errors import UserError, Where
 from runner.compose.stages import Stage, base_stage
 from runner.model.targets import Target
+
+
+@runtime_checkable
+class RecipeModule(Protocol):
+    """What the plan calls in a pack/<backend>/recipe.py module (base and LEFT_OUT are optional)."""
+
+    SERVICES: Sequence[str]
+
+    def runtime(self, t: Target, base: Stage, /) -> Stage: ...
+
+    def service(self, t: Target, runtime: Stage, /) -> Stage: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,7 @@ class Recipe:
     backend: str
     path: Path
     services: frozenset[str]
-    module: ModuleType
+    module: RecipeModule
 
     def base(self, t: Target, platform: str) -> Stage:
         custom: Callable | None = getattr(self.module, "base", None)
@@ -71,7 +85,24 @@ def _load(backend: str, path: Path) -> Recipe:
                         getattr(e, "lineno", None))
             raise UserError(f"the recipe cannot be loaded: {type(e).__name__}: {e}", where=Where(str(path), line)) from None
     missing = [f for f in ("SERVICES", "runtime", "service") if not hasattr(module, f)]
-    if missing:
+    if missing or not isinstance(module, RecipeModule):
         raise UserError(f"recipe does not define {', '.join(missing)}", where=Where(str(path)),
                         hint="a recipe defines SERVICES, runtime(target, base) and service(target, runtime)")
+    for fn in ("runtime", "service", "base"):
+        _check_arguments(module, fn, path)
     return Recipe(backend, path, frozenset(module.SERVICES), module)
+
+
+def _check_arguments(module: ModuleType, name: str, path: Path) -> None:
+    """Refuse a recipe function the plan could not call with its two arguments."""
+    import inspect
+
+    fn = getattr(module, name, None)
+    if fn is None:
+        return
+    try:
+        inspect.signature(fn).bind(None, None)
+    except (TypeError, ValueError):
+        line = getattr(getattr(fn, "__code__", None), "co_firstlineno", None)
+        raise UserError(f"the recipe's {name}() does not take two arguments", where=Where(str(path), line),
+                        hint="runtime(target, base), service(target, runtime), base(target, platform)") from None

@@ -157,22 +157,10 @@ class Installs:
 
 def installs(leaf: Stage) -> Installs:
     """Every declared install of a leaf's image, base first (copy sources included, once)."""
-    from runner.compose.stages import Run
+    from runner.compose.stages import Run, dependencies_first
 
-    seen: set[str] = set()
-    found: list[tuple[Stage, Requirements]] = []
-
-    def visit(stage: Stage) -> None:
-        if stage.key in seen:
-            return
-        seen.add(stage.key)
-        for dep in stage.dependencies():
-            visit(dep)
-        for step in stage.steps:
-            if isinstance(step, Run) and step.requirements is not None:
-                found.append((stage, step.requirements))
-
-    visit(leaf)
+    found = [(stage, step.requirements) for stage in dependencies_first(leaf) for step in stage.steps
+             if isinstance(step, Run) and step.requirements is not None]
     return Installs(tuple(found))
 
 

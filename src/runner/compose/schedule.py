@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 
 from runner.compose.jobs import VLLM_COMPILE, Job, JobPlan
-from runner.compose.stages import Stage
+from runner.compose.stages import Stage, StageKind
 
 # assumed minutes per stage, on the runner sizes ci/README.md names
 MINUTES = {"runtime": 5, "vllm compile": 90, "other compile": 30, "target image": 10, "other stage": 5,
@@ -23,9 +23,9 @@ def stage_minutes(stage: Stage) -> float:
     """The model's time for one stage."""
     if stage.name == VLLM_COMPILE:
         return MINUTES["vllm compile"]
-    if stage.kind.endswith("-build"):
+    if stage.compiles:
         return MINUTES["other compile"]
-    if stage.kind == "runtime":
+    if stage.kind == StageKind.RUNTIME:
         return MINUTES["runtime"]
     return MINUTES["target image"] if stage.tag else MINUTES["other stage"]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -98,9 +99,26 @@ class Arg:
     doc: str = ""
 
 
+class StageKind(StrEnum):
+    """The kinds of stage the plan, the schedule and the checks tell apart. A recipe's build stages
+    have kinds of their own, named <what>-build ("vllm-build"): see Stage.compiles."""
+
+    BASE = "base"  # an image the build starts FROM
+    RUNTIME = "runtime"  # what every service of a backend release shares
+    TORCH = "torch"
+    SERVICE = "service"  # a target's image
+    VLLM_BUILD = "vllm-build"  # kernels and vLLM compiled from source
+    SGLANG_BUILD = "sglang-build"
+
+    @staticmethod
+    def compiles_in(kind: str) -> bool:
+        """Whether stages of this kind compile (their outputs are mounted into an install, never shipped)."""
+        return kind.endswith("-build")
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Stage:
-    """One stage of an image. kind is base, runtime, service or the name of a build stage."""
+    """One stage of an image: its kind is a StageKind or a recipe's own <what>-build kind."""
 
     kind: str
     name: str
@@ -127,6 +145,11 @@ class Stage:
     def id(self) -> str:
         """Short, stable identifier: the kind, name and the first 12 hex digits of the key."""
         return f"{self.name}-{self.key[:12]}"
+
+    @property
+    def compiles(self) -> bool:
+        """A build stage: it compiles, and what it leaves is mounted into another stage's install."""
+        return StageKind.compiles_in(self.kind)
 
     def chain(self) -> list[Stage]:
         """This stage and its ancestors, base first."""
@@ -169,6 +192,27 @@ _STEP_PARTS = {
     Workdir: lambda s: ("workdir", s.path),
     Entrypoint: lambda s: ("entrypoint", *s.args),
 }
+
+
+def dependencies_first(root: Stage, descend: Callable[[Stage], bool] | None = None,
+                       seen: set[str] | None = None) -> list[Stage]:
+    """Every stage `root` needs, itself included, each once and after the stages it needs; a stage for
+    which `descend` says no is listed without what is below it. `seen` (stage keys) is shared by walks
+    that continue one another, and what they listed already is not listed again."""
+    seen = set() if seen is None else seen
+    out: list[Stage] = []
+
+    def visit(s: Stage) -> None:
+        if s.key in seen:
+            return
+        seen.add(s.key)
+        if descend is None or descend(s):
+            for d in s.dependencies():
+                visit(d)
+        out.append(s)
+
+    visit(root)
+    return out
 
 
 def _content_key(stage: Stage) -> str:
@@ -250,7 +294,7 @@ class StageBuilder:
 @lru_cache(maxsize=4096)
 def base_stage(image: str, platform: str) -> Stage:
     """The vendor image a target starts from."""
-    return Stage(kind="base", name="base", platform=platform, image=image)
+    return Stage(kind=StageKind.BASE, name="base", platform=platform, image=image)
 
 
 @lru_cache(maxsize=4096)

@@ -4,7 +4,7 @@ and the daemon still holds the very image that build produced, a warm build does
 at all (BuildKit would find every step cached; asking it costs a client start and a solve per image).
 
 One small file per daemon, image and inputs under $RUNNER_CACHE_DIR/builds, holding the image ID
-(read and written through runner.model.files' cache functions). A file that does not hold up is
+(runner.model.files.JsonCache). A file that does not hold up is
 ignored; a record whose image ID the daemon no longer has is ignored."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runner.model.files import cache_root, read_cache, write_cache
+from runner.model.files import JsonCache
 
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -31,12 +31,13 @@ class BuildRecords:
     """Image IDs by build inputs (see inputs_key)."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or cache_root()) / "builds"
+        self.cache = JsonCache("builds", root)
+        self.root = self.cache.root
 
     def get(self, key: str) -> str:
-        data = read_cache(self.root / f"{key}.json", key)
+        data = self.cache.get(key)
         found = data.get("image_id") if isinstance(data, dict) else None
         return found if isinstance(found, str) and _IMAGE_ID.fullmatch(found) else ""
 
     def put(self, key: str, image_id: str) -> None:
-        write_cache(self.root / f"{key}.json", key, {"image_id": image_id})
+        self.cache.put(key, {"image_id": image_id})

@@ -104,31 +104,3 @@ class CatalogFile:
 
         check_writable(self.path, "catalog file")
         return load(self.path) if self.path.exists() else []
-
-
-def _prefix(value: str, wanted: str | None) -> bool:
-    return not wanted or value == wanted or value.startswith(wanted + ".")
-
-
-def filter_records(
-    items: Iterable[RunnerRecord],
-    backend: str | None = None,
-    backend_version: str | None = None,
-    backend_variant: str | None = None,
-    service: str | None = None,
-    service_version: str | None = None,
-    platform: str | None = None,
-    with_deprecated: bool = False,
-) -> list[RunnerRecord]:
-    """Records matching the `runner catalog` command line's filters: versions exactly or by whole dotted
-    parts, as the other commands select targets (list_runners has gpustack-runner's semantics)."""
-    return [
-        r for r in items
-        if (not backend or r.backend == backend)
-        and (_prefix(r.backend_version, backend_version) or _prefix(r.original_backend_version, backend_version))
-        and (backend_variant is None or r.backend_variant == backend_variant)
-        and (not service or r.service == service)
-        and _prefix(r.service_version, service_version)
-        and (not platform or r.platform == platform)
-        and (with_deprecated or not r.deprecated)
-    ]

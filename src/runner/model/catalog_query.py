@@ -14,6 +14,7 @@ from packaging.version import InvalidVersion, Version
 
 from runner.model.catalog import PACKAGED, RunnerRecord, load
 from runner.model.errors import UserError
+from runner.model.selection import prefix_matches
 
 FILTERS = ("backend", "backend_version", "backend_version_prefix", "backend_variant", "service", "service_version",
            "service_version_prefix", "platform")
@@ -25,18 +26,6 @@ def version_sort_key(version: str) -> tuple:
         return (1, Version(version))
     except InvalidVersion:
         return (0, [(0, int(x)) if x.isdigit() else (1, x) for x in version.split(".")])
-
-
-def _prefix_match(actual: str, expected: str) -> bool:
-    """gpustack-runner's prefix rule: the shorter of the two (by dotted parts, or by length when neither
-    has a dot) must begin the other."""
-    a_parts, e_parts = actual.split("."), expected.split(".")
-    if len(a_parts) == len(e_parts) == 1:
-        if len(actual) < len(expected):
-            actual, expected = expected, actual
-    elif len(a_parts) < len(e_parts):
-        actual, expected = expected, actual
-    return actual.startswith(expected)
 
 
 def _conditions(dependencies: Sequence | None) -> list[tuple[str, SpecifierSet]]:
@@ -80,7 +69,7 @@ def filter_runners(items: Iterable[RunnerRecord], with_deprecated: bool | None =
     given = {k: v for k, v in filters.items() if v is not None}
     found = []
     for r in items:
-        if not all(_prefix_match(getattr(r, k[:-7]), v) if k.endswith("_prefix") else getattr(r, k) == v
+        if not all(prefix_matches(getattr(r, k[:-7]), v) if k.endswith("_prefix") else getattr(r, k) == v
                    for k, v in given.items()):
             continue
         if not with_deprecated and r.deprecated:

@@ -207,12 +207,24 @@ def _kind(mode: int) -> str:
     return "it is not a regular file"
 
 
-def remember(folder: Path, key: str, data: dict) -> None:
-    """Keep an answer under `folder` by its key (write_cache: atomic, keyed to this runner)."""
-    write_cache(folder / f"{key}.json", key, data)
+class JsonCache:
+    """JSON records kept by key in one folder of the cache (cache_root()/<name>), a file each: written
+    atomically and keyed to this runner (write_cache), read bounded and checked (read_cache). The
+    build records, smoke memory, resolver answers, patch checks and the validated project use it."""
 
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.root = (root or cache_root()) / name
 
-def recall(folder: Path, key: str) -> dict | None:
-    """An answer kept by `remember` (read_cache: bounded, validated), or None."""
-    data = read_cache(folder / f"{key}.json", key)
-    return data if isinstance(data, dict) else None
+    def file(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> Any:
+        """What `put` kept for the key, or None (missing, odd, another runner's, another key's)."""
+        return read_cache(self.file(key), key)
+
+    def get_dict(self, key: str) -> dict | None:
+        data = self.get(key)
+        return data if isinstance(data, dict) else None
+
+    def put(self, key: str, data: Any) -> None:
+        write_cache(self.file(key), key, data)

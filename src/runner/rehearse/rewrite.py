@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from runner.compose.shell import word
-from runner.compose.stages import CopyFrom, File, Mount, Run, Stage
+from runner.compose.stages import CopyFrom, File, Mount, Run, Stage, StageKind
 from runner.rehearse.substitutions import Substitution, compile_substitutions, rewrite_args, ubuntu_only
 
 NOT_FETCHABLE = "runner-rehearsal: not fetchable here:"
@@ -60,8 +60,8 @@ class Rewriter:
     def stage(self, s: Stage) -> Stage:
         if (found := self._done.get(s.key)) is not None:
             return found
-        if s.kind == "base":
-            new = Stage(kind="base", name="base", platform=s.platform, image=self.base_for(s))
+        if s.kind == StageKind.BASE:
+            new = Stage(kind=StageKind.BASE, name="base", platform=s.platform, image=self.base_for(s))
         else:
             subs: list[Substitution] = []
             steps, originals = [], {}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runner.compose.stages import StageKind
 from runner.model.errors import Failed
 from runner.release import referrers, sbom, slsa
 from runner.release.signing import Signer
@@ -90,7 +91,7 @@ class Attester(Carrier):
         out = {}
         pulled = self._mirror_map().image  # named as the recipe names it, by the digest of what was pulled
         for stage in b.leaf.stage.chain():
-            if stage.kind == "base" and stage.image:
+            if stage.kind == StageKind.BASE and stage.image:
                 try:
                     out[stage.image] = await self.engine.base_digest(pulled(stage.image), stage.platform)
                 except (BuildError, AttributeError) as e:

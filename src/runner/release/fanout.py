@@ -27,7 +27,7 @@ DRIVER_RUNNERS = 20  # jobs the GitHub driver runs at once (GitHub Free's concur
 
 def large(job: Job) -> bool:
     """Jobs that compile (vLLM, kernels) need big runners and hours."""
-    return any(s.kind.endswith("-build") for s in job.builds)
+    return any(s.compiles for s in job.builds)
 
 
 def entry(job: Job, selection: Selection) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from runner.model.files import cache_root, read_cache, write_cache
+from runner.model.files import JsonCache
 from runner.verify.batch import Outcome
 from runner.verify.smoke import Check, CheckResult
 
@@ -40,7 +40,8 @@ class SmokeMemory:
     """Remembered smoke results keyed by image and rendered checks (same inputs, same result)."""
 
     def __init__(self, root: Path | None = None, recall: bool = True) -> None:
-        self.root = (root or cache_root()) / "smoke"
+        self.cache = JsonCache("smoke", root)
+        self.root = self.cache.root
         self.recall = recall  # False: run every check (--no-smoke-cache), and remember the fresh results
         self.discarded: list[str] = []  # keys whose files were there but did not hold up
 
@@ -48,7 +49,7 @@ class SmokeMemory:
         """The remembered results of exactly these checks, judged again; None when there are none."""
         if not self.recall or not checks:
             return None
-        data = read_cache(self.root / f"{key}.json", key)
+        data = self.cache.get(key)
         if data is None:
             return None
         try:
@@ -65,6 +66,5 @@ class SmokeMemory:
         """Remember finished runs (never a timeout, a kill or a check that did not run)."""
         if len(checks) != len(outcomes) or any(o.problem or len(o.output) > MAX_OUTPUT for o in outcomes):
             return
-        write_cache(self.root / f"{key}.json", key,
-                    [{"name": c.name, "command": c.script, "exit_code": o.exit_code, "output": o.output,
-                      "seconds": max(0.0, float(o.seconds))} for c, o in zip(checks, outcomes)])
+        self.cache.put(key, [{"name": c.name, "command": c.script, "exit_code": o.exit_code, "output": o.output,
+                              "seconds": max(0.0, float(o.seconds))} for c, o in zip(checks, outcomes)])

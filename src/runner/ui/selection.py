@@ -12,9 +12,11 @@ if TYPE_CHECKING:
 
 
 def selection_of(backend: str = "", backend_version: str = "", variant: str = "", service: str = "",
-                 service_version: str = "", platform: str = "", include_deprecated: bool = True) -> Selection:
-    """A Selection from the filter values either face received (empty: no filter)."""
-    return Selection(backend, backend_version, variant, service, service_version, platform, include_deprecated)
+                 service_version: str = "", platform: str = "", include_deprecated: bool = True,
+                 **more: str) -> Selection:
+    """A Selection from the filter values either face received (empty: no filter); `more` takes the
+    other Selection fields by name (backend_version_prefix, service_version_prefix, select, skip)."""
+    return Selection(backend, backend_version, variant, service, service_version, platform, include_deprecated, **more)
 
 
 def selected(project: Project, selection: Selection) -> list[Target]:

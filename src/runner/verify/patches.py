@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runner.compose.requirements import canonical
 from runner.compose.stages import File, Run, Stage
-from runner.model.files import cache_root, recall, remember
+from runner.model.files import JsonCache
 from runner.verify.upstream import UPSTREAMS, Upstreams
 
 PATCHES = "/workspace/patches/"
@@ -93,7 +93,7 @@ class PatchChecker:
 
     def __init__(self, upstreams: Upstreams | None = None, cache: Path | None = None) -> None:
         self.upstreams = upstreams or Upstreams()
-        self.cache = (cache or cache_root()) / "patch-checks"
+        self.cache = JsonCache("patch-checks", cache)
 
     def check(self, ps: PatchSet) -> PatchCheck:
         names = [n for n, _ in ps.patches]
@@ -139,12 +139,12 @@ class PatchChecker:
 
     def _read(self, key: str) -> PatchCheck | None:
         try:
-            return PatchCheck(**{**(recall(self.cache, key) or {}), "cached": True})
+            return PatchCheck(**{**(self.cache.get_dict(key) or {}), "cached": True})
         except TypeError:
             return None  # a file that does not read back is ignored and rewritten
 
     def _write(self, key: str, result: PatchCheck) -> None:
-        remember(self.cache, key, result.to_json())
+        self.cache.put(key, result.to_json())
 
 
 def _package_parent(files: list[str], dist: str) -> str | None:

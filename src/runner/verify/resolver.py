@@ -23,7 +23,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf
 from runner.compose.requirements import allowed_prereleases, expand
 from runner.model.errors import UserError
-from runner.model.files import cache_root, read_cache, write_cache
+from runner.model.files import JsonCache
 from runner.verify.resolve import NOTABLE, Answer, Ask, Layers, Step, ask_for, changes, declared_pins, \
     not_allowed_prereleases, python_platform, steps_named, steps_of, whole_image_ask
 
@@ -68,7 +68,7 @@ class Resolver:
     def __init__(self, jobs: int = 4, cache: Path | None = None, refresh: bool = False, timeout: float = 600) -> None:
         self.uv = find_uv()
         self.limit = anyio.CapacityLimiter(jobs)
-        self.cache = (cache or cache_root()) / "resolve"
+        self.cache = JsonCache("resolve", cache)
         self.refresh, self.timeout = refresh, timeout
         self._answers: dict[str, Answer] = {}
         self._locks: dict[str, anyio.Lock] = {}
@@ -162,7 +162,7 @@ class Resolver:
         return Answer("conflict", message=extras + _tail(err, 4000))
 
     def _read(self, key: str) -> Answer | None:
-        data = read_cache(self.cache / f"{key}.json", key)
+        data = self.cache.get(key)
         try:
             answer = Answer(**data) if isinstance(data, dict) else None
         except (ValueError, TypeError):
@@ -175,7 +175,7 @@ class Resolver:
         return answer
 
     def _write(self, key: str, answer: Answer) -> None:
-        write_cache(self.cache / f"{key}.json", key, answer.to_json())
+        self.cache.put(key, answer.to_json())
 
 
 def _resolved(ask: Ask, out: str) -> Answer:
