@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table", help="json: every field of each record")
     p.add_argument("--history", metavar="TAG", default="",
                    help="every recorded digest change of TAG (from the digests file beside --file's catalog)")
+    p.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                   help="what changed from OLD to NEW per backend (markdown; --format json): each a catalog "
+                        "file, a gpustack-runner wheel, or a git revision (REV or REV:PATH)")
 
     p = _command(sub, "schema", "runner.cli.inspect:schema", "print the JSON Schema of matrix.yaml")
     p.add_argument("--pack", type=Path, help="pack folder whose recipes name the backends")
