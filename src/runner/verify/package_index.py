@@ -19,7 +19,7 @@ TIMEOUT = 300  # one package's answer; the index can be slow, not hours slow
 
 
 def _command(name: str, pre: bool) -> list[str]:
-    argv = [sys.executable, "-m", "pip", "index", "versions", name, "--disable-pip-version-check", "-q"]
+    argv = [sys.executable, "-m", "pip", "index", "versions", name, "--disable-pip-version-check"]
     if pre:
         argv.append("--pre")
     if not os.environ.get("PIP_INDEX_URL") and (uv_index := os.environ.get("UV_INDEX_URL")):
