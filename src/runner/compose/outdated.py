@@ -23,7 +23,7 @@ PINS = ("lmcache", "vllm-omni", "ray")  # what recipes pin per service version (
 TORCH_LINES = ("cuda", "rocm")  # torch is built per CUDA and ROCm line
 PRERELEASES = frozenset({"vllm-ascend"})  # releases only as rc for most series
 # how many release parts make a series: vLLM's 0.15.x is one; SGLang releases as 0.5.9, 0.5.10... each its own
-SERIES_PARTS = {"sglang": 3}
+SERIES_PARTS = {"sglang": 3, "voxbox": 3}
 
 
 def index_packages() -> list[tuple[str, bool]]:

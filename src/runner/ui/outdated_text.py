@@ -51,11 +51,11 @@ def markdown(run, name: str = "matrix.yaml") -> str:
     if run.catalog:
         lines += ["", run.catalog.markdown(heading="###").rstrip("\n")]
     if run.unplanned:
-        lines += ["", f"### Resolve", "", f"Not resolved: the recipes cannot plan the proposed images: {run.unplanned}"]
+        lines += ["", "### Resolve", "", f"Not resolved: the recipes cannot plan the proposed images: {run.unplanned}"]
     elif run.reports:
         s = _resolve_summary(run)
         counts = ", ".join(f"{n} {status}" for status, n in sorted(s["by_status"].items()))
-        lines += ["", "### Resolve", "", f"{s['images']} proposed images, {s['steps']} install steps: {counts}."]
+        lines += ["", "### Resolve", "", f"{s['images']} proposed images on their platforms, {s['steps']} install steps: {counts}."]
         lines += [f"- `{c['tag']}` {c['platform']} step {c['step']} ({c['title']}): "
                   f"{c['message'].splitlines()[0] if c['message'] else 'conflict'}" for c in s["conflicts"][:40]]
         if len(s["conflicts"]) > 40:
