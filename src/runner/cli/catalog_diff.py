@@ -16,5 +16,5 @@ def catalog_diff(a: argparse.Namespace) -> int:
     old, old_label = load_source(old_spec)
     new, new_label = load_source(new_spec)
     result = diff(old, new, old_label, new_label)
-    print(json.dumps(result.to_json(), indent=1) if a.format == "json" else result.markdown(), end="" if a.format != "json" else "\n")
+    print(json.dumps(result.to_json(), indent=1) if a.format == "json" else result.markdown().rstrip("\n"))
     return 0

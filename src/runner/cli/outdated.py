@@ -16,9 +16,7 @@ def outdated(a: argparse.Namespace) -> int:
     project = _project(a)
     run = check(project, a.service or None, resolve=not a.no_resolve, jobs=a.jobs)
     name = project.matrix_path.name
-    print(json.dumps(to_json(run, name), indent=1) if a.format == "json" else markdown(run, name), end="")
-    if a.format == "json":
-        print()
+    print(json.dumps(to_json(run, name), indent=1) if a.format == "json" else markdown(run, name).rstrip("\n"))
     if a.write and run.new_text is not None:
         from runner.model.files import write_atomic
 

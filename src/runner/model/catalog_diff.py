@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from packaging.version import InvalidVersion, Version
+
 from runner.model.catalog import RunnerRecord
 
 KINDS = ("added", "deprecated", "undeprecated", "removed", "platforms")
@@ -111,6 +113,14 @@ def _platform_text(c: ImageChange) -> str:
     return ", ".join(moved) if moved else ", ".join(c.platforms)
 
 
+def _version_key(text: str) -> tuple:
+    """Versions in release order (0.5.9 before 0.5.10), anything unparsable after them as text."""
+    try:
+        return (0, Version(text), "")
+    except InvalidVersion:
+        return (1, Version("0"), text)
+
+
 def images(records: Iterable[RunnerRecord]) -> dict[str, ImageEntry]:
     """tag -> the image its records describe (an image deprecated on any platform counts as deprecated)."""
     grouped: dict[str, list[RunnerRecord]] = {}
@@ -147,7 +157,7 @@ def diff(old: Iterable[RunnerRecord], new: Iterable[RunnerRecord], old_label: st
             changes.append(ImageChange("deprecated" if now.deprecated else "undeprecated", **base, **moved))
         elif now.platforms != was.platforms:
             changes.append(ImageChange("platforms", **base, **moved))
-    changes.sort(key=lambda c: (c.backend, KINDS.index(c.kind), c.tag))
+    changes.sort(key=lambda c: (c.backend, KINDS.index(c.kind), c.service, _version_key(c.service_version), c.tag))
     return CatalogDiff(old_label, new_label, changes,
                        (tuple(sorted({e.repository for e in before.values()})),
                         tuple(sorted({e.repository for e in after.values()}))),
