@@ -100,7 +100,7 @@ def _load_edited(project, text: str):
         path = Path(folder) / project.matrix_path.name
         path.write_text(text, encoding="utf-8")
         edited = load_project(path, project.pack_path)
-        edited.recipes  # recipes load now, while the file exists  # noqa: B018
+        _ = edited.recipes  # the recipes load now, while the edited file exists
     return edited
 
 

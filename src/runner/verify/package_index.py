@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from packaging.version import InvalidVersion, Version
 
-from runner.model.errors import InfrastructureError
+from runner.model.errors import InfrastructureError, UserError
 
 _AVAILABLE = re.compile(r"^Available versions:\s*(.*)$", re.MULTILINE)
 TIMEOUT = 300  # one package's answer; the index can be slow, not hours slow
@@ -38,6 +38,9 @@ def versions(name: str, pre: bool = False) -> list[Version]:
     if done.returncode != 0:
         if "No matching distribution" in done.stderr:
             return []
+        if "No module named pip" in done.stderr:
+            raise UserError(f"{sys.executable} has no pip: runner reads the package index through pip's "
+                            "configuration", hint="install runner into a venv made by `python3 -m venv` (setup.sh)")
         raise InfrastructureError(f"pip could not read {name}'s releases from the package index: "
                                   f"{done.stderr.strip()[-400:]}", advice="run again later")
     found = _AVAILABLE.search(done.stdout)
