@@ -311,3 +311,19 @@ def test_the_schedule_publishes_dev_under_one_run(gitlab, project):
     assert "merge" in functions and "release-report" in functions and "promote" not in functions
     merge = next(c["args"] for c in calls if c["args"][1] == "merge")
     assert merge[merge.index("--run") + 1] == "4242" and "--skip-missing" in merge
+
+
+def test_the_outdated_job_prints_the_proposal_and_keeps_the_matrix_edit(gitlab, tmp_path):
+    """RUNNER_ACTION=outdated runs only the outdated job: the real `runner outdated` against the package
+    index (SGLang only, no resolve: the small case), its text printed and the edit kept as artifacts."""
+    repo = tmp_path / "repo"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    variables = {"CI_PIPELINE_SOURCE": "schedule", "RUNNER_ACTION": "outdated",
+                 "OUTDATED_ARGS": "--service sglang --no-resolve"}
+    args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    out = _gitlab_ci_local(repo, *args, env=env)
+    assert "outdated" in out.stdout and "plan" not in re.findall(r"^(\w+)\s+\$", out.stdout, re.MULTILINE)
+    text = (repo / "outdated.md").read_text()
+    assert text.startswith("## Newer releases on the package index") and "Not checked here" in text
+    diff = (repo / "matrix.diff").read_text()
+    assert ("+" in diff) == ("sglang" in text.split("###")[0])  # an edit exactly when SGLang has newer releases

@@ -76,6 +76,10 @@ def catalog(a: argparse.Namespace) -> int:
         from runner.cli.history import history
 
         return history(a)
+    if a.diff:
+        from runner.cli.catalog_diff import catalog_diff
+
+        return catalog_diff(a)
     if a.file:
         records = catalog_mod.load(a.file)
     else:

@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table", help="json: every field of each record")
     p.add_argument("--history", metavar="TAG", default="",
                    help="every recorded digest change of TAG (from the digests file beside --file's catalog)")
+    p.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                   help="what changed from OLD to NEW per backend (markdown; --format json): each a catalog "
+                        "file, a gpustack-runner wheel, or a git revision (REV or REV:PATH)")
+
+    p = _command(sub, "outdated", "runner.cli.outdated:outdated",
+                 "newer service releases on the package index, proposed as matrix lines (exit 1: some)")
+    p.add_argument("--matrix", type=Path, help=MATRIX_HELP)
+    p.add_argument("--service", action="append", choices=("vllm", "sglang", "voxbox"),
+                   help="only this service (repeatable; default: every service the index has)")
+    p.add_argument("--write", action="store_true", help="write the proposed lines into the matrix file, "
+                   "comments and layout kept (only when the edited matrix validates)")
+    p.add_argument("--no-resolve", action="store_true", help="skip `runner resolve` of the proposed images")
+    p.add_argument("--jobs", type=positive, default=4, help="uv resolves at once")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown",
+                   help="markdown: pull request text; json: everything, the matrix diff included")
 
     p = _command(sub, "schema", "runner.cli.inspect:schema", "print the JSON Schema of matrix.yaml")
     p.add_argument("--pack", type=Path, help="pack folder whose recipes name the backends")
