@@ -2,7 +2,7 @@
 
 Packages form layers along the data's walk; a module may import its own package and the layers below
 (imports under `if TYPE_CHECKING:` are for type hints only and never run, so they do not count):
-    model < compose < verify < release < engines < rehearse < ui < faces (cli, dagger)
+    model < compose < verify < release < engines < rehearse < ui < flow < faces (cli, dagger)
 The two faces never import each other, no module imports in a circle, the Dagger SDK is imported
 only by the Dagger engine and the Dagger face, and pack/ recipes import only the model and compose.
 """
@@ -13,9 +13,9 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "rehearse": 5, "ui": 6, "cli": 7,
-          "dagger": 7}
-TOP = {"runner": 0, "runner.__main__": 7}  # the consumer API sits on the model; __main__ is the CLI
+LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "rehearse": 5, "ui": 6, "flow": 7,
+          "cli": 8, "dagger": 8}
+TOP = {"runner": 0, "runner.__main__": 8}  # the consumer API sits on the model; __main__ is the CLI
 DAGGER_SDK_ALLOWED = ("runner.engines.dagger", "runner.dagger")
 RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.stages", "runner.compose.requirements",
                   "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.model")

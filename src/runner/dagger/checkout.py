@@ -9,7 +9,6 @@ from pathlib import Path
 import dagger
 
 from runner.compose.project import Project, load_project
-from runner.release.registry import Registry
 
 _LOADED: dict[str, Project] = {}
 
@@ -28,8 +27,3 @@ async def load(source: dagger.Directory) -> Project:
         folder = await export_source(source)
         _LOADED[key] = load_project(folder / "matrix.yaml", folder / "pack")
     return _LOADED[key]
-
-
-async def registry(host: str, username: str, password: dagger.Secret, insecure: bool) -> Registry:
-    """A registry client for this run; the password stays in this process's memory."""
-    return Registry(host, username, await password.plaintext(), insecure=insecure)

@@ -17,7 +17,7 @@ from runner.ui.selection import selection_of
 
 
 class CiFunctions:
-    """Functions the Runner object inherits (they use its `source`, `build_info` and `_registry_targets`)."""
+    """Functions the Runner object inherits (they use its `source`, `build_info` and `_release`)."""
 
     @function(cache="never")
     async def job(
@@ -71,16 +71,13 @@ class CiFunctions:
     ) -> str:
         """The report of one release run: per target and platform built and tested or not (and why),
         digest, size, time, the run's -dev index and whether it is promoted (markdown, junit or json)."""
-        from runner.release.run_records import RunRecords
-        from runner.release.run_report import run_rows
+        from runner.flow import on_dagger, registry_ops
         from runner.ui.release_report import render
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
-                                                              service_version, namespace, repository, registry,
-                                                              include_deprecated)
-        async with await checkout.registry(registry, username, password, insecure) as reg:
-            await reg.login()
-            rows = await run_rows(targets, reg, repo, RunRecords(reg, repo.runs_path, run))
+        release = await self._release(backend, backend_version, variant, service, service_version, include_deprecated,
+                                      await on_dagger.access(registry, username, password, insecure, namespace,
+                                                             repository))
+        rows = await registry_ops.run_report(release, run)
         return render(rows, run, format)
 
     @function(cache="never")
@@ -108,7 +105,7 @@ class CiFunctions:
         when the jobs it starts from passed; returns JSON: finished, failed jobs, each job's state and a
         Markdown summary."""
         from runner.compose.jobs import ci_jobs
-        from runner.compose.plan import make_plan
+        from runner.flow.release import Release
         from runner.release.github_dispatch import drive_release
         from runner.release.run_records import check_run
         from runner.ui.release_report import jobs_markdown
@@ -117,7 +114,7 @@ class CiFunctions:
         project = await checkout.load(self.source)
         selection = selection_of(backend.value if backend else "", backend_version, "", service, service_version, "",
                                  False)
-        jobs = ci_jobs(make_plan(project.select(selection), project.recipes))
+        jobs = ci_jobs(Release(project, targets=project.select(selection)).plan)
         inputs = {"backend": backend.value if backend else "", "backend_version": backend_version, "service": service,
                   "service_version": service_version, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
         out = await drive_release(jobs, selection, await token.plaintext(), repository, ref, run, dry_run,

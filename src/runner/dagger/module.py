@@ -14,12 +14,15 @@ from runner.dagger.args import (BackendVersion, Catalog, Concurrency, Dockerfile
                                 Insecure, MatrixFormat, Namespace, OptBackend, Password, Platform, Registry,
                                 Repository, RunId, ServiceName, ServiceVersion, SkipMissing, Source, Tag,
                                 Username, Variant)
-from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.build import Build, built_images, run_images, summarize
 from runner.dagger.ci import CiFunctions
 from runner.dagger.supply import SupplyChain
+from runner.flow import on_dagger, registry_ops
+from runner.flow.release import Release
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
-from runner.ui.selection import selection_of
+from runner.release.run_records import check_run
+from runner.ui.selection import publication_lines, selection_of
 
 
 def _selection(backend, backend_version="", variant="", service="", service_version="", platform="",
@@ -65,10 +68,9 @@ class Runner(CiFunctions, SupplyChain):
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
             from runner.compose.jobs import ci_jobs
-            from runner.compose.plan import make_plan
             from runner.release import fanout
 
-            jobs = ci_jobs(make_plan(targets, project.recipes))
+            jobs = ci_jobs(Release(project, targets=targets).plan)
             return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs, selection))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
@@ -88,12 +90,10 @@ class Runner(CiFunctions, SupplyChain):
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
         fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
         from runner.compose.checks import check_stages
-        from runner.compose.plan import make_plan
-
         project = await checkout.load(self.source)
         targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
                                             include_deprecated))
-        plan = make_plan(targets, project.recipes)
+        plan = Release(project, targets=targets).plan
         if findings := check_stages(plan.stages):
             raise Failed("\n".join(str(f) for f in findings))
         if ci:
@@ -119,13 +119,12 @@ class Runner(CiFunctions, SupplyChain):
     ) -> str:
         """Every install step of the selected images resolved by uv against the real indexes, as JSON; fails
         when a step does not resolve (steps behind an index the engine cannot reach are listed as not checked)."""
-        from runner.compose.plan import make_plan
         from runner.verify.resolver import Resolver, resolve_all
 
         project = await checkout.load(self.source)
         targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
                                             include_deprecated))
-        leaves = [x for x in make_plan(targets, project.recipes).leaves if not platform or x.platform == platform]
+        leaves = [x for x in Release(project, targets=targets).plan.leaves if not platform or x.platform == platform]
         reports = await resolve_all(leaves, project.mirror_map(), Resolver(refresh=refresh))
         conflicts = [f"{r.tag} {r.platform} step {r.step} ({r.title}): {r.message}" for r in reports if r.status == "conflict"]
         if conflicts:
@@ -211,18 +210,9 @@ class Runner(CiFunctions, SupplyChain):
     ) -> Build:
         """Smoke-test existing images (a -dev index before promotion, any published runner image) with
         the checks a build of their target gets; chain `summary` (fails when a check failed) or `report`."""
-        from runner.dagger.build import BuiltImage
-        from runner.engines.dagger import DaggerBuilder, StageContainers
-        from runner.release.existing import smoke_existing, subjects
-
         project = await checkout.load(self.source)
-        builder = DaggerBuilder(StageContainers(), registry, username, password)
-        found = []
-        for subject in subjects(project, images, target, platform):
-            for b in await smoke_existing(project, subject, builder, project.pack_path, gpu):
-                found.append(BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed,
-                                        result=json.dumps(b.report()), container=b.handle if not b.error else None))
-        return Build(source=self.source, selection="", images=found)
+        found = await on_dagger.smoke(project, images, target, platform, registry, username, password, gpu)
+        return Build(source=self.source, selection="", images=built_images(found))
 
     @function(cache="never")
     async def merge(
@@ -244,18 +234,11 @@ class Runner(CiFunctions, SupplyChain):
     ) -> str:
         """Write -dev indexes from the single-arch digests the CI jobs of one run recorded as tested, for
         tags whose platforms all passed in that run; ends with an error listing the others unless --skip-missing."""
-        from runner.release import publish as flow
-        from runner.release.attest import Carrier
-        from runner.release.run_records import RunRecords, check_run
-        from runner.ui.selection import publication_lines
-
         check_run(run)
-        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
-                                                              service_version, namespace, repository, registry,
-                                                              include_deprecated)
-        async with await checkout.registry(registry, username, password, insecure) as reg:
-            await reg.login()
-            pubs = await flow.merge(targets, reg, repo, RunRecords(reg, repo.runs_path, run), attest=Carrier())
+        release = await self._release(backend, backend_version, variant, service, service_version, include_deprecated,
+                                      await on_dagger.access(registry, username, password, insecure, namespace,
+                                                             repository))
+        pubs, _ = await registry_ops.merge(release, run)
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
@@ -283,19 +266,12 @@ class Runner(CiFunctions, SupplyChain):
         """Point each target's final tag at its tested -dev index, byte for byte, without building;
         returns the updated catalog. A target without a -dev index (of the run, with --run) fails the
         call before anything changes, unless --skip-missing."""
-        from runner.compose.catalog_records import catalog_records
-        from runner.release import publish as flow
-        from runner.release.run_records import RunRecords
-
-        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
-                                                              service_version, namespace, repository, registry,
-                                                              include_deprecated)
+        release = await self._release(backend, backend_version, variant, service, service_version, include_deprecated,
+                                      await on_dagger.access(registry, username, password, insecure, namespace,
+                                                             repository))
 
         async def change(book) -> None:
-            async with await checkout.registry(registry, username, password, insecure) as reg:
-                await reg.login()
-                await flow.promote(targets, reg, repo, book, lambda ts: catalog_records(project, ts, repo.catalog_image),
-                                   skip_missing=skip_missing, run=RunRecords(reg, repo.runs_path, run) if run else None)
+            await registry_ops.promote(release, book, run, skip_missing, history=False)
 
         return await _updated_catalog(catalog, change)
 
@@ -317,16 +293,12 @@ class Runner(CiFunctions, SupplyChain):
     ) -> dagger.File:
         """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog.
         A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
-        from runner.release import publish as flow, referrers
-
-        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
-                                                              service_version, namespace, repository, registry,
-                                                              deprecated=True)
+        release = await self._release(backend, backend_version, variant, service, service_version, True,
+                                      await on_dagger.access(registry, username, password, insecure, namespace,
+                                                             repository))
 
         async def change(book) -> None:
-            async with await checkout.registry(registry, username, password, insecure) as reg:
-                await reg.login()
-                await referrers.sweeping(reg, repo.path, lambda: flow.discard(targets, reg, repo, book))
+            await registry_ops.discard(release, book, history=False)
 
         return await _updated_catalog(catalog, change)
 
@@ -343,38 +315,25 @@ class Runner(CiFunctions, SupplyChain):
         insecure: Insecure = False,
     ) -> dagger.File:
         """Delete runner tags the matrix no longer has (and intermediates); returns the updated catalog."""
-        from runner.release import publish as flow, referrers
-
-        project = await checkout.load(self.source)
-        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
+        to = await on_dagger.access(registry, username, password, insecure, namespace, repository)
+        release = Release(await checkout.load(self.source), registry=to)
 
         async def change(book) -> None:
-            async with await checkout.registry(registry, username, password, insecure) as reg:
-                await reg.login()
-                await referrers.sweeping(reg, repo.path, lambda: flow.prune(
-                    reg, repo, {t.tag for t in project.targets}, project.parser.parse, book, intermediates))
+            await registry_ops.prune(release, book, intermediates, history=False)
 
         return await _updated_catalog(catalog, change)
 
     # helpers (not Dagger functions)
 
-    async def _registry_targets(self, backend, backend_version, variant, service, service_version, namespace,
-                                repository, registry, deprecated: bool = False):
-        from runner.release import publish as flow
-
+    async def _release(self, backend, backend_version, variant, service, service_version, deprecated: bool,
+                       to=None) -> Release:
+        """The release of the selected targets (whole multi-arch tags), publishing to `to`."""
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, variant, service, service_version, "",
-                                            deprecated))
-        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
-        return project, targets, repo
+        selection = _selection(backend, backend_version, variant, service, service_version, "", deprecated)
+        return Release(project, selection, project.select(selection), registry=to)
 
     async def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
-        from runner.engines.dagger import StageContainers
-
-        project = await checkout.load(self.source)
-        leaf = project.leaf_stage(tag, platform)
-        stage = next(s for s in reversed(leaf.chain()) if s.kind == kind)
-        return StageContainers(self.build_info(), project.mirror_map()).container(stage)
+        return on_dagger.stage_container(await checkout.load(self.source), tag, platform, kind, self.build_info())
 
 
 async def _updated_catalog(catalog: dagger.File | None, change) -> dagger.File:

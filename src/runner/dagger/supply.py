@@ -39,7 +39,7 @@ class SupplyChain:
         import tempfile
         from pathlib import Path
 
-        from runner.release.registry import split_reference
+        from runner.flow.registry_access import split_reference
         from runner.release.signing import Trust
         from runner.release.verification import verify_image
 
@@ -149,8 +149,6 @@ class SupplyChain:
 
 
 async def _registry(host: str, username: str, password: dagger.Secret | None, insecure: bool):
-    from runner.release.registry import Registry as Client
+    from runner.flow.on_dagger import access
 
-    if password is None:
-        return Client(host, username, "", insecure=insecure)
-    return await checkout.registry(host, username, password, insecure)
+    return (await access(host, username, password, insecure)).client()
