@@ -38,11 +38,10 @@ def matrix(a: argparse.Namespace) -> int:
     elif a.format == "tags":
         print("\n".join(t.tag for t in targets))
     elif a.format in ("github", "gitlab"):
-        from runner.compose.jobs import ci_jobs
         from runner.flow.release import Release
         from runner.release import fanout
 
-        jobs = ci_jobs(Release(project, targets=targets).plan)
+        jobs = Release(project, targets=targets).jobs
         print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, selection_of_args(a))))
     else:
         from runner.ui.tables import matrix_table, print_rich, styled
@@ -119,12 +118,13 @@ def plan(a: argparse.Namespace) -> int:
     from runner.flow.release import Release
 
     project, targets = selected_targets(a)
-    the_plan = Release(project, targets=targets).plan
+    release = Release(project, targets=targets)
+    the_plan = release.plan
     findings = check_stages(the_plan.stages)
     patches = _patch_checks(project, the_plan) if not a.ci else []
     failed = [c for c in patches if c.status == "fails"]
     if a.ci:
-        _ci_jobs(the_plan, a.format, a.runners)
+        _ci_jobs(release.jobs, a.format, a.runners)
     elif a.format == "json":
         print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings],
                           "patches": [c.to_json() for c in patches]}, indent=1))
@@ -184,12 +184,10 @@ def components(a: argparse.Namespace) -> int:
     return 0
 
 
-def _ci_jobs(the_plan, form: str, runners: int) -> None:
-    from runner.compose.jobs import ci_jobs
+def _ci_jobs(jobs, form: str, runners: int) -> None:
     from runner.compose.schedule import model
     from runner.ui.release_report import ci_plan_lines
 
-    jobs = ci_jobs(the_plan)
     figures, schedule = jobs.figures(), model(jobs, runners).as_dict()
     if form == "json":
         print(json.dumps({"figures": figures, "schedule": schedule, "jobs": [j.as_dict() for j in jobs.jobs]}, indent=1))

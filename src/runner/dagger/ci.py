@@ -104,7 +104,6 @@ class CiFunctions:
         """Run a release's CI jobs on GitHub Actions as a DAG: each job is its own workflow run, started
         when the jobs it starts from passed; returns JSON: finished, failed jobs, each job's state and a
         Markdown summary."""
-        from runner.compose.jobs import ci_jobs
         from runner.flow.release import Release
         from runner.release.github_dispatch import drive_release
         from runner.release.run_records import check_run
@@ -114,7 +113,7 @@ class CiFunctions:
         project = await checkout.load(self.source)
         selection = selection_of(backend.value if backend else "", backend_version, "", service, service_version, "",
                                  False)
-        jobs = ci_jobs(Release(project, targets=project.select(selection)).plan)
+        jobs = Release(project, targets=project.select(selection)).jobs
         inputs = {"backend": backend.value if backend else "", "backend_version": backend_version, "service": service,
                   "service_version": service_version, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
         out = await drive_release(jobs, selection, await token.plaintext(), repository, ref, run, dry_run,

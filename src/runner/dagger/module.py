@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import dagger
-from dagger import Doc, dag, field, function, object_type
+from dagger import Doc, dag, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
@@ -67,10 +67,9 @@ class Runner(CiFunctions, SupplyChain):
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
-            from runner.compose.jobs import ci_jobs
             from runner.release import fanout
 
-            jobs = ci_jobs(Release(project, targets=targets).plan)
+            jobs = Release(project, targets=targets).jobs
             return json.dumps((fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab)(jobs, selection))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
@@ -90,18 +89,18 @@ class Runner(CiFunctions, SupplyChain):
         """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
         fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
         from runner.compose.checks import check_stages
+
         project = await checkout.load(self.source)
-        targets = project.select(_selection(backend, backend_version, variant, service, service_version, platform,
-                                            include_deprecated))
-        plan = Release(project, targets=targets).plan
+        release = Release(project, targets=project.select(_selection(backend, backend_version, variant, service,
+                                                                     service_version, platform, include_deprecated)))
+        plan = release.plan
         if findings := check_stages(plan.stages):
             raise Failed("\n".join(str(f) for f in findings))
         if ci:
-            from runner.compose.jobs import ci_jobs
             from runner.compose.schedule import model
             from runner.ui.release_report import ci_plan_lines
 
-            jobs = ci_jobs(plan)
+            jobs = release.jobs
             return "\n".join(ci_plan_lines(jobs.figures(), model(jobs, max(1, runners)).as_dict()))
         return json.dumps(plan.to_json(), indent=1)
 

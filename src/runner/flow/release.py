@@ -89,6 +89,11 @@ class Release:
         """The stage plan of the selected targets: each distinct stage once, shared across targets."""
         return make_plan(self.targets, self.project.recipes)
 
+    @cached_property
+    def jobs(self):
+        """The CI jobs of the plan: one per distinct stage, in waves."""
+        return ci_jobs(self.plan)
+
     def repository(self):
         if self.registry is None:
             raise UserError("no registry given: give --registry")
@@ -123,7 +128,7 @@ class Release:
         cache = access = None
         if o.build_cache:
             access = CacheAccess.parse(o.build_cache, self.credentials)
-            cache = BuildCache(access.client(), access.path, ci_jobs(plan).shared())
+            cache = BuildCache(access.client(), access.path, self.jobs.shared())
         pubs: list = []
         retries: list = []
         password = self.credentials.password if publish else ""
