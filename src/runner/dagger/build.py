@@ -42,8 +42,10 @@ class Build:
 
     @function
     def report(self) -> str:
-        """JSON per target and platform: build time, error, and each smoke check's command, exit code,
-        duration and output excerpt. Always returns, whatever failed."""
+        """Return build and smoke results as JSON, per target and platform, whatever failed.
+
+        Each image has its build time and error, and each smoke check its command, exit code, duration
+        and output excerpt."""
         return json.dumps({"images": [json.loads(i.result) for i in self.images],
                            "passed": sum(i.passed for i in self.images),
                            "failed": sum(not i.passed for i in self.images)}, indent=1)
@@ -55,8 +57,9 @@ class Build:
 
     @function
     def tarballs(self) -> dagger.Directory:
-        """OCI tarballs of the images that built and passed, one per target and platform
-        (`tarballs export --path out/`, or `tarballs -o out/`)."""
+        """Return OCI tarballs of the images that built and passed, one per target and platform.
+
+        Export them with `tarballs export --path out/` (or `tarballs -o out/`)."""
         out = dag.directory()
         for i in self.images:
             if i.passed and i.container is not None:
@@ -80,10 +83,10 @@ class Build:
         run: Annotated[str, Doc("record what was pushed under this release run (needed with --single-arch-only, "
                                 "for `merge --run`)")] = "",
     ) -> str:
-        """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
-        platform of the matrix target passed; with a signer, each image gets its SBOM and signed
-        provenance first. A tag with a failed platform pushes nothing; ends with an error listing every
-        tag not fully published."""
+        """Push the images, then each tag's multi-arch -dev index once all its platforms passed.
+
+        With a signer, each image gets its SBOM and signed provenance first. A tag with a failed
+        platform pushes nothing; ends with an error listing every tag not fully published."""
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
         project = await checkout.load(self.source)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import dagger
-from dagger import Doc, dag, function, object_type
+from dagger import Doc, function, object_type
 
 from runner.dagger import checkout
 from runner.dagger.args import (BackendVersion, Catalog, Concurrency, DockerfileForm, Gpu, IncludeDeprecated,
@@ -15,14 +14,14 @@ from runner.dagger.args import (BackendVersion, Catalog, Concurrency, Dockerfile
                                 Repository, RunId, ServiceName, ServiceVersion, SkipMissing, Source, Tag,
                                 Username, Variant)
 from runner.dagger.build import Build, built_images, run_images, summarize
+from runner.dagger.chain import Released, Selected
 from runner.dagger.ci import CiFunctions
 from runner.dagger.supply import SupplyChain
 from runner.flow import on_dagger, registry_ops
 from runner.flow.release import Release
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
-from runner.release.run_records import check_run
-from runner.ui.selection import publication_lines, selection_of
+from runner.ui.selection import selection_json, selection_of
 
 
 def _selection(backend, backend_version="", variant="", service="", service_version="", platform="",
@@ -45,6 +44,22 @@ class Runner(CiFunctions, SupplyChain):
         return {"source": self.source_url, "revision": self.revision, "created": self.created or EPOCH}
 
     @function
+    def select(
+        self,
+        backend: OptBackend = None,
+        service: ServiceName = "",
+        backend_version: BackendVersion = "",
+        variant: Variant = "",
+        service_version: ServiceVersion = "",
+        platform: Platform = "",
+        include_deprecated: IncludeDeprecated = False,
+    ) -> Selected:
+        """Select targets by backend, service and versions; chain build, images, plan or with-registry."""
+        selection = _selection(backend, backend_version, variant, service, service_version, platform,
+                               include_deprecated)
+        return Selected(source=self.source, selection=selection_json(selection), build_info=json.dumps(self.build_info()))
+
+    @function
     async def matrix(
         self,
         backend: OptBackend = None,
@@ -56,8 +71,10 @@ class Runner(CiFunctions, SupplyChain):
         include_deprecated: IncludeDeprecated = False,
         format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE,
     ) -> str:
-        """The selected targets as a table or JSON, or the CI jobs in waves (github, gitlab): each distinct stage
-        built by one job, from the shared stages earlier waves pushed to the build cache."""
+        """List the selected targets as a table or JSON, or their CI jobs in waves (github, gitlab).
+
+        Each distinct stage is built by one job, from the shared stages earlier waves pushed to the
+        build cache."""
         from runner.ui.selection import target_json
 
         project = await checkout.load(self.source)
@@ -86,8 +103,10 @@ class Runner(CiFunctions, SupplyChain):
         ci: Annotated[bool, Doc("the CI jobs' figures and the release's modelled time instead")] = False,
         runners: Annotated[int, Doc("runners for the modelled release time (with --ci)")] = 20,
     ) -> str:
-        """The stage DAG of the selection as JSON: distinct stages (shared across targets) and the naive count;
-        fails on a finding of the static checks (search paths replaced, required ARGs unread, undeclared URLs)."""
+        """Show the selection's stage DAG as JSON and fail on a finding of the static checks.
+
+        The JSON counts distinct stages (shared across targets) and the naive count; the checks find
+        search paths replaced, required ARGs unread and undeclared URLs."""
         from runner.compose.checks import check_stages
 
         project = await checkout.load(self.source)
@@ -116,8 +135,10 @@ class Runner(CiFunctions, SupplyChain):
         include_deprecated: IncludeDeprecated = False,
         refresh: Annotated[bool, Doc("ask uv again, even for answers remembered for this content")] = False,
     ) -> str:
-        """Every install step of the selected images resolved by uv against the real indexes, as JSON; fails
-        when a step does not resolve (steps behind an index the engine cannot reach are listed as not checked)."""
+        """Resolve every install step of the selected images with uv and return the answers as JSON.
+
+        Fails when a step does not resolve; steps behind an index the engine cannot reach are listed
+        as not checked."""
         from runner.verify.resolver import Resolver, resolve_all
 
         project = await checkout.load(self.source)
@@ -137,7 +158,7 @@ class Runner(CiFunctions, SupplyChain):
         platform: Annotated[str, Doc("platform; default: the target's first")] = "",
         form: Annotated[DockerfileForm, Doc("heredoc or compat")] = DockerfileForm.HEREDOC,
     ) -> str:
-        """One target's stages rendered as a multi-stage Dockerfile (seed 000's convention)."""
+        """Render one target's stages as a multi-stage Dockerfile, one stage per build step."""
         from runner.compose.dockerfile import render
 
         project = await checkout.load(self.source)
@@ -171,8 +192,10 @@ class Runner(CiFunctions, SupplyChain):
         concurrency: Concurrency = 4,
         gpu: Gpu = False,
     ) -> str:
-        """Build every selected target on each of its platforms, sharing stages, smoke-test each image and
-        print one line per image; ends with an error listing what failed, if anything did."""
+        """Build and smoke-test every selected target on each platform and print one line per image.
+
+        Stages shared across targets are built once; ends with an error listing what failed, if
+        anything did."""
         built = await self.images(backend, service, backend_version, variant, service_version, platform,
                                   include_deprecated, concurrency, gpu)
         return summarize([json.loads(i.result) for i in built.images])
@@ -190,8 +213,9 @@ class Runner(CiFunctions, SupplyChain):
         concurrency: Concurrency = 4,
         gpu: Gpu = False,
     ) -> Build:
-        """Build and smoke-test like `build`, and return the images to chain publish, report, summary or
-        tarballs on (`images --backend cuda publish --registry ...`)."""
+        """Build and smoke-test like `build`, and return the images to chain publish, report or tarballs on.
+
+        For example `images --backend cuda publish --registry ...`, or `images ... summary`."""
         selection = _selection(backend, backend_version, variant, service, service_version, platform,
                                include_deprecated)
         return await run_images(self.source, selection, concurrency, gpu, self.build_info())
@@ -207,8 +231,10 @@ class Runner(CiFunctions, SupplyChain):
         password: Annotated[dagger.Secret | None, Doc("registry password, for private images")] = None,
         gpu: Gpu = False,
     ) -> Build:
-        """Smoke-test existing images (a -dev index before promotion, any published runner image) with
-        the checks a build of their target gets; chain `summary` (fails when a check failed) or `report`."""
+        """Smoke-test existing images with the checks a build of their target gets.
+
+        Any published runner image or a -dev index before promotion; chain `summary` (fails when a
+        check failed) or `report`."""
         project = await checkout.load(self.source)
         found = await on_dagger.smoke(project, images, target, platform, registry, username, password, gpu)
         return Build(source=self.source, selection="", images=built_images(found))
@@ -231,17 +257,12 @@ class Runner(CiFunctions, SupplyChain):
         skip_missing: SkipMissing = False,
         run: RunId = "",
     ) -> str:
-        """Write -dev indexes from the single-arch digests the CI jobs of one run recorded as tested, for
-        tags whose platforms all passed in that run; ends with an error listing the others unless --skip-missing."""
-        check_run(run)
-        release = await self._release(backend, backend_version, variant, service, service_version, include_deprecated,
-                                      await on_dagger.access(registry, username, password, insecure, namespace,
-                                                             repository))
-        pubs, _ = await registry_ops.merge(release, run)
-        text = "\n".join(publication_lines(pubs))
-        if any(p.skipped for p in pubs) and not skip_missing:
-            raise Failed(text)
-        return text
+        """Write each tag's -dev index from the single-arch images one run's CI jobs recorded as tested.
+
+        Only tags whose platforms all passed in that run get an index; ends with an error listing the
+        others unless --skip-missing."""
+        return await self._released(backend, backend_version, variant, service, service_version, include_deprecated,
+                                    registry, username, password, namespace, repository, insecure).merge(run, skip_missing)
 
     @function(cache="never")
     async def promote(
@@ -262,17 +283,13 @@ class Runner(CiFunctions, SupplyChain):
         skip_missing: SkipMissing = False,
         run: Annotated[str, Doc("promote only the -dev indexes this release run's merge wrote (CI: always given)")] = "",
     ) -> dagger.File:
-        """Point each target's final tag at its tested -dev index, byte for byte, without building;
-        returns the updated catalog. A target without a -dev index (of the run, with --run) fails the
-        call before anything changes, unless --skip-missing."""
-        release = await self._release(backend, backend_version, variant, service, service_version, include_deprecated,
-                                      await on_dagger.access(registry, username, password, insecure, namespace,
-                                                             repository))
+        """Point each target's final tag at its tested -dev index and return the updated catalog.
 
-        async def change(book) -> None:
-            await registry_ops.promote(release, book, run, skip_missing, history=False)
-
-        return await _updated_catalog(catalog, change)
+        Nothing is rebuilt: the final tag is the -dev index byte for byte. A target without a -dev
+        index (of the run, with --run) fails the call before anything changes, unless --skip-missing."""
+        released = self._released(backend, backend_version, variant, service, service_version, include_deprecated,
+                                  registry, username, password, namespace, repository, insecure)
+        return await released.promote(catalog, run, skip_missing)
 
     @function(cache="never")
     async def discard(
@@ -290,16 +307,13 @@ class Runner(CiFunctions, SupplyChain):
         catalog: Catalog = None,
         insecure: Insecure = False,
     ) -> dagger.File:
-        """Delete every tag (final, -dev, single-arch) of the selected targets; returns the updated catalog.
-        A registry that refuses deletes is found out before any tag is touched; their artifacts go too."""
-        release = await self._release(backend, backend_version, variant, service, service_version, True,
-                                      await on_dagger.access(registry, username, password, insecure, namespace,
-                                                             repository))
+        """Delete every tag of the selected targets and return the updated catalog.
 
-        async def change(book) -> None:
-            await registry_ops.discard(release, book, history=False)
-
-        return await _updated_catalog(catalog, change)
+        Final, -dev and single-arch tags and their artifacts go; a registry that refuses deletes is
+        found out before any tag is touched."""
+        released = self._released(backend, backend_version, variant, service, service_version, True, registry,
+                                  username, password, namespace, repository, insecure)
+        return await released.discard(catalog)
 
     @function(cache="never")
     async def prune(
@@ -320,29 +334,16 @@ class Runner(CiFunctions, SupplyChain):
         async def change(book) -> None:
             await registry_ops.prune(release, book, intermediates, history=False)
 
-        return await _updated_catalog(catalog, change)
+        return await checkout.updated_catalog(catalog, change)
 
     # helpers (not Dagger functions)
 
-    async def _release(self, backend, backend_version, variant, service, service_version, deprecated: bool,
-                       to=None) -> Release:
-        """The release of the selected targets (whole multi-arch tags), publishing to `to`."""
-        project = await checkout.load(self.source)
-        selection = _selection(backend, backend_version, variant, service, service_version, "", deprecated)
-        return Release(project, selection, project.select(selection), registry=to)
+    def _released(self, backend, backend_version, variant, service, service_version, deprecated: bool, registry: str,
+                  username: str, password: dagger.Secret, namespace: str, repository: str, insecure: bool) -> Released:
+        """The selection (whole multi-arch tags) and the registry it is released to."""
+        return self.select(backend, service, backend_version, variant, service_version, "", deprecated).with_registry(
+            registry, username, password, namespace, repository, insecure)
 
     async def _stage_container(self, tag: str, platform: str, kind: str) -> dagger.Container:
         return on_dagger.stage_container(await checkout.load(self.source), tag, platform, kind, self.build_info())
 
-
-async def _updated_catalog(catalog: dagger.File | None, change) -> dagger.File:
-    """Run `change(CatalogFile)` on a local copy of the catalog and return the result as a File."""
-    import tempfile
-
-    from runner.model.catalog import PACKAGED, CatalogFile
-
-    with tempfile.TemporaryDirectory(prefix="runner-catalog-") as folder:
-        path = Path(folder) / "catalog.json"
-        path.write_text(await catalog.contents() if catalog else PACKAGED.read_text())
-        await change(CatalogFile(path))
-        return dag.directory().with_new_file("catalog.json", path.read_text()).file("catalog.json")
