@@ -26,7 +26,7 @@ def test_a_job_emitted_by_one_selection_is_not_in_another(project):
 
 
 def test_a_job_plans_in_its_own_selection_not_the_whole_matrix(project, monkeypatch):
-    from runner.flow import release as flow
+    from runner.flow import local as flow
 
     seen = {}
 

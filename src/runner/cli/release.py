@@ -19,7 +19,6 @@ import anyio
 
 from runner.cli.inspect import selected_targets
 from runner.compose.project import load_project
-from runner.flow import registry_ops
 from runner.flow.credentials import Credentials
 from runner.flow.registry_access import RegistryAccess
 from runner.flow.release import BuildOptions, Release
@@ -27,7 +26,6 @@ from runner.model.errors import InfrastructureError
 from runner.model.files import check_writable
 from runner.release.publish import whole_tags_only
 from runner.ui.failures import failure_lines
-from runner.ui.release_report import render
 from runner.ui.selection import promotion_lines, publication_lines
 from runner.ui.tables import print_rich, progress_bar, report_table
 
@@ -175,23 +173,24 @@ async def _registry(a: argparse.Namespace, op: str) -> int:
         release = release_of(a)
     release.repository()
     release.credentials.required()
-    book = registry_ops.catalog_file(a.catalog, _say)
+    book = release.catalog(a.catalog, _say)
     if op in ("prune", "discard"):
-        removed = await (registry_ops.prune(release, book, a.intermediates) if op == "prune" else
-                         registry_ops.discard(release, book))
+        removed = await (release.prune(book, a.intermediates) if op == "prune" else release.discard(book))
         print(json.dumps(vars(removed), indent=1))
         return 0
     if op == "report":
-        sys.stdout.write(render(await registry_ops.run_report(release, a.run), a.run, a.format))
+        from runner.ui.release_report import render
+
+        sys.stdout.write(render(await release.run_report(a.run), a.run, a.format))
         return 0
     if op == "merge":
-        pubs, notes = await registry_ops.merge(release, a.run)
+        pubs, notes = await release.merge(a.run)
         for note in notes:
             _say(note)
         print("\n".join(publication_lines(pubs)), file=sys.stderr)
         print(json.dumps([vars(p) for p in pubs], indent=1))
         return 1 if any(p.skipped for p in pubs) and not a.skip_missing else 0
-    results = await registry_ops.promote(release, book, a.run, a.skip_missing, a.reason)
+    results = await release.promote(book, a.run, a.skip_missing, a.reason)
     print("\n".join(promotion_lines(results)), file=sys.stderr)
     print(json.dumps([vars(r) for r in results], indent=1))
     return 0

@@ -16,7 +16,7 @@ from runner.dagger.args import (Catalog, Concurrency, Gpu, Insecure, Namespace, 
                                 Password, ReportFormat, Repository, RunId, SigningKey, SigstoreToken, SkipMissing,
                                 Username)
 from runner.dagger.build import Build, run_images, summarize
-from runner.flow import on_dagger, registry_ops
+from runner.flow import on_dagger
 from runner.flow.release import Release
 from runner.model.errors import Failed
 from runner.release.publish import whole_tags_only
@@ -77,7 +77,7 @@ class Released:
         Only tags whose platforms all passed in that run get an index; fails listing the others unless
         --skip-missing."""
         check_run(run)
-        pubs, _ = await registry_ops.merge(await self.release("merge"), run)
+        pubs, _ = await (await self.release("merge")).merge(run)
         text = "\n".join(publication_lines(pubs))
         if any(p.skipped for p in pubs) and not skip_missing:
             raise Failed(text)
@@ -90,7 +90,7 @@ class Released:
         Nothing is rebuilt: the final tag is the -dev index byte for byte. A target without one fails the
         call before anything changes, unless --skip-missing."""
         release = await self.release("promote")
-        return await checkout.updated_catalog(catalog, lambda book: registry_ops.promote(release, book, run, skip_missing,
+        return await checkout.updated_catalog(catalog, lambda book: release.promote(book, run, skip_missing,
                                                                                 history=False))
 
     @function(cache="never")
@@ -100,12 +100,12 @@ class Released:
         Final, -dev and single-arch tags and their artifacts go; a registry that refuses deletes is
         found out before any tag is touched."""
         release = await self.release("discard")
-        return await checkout.updated_catalog(catalog, lambda book: registry_ops.discard(release, book, history=False))
+        return await checkout.updated_catalog(catalog, lambda book: release.discard(book, history=False))
 
     @function(cache="never")
     async def report(self, run: RunId, format: ReportFormat = "markdown") -> str:
         """Report one release run per target and platform: tested or not, digest, -dev index, promoted."""
-        return render(await registry_ops.run_report(await self.release("the release report"), run), run, format)
+        return render(await (await self.release("the release report")).run_report(run), run, format)
 
 
 @object_type

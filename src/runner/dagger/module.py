@@ -17,7 +17,7 @@ from runner.dagger.build import Build, built_images, run_images, summarize
 from runner.dagger.chain import Released, Selected
 from runner.dagger.ci import CiFunctions
 from runner.dagger.supply import SupplyChain
-from runner.flow import on_dagger, registry_ops
+from runner.flow import on_dagger
 from runner.flow.release import Release
 from runner.model.errors import Failed
 from runner.release.provenance import EPOCH
@@ -192,7 +192,7 @@ class Runner(CiFunctions, SupplyChain):
         concurrency: Concurrency = 4,
         gpu: Gpu = False,
     ) -> str:
-        """Build and smoke-test every selected target on each platform and print one line per image.
+        """Build every selected target on each platform, smoke-test each image and print one line per image.
 
         Stages shared across targets are built once; ends with an error listing what failed, if
         anything did."""
@@ -332,7 +332,7 @@ class Runner(CiFunctions, SupplyChain):
         release = Release(await checkout.load(self.source), registry=to)
 
         async def change(book) -> None:
-            await registry_ops.prune(release, book, intermediates, history=False)
+            await release.prune(book, intermediates, history=False)
 
         return await checkout.updated_catalog(catalog, change)
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runner.flow.credentials import Credentials
 from runner.model.errors import UserError
 from runner.model.naming import host_problem
 from runner.release.publish import Repository
-from runner.release.registry import Registry, split_reference
 
-__all__ = ["NAME", "CacheAccess", "RegistryAccess", "split_reference"]  # the faces parse references here
+if TYPE_CHECKING:
+    from runner.release.registry import Registry
 
 NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
@@ -41,7 +42,7 @@ class RegistryAccess:
         return Repository(self.address, ns, name)
 
     def client(self) -> Registry:
-        """The registry client; $RUNNER_REGISTRY_TIMEOUT (seconds one request may take, answer included) and
+        """The registry client (loaded only when a registry is used); $RUNNER_REGISTRY_TIMEOUT (seconds one request may take, answer included) and
         $RUNNER_REGISTRY_RETRY_SECONDS (how long transient faults are retried per request) tune its patience."""
         patience = {}
         for variable, name in (("RUNNER_REGISTRY_TIMEOUT", "timeout"), ("RUNNER_REGISTRY_RETRY_SECONDS", "retry_seconds")):
@@ -49,6 +50,8 @@ class RegistryAccess:
                 if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text) or not 0 < float(text) <= 3600:
                     raise UserError(f"malformed ${variable}", value=text, allowed="seconds, more than 0 and at most 3600")
                 patience[name] = float(text)
+        from runner.release.registry import Registry
+
         return Registry(self.address, self.credentials.username, self.credentials.password, insecure=self.insecure,
                         **patience)
 
@@ -75,7 +78,16 @@ class CacheAccess:
         return cls(host, path, Credentials(username, credentials.password, credentials.source))
 
     def client(self) -> Registry:
+        from runner.release.registry import Registry
+
         return Registry(self.host, self.credentials.username, self.credentials.password)
 
     def docker_login(self) -> tuple[str, str, str]:
         return self.host, self.credentials.username, self.credentials.password
+
+
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """(host, repository path, tag) of an image reference HOST/NAMESPACE/REPOSITORY:TAG."""
+    from runner.release.registry import split_reference as split
+
+    return split(ref)

@@ -1,4 +1,4 @@
-"""The release's registry operations on a `Release`: merge single-arch legs into -dev indexes, promote
+"""The registry steps of a `Release` (called through its methods): merge single-arch legs into -dev indexes, promote
 -dev indexes to final tags, discard and prune tags, and the run's report, each logging in before it
 changes anything and keeping the catalog (when given) in step."""
 
@@ -7,13 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.compose.catalog_records import catalog_records
-from runner.flow.release import Release
 from runner.model.catalog import CatalogFile
 from runner.release import ledger, publish as releases, referrers
 from runner.release.attest import Carrier
+from runner.release.run_records import RunRecords
 from runner.release.run_report import run_rows
+
+if TYPE_CHECKING:
+    from runner.flow.release import Release
 
 
 @dataclass
@@ -21,6 +25,10 @@ class Removed:
     deleted: list[str]
     artifacts_deleted: list[str]
     registry_retries: list = field(default_factory=list)
+
+
+def _records(reg, repo, run: str) -> RunRecords | None:
+    return RunRecords(reg, repo.runs_path, run) if run else None
 
 
 def catalog_file(path: Path | None, notify: Callable[[str], None]) -> CatalogFile | None:
@@ -38,7 +46,7 @@ async def merge(release: Release, run: str) -> tuple[list, list[str]]:
     carrier = Carrier()
     async with release.registry.client() as reg:
         await reg.login()
-        pubs = await releases.merge(release.targets, reg, repo, release.records(reg, repo, run), attest=carrier)
+        pubs = await releases.merge(release.targets, reg, repo, _records(reg, repo, run), attest=carrier)
     return pubs, carrier.notes
 
 
@@ -52,7 +60,7 @@ async def promote(release: Release, book: CatalogFile | None, run: str, skip_mis
         await reg.login()
         results = await releases.promote(release.targets, reg, repo, book,
                                          lambda ts: catalog_records(project, ts, repo.catalog_image),
-                                         skip_missing=skip_missing, run=release.records(reg, repo, run))
+                                         skip_missing=skip_missing, run=_records(reg, repo, run))
         if book is not None and history:
             await ledger.record_promotions(book, reg, repo, results, ledger.reasons(release.targets, reason))
     return results
@@ -88,4 +96,4 @@ async def run_report(release: Release, run: str) -> list:
     repo = release.repository()
     async with release.registry.client() as reg:
         await reg.login()
-        return await run_rows(release.targets, reg, repo, release.records(reg, repo, run))
+        return await run_rows(release.targets, reg, repo, _records(reg, repo, run))
