@@ -4,7 +4,7 @@ existing images and CI jobs of a `Release`. Loaded only when a run starts (`runn
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from typing import TYPE_CHECKING
 
 from runner.engines.build_records import BuildRecords
@@ -45,7 +45,9 @@ def unattested(attester) -> str:
 
 
 async def build(release: Release, o: BuildOptions, publish: bool = False, advance_bar=None) -> Built:
-    """Build every selected target, smoke-test each image and, with `publish`, push what passed."""
+    """Build every selected target, smoke-test each image and, with `publish`, push what passed;
+    `advance_bar(total)` gives the progress callback (default: none)."""
+    advance_bar = advance_bar or (lambda total: nullcontext(lambda *_: None))
     repo = release.repository() if publish else None
     if publish:
         release.credentials.required()
