@@ -2,9 +2,11 @@
 
 Packages form layers along the data's walk; a module may import its own package and the layers below
 (imports under `if TYPE_CHECKING:` are for type hints only and never run, so they do not count):
-    model < compose < verify < release < engines < rehearse < ui < faces (cli, dagger)
+    model < compose < verify < release < engines < rehearse < ui < flow < faces (cli, dagger)
 The two faces never import each other, no module imports in a circle, the Dagger SDK is imported
 only by the Dagger engine and the Dagger face, and pack/ recipes import only the model and compose.
+The faces hold no orchestration: they reach the engines, the registry client and the stage plan only
+through the flow (runner.flow).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "rehearse": 5, "ui": 6, "cli": 7,
-          "dagger": 7}
-TOP = {"runner": 0, "runner.__main__": 7}  # the consumer API sits on the model; __main__ is the CLI
+LAYERS = {"model": 0, "compose": 1, "verify": 2, "release": 3, "engines": 4, "rehearse": 5, "ui": 6, "flow": 7,
+          "cli": 8, "dagger": 8}
+TOP = {"runner": 0, "runner.__main__": 8}  # the consumer API sits on the model; __main__ is the CLI
 DAGGER_SDK_ALLOWED = ("runner.engines.dagger", "runner.dagger")
+FACES = ("runner.cli", "runner.dagger", "runner.__main__")
+FLOW_ONLY = ("runner.engines", "runner.release.registry", "runner.compose.plan", "runner.release.pipeline",
+             "runner.release.ci_job")  # what the faces reach through runner.flow
 RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.stages", "runner.compose.requirements",
                   "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.model")
 
@@ -87,6 +92,8 @@ def violations(src: Path) -> list[str]:
             if target not in mods:
                 continue
             graph[name].add(target)
+            if name.startswith(FACES) and target.startswith(FLOW_ONLY):
+                found.append(f"{where}:{line}: the face {name} imports {target}; faces call runner.flow")
             theirs = layer(target)
             if own is None or theirs is None or target in ("runner",):
                 continue

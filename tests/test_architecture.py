@@ -52,6 +52,11 @@ def _append(path: Path, line: str) -> None:
     ("cli/inspect.py", "from runner.dagger.args import Tag", "imports the other face"),
     ("release/publish.py", "import dagger", "Dagger SDK"),
     ("model/errors.py", "from runner.model.matrix import Matrix", "import circle"),
+    ("cli/release.py", "from runner.engines.docker import Docker", "faces call runner.flow"),
+    ("cli/jobs.py", "from runner.compose.plan import make_plan", "faces call runner.flow"),
+    ("dagger/module.py", "from runner.engines.dagger import StageContainers", "faces call runner.flow"),
+    ("dagger/build.py", "from runner.release.registry import Registry", "faces call runner.flow"),
+    ("dagger/ci.py", "from runner.release import pipeline", "faces call runner.flow"),
 ])
 def test_a_forbidden_import_is_caught(src_copy: Path, file: str, line: str, expected: str):
     _append(src_copy / "runner" / file, line)

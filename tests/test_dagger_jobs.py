@@ -61,14 +61,14 @@ async def test_a_job_runs_on_an_engine_of_its_platform_and_a_dry_run_sends_no_wr
 
 async def test_a_failed_leg_is_recorded_for_its_run(project, local_source, engine, registry, monkeypatch):
     from runner.compose.jobs import ci_jobs
-    from runner.dagger import checkout
+    from runner.flow import credentials
     from runner.release.registry import Registry
     from runner.release.run_records import RunRecords
 
-    async def client(host, username, password, insecure):
-        return Registry(host, username, registry.password, insecure=insecure)
+    async def plaintext(password):
+        return registry.password
 
-    monkeypatch.setattr(checkout, "registry", client)
+    monkeypatch.setattr(credentials, "plaintext", plaintext)
     selection = Selection(backend="cuda", service="sglang", service_version="0.5.8", include_deprecated=False)
     jobs = ci_jobs(make_plan(selection.apply(project.targets), project.recipes))
     leaf = next(j for j in jobs.jobs if j.tag and j.root.platform == "linux/amd64")

@@ -191,14 +191,13 @@ async def test_push_uses_the_secret_and_no_query_holds_the_password(project, cap
 async def test_registry_functions_send_no_query_to_the_engine(project, local_source, registry, capture, monkeypatch):
     """merge and promote read and write the registry from the function's process: no exec, so no answer
     from the engine's cache and no credential in a layer; nothing at all is sent to the engine."""
-    from runner.dagger import checkout
-    from runner.release.registry import Registry
+    from runner.flow import credentials
 
-    async def client(host, username, password, insecure):
+    async def plaintext(password):
         assert isinstance(password, dagger.Secret)  # the face only ever holds the secret
-        return Registry(host, username, registry.password, insecure=insecure)
+        return registry.password
 
-    monkeypatch.setattr(checkout, "registry", client)
+    monkeypatch.setattr(credentials, "plaintext", plaintext)
     runner, secret = _runner(), dag.secret("env://REGISTRY_PASSWORD")
     args = dict(registry=registry.registry, username=registry.username, password=secret, namespace="e2e",
                 repository="runner", backend=None, service="voxbox", backend_version="", service_version="",
@@ -323,16 +322,15 @@ async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process
                                                                                 capture, monkeypatch, tmp_path):
     """On an empty registry: verify rejects the missing image with its own error, the mirror check lists
     the tags the mirror lacks; neither sends anything to the engine."""
-    from runner.dagger import checkout
-    from runner.release.registry import Registry
+    from runner.flow import credentials
     from runner.release.signing import keygen
     from runner.release.verification import Rejected
 
-    async def client(host, username, password, insecure):
+    async def plaintext(password):
         assert isinstance(password, dagger.Secret)
-        return Registry(host, username, registry.password, insecure=insecure)
+        return registry.password
 
-    monkeypatch.setattr(checkout, "registry", client)
+    monkeypatch.setattr(credentials, "plaintext", plaintext)
     _, public = keygen(tmp_path)
 
     class KeyFile:  # what the engine hands a function for a File argument, read the same way
@@ -355,13 +353,13 @@ async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process
 async def test_digests_pins_final_tags_and_records_a_re_push(project, local_source, registry, capture, monkeypatch):
     """After promote: the digests file pins each final tag the registry has, and a tag whose digest
     changed since the file given gets a history entry; the file comes back as the function's File."""
-    from runner.dagger import checkout
+    from runner.flow import credentials
     from runner.release.registry import MANIFEST_TYPES, Registry
 
-    async def client(host, username, password, insecure):
-        return Registry(host, username, registry.password, insecure=insecure)
+    async def plaintext(password):
+        return registry.password
 
-    monkeypatch.setattr(checkout, "registry", client)
+    monkeypatch.setattr(credentials, "plaintext", plaintext)
     tag = "cuda12.9-vllm0.14.1"
     async with Registry(registry.registry, registry.username, registry.password) as reg:
         config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'

@@ -1,6 +1,7 @@
 """The `runner` command: one face over the walk (matrix -> targets -> plan -> engine -> smoke ->
 publish -> report). Arguments are declared in runner.cli.parser; each handler returns an exit code.
-May import every layer below the faces (through runner.ui for what it shares), never runner.dagger."""
+May import every layer below the faces (through runner.ui for what it shares), never runner.dagger;
+the engines, the registry client and the stage plan only through runner.flow."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Commands that build on the embedded engine when no Docker daemon answers: `runner build` (and
-`runner rehearse`, which calls `on_engine` itself). The engine is runner.engines.private_daemon."""
+`runner rehearse`, which calls `on_engine` itself). The daemon is runner.flow.daemon's."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 def on_engine(a: argparse.Namespace, run: Callable[[], int]) -> int:
     """Run `run` with DOCKER_HOST naming a daemon that answers, starting the embedded one if need be."""
-    from runner.engines.private_daemon import engine_for_run
+    from runner.flow.daemon import local_daemon
 
-    with engine_for_run(keep=a.keep_engine, say=lambda line: print(line, file=sys.stderr, flush=True)):
+    with local_daemon(a.keep_engine, lambda line: print(line, file=sys.stderr, flush=True)):
         return run()
 
 

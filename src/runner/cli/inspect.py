@@ -19,10 +19,10 @@ def selected_targets(a: argparse.Namespace):
     from runner.ui.selection import selected
 
     project = _project(a)
-    return project, selected(project, _selection(a))
+    return project, selected(project, selection_of_args(a))
 
 
-def _selection(a: argparse.Namespace):
+def selection_of_args(a: argparse.Namespace):
     from runner.ui.selection import selection_of
 
     return selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version,
@@ -40,12 +40,11 @@ def matrix(a: argparse.Namespace) -> int:
     elif a.format == "tags":
         print("\n".join(t.tag for t in targets))
     elif a.format in ("github", "gitlab"):
-        from runner.compose.jobs import ci_jobs
-        from runner.compose.plan import make_plan
+        from runner.flow.release import Release
         from runner.release import fanout
 
-        jobs = ci_jobs(make_plan(targets, project.recipes))
-        print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, _selection(a))))
+        jobs = Release(project, targets=targets).jobs
+        print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, selection_of_args(a))))
     else:
         from runner.ui.tables import matrix_table, print_rich, styled
 
@@ -117,15 +116,16 @@ def schema(a: argparse.Namespace) -> int:
 def plan(a: argparse.Namespace) -> int:
     """The stage DAG, then the static checks over it: any finding exits 2."""
     from runner.compose.checks import check_stages, not_checked
-    from runner.compose.plan import make_plan
+    from runner.flow.release import Release
 
     project, targets = selected_targets(a)
-    the_plan = make_plan(targets, project.recipes)
+    release = Release(project, targets=targets)
+    the_plan = release.plan
     findings = check_stages(the_plan.stages)
     patches = _patch_checks(project, the_plan) if not a.ci else []
     failed = [c for c in patches if c.status == "fails"]
     if a.ci:
-        _ci_jobs(the_plan, a.format, a.runners)
+        _ci_jobs(release.jobs, a.format, a.runners)
     elif a.format == "json":
         print(json.dumps({**the_plan.to_json(), "findings": [f.__dict__ for f in findings],
                           "patches": [c.to_json() for c in patches]}, indent=1))
@@ -168,11 +168,11 @@ def _patch_checks(project, the_plan) -> list:
 
 
 def components(a: argparse.Namespace) -> int:
-    from runner.compose.plan import make_plan
+    from runner.flow.release import Release
     from runner.ui import components as view
 
     project, targets = selected_targets(a)
-    records = view.rows(make_plan(targets, project.recipes), project.recipes)
+    records = view.rows(Release(project, targets=targets).plan, project.recipes)
     if a.format == "json":
         print(json.dumps(records, indent=1))
     elif a.format == "markdown":
@@ -185,12 +185,10 @@ def components(a: argparse.Namespace) -> int:
     return 0
 
 
-def _ci_jobs(the_plan, form: str, runners: int) -> None:
-    from runner.compose.jobs import ci_jobs
+def _ci_jobs(jobs, form: str, runners: int) -> None:
     from runner.compose.schedule import model
     from runner.ui.release_report import ci_plan_lines
 
-    jobs = ci_jobs(the_plan)
     figures, schedule = jobs.figures(), model(jobs, runners).as_dict()
     if form == "json":
         print(json.dumps({"figures": figures, "schedule": schedule, "jobs": [j.as_dict() for j in jobs.jobs]}, indent=1))

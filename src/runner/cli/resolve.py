@@ -13,12 +13,12 @@ def resolve(a: argparse.Namespace) -> int:
     import anyio
 
     from runner.cli.inspect import selected_targets
-    from runner.compose.plan import make_plan
+    from runner.flow.release import Release
     from runner.verify.resolve import steps_of
     from runner.verify.resolver import Resolver, resolve_all
 
     project, targets = selected_targets(a)
-    plan = make_plan(targets, project.recipes)
+    plan = Release(project, targets=targets).plan
     leaves = [leaf for leaf in plan.leaves if not a.platform or leaf.platform == a.platform]
     resolver = Resolver(jobs=a.jobs, refresh=a.refresh)
     counts = [len(steps_of(leaf.stage)) for leaf in leaves]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from runner.cli.release import _run
@@ -30,9 +29,10 @@ def keygen(a: argparse.Namespace) -> int:
 
 
 def _registry(host: str, username: str, password_env: str, insecure: bool):
-    from runner.release.registry import Registry
+    from runner.flow.credentials import Credentials
+    from runner.flow.registry_access import RegistryAccess
 
-    return Registry(host, username, os.environ.get(password_env, ""), insecure=insecure)
+    return RegistryAccess(host, Credentials.from_env(username, password_env), insecure=insecure).client()
 
 
 def _target_tags(a: argparse.Namespace) -> tuple[object, list[str]]:
@@ -43,7 +43,8 @@ def _target_tags(a: argparse.Namespace) -> tuple[object, list[str]]:
 
 
 def _place(value: str, what: str) -> tuple[str, str]:
-    from runner.cli.release import _NAME, host_problem
+    from runner.flow.registry_access import NAME as _NAME
+    from runner.model.naming import host_problem
 
     host, _, namespace = value.partition("/")
     if host_problem(host) or not _NAME.fullmatch(namespace):
@@ -53,7 +54,7 @@ def _place(value: str, what: str) -> tuple[str, str]:
 
 async def _verify(a: argparse.Namespace) -> int:
     from runner.release.ledger import path_for, pinned
-    from runner.release.registry import split_reference
+    from runner.flow.registry_access import split_reference
     from runner.release.signing import Trust
     from runner.release.verification import Rejected, verify_image
 

@@ -4,7 +4,6 @@ and platform, to chain `summary`, `report`, `publish` or `tarballs` on."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Annotated
 
 import dagger
@@ -13,12 +12,12 @@ from dagger import Doc, dag, field, function, object_type
 from runner.dagger import checkout
 from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcRequestUrl, Password, Registry, Repository,
                                 SigningKey, SigstoreToken, Username)
-from runner.engines.dagger import DaggerBuilder, StageContainers
+from runner.flow import on_dagger
+from runner.flow.on_dagger import Signing
 from runner.model.errors import Failed, UserError
-from runner.release import pipeline, publish as flow
+from runner.model.targets import Selection
 from runner.ui.failures import failure_lines
-from runner.ui.selection import publication_lines, summary_lines
-from runner.verify.smoke import CheckResult
+from runner.ui.selection import selection_from_json, selection_json, summary_lines
 
 
 @object_type
@@ -43,8 +42,10 @@ class Build:
 
     @function
     def report(self) -> str:
-        """JSON per target and platform: build time, error, and each smoke check's command, exit code,
-        duration and output excerpt. Always returns, whatever failed."""
+        """Return build and smoke results as JSON, per target and platform, whatever failed.
+
+        Each image has its build time and error, and each smoke check its command, exit code, duration
+        and output excerpt."""
         return json.dumps({"images": [json.loads(i.result) for i in self.images],
                            "passed": sum(i.passed for i in self.images),
                            "failed": sum(not i.passed for i in self.images)}, indent=1)
@@ -56,8 +57,9 @@ class Build:
 
     @function
     def tarballs(self) -> dagger.Directory:
-        """OCI tarballs of the images that built and passed, one per target and platform
-        (`tarballs export --path out/`, or `tarballs -o out/`)."""
+        """Return OCI tarballs of the images that built and passed, one per target and platform.
+
+        Export them with `tarballs export --path out/` (or `tarballs -o out/`)."""
         out = dag.directory()
         for i in self.images:
             if i.passed and i.container is not None:
@@ -81,75 +83,28 @@ class Build:
         run: Annotated[str, Doc("record what was pushed under this release run (needed with --single-arch-only, "
                                 "for `merge --run`)")] = "",
     ) -> str:
-        """Push single-arch images, then each tag's multi-arch -dev index from their digests when every
-        platform of the matrix target passed; with a signer, each image gets its SBOM and signed
-        provenance first. A tag with a failed platform pushes nothing; ends with an error listing every
-        tag not fully published."""
-        from runner.release.run_records import RunRecords, check_run
+        """Push the images, then each tag's multi-arch -dev index once all its platforms passed.
 
+        With a signer, each image gets its SBOM and signed provenance first. A tag with a failed
+        platform pushes nothing; ends with an error listing every tag not fully published."""
         if not self.selection:
             raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
-        if single_arch or run:
-            check_run(run)
         project = await checkout.load(self.source)
-        repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
-        built = self.as_built(project)
-        builder = DaggerBuilder(StageContainers(), registry, username, password)
-        attester = await attester_for(Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url), builder,
-                                      json.loads(self.build_info))
-        async with await checkout.registry(registry, username, password, insecure) as reg:
-            await reg.login()
-            records = RunRecords(reg, repo.runs_path, run) if run else None
-            pubs = await flow.publish(built, builder, reg, repo, {t.tag: t.platforms for t in project.targets},
-                                      index=not single_arch, attest=attester, records=records)
-        text = "\n".join([*publication_lines(pubs), *attester.notes])
-        if any(p.skipped for p in pubs) or (not single_arch and any(p.note for p in pubs)):
-            raise Failed(text)
-        return text
+        to = await on_dagger.access(registry, username, password, insecure, namespace, repository)
+        signing = Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url)
+        return await on_dagger.publish(project, self.as_built(project), to, signing, json.loads(self.build_info),
+                                       single_arch, run)
 
-    def as_built(self, project) -> list[pipeline.Built]:
+    def as_built(self, project) -> list:
         """The pipeline's records of these images, each found by its own tag and platform."""
-        from runner.compose.plan import make_plan
-        from runner.ui.selection import selection_from_json
-
-        leaves = {(leaf.target.tag, leaf.platform): leaf
-                  for leaf in make_plan(project.select(selection_from_json(self.selection)), project.recipes).leaves}
-        built = []
-        for i in self.images:
-            r = json.loads(i.result)
-            b = pipeline.Built(leaves[(i.tag, i.platform)], i.container, seconds=r["build_seconds"], error=r["error"])
-            b.checks = [CheckResult(**c) for c in r["smoke"]["checks"]]
-            built.append(b)
-        return built
+        return on_dagger.rebuilt_records(project, selection_from_json(self.selection),
+                                         [(i.tag, i.platform, i.container, json.loads(i.result)) for i in self.images])
 
 
-@dataclass
-class Signing:
-    """Who signs what publish attaches: a key, or Sigstore keyless (a token, or GitHub's token service)."""
-
-    key: dagger.Secret | None = None
-    token: dagger.Secret | None = None
-    request_token: dagger.Secret | None = None
-    request_url: str = ""
-
-
-async def attester_for(signing: Signing, builder: DaggerBuilder, build_info: dict[str, str]):
-    """The attester of a publish; without a signer, it only carries what the members already have."""
-    from runner.release.attest import Attester, Carrier
-    from runner.release.signing import KeylessSigner, KeySigner
-
-    if signing.key is not None and (signing.token is not None or signing.request_token is not None):
-        raise UserError("sign with a key or keyless, not both")
-    signer = None
-    if signing.key is not None:
-        signer = KeySigner((await signing.key.plaintext()).encode(), "the signing key secret")
-    elif signing.token is not None:
-        signer = KeylessSigner(await signing.token.plaintext())
-    elif signing.request_token is not None:
-        signer = KeylessSigner("", signing.request_url, await signing.request_token.plaintext())
-    if signer is None:
-        return Carrier(notes=["no SBOM or provenance attached: no signer (a signing key or a Sigstore identity)"])
-    return Attester(signer=signer, engine=builder, build_info=build_info)
+def built_images(built: list) -> list[BuiltImage]:
+    """The face's view of the pipeline's records: one BuiltImage per target and platform."""
+    return [BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed, result=json.dumps(b.report()),
+                       container=b.handle if not b.error else None) for b in built]
 
 
 def summarize(results: list[dict]) -> str:
@@ -161,59 +116,20 @@ def summarize(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-async def run_images(source: dagger.Directory, selection, concurrency: int, gpu: bool,
+async def run_images(source: dagger.Directory, selection: Selection, concurrency: int, gpu: bool,
                      build_info: dict[str, str]) -> Build:
     """Plan the selection, build each distinct stage once, smoke-test every image."""
-    from runner.compose.plan import make_plan
-    from runner.ui.selection import selection_json
-
     project = await checkout.load(source)
-    plan = make_plan(project.select(selection), project.recipes)
-    builder = DaggerBuilder(StageContainers(build_info, project.mirror_map()))
-    built = await pipeline.build_all(plan, builder, project.pack_path, concurrency, gpu=gpu)
-    images = [BuiltImage(tag=b.target.tag, platform=b.platform, passed=b.passed, result=json.dumps(b.report()),
-                         container=b.handle if not b.error else None) for b in built]
-    return Build(source=source, selection=selection_json(selection), images=images, build_info=json.dumps(build_info))
+    built = await on_dagger.build(project, selection, concurrency, gpu, build_info)
+    return Build(source=source, selection=selection_json(selection), images=built_images(built),
+                 build_info=json.dumps(build_info))
 
 
 async def run_job(source: dagger.Directory, key: str, selection: str, cache_ref: str, registry: str, username: str,
                   password: dagger.Secret | None, run: str, dry_run: bool, emulate: bool, namespace: str,
                   repository: str, build_info: dict[str, str], signing: Signing = Signing()) -> str:
-    """One CI job on the engine (runner.release.ci_job): planned in its own selection, its stage from
-    the build cache, the shared stages it builds pushed there, a target's image smoke-tested and (unless
-    a dry run) pushed single-arch with its SBOM and provenance, and recorded for the run."""
-    from contextlib import AsyncExitStack
-
-    from runner.model.targets import Selection
-    from runner.release.ci_job import find_job, run_job as run_ci_job
-    from runner.release.run_records import RunRecords, check_run
-
+    """One CI job on the engine, planned in the selection its matrix emitted (runner.flow.on_dagger.job)."""
     project = await checkout.load(source)
-    ci = find_job(project, Selection.from_json(selection), key)
-    publish = ci.leaf is not None and not dry_run
-    if publish and not (registry and password is not None):
-        raise UserError("a target's job pushes its image and records it for the run: give --registry, --username, "
-                        "--password and --run (or --dry-run, which writes nothing)")
-    if not dry_run and password is None:
-        raise UserError("a job that is not a dry run pushes to the build cache: give --username and --password")
-    if publish:
-        check_run(run)
-    host, _, path = cache_ref.partition("/")
-    async with AsyncExitStack() as stack:
-        cache = reg = records = repo = None
-        if password is not None:  # a dry run without credentials reads no build cache
-            cache_reg = await stack.enter_async_context(await checkout.registry(host, username, password, False))
-            await cache_reg.login()
-            cache = ci.cache(cache_reg, path, dry_run)
-        if publish:
-            reg = await stack.enter_async_context(await checkout.registry(registry, username, password, False))
-            await reg.login()
-            repo = flow.Repository(registry, namespace or project.namespace, repository or project.repository)
-            records = RunRecords(reg, repo.runs_path, run)
-        stages = StageContainers(build_info, project.mirror_map())
-        builder = DaggerBuilder(stages, registry or host, username, password, cache)
-        attester = await attester_for(signing, builder, build_info) if publish else None
-        out = await run_ci_job(ci, builder, project.pack_path, reg, repo, records, emulate=emulate, attest=attester)
-    if out.failed:
-        raise Failed("\n".join(out.problems()))
-    return json.dumps(out.as_dict(ci, cache, run, dry_run))
+    to = await on_dagger.access(registry, username, password, False, namespace, repository)
+    return json.dumps(await on_dagger.job(project, key, Selection.from_json(selection), cache_ref, to, run, dry_run,
+                                          emulate, build_info, signing))

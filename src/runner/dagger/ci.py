@@ -17,7 +17,7 @@ from runner.ui.selection import selection_of
 
 
 class CiFunctions:
-    """Functions the Runner object inherits (they use its `source`, `build_info` and `_registry_targets`)."""
+    """Functions the Runner object inherits (they use its `source`, `build_info` and `_released`)."""
 
     @function(cache="never")
     async def job(
@@ -42,9 +42,11 @@ class CiFunctions:
         oidc_request_token: OidcRequestToken = None,
         oidc_request_url: OidcRequestUrl = "",
     ) -> str:
-        """Run one CI job: build its stage from the build cache and push the shared stages it made there;
-        a target's job also smoke-tests the image, pushes its single-arch tag (with its SBOM and provenance
-        signed by the key or the keyless identity given) and records it for the run."""
+        """Run one CI job of a release: build its stage from the build cache and hand it on.
+
+        The shared stages it made are pushed to the build cache; a target's job also smoke-tests the
+        image, pushes its single-arch tag (with its SBOM and provenance signed by the key or keyless
+        identity given) and records it for the run."""
         from runner.dagger.build import Signing, run_job
 
         return await run_job(self.source, key, selection, build_cache, registry, username, password, run, dry_run,
@@ -69,19 +71,13 @@ class CiFunctions:
         format: ReportFormat = "markdown",
         insecure: Insecure = False,
     ) -> str:
-        """The report of one release run: per target and platform built and tested or not (and why),
-        digest, size, time, the run's -dev index and whether it is promoted (markdown, junit or json)."""
-        from runner.release.run_records import RunRecords
-        from runner.release.run_report import run_rows
-        from runner.ui.release_report import render
+        """Report one release run per target and platform, as markdown, junit or json.
 
-        project, targets, repo = await self._registry_targets(backend, backend_version, variant, service,
-                                                              service_version, namespace, repository, registry,
-                                                              include_deprecated)
-        async with await checkout.registry(registry, username, password, insecure) as reg:
-            await reg.login()
-            rows = await run_rows(targets, reg, repo, RunRecords(reg, repo.runs_path, run))
-        return render(rows, run, format)
+        Each row says whether it was built and tested (and why not), its digest, size and time, the
+        run's -dev index and whether it is promoted."""
+        return await self._released(backend, backend_version, variant, service, service_version, include_deprecated,
+                                    registry, username, password, namespace, repository, insecure).report(run, format)
+
 
     @function(cache="never")
     async def drive(
@@ -104,11 +100,11 @@ class CiFunctions:
         release_workflow: Annotated[str, Doc("the workflow file that continues the release")] = "release.yml",
         api: Annotated[str, Doc("GitHub's REST API")] = "https://api.github.com",
     ) -> str:
-        """Run a release's CI jobs on GitHub Actions as a DAG: each job is its own workflow run, started
-        when the jobs it starts from passed; returns JSON: finished, failed jobs, each job's state and a
-        Markdown summary."""
-        from runner.compose.jobs import ci_jobs
-        from runner.compose.plan import make_plan
+        """Run a release's CI jobs on GitHub Actions as a DAG and return their states as JSON.
+
+        Each job is its own workflow run, started when the jobs it starts from passed; the JSON has
+        the finished and failed jobs, each job's state and a Markdown summary."""
+        from runner.flow.release import Release
         from runner.release.github_dispatch import drive_release
         from runner.release.run_records import check_run
         from runner.ui.release_report import jobs_markdown
@@ -117,7 +113,7 @@ class CiFunctions:
         project = await checkout.load(self.source)
         selection = selection_of(backend.value if backend else "", backend_version, "", service, service_version, "",
                                  False)
-        jobs = ci_jobs(make_plan(project.select(selection), project.recipes))
+        jobs = Release(project, targets=project.select(selection)).jobs
         inputs = {"backend": backend.value if backend else "", "backend_version": backend_version, "service": service,
                   "service_version": service_version, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
         out = await drive_release(jobs, selection, await token.plaintext(), repository, ref, run, dry_run,

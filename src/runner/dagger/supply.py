@@ -34,12 +34,14 @@ class SupplyChain:
         password: OptPassword = None,
         insecure: Insecure = False,
     ) -> str:
-        """Check each image's signed provenance and SBOM (subject digest, target tag, SBOM digest); fails
-        naming the first mismatch: unsigned, wrong key, wrong digest, moved tag, tampered SBOM."""
+        """Check each image's signed provenance and SBOM, failing on the first mismatch.
+
+        The subject digest, target tag and SBOM digest are compared; a mismatch is named: unsigned,
+        wrong key, wrong digest, moved tag, tampered SBOM."""
         import tempfile
         from pathlib import Path
 
-        from runner.release.registry import split_reference
+        from runner.flow.registry_access import split_reference
         from runner.release.signing import Trust
         from runner.release.verification import verify_image
 
@@ -78,8 +80,9 @@ class SupplyChain:
                                    "with its artifacts; fail listing what is missing or differs")] = False,
         insecure: Insecure = False,
     ) -> str:
-        """Copy the selection's final tags by digest, with their SBOMs and signed provenance, to another
-        registry or namespace (or, with --check, list what the mirror lacks)."""
+        """Copy the selection's final tags by digest, with SBOMs and provenance, to another registry.
+
+        The copy may also go to another namespace; with --check, list what the mirror lacks instead."""
         from runner.release.mirror import Copier, mirror
         from runner.release.verification import check_mirrors
         from runner.ui.selection import selection_of
@@ -123,8 +126,10 @@ class SupplyChain:
                                    "or re-push)")] = "",
         insecure: Insecure = False,
     ) -> dagger.File:
-        """catalog.digests.json with the selected final tags' index and platform digests pinned (read from
-        the registry) and each change of a tag's digest recorded: run it after promote."""
+        """Pin the selected final tags' digests in catalog.digests.json; run it after promote.
+
+        Each tag's index and platform digests are read from the registry, and each change of a tag's
+        digest is recorded with its reason."""
         import tempfile
         from pathlib import Path
 
@@ -149,8 +154,6 @@ class SupplyChain:
 
 
 async def _registry(host: str, username: str, password: dagger.Secret | None, insecure: bool):
-    from runner.release.registry import Registry as Client
+    from runner.flow.on_dagger import access
 
-    if password is None:
-        return Client(host, username, "", insecure=insecure)
-    return await checkout.registry(host, username, password, insecure)
+    return (await access(host, username, password, insecure)).client()

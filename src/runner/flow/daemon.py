@@ -1,0 +1,14 @@
+"""The Docker daemon a local run builds on: the one that answers on $DOCKER_HOST (or the default
+socket), else runner's embedded one (runner.engines.private_daemon), started for the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from runner.engines.private_daemon import engine_for_run
+
+
+def local_daemon(keep: bool, say: Callable[[str], None]) -> AbstractContextManager:
+    """DOCKER_HOST naming a daemon that answers while the context is open; `keep` leaves a started one running."""
+    return engine_for_run(keep=keep, say=say)
