@@ -87,12 +87,12 @@ def catalog(a: argparse.Namespace) -> int:
         project = _project(a)
         records = catalog_records(project, project.targets, project.image)
         if not a.write:  # the same filter validation as matrix, plan and build
-            project.select(_selection(a))
+            project.select(selection_of_args(a))
     if a.write:
         catalog_mod.write(a.write, records)
         print(f"wrote {len(records)} records to {a.write}", file=sys.stderr)
         return 0
-    records = _selection(a).records(records)
+    records = selection_of_args(a).records(records)
     if not records:
         from runner.model.errors import UserError
 
