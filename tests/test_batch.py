@@ -4,6 +4,8 @@ and frames that no other process can forge (a nonce of the run, fed on standard 
 
 from __future__ import annotations
 
+import re
+
 import base64
 import shutil
 import subprocess
@@ -40,7 +42,8 @@ def test_each_check_reports_its_exit_code_output_and_duration(shell):
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0])
 def test_a_check_that_overruns_is_stopped_and_says_so(shell):
     timed, after = _run(shell, ["echo started; sleep 30", "echo next"], [2, 30])
-    assert timed.timed_out and timed.problem == "timed out after 2 s" and timed.output.startswith("started\n")
+    # the problem states the time the check ran (a loaded machine stops it a second or so late)
+    assert timed.timed_out and re.fullmatch(r"timed out after [23] s", timed.problem) and timed.output.startswith("started\n")
     assert after.output == "next\n"  # the next check still runs
 
 

@@ -52,9 +52,9 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
         from dataclasses import replace
 
         targets = [replace(t, platforms=(a.platform,)) for t in targets]
-    from runner.engines.docker_client import Docker
+    from runner.flow.daemon import require_engine
 
-    await Docker().require_engine()  # no engine is said alone, before what the rehearsal will make
+    await require_engine()  # no engine is said alone, before what the rehearsal will make
     _say_what_is_made_once(targets)
 
     def progress(r) -> None:
