@@ -60,7 +60,7 @@ def seed(cache):
 
 
 @pytest.mark.slow  # the whole seed matrix against the real index: minutes
-def test_the_seed_matrix_resolves_with_no_conflict(seed):
+def test_the_seed_matrix_resolves_with_no_conflict(seed, project):
     code, data = seed
     conflicts = [f"{s['tag']} {s['platform']} step {s['step']} ({s['title']}): {s['message'][-400:]}"
                  for s in data["steps"] if s["status"] == "conflict" and s["step"]]
@@ -69,7 +69,10 @@ def test_the_seed_matrix_resolves_with_no_conflict(seed):
     # recipes are mended; any other image that does not hold together fails here, and so does a known
     # one that now resolves (take it off the list)
     images = {(s["tag"], s["platform"]): s for s in data["steps"] if s["step"] == 0}
-    assert len(images) > 100
+    # every whole-image set is an active target-platform's (deprecated ones are left out by default), and
+    # most have one (an image whose installs all sit behind unreachable indexes has none)
+    active = {(t.tag, p) for t in project.targets if not t.deprecated for p in t.platforms}
+    assert set(images) <= active and len(images) * 2 > len(active), sorted(set(images) - active)[:5]
     broken = {key for key, s in images.items() if s["status"] == "conflict"}
     for key in sorted(broken):
         print(f"[resolve] {' '.join(key)} does not hold together: {images[key]['notes'][-1]}", file=sys.stderr)
