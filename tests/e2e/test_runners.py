@@ -159,7 +159,9 @@ def test_first_release_builds_each_distinct_step_once_across_two_runners(runners
     leaves = [r for r in reports if r["job"]["tag"]]
     assert all(any(s.startswith("greeting-build") for s in r["from_cache"]) for r in leaves)
     # the broken target fails its own job and nothing else
-    assert sorted((r["job"]["tag"], r["job"]["platform"]) for r in reports if r["returncode"]) == [(BROKEN, "linux/arm64")]
+    failed = [r for r in reports if r["returncode"]]
+    assert sorted((r["job"]["tag"], r["job"]["platform"]) for r in failed) == [(BROKEN, "linux/arm64")], \
+        json.dumps([(r["job"]["tag"], r["job"]["platform"], r["stopped"], r["stderr"][-1500:]) for r in failed], indent=1)
 
     code, merged, err = _cli(first, "merge", "--run", "r1", "--skip-missing")
     assert code == 0, err
