@@ -64,8 +64,9 @@ def timed(what: str):
 
 
 def rootfs() -> Path:
-    """A Debian root file system tarball with python3, pip, tini, procps and patch (debootstrap, cached)."""
-    packages = ",".join(sorted({"python3", "python3-pip", "tini", "procps", "patch"}))
+    """A Debian root file system tarball with python3, pip, tini, procps, patch and libnuma (debootstrap,
+    cached); libnuma1 as the runtime stage installs it (kit.TOOLS_APT): SGLang's kernels load it."""
+    packages = ",".join(sorted({"python3", "python3-pip", "tini", "procps", "patch", "libnuma1"}))
     tar = CACHE / f"debian-{SUITE}-{hashlib.sha256(packages.encode()).hexdigest()[:12]}.tar"
     if tar.exists():
         return tar
