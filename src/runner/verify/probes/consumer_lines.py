@@ -93,6 +93,15 @@ def driver_folder(hooks):
     return folder
 
 
+# refusals a service makes only because its CPU mode is not a device: the line got past the parser, and
+# what it asks for needs a CUDA device to check; said as "not checked here", never passed silently
+NEEDS_DEVICE = ("only supports CUDA device",)
+
+
+def needs_device(problem):
+    return bool(problem) and any(phrase in problem for phrase in NEEDS_DEVICE)
+
+
 def judge(result, exit_code, output, timed_out, timeout):
     if timed_out:
         return "did not finish parsing within %ss" % timeout
@@ -254,8 +263,11 @@ def main():
     print("%d starts in %.0f s" % (len(cases), time.monotonic() - start))
     # the summary comes last, so the report's excerpt (the output's end) keeps it
     for case, (problem, _) in zip(cases, results):
-        print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + brief(problem)))
-    return 1 if any(problem for problem, _ in results) else 0
+        if needs_device(problem):
+            print("%-28s not checked here (needs a CUDA device): %s" % (case["name"], brief(problem)))
+        else:
+            print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + brief(problem)))
+    return 1 if any(problem and not needs_device(problem) for problem, _ in results) else 0
 
 
 sys.exit(main())
