@@ -67,15 +67,10 @@ def records(targets: Iterable, image_of, dependencies_of=None) -> list[RunnerRec
 
 def load(path: Path = PACKAGED) -> list[RunnerRecord]:
     """Read a catalog file (a JSON list of records); anything else is a UserError naming the file."""
-    from runner.model.errors import UserError
-    from runner.model.files import read_text
+    from runner.model.files import read_validated
 
-    text = read_text(path, "catalog file")
-    try:
-        return _RECORDS.validate_json(text)
-    except ValueError as e:
-        raise UserError(f"{path}: not a runner catalog: {str(e).splitlines()[0]}",
-                        hint="a catalog is the JSON list `runner catalog --write PATH` writes") from None
+    return read_validated(path, "catalog file", _RECORDS.validate_json, "runner catalog",
+                          "a catalog is the JSON list `runner catalog --write PATH` writes")
 
 
 def dump(items: Sequence[RunnerRecord]) -> str:

@@ -228,3 +228,15 @@ class JsonCache:
 
     def put(self, key: str, data: Any) -> None:
         write_cache(self.file(key), key, data)
+
+
+def read_validated(path: Path, what: str, validate, kind: str, hint: str):
+    """A JSON file read and validated (a pydantic `validate_json`); anything else is a UserError naming
+    the file as not a KIND, with HINT."""
+    from runner.model.errors import UserError
+
+    text = read_text(path, what)
+    try:
+        return validate(text)
+    except ValueError as e:
+        raise UserError(f"{path}: not a {kind}: {str(e).splitlines()[0]}", hint=hint) from None

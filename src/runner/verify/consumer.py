@@ -175,14 +175,10 @@ def load_spec(pack: Path) -> ConsumerSpec:
 
 @lru_cache(maxsize=4)
 def _load_record(path: Path, mtime_ns: int) -> Record:
-    from runner.model.files import read_text
+    from runner.model.files import read_validated
 
-    text = read_text(path, "consumer record")
-    try:
-        return Record.model_validate_json(text)
-    except ValueError as e:
-        raise UserError(f"{path}: not a consumer record: {str(e).splitlines()[0]}",
-                        hint="regenerate it with `runner consumer --write`") from None
+    return read_validated(path, "consumer record", Record.model_validate_json, "consumer record",
+                          "regenerate it with `runner consumer --write`")
 
 
 def load_record(pack: Path) -> Record:
