@@ -114,7 +114,9 @@ def test_rehearse_without_a_selection_needs_the_default_target(monkeypatch, caps
     monkeypatch.setenv("RUNNER_MATRIX", str(ROOT / "tests" / "fixtures" / "rehearse" / "matrix.yaml"))
     assert main(["rehearse"]) == 2
     err = capsys.readouterr().err
-    assert "no corex4.2-vllm0.8.3" in err and "--all" in err
+    from runner.cli.rehearse import DEFAULT_TARGET
+
+    assert f"no {DEFAULT_TARGET}" in err and "--all" in err
 
 
 def test_the_default_rehearsal_target_is_in_the_matrix(project):

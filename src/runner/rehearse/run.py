@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runner.compose.dockerfile import render
@@ -22,12 +22,13 @@ from runner.compose.stages import Run, Stage
 from runner.engines.docker import Docker, DockerBuilder
 from runner.model.errors import UserError
 from runner.model.targets import Target
-from runner.rehearse import standin, steps
+from runner.rehearse import release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
-from runner.rehearse.substitutions import COMPILE_MARK, STANDIN_PYTHON, Substitution, python_substitution, standin_spec
+from runner.rehearse.substitutions import (COMPILE_MARK, STANDIN_PYTHON, IndexElsewhere, Substitution, mirrored_elsewhere,
+                                           python_substitutions, standin_spec)
 from runner.release import pipeline
 from runner.verify.source_mirror import FILES, SourceMirror
-from runner.verify.upstream import wanted_refs
+from runner.verify.upstream import index_url, wanted_refs
 
 _NOT_HERE = ("not checked here: nothing built by a device compile runs (kernels need the accelerator), and "
              "what a stand-in cannot carry is listed with it")
@@ -88,7 +89,13 @@ class Rehearsal:
                    if isinstance(st, Run) and st.requirements for u in (st.requirements.index_url,
                    *st.requirements.extra_index_urls, *st.requirements.find_links) if "://" in u}
         found = {h: f"{self.mirror.base}{FILES}{h.split('://', 1)[1]}" for h in indexes}
-        return Mirrors.of({**found, **self.mirror.mirror_map()})
+        # declared substitutions: release files made from the index's wheels, indexes the index answers
+        self.made, self.unmade = release_files.make(map(_fetches, _runs(plan.stages)),
+                                                    {lf.platform for lf in plan.leaves}, self.mirror.files,
+                                                    self.mirror.upstreams)
+        elsewhere = {m[0]: index_url() for st in _runs(plan.stages) for m, kind in mirrored_elsewhere(_fetches(st))
+                     if isinstance(kind, IndexElsewhere)}
+        return Mirrors.of({**found, **self.mirror.mirror_map(), **elsewhere})
 
     async def __aexit__(self, *exc) -> None:
         self.mirror.stop()
@@ -150,9 +157,10 @@ class Rehearsal:
         rw.outputs(leaf.stage)
         new = rw.stage(leaf.stage)
         result.substitutions = [s for c in chosen.values() for s in c[1]]
-        if stand_ins and (sub := python_substitution(t.python)):
-            result.substitutions.append(sub)
+        if stand_ins:
+            result.substitutions += python_substitutions(t.python)
         result.substitutions += list({str(s): s for subs in rw.substitutions.values() for s in subs}.values())
+        result.substitutions += self.elsewhere(new, leaf.platform)
         rendered = render(new, builder.form, builder.mirrors)
         expected = [(rendered.stage_names[s.key], title, _compiled(s.steps[i]), rw.originals.get((s.key, i), title))
                     for s, i, title in steps_in_order(new)]
@@ -165,14 +173,45 @@ class Rehearsal:
             built = None
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected)
         if built is not None:
-            result.smoke = await pipeline.smoke(builder, built.handle, built.image_id, Leaf(t, leaf.platform, new),
+            checked = replace(t, python=python) if python else t  # the checks expect the substituted python
+            result.smoke = await pipeline.smoke(builder, built.handle, built.image_id, Leaf(checked, leaf.platform, new),
                                                 self.project.pack_path)
         result.seconds = time.monotonic() - start
         return result
 
 
+    def elsewhere(self, stage: Stage, platform: str) -> list[Substitution]:
+        """What the image's steps fetch that the source mirror answers from elsewhere (declared)."""
+        found: dict[str, Substitution] = {}
+        machine = release_files.MACHINES.get(platform, "")
+        for s, i, _ in steps_in_order(stage):
+            for m, kind in mirrored_elsewhere(_fetches(s.steps[i])):
+                if isinstance(kind, IndexElsewhere):
+                    sub = kind.substitution(m[0])
+                elif (made := self.made.get(m[0].replace(m["arch"], machine) if m["arch"].startswith("$") else m[0])):
+                    sub = made
+                else:
+                    continue
+                found.setdefault(str(sub), sub)
+        return list(found.values())
+
+
+def _runs(stages) -> list[Run]:
+    return [st for s in stages for st in s.steps if isinstance(st, Run)]
+
+
+def _fetches(step) -> str:
+    """The step's script and the indexes its requirements name: what the source mirror may answer."""
+    if not isinstance(step, Run):
+        return ""
+    r = step.requirements
+    return "\n".join([step.script, *((r.index_url, *r.extra_index_urls, *r.find_links) if r else ())])
+
+
 def _compiled(step) -> bool:
-    return isinstance(step, Run) and COMPILE_MARK in step.script
+    """Whether a step runs something other than the recipe wrote: a device compile's artifact, or a
+    fetch the source mirror answers from elsewhere."""
+    return isinstance(step, Run) and (COMPILE_MARK in step.script or bool(mirrored_elsewhere(_fetches(step))))
 
 
 async def rehearse(project, targets: list[Target], build_info: dict[str, str], keep: bool = False,

@@ -22,7 +22,10 @@ from runner.rehearse.substitutions import STANDIN_SUITE, StandinSpec
 
 # What every vendor base here has that a minimal Debian lacks: bash for the recipes' SHELL, python with
 # pip (the runtime's build tools), certificates and curl for downloads before the runtime's apt step.
-PACKAGES = ("bash", "ca-certificates", "curl", "python3", "python3-pip", "python3-venv", "procps")
+# python3-cairo: the runtime's software-properties-common pulls in Debian's python3-gi, whose metadata
+# requires pycairo; on an Ubuntu base that sits in the OS's own python, which is not the image's, so
+# `pip check` never sees it, while here the OS's python is the image's (declared: OS_PYTHON_PACKAGES).
+PACKAGES = ("bash", "ca-certificates", "curl", "python3", "python3-pip", "python3-venv", "procps", "python3-cairo")
 _ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
 

@@ -117,11 +117,16 @@ def standin_spec(pack: Path, backend: str) -> StandinSpec:
                         hint="write env: {NAME: value}, paths: [...], cannot_carry: [...]") from None
 
 
-def python_substitution(wanted: str) -> Substitution | None:
-    if wanted == STANDIN_PYTHON:
-        return None
-    return Substitution("python", f"python {wanted}", f"Debian 12's python {STANDIN_PYTHON}",
-                        f"python {wanted} comes from an Ubuntu PPA or the vendor image, and no Debian release here has it")
+def python_substitutions(wanted: str) -> list[Substitution]:
+    """What the stand-in's python changes: the version, and whose packages that interpreter sees."""
+    version = [Substitution("python", f"python {wanted}", f"Debian 12's python {STANDIN_PYTHON}",
+                            f"python {wanted} comes from an Ubuntu PPA or the vendor image, and no Debian release "
+                            "here has it (the python-version check expects the stand-in's)")]
+    return (version if wanted != STANDIN_PYTHON else []) + [
+            Substitution("python", "the image python's view of the OS's python packages",
+                         "Debian's python3-* packages with python3-cairo added",
+                         "on the vendor base the OS's own python (where apt puts python3-gi) is not the image's; "
+                         "here it is, so the pycairo that python3-gi's metadata requires is carried for pip check")]
 
 
 def rewrite_args(stage: Stage, python: str) -> tuple[Arg, ...]:
@@ -138,3 +143,56 @@ def compile_substitutions(stage: Stage, run: Run) -> tuple[str, list[Substitutio
             if hit:
                 found.append(Substitution("device compile", f"{dc.stage}'s compile", f"the published {dc.artifact}", dc.why))
     return script, found
+
+
+@dataclass(frozen=True)
+class ReleaseFromWheel:
+    """A release file the recipes download from a host unreachable here, which the source mirror
+    serves as made from the package index's wheel of the same tool: the wheel carries the tool's own
+    binaries, laid out as the release file lays them out."""
+
+    url: re.Pattern  # the URL as a script names it; groups: version, arch ($(uname -m) or a machine name)
+    project: str  # the index project whose wheels carry the binaries
+    data: str  # the wheel's folder that is the release file's top folder
+    top: str  # the release file's top folder, with {version} and {arch}
+    why: str
+
+    def substitution(self, version: str, used: str) -> Substitution:
+        by = f"{self.project} {used}'s binaries from the package index's wheel"
+        if used != version:
+            by += f" (the index has no {version}; {used} is the nearest of the same minor release)"
+        return Substitution("source mirror", f"{self.project} {version}'s release tarball", by, self.why)
+
+
+RELEASE_FILES = (
+    ReleaseFromWheel(re.compile(r"https://github\.com/Kitware/CMake/releases/download/v(?P<version>\d+\.\d+\.\d+)/"
+                                r"cmake-(?P=version)-linux-(?P<arch>\$\(uname -m\)|x86_64|aarch64)\.tar\.gz"),
+                     "cmake", "cmake/data/", "cmake-{version}-linux-{arch}",
+                     "GitHub's release downloads cannot be had here, and the index's cmake wheels are CMake's "
+                     "own Linux builds"),
+)
+
+
+@dataclass(frozen=True)
+class IndexElsewhere:
+    """A wheel index the recipes name that cannot be reached here, answered by the package index."""
+
+    url: re.Pattern  # the index URL as a requirement step names it
+    what: str
+    why: str
+
+    def substitution(self, url: str) -> Substitution:
+        return Substitution("source mirror", f"{self.what} {url}", "the package index", self.why)
+
+
+INDEXES_ELSEWHERE = (
+    IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/[a-z0-9.]+"), "PyTorch's wheel index",
+                   "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
+                   "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
+                   "(which may differ from the index the recipe names)"),
+)
+
+
+def mirrored_elsewhere(script: str) -> list[tuple[re.Match, ReleaseFromWheel | IndexElsewhere]]:
+    """Every release file and wheel index in a script that the source mirror answers from elsewhere."""
+    return [(m, kind) for kind in (*RELEASE_FILES, *INDEXES_ELSEWHERE) for m in kind.url.finditer(script)]

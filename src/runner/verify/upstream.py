@@ -183,6 +183,27 @@ class Upstreams:
         raise LookupError(f"the index has no sdist of {project} {version} "
                           f"({len(files)} sdists of {project} published)")
 
+    def wheel(self, project: str, version: str, machine: str) -> tuple[Path, str]:
+        """A manylinux wheel of `project` for a machine (x86_64, aarch64): of `version`, else of the nearest
+        version of the same minor release; the wheel (downloaded once) and the version it is."""
+        from packaging.utils import parse_wheel_filename
+        from packaging.version import InvalidVersion, Version
+
+        want = Version(version)
+        found: dict[Version, dict] = {}
+        for f in self._index_files(project):
+            try:
+                _, v, _, tags = parse_wheel_filename(f["filename"])
+            except (ValueError, InvalidVersion):
+                continue
+            if (not f.get("yanked") and v.release[:2] == want.release[:2] and not v.is_prerelease
+                    and any(t.platform.startswith("manylinux") and t.platform.endswith(machine) for t in tags)):
+                found.setdefault(v, f)
+        if not found:
+            raise LookupError(f"the index has no manylinux {machine} wheel of {project} {want.major}.{want.minor}")
+        best = min(found, key=lambda v: (abs(v.micro - want.micro), -v.micro))
+        return self._download(found[best]), str(best)
+
     def _index_files(self, project: str) -> list[dict]:
         if project not in self._files:
             import httpx

@@ -1,0 +1,90 @@
+"""What a rehearsal's source mirror answers from elsewhere, declared in runner.rehearse.substitutions:
+CMake's GitHub release tarball made from the index's cmake wheel (laid out as the release lays it
+out, executables kept executable), and PyTorch's wheel indexes answered by the package index. The
+real recipes' lines are what the declarations must match."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+from runner.compose.project import load_project
+from runner.compose.stages import Run
+from runner.rehearse import release_files
+from runner.rehearse.rewrite import steps_in_order
+from runner.rehearse.run import _compiled, _fetches
+from runner.rehearse.substitutions import IndexElsewhere, ReleaseFromWheel, mirrored_elsewhere
+from runner.verify.upstream import Upstreams
+from tests.conftest import ROOT
+
+
+def _wheel(path: Path, version: str) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        exe = zipfile.ZipInfo("cmake/data/bin/cmake")
+        exe.external_attr = 0o755 << 16
+        z.writestr(exe, f"#!/bin/sh\necho 'cmake version {version}'\n")
+        z.writestr("cmake/data/share/cmake-3.31/Modules/X.cmake", "# module\n")
+        z.writestr(f"cmake-{version}.dist-info/METADATA", "Name: cmake\n")
+    return path
+
+
+class _Index(Upstreams):
+    """Upstreams whose index lists given wheel file names (each a small cmake-like wheel)."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        super().__init__(root, index="http://index.invalid/")
+        self.names = names
+
+    def _index_files(self, project: str) -> list[dict]:
+        return [{"filename": n, "url": n} for n in self.names]
+
+    def _download(self, f: dict) -> Path:
+        return _wheel(self.root / f["filename"], f["filename"].split("-")[1])
+
+
+def _scripts(tag: str, platform: str = "linux/amd64") -> list:
+    leaf = load_project(ROOT / "matrix.yaml").leaf_stage(tag, platform)
+    return [s.steps[i] for s, i, _ in steps_in_order(leaf) if isinstance(s.steps[i], Run)]
+
+
+def test_the_real_recipes_cmake_and_torch_index_lines_are_declared():
+    steps = _scripts("cuda12.8-voxbox0.0.21")
+    found = [(kind, m[0]) for st in steps for m, kind in mirrored_elsewhere(_fetches(st))]
+    kinds = {type(k) for k, _ in found}
+    assert kinds == {ReleaseFromWheel, IndexElsewhere}, found
+    assert "https://download.pytorch.org/whl/cu128" in [u for _, u in found]
+    assert sum(_compiled(st) for st in steps) == 2  # the CMake line and the torch install: substituted, not ran
+
+
+def test_cmake_tarball_is_made_from_the_nearest_wheel_of_the_same_minor(tmp_path):
+    names = ["cmake-3.31.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+             "cmake-3.31.10-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+             "cmake-3.31.6-py3-none-musllinux_1_1_x86_64.whl",
+             "cmake-4.0.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+             "cmake-3.31.6-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"]
+    script = ('curl -fsSL "https://github.com/Kitware/CMake/releases/download/v3.31.7/cmake-3.31.7-linux-$(uname -m)'
+              '.tar.gz" | tar -xz --strip-components=1 -C /usr')
+    made, missing = release_files.make([script], ["linux/amd64"], tmp_path / "files", _Index(tmp_path, names))
+    assert not missing
+    (url, sub), = made.items()
+    assert url.endswith("cmake-3.31.7-linux-x86_64.tar.gz") and "3.31.6" in sub.by and "no 3.31.7" in sub.by
+    tarball = tmp_path / "files" / url.split("://", 1)[1]
+    # the recipe's own extraction: --strip-components=1 into a prefix gives bin/cmake, executable
+    prefix = tmp_path / "usr"
+    prefix.mkdir()
+    subprocess.run(["tar", "-xzf", str(tarball), "--strip-components=1", "-C", str(prefix)], check=True)
+    out = subprocess.run([str(prefix / "bin" / "cmake")], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "cmake version 3.31.6"
+    assert (prefix / "share" / "cmake-3.31" / "Modules" / "X.cmake").is_file()
+    with tarfile.open(tarball) as t:
+        assert not any("dist-info" in n for n in t.getnames())
+
+
+def test_a_release_file_with_no_wheel_of_its_minor_is_left_to_answer_404(tmp_path):
+    names = ["cmake-4.0.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"]
+    script = 'curl -fsSL "https://github.com/Kitware/CMake/releases/download/v3.31.7/cmake-3.31.7-linux-x86_64.tar.gz"'
+    made, missing = release_files.make([script], ["linux/amd64"], tmp_path / "files", _Index(tmp_path, names))
+    assert not made and "no manylinux x86_64 wheel of cmake 3.31" in next(iter(missing.values()))
+    assert not (tmp_path / "files").exists()
