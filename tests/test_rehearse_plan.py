@@ -75,3 +75,27 @@ def test_stages_others_mount_keep_their_output_folders():
     new = rw.stage(leaf)
     omni = next(s for s, _, _ in steps_in_order(new) if s.name == "vllm-omni-build")
     assert omni.steps[-1].script == 'mkdir -p "/workspace/vllm-omni"'
+
+
+def test_a_stand_in_of_other_debian_packages_is_another_image(monkeypatch):
+    from runner.rehearse import standin
+    from runner.rehearse.substitutions import StandinSpec
+
+    spec = StandinSpec({"CUDA_HOME": "/usr/local/cuda"}, ("/usr/local/cuda",), ())
+    before = standin.tag("cuda", "linux/amd64", spec)
+    monkeypatch.setattr(standin, "PACKAGES", (*standin.PACKAGES, "python3-yaml"))
+    assert standin.tag("cuda", "linux/amd64", spec) != before  # a kept stand-in is not reused with other packages
+    assert standin.tag("cuda", "linux/arm64", spec) != standin.tag("cuda", "linux/amd64", spec)
+
+
+def test_a_failed_smoke_check_is_said_with_its_excerpt(capsys):
+    from runner.cli.rehearse import say_findings
+
+    image = {"tag": "cuda12.8-voxbox0.0.21", "platform": "linux/amd64", "substitutions": [], "steps": [],
+             "smoke": [{"name": "pip-check", "passed": False, "reason": "exit code 1, expected 0",
+                        "excerpt": "pygobject 3.42.2 requires pycairo, which is not installed.\n"},
+                       {"name": "tini", "passed": True, "reason": "", "excerpt": "tini version 0.19.0"}]}
+    say_findings({"images": [image]})
+    err = capsys.readouterr().err
+    assert "smoke check failed: pip-check: exit code 1" in err and "requires pycairo" in err
+    assert "tini" not in err

@@ -69,17 +69,7 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
         print(json.dumps(result, indent=1))
     else:
         print_rich(rehearsal_table(result))
-    for image in result["images"]:
-        for s in image["substitutions"]:
-            print(f"runner: {image['tag']} on {image['platform']}: substituted: {s['what']}, by {s['by']}, because "
-                  f"{s['why']}", file=sys.stderr)
-        for step in image["steps"]:
-            if step["status"] == "failed":
-                print(f"runner: {image['tag']} on {image['platform']}: step failed: [{step['stage']}] {step['title']}\n"
-                      f"{step['output'][-1500:]}", file=sys.stderr)
-            elif step["status"] == "not fetchable here":
-                print(f"runner: {image['tag']} on {image['platform']}: not fetchable here: [{step['stage']}] "
-                      f"{step['title']}: {' '.join(step['urls'])}", file=sys.stderr)
+    say_findings(result)
     c = result["coverage"]
     print(f"runner: distinct scripts: {c['ran']} ran, {c['substituted']} substituted, {c['not fetchable here']} not "
           f"fetchable here, {c['failed']} failed, {c['not run']} not run, of {c['total']}", file=sys.stderr)
@@ -95,3 +85,22 @@ def _say_what_is_made_once(targets) -> None:
             print(f"runner: a vendor base that cannot be pulled gets a Debian stand-in: its {platform} root file system "
                   f"is made with debootstrap first (a few minutes, once per cache: {rootfs_path(platform).parent})",
                   file=sys.stderr, flush=True)
+
+
+def say_findings(result: dict) -> None:
+    """Every substitution, failed step, unfetchable URL and failed smoke check of the report, on stderr."""
+    for image in result["images"]:
+        for s in image["substitutions"]:
+            print(f"runner: {image['tag']} on {image['platform']}: substituted: {s['what']}, by {s['by']}, because "
+                  f"{s['why']}", file=sys.stderr)
+        for step in image["steps"]:
+            if step["status"] == "failed":
+                print(f"runner: {image['tag']} on {image['platform']}: step failed: [{step['stage']}] {step['title']}\n"
+                      f"{step['output'][-1500:]}", file=sys.stderr)
+            elif step["status"] == "not fetchable here":
+                print(f"runner: {image['tag']} on {image['platform']}: not fetchable here: [{step['stage']}] "
+                      f"{step['title']}: {' '.join(step['urls'])}", file=sys.stderr)
+        for check in image["smoke"]:
+            if not check["passed"]:
+                print(f"runner: {image['tag']} on {image['platform']}: smoke check failed: {check['name']}: "
+                      f"{check['reason']}\n{check['excerpt'][-1500:]}", file=sys.stderr)

@@ -94,5 +94,7 @@ def dockerfile(spec: StandinSpec, authorities: bool = False) -> str:
 
 
 def tag(backend: str, platform: str, spec: StandinSpec, authorities: Sequence[bytes] = ()) -> str:
-    text = dockerfile(spec, bool(authorities)) + platform + "".join(a.decode(errors="replace") for a in authorities)
+    # the root file system's name holds its suite and package list: a stand-in of other packages is another tag
+    text = (dockerfile(spec, bool(authorities)) + platform + rootfs_path(platform).name
+            + "".join(a.decode(errors="replace") for a in authorities))
     return f"{STANDIN_REPOSITORY}{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
