@@ -5,9 +5,10 @@ BiSheng compiler. Everything shares the release's runtime and its torch with tor
 
 from pathlib import Path
 
+from runner.compose.builds import mooncake_source, sglang_router, vllm_patches
 from runner.compose.components import LeftOut, native, python
-from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, caches, finish, install, pick, pick_or,
-                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
+                                runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download, github
@@ -113,11 +114,7 @@ def mooncake_build(t: Target, parent: Stage, version: str) -> Stage:
     b.run(f"""
         {WITH_CACHES}
         {max_jobs(2)}
-        {SET_ENV}
-        {github("kvcache-ai/Mooncake", f"v{version}").clone("/tmp/mooncake")}
-        cd /tmp/mooncake && bash dependencies.sh -y
-        cmake -S . -B build -DBUILD_UNIT_TESTS=OFF -DUSE_ASCEND_DIRECT=ON -DUSE_HTTP=ON -DUSE_ETCD=ON -DSTORE_USE_ETCD=ON -DCMAKE_BUILD_TYPE=Release
-        cmake --build build --target install -j"$MAX_JOBS" && ./scripts/build_wheel.sh
+        {SET_ENV}{mooncake_source(version, "-DUSE_ASCEND_DIRECT=ON")}
         mkdir -p /workspace/mooncake && mv mooncake-wheel/dist/*.whl /workspace/mooncake/ && rm -rf /tmp/mooncake
         """, caches=caches(t, parent.platform, "uv", "ccache"), title=f"build Mooncake {version} with Ascend direct transport")
     return b.build()
@@ -185,9 +182,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
             'exec "${{BASH_SOURCE[0]}}_" "$@"' > "$real"
         chmod +x "$real"
         """, title="the vllm command sources CANN's environment and preloads jemalloc")
-    add_patches(b, t, HERE, site_packages("vllm"))
-    if omni:
-        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
+    vllm_patches(b, t, HERE, omni=bool(omni))
     return finish(b, t, PATH=f"{BISHENG_PATH}:${{PATH}}", **NPU_ENV, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES="1")
 
 
@@ -255,10 +250,7 @@ def sglang_npu_build(t: Target, parent: Stage, version: str) -> Stage:
         unset ASCEND_HOME_PATH && cd /tmp/kernel && ./build.sh
         mv /tmp/kernel/output/deep_ep*.whl /tmp/kernel/output/sgl_kernel_npu*.whl /workspace/sglang/
         {rust_toolchain()}
-        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
-        uv pip install setuptools-rust maturin
-        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
-        maturin build --release --features vendored-openssl --out /workspace/sglang
+        {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}{sglang_router()}
         rm -rf /tmp/kernel /tmp/sglang /root/.cargo /root/.rustup
         """, caches=caches(t, parent.platform, "uv", "ccache"), title="build sgl-kernel-npu (with DeepEP) and the SGLang router")
     return b.build()

@@ -7,10 +7,10 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from runner.compose.builds import Toolchain, flash_attn_source, kernel_build, lmcache_source, sglang_router, vllm_patches
 from runner.compose.components import LeftOut, native, python
-from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, built_wheels, caches, finish, install,
-                               install_built, pick, pick_or,
-                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, rust_toolchain, at_least, built_wheels, caches, finish,
+                                install, install_built, pick, pick_or, runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.sources import Download, github
 from runner.compose.stages import Mount, Stage, StageBuilder, base_stage
@@ -43,6 +43,8 @@ NVSHMEM = Download("NVSHMEM", "https://developer.download.nvidia.com/compute/nvs
 FLASH_ATTN_WHEEL = ("https://github.com/Dao-AILab/flash-attention/releases/download/v{version}/flash_attn-{version}"
                     "+cu12torch{torch}cxx11abi{abi}-cp{py}-cp{py}-linux_{arch}.whl")  # a Download per version
 FLASHINFER_JIT = "https://flashinfer.ai/whl/cu{cu}"  # the ahead-of-time kernels, per CUDA release
+KERNELS = Toolchain("CUDA_ARCHS", "compute capabilities the kernels are built for",
+                    'TORCH_CUDA_ARCH_LIST="${CUDA_ARCHS}" NVCC_THREADS=1')
 
 LEFT_OUT = (
     LeftOut("flashinfer 0.6.1 (vLLM 0.14.1)", "vLLM 0.14.1 requires flashinfer-python==0.5.3; the released image "
@@ -106,20 +108,9 @@ def build_base(t: Target, platform: str, torch: str) -> Stage:
 
 def kernel(t: Target, base: Stage, name: str, version: str, script: str, *, gb_per_job: int = 4,
            args: dict[str, str] | None = None) -> Stage:
-    """A build stage leaving its wheels (or packages) in /workspace/<name>; `args` are build arguments
-    its script reads."""
-    b = StageBuilder("vllm-build", f"{name}-build", base)
-    b.arg("CUDA_ARCHS", arch_list(t), doc="compute capabilities the kernels are built for")
-    for arg, value in (args or {}).items():
-        b.arg(arg, value, doc=f"{name} release")
-    b.run(f"""
-        {WITH_CACHES}
-        {max_jobs(gb_per_job)}
-        export TORCH_CUDA_ARCH_LIST="${{CUDA_ARCHS}}" NVCC_THREADS=1 CCACHE_DIR=/root/.cache/ccache
-        mkdir -p /workspace/{name}
-        {script}
-        """, caches=caches(t, base.platform, "uv", "ccache"), title=f"build {name} {version}")
-    return b.build()
+    """A kernel build stage (builds.kernel_build) for the torch CUDA release's arch list."""
+    return kernel_build(t, base, name, version, script, toolchain=KERNELS, archs=arch_list(t), gb_per_job=gb_per_job,
+                        args=args)
 
 
 @shared
@@ -142,9 +133,7 @@ def flash_attn_build(t: Target, platform: str, torch: str, version: str) -> Stag
     return kernel(t, build_base(t, platform, torch), "flash-attn", version, f"""
         for abi in FALSE TRUE; do  # a prebuilt wheel when one exists, for either C++ ABI
             if {wheel.fetch(f"/workspace/flash-attn/{name}", **fields)}; then exit 0; fi
-        done
-        {github("Dao-AILab/flash-attention", f"v{version}").clone("/tmp/fa")}
-        cd /tmp/fa && BUILD_TARGET=cuda python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn""", gb_per_job=8)
+        done{flash_attn_source(version, "BUILD_TARGET=cuda")}""", gb_per_job=8)
 
 
 @shared
@@ -179,10 +168,7 @@ def ep_kernels_build(t: Target, platform: str, torch: str, commits: tuple[str, s
 
 @shared
 def lmcache_build(t: Target, platform: str, torch: str, version: str) -> Stage:
-    return kernel(t, build_base(t, platform, torch), "lmcache", version, f"""
-        {github("LMCache/LMCache", f"v{version}").clone("/tmp/lmcache")}
-        cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
-        python3 -m build --wheel --no-isolation --outdir /workspace/lmcache""", gb_per_job=2)
+    return kernel(t, build_base(t, platform, torch), "lmcache", version, lmcache_source(version), gb_per_job=2)
 
 
 @shared
@@ -256,9 +242,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS,
                                title="KV connectors (nixl, Mooncake), audio and model-hub extras"))
     b.component(python("nixl", ""))
-    add_patches(b, t, HERE, site_packages("vllm"))
-    if omni:
-        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
+    vllm_patches(b, t, HERE, omni=bool(omni))
     return finish(b, t, VLLM_TORCH_VERSION=torch, RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES="1",
                   SAFETENSORS_FAST_GPU="1", RUNAI_STREAMER_MEMORY_LIMIT="0", RUNAI_STREAMER_LOG_TO_STDERR="1",
                   RUNAI_STREAMER_LOG_LEVEL="INFO", OPAL_PREFIX="/opt/hpcx/ompi", OMPI_MCA_coll_hcoll_enable="0",
@@ -277,10 +261,7 @@ def sglang_build(t: Target, platform: str, version: str) -> Stage:
         sed -i 's/"torch==[^"]*"/"torch"/; s/"torchaudio==[^"]*"/"torchaudio"/' pyproject.toml
         uv pip install "grpcio-tools==1.75.1"
         python3 -m build --wheel --no-isolation --outdir /workspace/sglang
-        {rust_toolchain()}
-        uv pip install setuptools-rust maturin
-        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
-        maturin build --release --features vendored-openssl --out /workspace/sglang
+        {rust_toolchain()}{sglang_router()}
         rm -rf /tmp/sglang /root/.cargo /root/.rustup""", gb_per_job=2, args={"SGLANG_VERSION": version})
 
 

@@ -6,10 +6,11 @@ transform, on the release's vLLM 0.14.1 image."""
 from dataclasses import replace
 from pathlib import Path
 
+from runner.compose.builds import (Toolchain, flash_attn_source, kernel_build, lines, lmcache_source, mooncake_source,
+                                   sglang_router, vllm_patches)
 from runner.compose.components import LeftOut, python
-from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, WITH_CACHES, max_jobs, rust_toolchain, add_patches, at_least, built_wheels, caches, finish, install,
-                               install_built, pick, pick_or,
-                                runtime_builder, service_builder, shared, site_packages, torch_stage)
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, rust_toolchain, at_least, built_wheels, finish, install,
+                                install_built, pick, pick_or, runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Git, github
@@ -34,6 +35,7 @@ PYTORCH_ROCM = "https://download.pytorch.org/whl/rocm{}"
 # the ROCm port of fast-hadamard-transform lives on a branch of a fork that publishes no tags
 FAST_HADAMARD = Git("fast-hadamard-transform", "https://github.com/jeffdaily/fast-hadamard-transform.git", "rocm",
                     branch_reason="the ROCm port is a branch of a fork that publishes no tags")
+KERNELS = Toolchain("ROCM_ARCHS", "GPU targets the kernels are built for", 'PYTORCH_ROCM_ARCH="${ROCM_ARCHS}"')
 NOSET = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
          "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1"}
 
@@ -70,19 +72,9 @@ def service(t: Target, runtime: Stage) -> Stage:
 
 def kernel(t: Target, base: Stage, name: str, version: str, script: str, gb_per_job: int = 2,
            args: dict[str, str] | None = None) -> Stage:
-    """A build stage leaving its wheels in /workspace/<name>; `args` are build arguments its script reads."""
-    b = StageBuilder("vllm-build", f"{name}-build", base)
-    b.arg("ROCM_ARCHS", ";".join(t.archs), doc="GPU targets the kernels are built for")
-    for arg, value in (args or {}).items():
-        b.arg(arg, value, doc=f"{name} release")
-    b.run(f"""
-        {WITH_CACHES}
-        {max_jobs(gb_per_job)}
-        export PYTORCH_ROCM_ARCH="${{ROCM_ARCHS}}" CCACHE_DIR=/root/.cache/ccache
-        mkdir -p /workspace/{name}
-        {script}
-        """, caches=caches(t, base.platform, "uv", "ccache"), title=f"build {name} {version}")
-    return b.build()
+    """A kernel build stage (builds.kernel_build) for the target's GPUs."""
+    return kernel_build(t, base, name, version, script, toolchain=KERNELS, archs=";".join(t.archs), gb_per_job=gb_per_job,
+                        args=args)
 
 
 @shared
@@ -118,24 +110,17 @@ def vllm(t: Target, runtime: Stage) -> Stage:
                           components=[python("AITER", aiter_version, dist="amd-aiter", imports=("aiter",))])]
     if (fa := pick_or(v, FLASH_ATTN)):
         fa_archs = ";".join(a for a in t.archs if a in FLASH_ATTN_ARCHS)
-        built.append(built_wheels(kernel(t, base, "flash-attn", fa, f"""
-            {github("Dao-AILab/flash-attention", f"v{fa}").clone("/tmp/fa")}
-            cd /tmp/fa && GPU_ARCHS={word(fa_archs)} BUILD_TARGET=rocm python3 -m build --wheel --no-isolation --outdir /workspace/flash-attn"""),
+        source = flash_attn_source(fa, f"GPU_ARCHS={word(fa_archs)} BUILD_TARGET=rocm", indent=12)
+        built.append(built_wheels(kernel(t, base, "flash-attn", fa, source),
             "flash-attn", ("flash-attn", "*.whl"), components=[python("flash-attn", fa)]))
     lm = pick(v, LMCACHE)
-    built.append(built_wheels(kernel(t, base, "lmcache", lm, f"""
-        {github("LMCache/LMCache", f"v{lm}").clone("/tmp/lmcache")}
-        cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml
-        TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1 python3 -m build --wheel --no-isolation --outdir /workspace/lmcache"""),
+    source = lmcache_source(lm, "TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1")
+    built.append(built_wheels(kernel(t, base, "lmcache", lm, source),
         "lmcache", ("lmcache", "*.whl"), resolve_as=f"lmcache=={lm}", without=("torch",),
         components=[python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",))]))
     if (mc := pick_or(v, MOONCAKE)):
-        built.append(built_wheels(kernel(t, base, "mooncake", mc, f"""
-            {github("kvcache-ai/Mooncake", f"v{mc}").clone("/tmp/mooncake")}
-            cd /tmp/mooncake && bash dependencies.sh -y
-            cmake -S . -B build -DBUILD_UNIT_TESTS=OFF -DUSE_HIP=ON -DUSE_HTTP=ON -DUSE_ETCD=ON -DSTORE_USE_ETCD=ON -DCMAKE_BUILD_TYPE=Release
-            cmake --build build --target install -j"$MAX_JOBS" && ./scripts/build_wheel.sh
-            mv mooncake-wheel/dist/*.whl /workspace/mooncake/"""), "mooncake", ("mooncake-transfer-engine", "*.whl"),
+        source = mooncake_source(mc, "-DUSE_HIP=ON", indent=12) + lines("mv mooncake-wheel/dist/*.whl /workspace/mooncake/", indent=12)
+        built.append(built_wheels(kernel(t, base, "mooncake", mc, source), "mooncake", ("mooncake-transfer-engine", "*.whl"),
             resolve_as=f"mooncake-transfer-engine=={mc}", components=[python("mooncake", mc, dist="mooncake-transfer-engine")]))
     if (omni := pick_or(v, OMNI)):
         built.append(built_wheels(kernel(t, base, "vllm-omni", omni, f"""
@@ -155,9 +140,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
               "mistral_common[audio]", "petit-kernel")
     install(b, t, Requirements(tuple(pkg(e) for e in extras), prereleases=OTEL_BETAS, title="audio, model-hub and kernel extras"))
     b.component(python("ray", ""), python("petit-kernel", ""))
-    add_patches(b, t, HERE, site_packages("vllm"))
-    if omni:
-        add_patches(b, t, HERE, site_packages("vllm-omni"), service="vllm-omni")
+    vllm_patches(b, t, HERE, omni=bool(omni))
     return finish(b, t, VLLM_TORCH_VERSION=torch, **NOSET, HIP_FORCE_DEV_KERNARG="1", HSA_NO_SCRATCH_RECLAIM="1",
                   VLLM_ROCM_USE_AITER="1", VLLM_FP8_PADDING="1", VLLM_FP8_ACT_PADDING="1",
                   VLLM_FP8_WEIGHT_PADDING="1", VLLM_FP8_REDUCE_CONV="1")
@@ -184,10 +167,7 @@ def sglang(t: Target, runtime: Stage) -> Stage:
         uv pip install "grpcio-tools==1.75.1" && python3 -m build --wheel --no-isolation --outdir /workspace/sglang
         cd /tmp/sglang/sgl-kernel && if [[ -f pyproject_rocm.toml ]]; then mv pyproject_rocm.toml pyproject.toml; fi
         AMDGPU_TARGET={word(';'.join(t.archs))} python3 setup_rocm.py bdist_wheel --dist-dir /workspace/sglang
-        {rust_toolchain()}
-        uv pip install setuptools-rust maturin
-        cd /tmp/sglang/sgl-model-gateway/bindings/python && ulimit -n 65536
-        maturin build --release --features vendored-openssl --out /workspace/sglang
+        {rust_toolchain()}{sglang_router()}
         {FAST_HADAMARD.clone("/tmp/fht", submodules=False)}
         cd /tmp/fht && FAST_HADAMARD_TRANSFORM_SKIP_CUDA_BUILD=TRUE python3 -m build --wheel --no-isolation --outdir /workspace/sglang
         rm -rf /tmp/sglang /tmp/fht /root/.cargo /root/.rustup""", args={"SGLANG_VERSION": v})

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from runner.model.catalog import RunnerRecord
 from runner.model.errors import UserError, Where
@@ -47,7 +48,7 @@ def parse_records(text: str, label: str) -> list[RunnerRecord]:
     return out
 
 
-def _allowed(err: dict) -> str:
+def _allowed(err: ErrorDetails) -> str:
     if err["type"] == "extra_forbidden":
         return ", ".join(RunnerRecord.model_fields)
     if err["type"] == "missing":
@@ -57,7 +58,8 @@ def _allowed(err: dict) -> str:
 
 def _item_lines(text: str) -> list[int]:
     """The 1-based line each top-level list item starts on (the text is known to be a JSON list)."""
-    decoder, lines, pos = json.JSONDecoder(), [], text.index("[") + 1
+    decoder, pos = json.JSONDecoder(), text.index("[") + 1
+    lines: list[int] = []
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1

@@ -80,7 +80,7 @@ class JobPlan:
         against a cache holding what the jobs before it published, each base image standing for
         itself: what a release run builds, job by job."""
         digests = _StandIns()
-        shared, published, out = self.shared(), set(), []
+        shared, published, out = self.shared(), set[str](), list[Lookup]()
         for job in self.jobs:  # sorted by wave: a job's inputs come from earlier waves
             found = lookup(job.root, lambda s: cache_key(s, digests) in published, job.needs)
             published.update(cache_key(s, digests) for s in found.to_publish(shared))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar, overload
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -25,6 +26,9 @@ from runner.compose.sources import Download
 from runner.compose.stages import Cache, Mount, Stage, StageBuilder, StageKind
 from runner.model.targets import Target
 
+V = TypeVar("V")  # a pin's value: a version, or a tuple of them
+D = TypeVar("D")
+P = ParamSpec("P")
 TIMEZONE = "Asia/Shanghai"
 PATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.patch")  # names reach a script: nothing a shell reads
 CMAKE = Download("cmake", "https://github.com/Kitware/CMake/releases/download/v{version}/cmake-{version}-linux-{arch}.tar.gz",
@@ -108,7 +112,7 @@ def _caches(backend: str, platform: str, tools: tuple[str, ...]) -> tuple[Cache,
                  for tool in tools for i, path in enumerate(_CACHE_PATHS[tool]))
 
 
-def pick(version: str, pins: Mapping[str, str], what: str = "pin") -> str:
+def pick(version: str, pins: Mapping[str, V], what: str = "pin") -> V:
     """The value of the first version range that contains `version`, e.g.
     pick("0.13.0", {">=0.14": "2.9.1", ">=0.11.2": "2.9.0"}) == "2.9.0". New service versions fall
     into an existing range, so adding one is a matrix line, not a recipe edit."""
@@ -118,7 +122,14 @@ def pick(version: str, pins: Mapping[str, str], what: str = "pin") -> str:
     raise LookupError(f"no {what} for version {version} (ranges: {', '.join(pins)})")
 
 
-def pick_or(version: str, pins: Mapping[str, str], default: str = "") -> str:
+@overload
+def pick_or(version: str, pins: Mapping[str, str]) -> str: ...
+@overload
+def pick_or(version: str, pins: Mapping[str, V], default: D) -> V | D: ...
+
+
+def pick_or(version: str, pins: Mapping[str, object], default: object = "") -> object:
+    """pick(), with `default` (an empty string unless given) for a version no range contains."""
     try:
         return pick(version, pins)
     except LookupError:
@@ -130,16 +141,18 @@ def _contains(spec: str, version: str) -> bool:
     return SpecifierSet(spec, prereleases=True).contains(Version(version))
 
 
-def shared(compose_stage):
+def shared(compose_stage: Callable[P, Stage]) -> Callable[P, Stage]:
     """Decorator for recipe functions other targets reuse (SGLang builds on the release's vLLM image,
     kernels on a CUDA release's build stage): equal inputs give the very same Stage, composed once."""
     memo: dict[tuple, Stage] = {}
 
     @wraps(compose_stage)
-    def wrapper(*args):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Stage:
+        if kwargs:  # the memo's key is the positional arguments: a keyword would be left out of it
+            raise TypeError(f"{wrapper.__name__}() of a shared stage takes positional arguments only")
         key = tuple(a.key if isinstance(a, Stage) else a for a in args)
         if (found := memo.get(key)) is None:
-            found = memo[key] = compose_stage(*args)
+            found = memo[key] = compose_stage(*args, **kwargs)
         return found
 
     return wrapper

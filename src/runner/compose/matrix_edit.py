@@ -49,9 +49,9 @@ def apply(text: str, doc: MarkedDocument, insertions: Sequence[Insertion]) -> st
         starts.append(starts[-1] + len(line))
     edits = []
     for ins in insertions:
-        line, column = doc.marks[tuple(ins.path) + (0,)]  # 1-based, the first entry's first character
-        offset = starts[line - 1] + column - 1
-        before = lines[line - 1][:column - 1]
+        row, column = doc.marks[tuple(ins.path) + (0,)]  # 1-based, the first entry's first character
+        offset = starts[row - 1] + column - 1
+        before = lines[row - 1][:column - 1]
         if before.strip() == "-":  # block list: each new entry gets its own `- ` line, indented alike
             new = "".join(f"{entry}\n{before}" for entry in ins.entries)
         else:  # flow list

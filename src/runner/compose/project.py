@@ -170,7 +170,7 @@ def _read_cache(file: Path, key: str) -> dict | None:
 _TARGET_FIELDS = {f.name for f in dataclasses.fields(Target) if f.init}
 
 
-def _strings(value: object, kind: type = list) -> bool:
+def _strings(value: object, kind: type[list] | type[tuple] = list) -> bool:
     return isinstance(value, kind) and all(isinstance(v, str) for v in value)
 
 

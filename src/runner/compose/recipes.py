@@ -29,7 +29,9 @@ from runner.model.targets import Target
 class RecipeModule(Protocol):
     """What the plan calls in a pack/<backend>/recipe.py module (base and LEFT_OUT are optional)."""
 
-    SERVICES: Sequence[str]
+    @property
+    def SERVICES(self) -> Sequence[str]:
+        """Read-only, so that a recipe's tuple of names satisfies it (a writable member must match exactly)."""
 
     def runtime(self, t: Target, base: Stage, /) -> Stage: ...
 

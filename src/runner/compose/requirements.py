@@ -63,11 +63,11 @@ def pkg(text: str, *, built: str = "", resolve_as: str = "", without: Iterable[s
     if not name:
         raise ValueError(f"not a requirement: {text!r}")
     rest = text[name.end():]
-    extras: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()  # the extras the requirement text itself names
     if rest.startswith("["):
         inner, _, rest = rest[1:].partition("]")
-        extras = tuple(e.strip() for e in inner.split(",") if e.strip())
-    return Package(name[0], rest.strip(), (*extras, *given), marker.strip(), built, resolve_as, tuple(without), prerelease)
+        written = tuple(e.strip() for e in inner.split(",") if e.strip())
+    return Package(name[0], rest.strip(), (*written, *given), marker.strip(), built, resolve_as, tuple(without), prerelease)
 
 
 @dataclass(frozen=True)
