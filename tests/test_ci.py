@@ -237,7 +237,7 @@ def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
         return subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), *args], env=env, capture_output=True,
                               text=True, check=True).stdout.split("\n")[:-1]
 
-    # the selection belongs to `select`, before the chained `images publish` and its own arguments
+    # the selection belongs to `select`, before the chained `images summary` and its own arguments
     assert call("select", "images", "summary") == [
         "call", "select", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
         "--platform", "linux/arm64", "images", "summary"]

@@ -31,8 +31,8 @@ ONE_FACE_ONLY = {
     ("resolve", "verbose"): "a table option; Dagger's JSON has every step",
     ("resolve", "jobs"): "uv processes on this machine; the engine's function runs its own",
     ("resolve", "per_step"): "a local shortcut; the module always checks whole images too",
-    ("build", "report"): "Dagger: chain `images ... report`",
-    ("publish", "report"): "Dagger: chain `images ... report`",
+    ("build", "report"): "Dagger: chain `select ... images report`",
+    ("publish", "report"): "Dagger: chain `select ... images report`",
     ("smoke", "report"): "Dagger: chain `smoke ... report`",
     # the local Docker engine's own settings: the Dagger engine caches and labels by itself
     ("*", "engine"): "CLI only: which local engine (Dagger is the engine of `dagger call`)",
