@@ -224,7 +224,20 @@ async def test_registry_functions_send_no_query_to_the_engine(project, local_sou
         await one_platform.with_registry(registry.registry, registry.username, secret, insecure=True).merge(run="7")
     with pytest.raises(UserError, match="registry credentials missing"):
         await _runner().select(service="voxbox").with_registry(registry.registry, insecure=True).merge(run="7")
+    # discard reaches deprecated tags too, whatever select says (as `runner discard`); the others keep to it
+    everything = _runner().select().with_registry(registry.registry, registry.username, secret, insecure=True)
+    assert any(t.deprecated for t in (await everything.release("discard")).targets)
+    assert not any(t.deprecated for t in (await everything.release("merge")).targets)
     assert capture == []
+
+
+async def test_drive_refuses_a_selection_the_release_workflow_cannot_carry_on(local_source):
+    """A continuation run gets backend, service and their versions as workflow inputs, nothing else."""
+    token = dag.secret("env://GITHUB_TOKEN")
+    for selected in (_runner().select(variant="910b"), _runner().select(skip="*-dev"),
+                     _runner().select(include_deprecated=True)):
+        with pytest.raises(UserError, match="selected by backend, service and their versions only"):
+            await selected.drive(token, "o/r", "main", run="7")
 
 
 async def test_a_base_image_that_cannot_be_pulled_fails_its_target_only(project, monkeypatch):
