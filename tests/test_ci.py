@@ -94,9 +94,18 @@ GLOBAL_FLAGS = {"-o": True, "--output": True, "-m": True, "--mod": True, "--prog
                 "--json": False}
 
 
+def _scripts(value) -> list[str]:
+    """Every string of a parsed YAML file: the scripts as the CI system reads them (plain scalars folded)."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _scripts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _scripts(v)]
+    return [value] if isinstance(value, str) else []
+
+
 def _calls(text: str) -> list[list[str]]:
-    """Each `dagger call ...` / `ci/dagger-call.sh ...` in a file, as words (line continuations joined,
-    comments and quotes dropped)."""
+    """Each `dagger call ...` / `ci/dagger-call.sh ...` in a text, as words (line continuations joined,
+    comments and quotes dropped), chained calls included: `select ... with-registry ... merge --run R`."""
     text = re.sub(r"\\\n\s*|\n\s{2,}(?=--)", " ", text)
     found = []
     for m in re.finditer(r"(?:ci/dagger-call\.sh|dagger call)\s+([^\n;|>`#]*)", text):
@@ -138,8 +147,14 @@ def test_every_documented_and_ci_call_is_one_the_module_accepts():
     from tests.dagger_query import typedefs
 
     objects = anyio.run(typedefs)["objects"]
-    calls = {str(f.relative_to(ROOT)): _calls(f.read_text()) for f in GITHUB + GITLAB + DOCS}
+    calls = {str(f.relative_to(ROOT)): _calls(f.read_text()) for f in DOCS}
+    calls |= {str(f.relative_to(ROOT)): [c for t in _scripts(yaml.safe_load(f.read_text())) for c in _calls(t)]
+              for f in GITHUB + GITLAB}
     assert sum(map(len, calls.values())) >= 20 and len(calls["README.md"]) >= 8
+    # the release's registry steps are chained on the selection and the registry, each declared once
+    chained = [w for ws in calls.values() for w in ws if "with-registry" in w]
+    assert {"merge", "promote", "report", "digests", "discard"} <= {w for ws in chained for w in ws}
+    assert all(ws[0] == "select" for ws in chained)
     for words in (w for ws in calls.values() for w in ws):
         check_call(objects, words)
 
@@ -151,7 +166,10 @@ def test_the_call_check_can_fail():
 
     objects = anyio.run(typedefs)["objects"]
     for bad in (["build", "summary"], ["images", "export", "--path", "out/"], ["build", "--backend", "cann", "--nope"],
-                ["images", "publish", "--registry", "r", "--single-arch-only"]):
+                ["images", "publish", "--registry", "r", "--single-arch-only"],
+                ["select", "--backend", "cann", "build", "summary"], ["select", "build", "--backend", "cann"],
+                ["select", "merge", "--run", "1"],
+                ["select", "with-registry", "--address", "r", "merge", "--backend", "x"]):
         with pytest.raises(AssertionError):
             check_call(objects, bad)
 
@@ -214,14 +232,22 @@ def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "RUNNER_BACKEND": "cann", "RUNNER_VARIANT": "910b",
            "RUNNER_SERVICE_VERSION": "0.14.1", "RUNNER_PLATFORM": "linux/arm64", "RUNNER_SERVICE": ""}
-    out = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "images", "publish", "--single-arch"],
-                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")[:-1]
-    # the selection belongs to `build`, before the chained `publish` and its own arguments
-    assert out == ["call", "images", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
-                   "--platform", "linux/arm64", "publish", "--single-arch"]
-    merge = subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), "merge"], env=env, capture_output=True,
-                           text=True, check=True).stdout.split()
-    assert "--platform" not in merge and "--variant" not in merge
+
+    def call(*args: str) -> list[str]:
+        return subprocess.run(["sh", str(ROOT / "ci" / "dagger-call.sh"), *args], env=env, capture_output=True,
+                              text=True, check=True).stdout.split("\n")[:-1]
+
+    # the selection belongs to `select`, before the chained `images summary` and its own arguments
+    assert call("select", "images", "summary") == [
+        "call", "select", "--backend", "cann", "--service-version", "0.14.1", "--variant", "910b",
+        "--platform", "linux/arm64", "images", "summary"]
+    # a release acts on whole multi-arch tags, a driven one on what the workflow carries on: no variant, no platform
+    merge = call("select", "with-registry", "--address", "r", "merge", "--run", "7")
+    assert merge == ["call", "select", "--backend", "cann", "--service-version", "0.14.1", "with-registry",
+                     "--address", "r", "merge", "--run", "7"]
+    assert "--platform" not in call("select", "drive", "--run", "7") and "--variant" not in call("select", "drive")
+    # anything not chained on select is passed on untouched: a CI job carries its own selection
+    assert call("job", "--key", "k", "--selection", "{}") == ["call", "job", "--key", "k", "--selection", "{}"]
 
 
 def test_engine_version_comes_from_dagger_json_only():

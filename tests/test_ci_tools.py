@@ -207,12 +207,15 @@ def test_a_dry_run_job_writes_nothing_and_needs_no_credentials(tmp_path):
 # -- the GitLab pipeline, run by gitlab-ci-local ------------------------------------------------------
 
 FAKE_DAGGER = """#!{python}
-# `dagger call matrix|plan ...` is answered by runner's own code (what the module's functions return);
-# every other call is recorded with the job's variables and succeeds, unless its key is to fail.
+# `dagger call select [filters] matrix|plan ...` is answered by runner's own code (what the module's
+# functions return; the CLI takes the same filters by the same names); every other call is recorded
+# with the job's variables and succeeds, unless its key is to fail.
 import json, os, subprocess, sys
 args = sys.argv[1:]
-if args[:2] in (["call", "matrix"], ["call", "plan"]):
-    sys.exit(subprocess.run([{python!r}, "-m", "runner", *args[1:]], cwd={root!r}).returncode)
+chained = [i for i, a in enumerate(args) if a in ("matrix", "plan") and not args[i - 1].startswith("--")]
+if args[:2] == ["call", "select"] and chained:
+    i = chained[0]
+    sys.exit(subprocess.run([{python!r}, "-m", "runner", args[i], *args[2:i], *args[i + 1:]], cwd={root!r}).returncode)
 env = {{k: os.environ.get(k, "") for k in ("RUNNER_JOB_PLATFORM", "RUNNER_JOB_RUNNER", "_EXPERIMENTAL_DAGGER_RUNNER_HOST",
                                           "CI_PIPELINE_ID")}}
 with open(os.environ["DAGGER_RECORD"], "a") as f:
@@ -265,6 +268,16 @@ def _job_calls(calls: list[dict]) -> list[dict]:
     return [c for c in calls if c["args"][:2] == ["call", "job"]]
 
 
+FUNCTIONS = {"job", "matrix", "plan", "resolve", "build", "images", "drive", "publish", "merge", "promote", "discard",
+             "report", "mirror", "digests"}
+
+
+def _function(call: dict) -> str:
+    """The function a recorded call ends in: `job`, or the one chained on `select [...] with-registry [...]`."""
+    args = call["args"]
+    return next(a for i, a in enumerate(args[1:], 1) if a in FUNCTIONS and not args[i - 1].startswith("--"))
+
+
 def _key(call: dict) -> str:
     return call["args"][call["args"].index("--key") + 1]
 
@@ -295,7 +308,7 @@ def test_a_dry_run_pipeline_runs_its_jobs_as_a_dag_and_writes_nothing(gitlab, pr
         arch = job.root.platform.split("/")[1]
         assert c["env"]["RUNNER_JOB_PLATFORM"] == job.root.platform and c["env"]["RUNNER_JOB_RUNNER"].endswith(arch)
         assert c["env"]["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == ("tcp://x86:8080" if arch == "amd64" else "")
-    assert {c["args"][1] for c in calls} == {"job"}  # no merge, promote or report in a dry run
+    assert {_function(c) for c in calls} == {"job"}  # no merge, promote or report in a dry run
 
 
 def test_the_schedule_publishes_dev_under_one_run(gitlab, project):
@@ -307,10 +320,14 @@ def test_the_schedule_publishes_dev_under_one_run(gitlab, project):
     for c in _job_calls(calls):
         assert {"--registry", "--run", "--password"} <= set(c["args"]) and "--dry-run" not in c["args"]
         assert c["args"][c["args"].index("--run") + 1] == "4242"  # the pipeline's ID: one run
-    functions = [c["args"][1] for c in calls]
-    assert "merge" in functions and "release-report" in functions and "promote" not in functions
-    merge = next(c["args"] for c in calls if c["args"][1] == "merge")
+    functions = [_function(c) for c in calls]
+    assert "merge" in functions and "report" in functions and "promote" not in functions
+    merge = next(c["args"] for c in calls if _function(c) == "merge")
     assert merge[merge.index("--run") + 1] == "4242" and "--skip-missing" in merge
+    # merge acts on the pipeline's selection, declared once on select, and on the registry given once
+    assert merge[:merge.index("with-registry")] == ["call", "select", "--backend", "cuda", "--service", "sglang",
+                                                    "--service-version", "0.5.8"]
+    assert merge[merge.index("--address") + 1] == "docker.io" and merge.count("--address") == 1
 
 
 def test_the_outdated_job_prints_the_proposal_and_keeps_the_matrix_edit(gitlab, tmp_path):

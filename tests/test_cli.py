@@ -21,7 +21,7 @@ def test_matrix_json_has_the_documented_keys():
     rows = json.loads(out.stdout)
     every = json.loads(run("matrix", "--format", "json", "--include-deprecated").stdout)
     assert len(every) == 89 and any(r["status"] == "deprecated" for r in every)
-    # deprecated targets are left out by default, as `dagger call matrix` leaves them out
+    # deprecated targets are left out by default, as `dagger call select matrix` leaves them out
     assert rows == [r for r in every if r["status"] != "deprecated"]
     row = next(r for r in rows if r["tag"] == "cann8.5-a3-vllm0.14.1")
     assert {k: row[k] for k in ("backend", "backend_version", "original_backend_version", "backend_variant", "service",

@@ -49,12 +49,21 @@ def test_the_chained_objects_are_registered_and_reachable(objects):
     runner = objects["Runner"]["functions"]
     assert runner["select"]["returns"] == "Selected"
     assert objects["Selected"]["functions"]["with_registry"]["returns"] == "Released"
-    assert {"build", "images", "plan", "matrix"} <= set(objects["Selected"]["functions"])
-    assert {"publish", "merge", "promote", "discard", "report"} <= set(objects["Released"]["functions"])
-    # the filters are declared on select only; the chained functions take none of them again
-    for o in ("Selected", "Released"):
-        for name, fn in objects[o]["functions"].items():
-            assert not {"backend", "service", "backend_version", "service_version"} & set(fn["args"]), (o, name)
+    assert {"build", "images", "plan", "matrix", "resolve", "drive"} <= set(objects["Selected"]["functions"])
+    assert {"publish", "merge", "promote", "discard", "report", "mirror", "digests"} <= set(
+        objects["Released"]["functions"])
+    # the filters are declared on select only: no other function of any object takes one of them again
+    filters = {"backend", "service", "backend_version", "variant", "service_version", "include_deprecated",
+               "backend_version_prefix", "service_version_prefix", "select", "skip"}
+    assert filters <= set(runner["select"]["args"])
+    for o, obj in objects.items():
+        for name, fn in obj["functions"].items():
+            if (o, name) != ("Runner", "select"):
+                assert not filters & set(fn["args"]), (o, name)
+    # and the registry once, on with-registry: nothing chained on it takes a registry again
+    assert {"address", "username", "password"} <= set(objects["Selected"]["functions"]["with_registry"]["args"])
+    for name, fn in objects["Released"]["functions"].items():
+        assert not {"registry", "address", "username", "password"} & set(fn["args"]), name
 
 
 @pytest.mark.parametrize("text, problem", [

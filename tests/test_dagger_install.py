@@ -43,9 +43,11 @@ def test_the_engine_runtime_installs_and_registers_the_module(context: Path, tmp
     done = rt.register(context, tmp_path / "venv")
     assert done.returncode == 0, done.stderr[-3000:]
     defs = json.loads(done.stdout)
-    assert {"Runner", "Build", "BuiltImage"} <= set(defs["objects"])
+    assert {"Runner", "Selected", "Released", "Build", "BuiltImage"} <= set(defs["objects"])
     runner = defs["objects"]["Runner"]["functions"]
-    assert {"build", "images", "merge", "promote", "discard", "prune", "matrix", "plan"} <= set(runner)
+    assert {"select", "prune", "job", "dockerfile"} <= set(runner)
+    assert {"build", "images", "matrix", "plan"} <= set(defs["objects"]["Selected"]["functions"])
+    assert {"publish", "merge", "promote", "discard"} <= set(defs["objects"]["Released"]["functions"])
     assert defs["description"].startswith("Build, smoke-test and publish GPUStack Runner")
     assert set(defs["enums"]["Backend"]["members"]) == {p.parent.name.upper() for p in (ROOT / "pack").glob("*/recipe.py")}
 

@@ -50,26 +50,36 @@ def _runner(**kw):
 
 def test_functions_args_and_docs_as_dagger_functions_shows_them(defs):
     runner = defs["objects"]["Runner"]
-    assert {"matrix", "plan", "dockerfile", "base", "runtime", "service", "build", "images", "merge", "promote",
-            "discard", "prune"} <= set(runner["functions"])
-    build = runner["functions"]["build"]
+    selected, released = defs["objects"]["Selected"]["functions"], defs["objects"]["Released"]["functions"]
+    assert {"select", "dockerfile", "base", "runtime", "service", "smoke", "prune", "job", "verify"} == set(
+        runner["functions"]) - {""}
+    assert {"matrix", "plan", "resolve", "build", "images", "drive", "with_registry"} == set(selected)
+    assert {"publish", "merge", "promote", "discard", "report", "mirror", "digests"} == set(released)
+    select = runner["functions"]["select"]
+    assert list(select["args"]) == ["backend", "service", "backend_version", "variant", "service_version", "platform",
+                                    "include_deprecated", "backend_version_prefix", "service_version_prefix",
+                                    "select", "skip"]
+    assert select["args"]["backend"]["type"] == "Backend?" and select["returns"] == "Selected"
+    build = selected["build"]
     assert build["returns"] == "STRING_KIND" and build["description"].startswith("Build every selected target")
-    assert list(build["args"]) == ["backend", "service", "backend_version", "variant", "service_version", "platform",
-                                   "include_deprecated", "concurrency", "gpu"]
-    assert build["args"]["backend"]["type"] == "Backend?"
-    assert runner["functions"]["images"]["returns"] == "Build"
+    assert list(build["args"]) == ["concurrency", "gpu"]
+    assert selected["images"]["returns"] == "Build" and selected["with_registry"]["returns"] == "Released"
     source = runner["functions"][""]["args"]["source"]  # the constructor
     assert source["type"] == "Directory" and source["default_path"] == "/"
     assert "!pack" in source["ignore"] and "!matrix.yaml" in source["ignore"]
     assert all(a["description"] for f in runner["functions"].values() for a in f["args"].values())
     assert all(f["description"] for o in defs["objects"].values() for f in o["functions"].values())
     b = defs["objects"]["Build"]["functions"]
-    assert {"publish", "report", "summary", "tarballs"} <= set(b) and "export" not in b
+    assert {"report", "summary", "tarballs"} == set(b)  # publishing is `with-registry ... publish`: the registry once
     assert b["tarballs"]["returns"] == "Directory"
-    for fn in (b["publish"], *(runner["functions"][n] for n in ("merge", "promote", "discard", "prune"))):
-        assert fn["cache"].endswith("Never") and fn["args"]["password"]["type"] == "Secret"
+    for fn in (*(released[n] for n in ("publish", "merge", "promote", "discard", "mirror", "digests")),
+               runner["functions"]["prune"]):
+        assert fn["cache"].endswith("Never")
+    # the password is a Secret wherever it is taken, never a string
+    assert selected["with_registry"]["args"]["password"]["type"] == "Secret?"
+    assert runner["functions"]["prune"]["args"]["password"]["type"] == "Secret"
     assert "_EXPERIMENTAL_DAGGER_GPU_SUPPORT" in build["args"]["gpu"]["description"]
-    assert "not 127.0.0.1" in runner["functions"]["merge"]["args"]["registry"]["description"]
+    assert "not 127.0.0.1" in selected["with_registry"]["args"]["address"]["description"]
     assert defs["description"].startswith("Build, smoke-test and publish GPUStack Runner")
 
 
@@ -198,18 +208,36 @@ async def test_registry_functions_send_no_query_to_the_engine(project, local_sou
         return registry.password
 
     monkeypatch.setattr(credentials, "plaintext", plaintext)
-    runner, secret = _runner(), dag.secret("env://REGISTRY_PASSWORD")
-    args = dict(registry=registry.registry, username=registry.username, password=secret, namespace="e2e",
-                repository="runner", backend=None, service="voxbox", backend_version="", service_version="",
-                insecure=True)
+    secret = dag.secret("env://REGISTRY_PASSWORD")
+    released = _runner().select(service="voxbox").with_registry(registry.registry, registry.username, secret, "e2e",
+                                                                "runner", insecure=True)
     with pytest.raises(Failed, match="linux/amd64: not tested in run 7"):
-        await runner.merge(**args, run="7")
-    assert await runner.merge(**args, run="7", skip_missing=True)  # a fan-out with failed legs still merges the rest
+        await released.merge(run="7")
+    assert await released.merge(run="7", skip_missing=True)  # a fan-out with failed legs still merges the rest
     with pytest.raises(UserError, match="malformed run ID"):
-        await runner.merge(**args, run="")
+        await released.merge(run="")
     with pytest.raises(Failed, match="not published, so nothing was promoted"):
-        await runner.promote(**args, catalog=None)
+        await released.promote(catalog=None)
+    # merge, promote and discard act on whole multi-arch tags; writes need an account, reads do not
+    one_platform = _runner().select(service="voxbox", platform="linux/amd64")
+    with pytest.raises(UserError, match="whole multi-arch tags"):
+        await one_platform.with_registry(registry.registry, registry.username, secret, insecure=True).merge(run="7")
+    with pytest.raises(UserError, match="registry credentials missing"):
+        await _runner().select(service="voxbox").with_registry(registry.registry, insecure=True).merge(run="7")
+    # discard reaches deprecated tags too, whatever select says (as `runner discard`); the others keep to it
+    everything = _runner().select().with_registry(registry.registry, registry.username, secret, insecure=True)
+    assert any(t.deprecated for t in (await everything.release("discard")).targets)
+    assert not any(t.deprecated for t in (await everything.release("merge")).targets)
     assert capture == []
+
+
+async def test_drive_refuses_a_selection_the_release_workflow_cannot_carry_on(local_source):
+    """A continuation run gets backend, service and their versions as workflow inputs, nothing else."""
+    token = dag.secret("env://GITHUB_TOKEN")
+    for selected in (_runner().select(variant="910b"), _runner().select(skip="*-dev"),
+                     _runner().select(include_deprecated=True)):
+        with pytest.raises(UserError, match="selected by backend, service and their versions only"):
+            await selected.drive(token, "o/r", "main", run="7")
 
 
 async def test_a_base_image_that_cannot_be_pulled_fails_its_target_only(project, monkeypatch):
@@ -269,9 +297,9 @@ async def test_gpu_check_uses_daggers_gpu_support_on_cuda_and_skips_elsewhere(pr
 
 
 async def test_matrix_function_fan_out(project, local_source):
-    from runner.dagger.module import MatrixFormat
+    from runner.dagger.args import MatrixFormat
 
-    out = json.loads(await _runner().matrix(format=MatrixFormat.GITHUB))
+    out = json.loads(await _runner().select().matrix(format=MatrixFormat.GITHUB))
     every = out["jobs"]
     active = [t for t in project.targets if not t.deprecated]
     # every active target and platform has its job (besides the jobs of shared stages)
@@ -283,9 +311,11 @@ async def test_matrix_function_fan_out(project, local_source):
 async def test_user_errors_are_public_errors_with_a_clear_message(local_source):
     runner = _runner()
     with pytest.raises(UserError, match="select no target"):
-        await runner.matrix(service="sglang", backend_version="99")
+        await runner.select(service="sglang", backend_version="99").matrix()
     with pytest.raises(UserError, match="unknown service: 'tgi'"):
-        await runner.matrix(service="tgi")
+        await runner.select(service="tgi").matrix()
+    with pytest.raises(UserError, match="the select pattern matches no target's tag"):
+        await runner.select(select="cuda99*").plan()
     with pytest.raises(UserError, match="has no variant"):
         await runner.dockerfile("cuda12.8-910b-vllm0.9.2")
 
@@ -309,12 +339,12 @@ def test_the_engine_version_is_pinned_once_and_the_sdk_is_not():
 
 def test_verify_and_mirror_are_functions_with_secret_credentials(defs):
     runner = defs["objects"]["Runner"]["functions"]
-    verify, mirror = runner["verify"], runner["mirror"]
+    verify, mirror = runner["verify"], defs["objects"]["Released"]["functions"]["mirror"]
     assert verify["description"].startswith("Check each image's signed provenance and SBOM")
     assert verify["args"]["key"]["type"] == "[File]?" and verify["args"]["password"]["type"] == "Secret?"
     assert mirror["args"]["mirror_password"]["type"] == "Secret?" and mirror["args"]["to"]["type"] == "STRING_KIND"
     assert verify["cache"].endswith("Never") and mirror["cache"].endswith("Never")
-    publish = defs["objects"]["Build"]["functions"]["publish"]["args"]
+    publish = defs["objects"]["Released"]["functions"]["publish"]["args"]
     assert publish["signing_key"]["type"] == publish["sigstore_token"]["type"] == "Secret?"
 
 
@@ -344,9 +374,9 @@ async def test_verify_and_mirror_talk_to_the_registry_from_the_functions_process
     with pytest.raises(UserError, match="needs whom to trust"):
         await runner.verify([f"{registry.registry}/e2e/runner:x"], insecure=True)
     with pytest.raises(Rejected, match=r'(?s)does not serve every tag.*"cuda12.9-vllm0.14.1".*"source": ""'):
-        await runner.mirror(registry.registry, f"{registry.registry}/mirror", registry.username, secret,
-                            registry.username, secret, "e2e", "runner", None, "vllm", "12.9", "", "0.14.1", check=True,
-                            insecure=True)
+        await runner.select(service="vllm", backend_version="12.9", service_version="0.14.1").with_registry(
+            registry.registry, registry.username, secret, "e2e", "runner", insecure=True).mirror(
+            f"{registry.registry}/mirror", registry.username, secret, check=True)
     assert capture == []
 
 
@@ -374,8 +404,9 @@ async def test_digests_pins_final_tags_and_records_a_re_push(project, local_sour
         async def contents(self) -> str:
             return json.dumps(before)
 
-    out = await _runner().digests(registry.registry, registry.username, dag.secret("env://REGISTRY_PASSWORD"), "e2e",
-                                  "runner", None, "vllm", "12.9", "0.14.1", current=Current(), insecure=True)
+    released = _runner().select(service="vllm", backend_version="12.9", service_version="0.14.1").with_registry(
+        registry.registry, registry.username, dag.secret("env://REGISTRY_PASSWORD"), "e2e", "runner", insecure=True)
+    out = await released.digests(current=Current())
     written = json.loads(next(a["contents"] for n, a in calls(out) if n == "withNewFile"))
     assert written["images"][f"e2e/runner:{tag}"]["index"] == digest
     (change,) = written["history"][f"e2e/runner:{tag}"]

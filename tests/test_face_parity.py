@@ -1,7 +1,9 @@
 """One behaviour for both faces: every command the CLI and the Dagger module both have takes the same
 options under the same names (`--backend-version` on both: Dagger shows `backend_version` as that)
 with the same defaults, but for the differences listed below, each with the reason it is by nature.
-The Dagger side is read offline, as `dagger functions` would show it (tests/dagger_query.py)."""
+A Dagger command is a chain: its filters are `select`'s, its registry `with-registry`'s, and the rest
+the chained function's (`select ... with-registry ... merge`). The Dagger side is read offline, as
+`dagger functions` would show it (tests/dagger_query.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ ONE_FACE_ONLY = {
     ("resolve", "verbose"): "a table option; Dagger's JSON has every step",
     ("resolve", "jobs"): "uv processes on this machine; the engine's function runs its own",
     ("resolve", "per_step"): "a local shortcut; the module always checks whole images too",
-    ("build", "report"): "Dagger: chain `images ... report`",
-    ("publish", "report"): "Dagger: chain `images ... report`",
+    ("build", "report"): "Dagger: chain `select ... images report`",
+    ("publish", "report"): "Dagger: chain `select ... images report`",
     ("smoke", "report"): "Dagger: chain `smoke ... report`",
     # the local Docker engine's own settings: the Dagger engine caches and labels by itself
     ("*", "engine"): "CLI only: which local engine (Dagger is the engine of `dagger call`)",
@@ -52,31 +54,30 @@ ONE_FACE_ONLY = {
     # CI jobs: the CLI's job runs on a local daemon, Dagger's in the engine
     ("job", "insecure"): "a plain-HTTP local registry, for the CLI's tests",
     ("job", "gpu"): "the CLI's device check on a host with the accelerator",
-    # merge, promote and discard refuse a platform with the reason; Dagger has no such argument
-    ("merge", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",
-    ("promote", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",
-    ("discard", "platform"): "accepted to say why it is refused (whole multi-arch tags only)",
     ("promote", "reason"): "Dagger: `digests --reason` records why a final tag changed",
     # one set of registry arguments serves every CLI step; publish and merge leave the catalog as it is
     ("publish", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
     ("merge", "catalog"): "accepted with the other registry arguments; nothing in the catalog changes",
-    # the selection's newer filters: the CLI has them; the module's functions take the original seven
-    ("*", "backend_version_prefix"): "CLI: gpustack-runner's prefix rule; Dagger's functions: not yet declared",
-    ("*", "service_version_prefix"): "CLI: gpustack-runner's prefix rule; Dagger's functions: not yet declared",
-    ("*", "select"): "CLI: glob patterns over tags; Dagger's functions: not yet declared",
-    ("*", "skip"): "CLI: glob patterns over tags; Dagger's functions: not yet declared",
+    ("release-report", "catalog"): "accepted with the other registry arguments; a report reads no catalog",
+    # one `select` serves every chain: discard takes deprecated tags whatever it says, as the CLI's does
+    ("discard", "include_deprecated"): "Dagger: select's, which discard overrides (deprecated tags go too)",
     # verify and mirror: the CLI checks a selection's tags and mirrors; Dagger's verify takes references
     ("verify", "*"): "Dagger's verify takes image references only; `mirror --check` checks mirrors",
     ("mirror", "check"): "CLI: `verify --mirror`",
-    ("mirror", "platform"): "neither face: mirrors copy whole tags",
+    ("mirror", "platform"): "Dagger: select's, which mirror refuses with the reason (mirrors copy whole tags)",
 }
 # Same name, different default on purpose
 DEFAULTS_DIFFER = {
     ("build", "concurrency"): "2 on a local daemon sharing the machine; the Dagger engine schedules 4",
     ("publish", "concurrency"): "2 on a local daemon sharing the machine; the Dagger engine schedules 4",
 }
-# CLI command -> the Dagger functions whose arguments make it (publish: `images ... publish`)
-FUNCTIONS = {"publish": [("Runner", "images"), ("Build", "publish")]}
+# CLI command -> the Dagger functions whose arguments make it: the filters are `select`'s, the
+# registry `with-registry`'s (its `address` is the CLI's `--registry`)
+SELECT, REGISTRY = [("Runner", "select")], [("Runner", "select"), ("Selected", "with_registry")]
+FUNCTIONS = {**{name: [*SELECT, ("Selected", name)] for name in ("matrix", "plan", "resolve", "build")},
+             **{name: [*REGISTRY, ("Released", name)] for name in ("publish", "merge", "promote", "discard", "mirror")},
+             "release-report": [*REGISTRY, ("Released", "report")]}
+RENAMED = {("with_registry", "address"): "registry"}
 
 
 def _allowed(command: str, option: str) -> bool:
@@ -93,7 +94,8 @@ def faces():
     for name, parser in commands.items():
         fns = FUNCTIONS.get(name, [("Runner", name)])
         if all(f in objects[o]["functions"] for o, f in fns):
-            dagger_args = {k: v for o, f in fns for k, v in objects[o]["functions"][f]["args"].items()}
+            dagger_args = {RENAMED.get((f, k), k): v
+                           for o, f in fns for k, v in objects[o]["functions"][f]["args"].items()}
             cli = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
             pairs[name] = (cli, dagger_args)
     return pairs
@@ -101,7 +103,9 @@ def faces():
 
 def test_the_commands_both_faces_have_are_compared(faces):
     assert {"matrix", "plan", "resolve", "dockerfile", "build", "smoke", "job", "publish", "merge", "promote",
-            "discard", "prune", "verify", "mirror"} <= set(faces)
+            "discard", "prune", "verify", "mirror", "release-report"} <= set(faces)
+    # the newer filters are compared too: one `select` declares them all, for every chain
+    assert {"backend_version_prefix", "service_version_prefix", "select", "skip"} <= set(faces["merge"][1])
 
 
 def test_same_options_by_the_same_names(faces):

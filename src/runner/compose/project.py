@@ -69,7 +69,7 @@ class Project:
         targets = selection.apply(self.targets)
         if not targets:
             raise UserError(f"the filters select no target ({selection.describe()})",
-                            hint="list the targets with `runner matrix` or `dagger call matrix`")
+                            hint="list the targets with `runner matrix` or `dagger call select matrix`")
         return targets
 
     def target(self, reference: str) -> Target:

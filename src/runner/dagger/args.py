@@ -20,11 +20,20 @@ BackendVersion = Annotated[str, Doc("backend version, exact or dotted prefix (12
 ServiceVersion = Annotated[str, Doc("service version, exact or dotted prefix (0.14)")]
 Variant = Annotated[str, Doc("backend variant, e.g. 910b")]
 Platform = Annotated[str, Doc("only this platform, e.g. linux/arm64")]
+BackendVersionPrefix = Annotated[str, Doc("backend version by gpustack-runner's prefix rule (list_runners' "
+                                          "backend_version_prefix)")]
+ServiceVersionPrefix = Annotated[str, Doc("service version by gpustack-runner's prefix rule (list_runners' "
+                                          "service_version_prefix)")]
+SelectTags = Annotated[str, Doc("only tags matching one of these glob patterns, space-separated, e.g. "
+                                "'cuda12.*-vllm0.14*'")]
+SkipTags = Annotated[str, Doc("leave out tags matching one of these glob patterns, space-separated, e.g. '*-dev rocm*'")]
 IncludeDeprecated = Annotated[bool, Doc("include deprecated service versions (left out by default, as by `runner`)")]
 Registry = Annotated[str, Doc("registry host the engine can reach, e.g. docker.io; not 127.0.0.1, which is the "
                               "engine's own loopback: use the host's address for a registry on this machine")]
 Username = Annotated[str, Doc("registry user")]
 Password = Annotated[dagger.Secret, Doc("registry password or token, e.g. env://REGISTRY_PASSWORD")]
+OptPassword = Annotated[dagger.Secret | None, Doc("registry password or token, e.g. env://REGISTRY_PASSWORD (none: "
+                                                  "anonymous, enough for reads; pushes and deletes need one)")]
 Namespace = Annotated[str, Doc("image namespace (default: the matrix's)")]
 Repository = Annotated[str, Doc("image repository (default: the matrix's)")]
 Catalog = Annotated[dagger.File | None, Doc("catalog to update (default: the packaged one)")]

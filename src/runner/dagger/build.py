@@ -1,5 +1,5 @@
 """What `images` returns: every target and platform built and smoke-tested, each image with its own tag
-and platform, to chain `summary`, `report`, `publish` or `tarballs` on."""
+and platform, to chain `summary`, `report` or `tarballs` on (`with-registry ... publish` pushes them)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import dagger
 from dagger import Doc, dag, field, function, object_type
 
 from runner.dagger import checkout
-from runner.dagger.args import (Insecure, Namespace, OidcRequestToken, OidcRequestUrl, Password, Registry, Repository,
-                                SigningKey, SigstoreToken, Username)
 from runner.flow import on_dagger
 from runner.flow.on_dagger import Signing
-from runner.model.errors import Failed, UserError
+from runner.model.errors import Failed
 from runner.model.targets import Selection
 from runner.ui.failures import failure_lines
 from runner.ui.selection import selection_from_json, selection_json, summary_lines
@@ -33,7 +31,7 @@ class BuiltImage:
 
 @object_type
 class Build:
-    """Images built and smoke-tested by `images`: chain summary, report, publish or tarballs."""
+    """Images built and smoke-tested by `images`: chain summary, report or tarballs."""
 
     source: Annotated[dagger.Directory, Doc("the project that was built")] = field()
     selection: Annotated[str, Doc("the selection that was built (JSON)")] = field()
@@ -65,35 +63,6 @@ class Build:
             if i.passed and i.container is not None:
                 out = out.with_file(f"{i.tag}-{i.platform.replace('/', '-')}.tar", i.container.as_tarball())
         return out
-
-    @function(cache="never")
-    async def publish(
-        self,
-        registry: Registry,
-        username: Username,
-        password: Password,
-        namespace: Namespace = "",
-        repository: Repository = "",
-        single_arch: Annotated[bool, Doc("push single-arch images only; `merge --run` writes the indexes")] = False,
-        insecure: Insecure = False,
-        signing_key: SigningKey = None,
-        sigstore_token: SigstoreToken = None,
-        oidc_request_token: OidcRequestToken = None,
-        oidc_request_url: OidcRequestUrl = "",
-        run: Annotated[str, Doc("record what was pushed under this release run (needed with --single-arch-only, "
-                                "for `merge --run`)")] = "",
-    ) -> str:
-        """Push the images, then each tag's multi-arch -dev index once all its platforms passed.
-
-        With a signer, each image gets its SBOM and signed provenance first. A tag with a failed
-        platform pushes nothing; ends with an error listing every tag not fully published."""
-        if not self.selection:
-            raise UserError("these images were smoke-tested, not built here: promote their -dev tag, or build them")
-        project = await checkout.load(self.source)
-        to = await on_dagger.access(registry, username, password, insecure, namespace, repository)
-        signing = Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url)
-        return await on_dagger.publish(project, self.as_built(project), to, signing, json.loads(self.build_info),
-                                       single_arch, run)
 
     def as_built(self, project) -> list:
         """The pipeline's records of these images, each found by its own tag and platform."""

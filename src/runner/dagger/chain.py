@@ -6,17 +6,21 @@ Each function is a thin call into runner.flow."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 import dagger
 from dagger import Doc, field, function, object_type
 
 from runner.dagger import checkout
-from runner.dagger.args import (Catalog, Concurrency, Gpu, Insecure, Namespace, OidcRequestToken, OidcRequestUrl,
-                                Password, ReportFormat, Repository, RunId, SigningKey, SigstoreToken, SkipMissing,
-                                Username)
+from runner.dagger.args import (Catalog, Concurrency, Gpu, Insecure, MatrixFormat, Namespace, OidcRequestToken,
+                                OidcRequestUrl, OptPassword, Registry, ReportFormat, Repository, RunId, SigningKey,
+                                SigstoreToken, SkipMissing, Username)
 from runner.dagger.build import Build, run_images, summarize
+from runner.dagger.ci import DriveFunction
+from runner.dagger.supply import MirrorFunctions
 from runner.flow import on_dagger
+from runner.flow.on_dagger import Signing
 from runner.flow.release import Release
 from runner.model.errors import Failed
 from runner.release.publish import whole_tags_only
@@ -26,26 +30,31 @@ from runner.ui.selection import publication_lines, selection_from_json, target_j
 
 
 @object_type
-class Released:
+class Released(MirrorFunctions):
     """A selection and the registry it is released to; chain publish, merge, promote, discard or report."""
 
     source: Annotated[dagger.Directory, Doc("the project")] = field()
     selection: Annotated[str, Doc("the selected targets' filters (JSON)")] = field()
     address: Annotated[str, Doc("registry host[:port]")] = field()
-    username: Annotated[str, Doc("registry user")] = field()
-    password: Annotated[dagger.Secret, Doc("registry password or token")] = field()
+    username: Annotated[str, Doc("registry user")] = field(default="")
+    password: Annotated[dagger.Secret | None, Doc("registry password or token")] = field(default=None)
     namespace: Annotated[str, Doc("image namespace (empty: the matrix's)")] = field(default="")
     repository: Annotated[str, Doc("image repository (empty: the matrix's)")] = field(default="")
     insecure: Annotated[bool, Doc("plain-HTTP registry")] = field(default=False)
     build_info: Annotated[str, Doc("OCI source, revision and created labels (JSON)")] = field(default="{}")
 
-    async def release(self, op: str) -> Release:
-        """The flow's Release of this selection for `op`, which acts on whole multi-arch tags."""
+    async def release(self, op: str, writes: bool = True) -> Release:
+        """The flow's Release of this selection for `op`, which acts on whole multi-arch tags; one that
+        writes needs credentials (reads may be anonymous)."""
         project = await checkout.load(self.source)
         selection = selection_from_json(self.selection)
         whole_tags_only(selection.platform, op)
+        if op == "discard":  # discard reaches deprecated tags too, whatever the selection says (as the CLI)
+            selection = replace(selection, include_deprecated=True)
         to = await on_dagger.access(self.address, self.username, self.password, self.insecure, self.namespace,
                                     self.repository)
+        if writes:
+            to.credentials.required()
         return Release(project, selection, project.select(selection), registry=to)
 
     @function(cache="never")
@@ -54,7 +63,8 @@ class Released:
         concurrency: Concurrency = 4,
         gpu: Gpu = False,
         single_arch: Annotated[bool, Doc("push single-arch images only; `merge --run` writes the indexes")] = False,
-        run: Annotated[str, Doc("record what was pushed under this release run")] = "",
+        run: Annotated[str, Doc("record what was pushed under this release run (needed with --single-arch, "
+                                "for `merge --run`)")] = "",
         signing_key: SigningKey = None,
         sigstore_token: SigstoreToken = None,
         oidc_request_token: OidcRequestToken = None,
@@ -64,11 +74,15 @@ class Released:
 
         Fails listing every tag that was not fully published; with a signer, each image gets its SBOM
         and signed provenance first."""
+        project = await checkout.load(self.source)
+        to = await on_dagger.access(self.address, self.username, self.password, self.insecure, self.namespace,
+                                    self.repository)
+        to.credentials.required()
         built = await run_images(self.source, selection_from_json(self.selection), concurrency, gpu,
                                  json.loads(self.build_info))
-        return await built.publish(self.address, self.username, self.password, self.namespace, self.repository,
-                                   single_arch, self.insecure, signing_key, sigstore_token, oidc_request_token,
-                                   oidc_request_url, run)
+        signing = Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url)
+        return await on_dagger.publish(project, built.as_built(project), to, signing, json.loads(self.build_info),
+                                       single_arch, run)
 
     @function(cache="never")
     async def merge(self, run: RunId, skip_missing: SkipMissing = False) -> str:
@@ -95,7 +109,7 @@ class Released:
 
     @function(cache="never")
     async def discard(self, catalog: Catalog = None) -> dagger.File:
-        """Delete every tag of the selected targets and return the updated catalog.
+        """Delete every tag of the selected targets, deprecated ones too, and return the updated catalog.
 
         Final, -dev and single-arch tags and their artifacts go; a registry that refuses deletes is
         found out before any tag is touched."""
@@ -109,35 +123,90 @@ class Released:
 
 
 @object_type
-class Selected:
-    """The targets a selection keeps; chain matrix, plan, build, images or with-registry."""
+class Selected(DriveFunction):
+    """The targets a selection keeps; chain matrix, plan, resolve, build, images, drive or with-registry."""
 
     source: Annotated[dagger.Directory, Doc("the project")] = field()
     selection: Annotated[str, Doc("the filters (JSON), as `matrix --format github` emits them")] = field()
     build_info: Annotated[str, Doc("OCI source, revision and created labels (JSON)")] = field(default="{}")
 
-    @function
-    async def matrix(self) -> str:
-        """List the selected targets as JSON, one object per target."""
+    async def project_and_targets(self) -> tuple:
+        """The project and the targets the selection keeps (an empty or misspelt selection is a UserError)."""
         project = await checkout.load(self.source)
-        return json.dumps([target_json(t) for t in project.select(selection_from_json(self.selection))], indent=1)
+        return project, project.select(selection_from_json(self.selection))
 
     @function
-    async def plan(self) -> str:
-        """Show the selection's stage DAG as JSON, each stage shared across targets once."""
-        project = await checkout.load(self.source)
-        return json.dumps(Release(project, targets=project.select(selection_from_json(self.selection))).plan.to_json(),
-                          indent=1)
+    async def matrix(self, format: Annotated[MatrixFormat, Doc("table, json, github or gitlab")] = MatrixFormat.TABLE
+                     ) -> str:
+        """List the selected targets as a table or JSON, or their CI jobs in waves (github, gitlab).
+
+        Each distinct stage is built by one job, from the shared stages earlier waves pushed to the
+        build cache."""
+        project, targets = await self.project_and_targets()
+        if format == MatrixFormat.JSON:
+            return json.dumps([target_json(t) for t in targets], indent=1)
+        if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
+            from runner.release import fanout
+
+            jobs = Release(project, targets=targets).jobs
+            emit = fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab
+            return json.dumps(emit(jobs, selection_from_json(self.selection)))
+        return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
+
+    @function
+    async def plan(
+        self,
+        ci: Annotated[bool, Doc("the CI jobs' figures and the release's modelled time instead")] = False,
+        runners: Annotated[int, Doc("runners for the modelled release time (with --ci)")] = 20,
+    ) -> str:
+        """Show the selection's stage DAG as JSON and fail on a finding of the static checks.
+
+        The JSON counts distinct stages (shared across targets) and the naive count; the checks find
+        search paths replaced, required ARGs unread and undeclared URLs."""
+        from runner.compose.checks import check_stages
+
+        project, targets = await self.project_and_targets()
+        release = Release(project, targets=targets)
+        plan = release.plan
+        if findings := check_stages(plan.stages):
+            raise Failed("\n".join(str(f) for f in findings))
+        if ci:
+            from runner.compose.schedule import model
+            from runner.ui.release_report import ci_plan_lines
+
+            jobs = release.jobs
+            return "\n".join(ci_plan_lines(jobs.figures(), model(jobs, max(1, runners)).as_dict()))
+        return json.dumps(plan.to_json(), indent=1)
+
+    @function
+    async def resolve(
+        self,
+        refresh: Annotated[bool, Doc("ask uv again, even for answers remembered for this content")] = False,
+    ) -> str:
+        """Resolve every install step of the selected images with uv and return the answers as JSON.
+
+        Fails when a step does not resolve; steps behind an index the engine cannot reach are listed
+        as not checked."""
+        from runner.verify.resolver import Resolver, resolve_all
+
+        project, targets = await self.project_and_targets()
+        platform = selection_from_json(self.selection).platform
+        leaves = [x for x in Release(project, targets=targets).plan.leaves if not platform or x.platform == platform]
+        reports = await resolve_all(leaves, project.mirror_map(), Resolver(refresh=refresh))
+        conflicts = [f"{r.tag} {r.platform} step {r.step} ({r.title}): {r.message}" for r in reports if r.status == "conflict"]
+        if conflicts:
+            raise Failed(f"{len(conflicts)} install steps do not resolve:\n" + "\n".join(conflicts))
+        return json.dumps([r.to_json() for r in reports], indent=1)
 
     @function(cache="session")
     async def images(self, concurrency: Concurrency = 4, gpu: Gpu = False) -> Build:
-        """Build and smoke-test every selected image; chain summary, report, tarballs or publish."""
+        """Build and smoke-test every selected image; chain summary, report or tarballs."""
         return await run_images(self.source, selection_from_json(self.selection), concurrency, gpu,
                                 json.loads(self.build_info))
 
     @function(cache="session")
     async def build(self, concurrency: Concurrency = 4, gpu: Gpu = False) -> str:
-        """Build and smoke-test every selected image and print one line per image.
+        """Build every selected target on each platform, smoke-test each image and print one line per image.
 
         Stages shared across targets are built once; ends with an error listing what failed, if anything did."""
         built = await self.images(concurrency, gpu)
@@ -146,14 +215,14 @@ class Selected:
     @function
     def with_registry(
         self,
-        address: Annotated[str, Doc("registry host the engine can reach, e.g. docker.io")],
-        username: Username,
-        password: Password,
+        address: Registry,
+        username: Username = "",
+        password: OptPassword = None,
         namespace: Namespace = "",
         repository: Repository = "",
         insecure: Insecure = False,
     ) -> Released:
-        """Name the registry to release to; chain publish, merge, promote, discard or report."""
+        """Name the registry to release to; chain publish, merge, promote, discard, report, mirror or digests."""
         return Released(source=self.source, selection=self.selection, address=address, username=username,
                         password=password, namespace=namespace, repository=repository, insecure=insecure,
                         build_info=self.build_info)

@@ -1,5 +1,6 @@
-"""The Dagger functions of a release run in CI, on the Runner object: one job of the plan, the GitHub
-driver that runs the jobs as a DAG, and the run's report. Each is a thin call into runner.release."""
+"""The Dagger functions of a release run in CI: one job of the plan (on the Runner object) and the
+GitHub driver that runs a selection's jobs as a DAG (chained on `select`). Each is a thin call into
+runner.release."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import dagger
 from dagger import Doc, function
 
 from runner.dagger import checkout
-from runner.dagger.args import (BackendVersion, IncludeDeprecated, Insecure, Namespace, OidcRequestToken,
-                                OidcRequestUrl, OptBackend, Password, Registry, ReportFormat, Repository, RunId,
-                                ServiceName, ServiceVersion, SigningKey, SigstoreToken, Username, Variant)
-from runner.ui.selection import selection_of
+from runner.dagger.args import (Namespace, OidcRequestToken, OidcRequestUrl, Repository, RunId, SigningKey,
+                                SigstoreToken)
+from runner.model.errors import UserError
+from runner.model.targets import Selection
+from runner.ui.selection import selection_from_json
+
+# What the release workflow's inputs carry on to a continuation run: a selection with any other filter
+# (or with deprecated versions) could not be continued as it was started.
+WORKFLOW_FILTERS = ("backend", "backend_version", "service", "service_version")
 
 
 class CiFunctions:
-    """Functions the Runner object inherits (they use its `source`, `build_info` and `_released`)."""
+    """Functions the Runner object inherits (they use its `source` and `build_info`)."""
 
     @function(cache="never")
     async def job(
@@ -53,31 +59,12 @@ class CiFunctions:
                              emulate, namespace, repository, self.build_info(),
                              Signing(signing_key, sigstore_token, oidc_request_token, oidc_request_url))
 
-    @function(cache="never")
-    async def release_report(
-        self,
-        registry: Registry,
-        username: Username,
-        password: Password,
-        run: RunId,
-        namespace: Namespace = "",
-        repository: Repository = "",
-        backend: OptBackend = None,
-        service: ServiceName = "",
-        backend_version: BackendVersion = "",
-        variant: Variant = "",
-        service_version: ServiceVersion = "",
-        include_deprecated: IncludeDeprecated = False,
-        format: ReportFormat = "markdown",
-        insecure: Insecure = False,
-    ) -> str:
-        """Report one release run per target and platform, as markdown, junit or json.
 
-        Each row says whether it was built and tested (and why not), its digest, size and time, the
-        run's -dev index and whether it is promoted."""
-        return await self._released(backend, backend_version, variant, service, service_version, include_deprecated,
-                                    registry, username, password, namespace, repository, insecure).report(run, format)
+class DriveFunction:
+    """Mixed into the Selected object (it uses its `source` and `selection`)."""
 
+    source: dagger.Directory
+    selection: str
 
     @function(cache="never")
     async def drive(
@@ -87,10 +74,6 @@ class CiFunctions:
         repository: Annotated[str, Doc("the GitHub repository, owner/name")],
         ref: Annotated[str, Doc("the branch or tag the job runs check out")],
         run: RunId,
-        backend: OptBackend = None,
-        service: ServiceName = "",
-        backend_version: BackendVersion = "",
-        service_version: ServiceVersion = "",
         dry_run: Annotated[bool, Doc("the jobs build and smoke-test only, writing nothing")] = False,
         promote: Annotated[bool, Doc("passed on to a continuation of the release workflow")] = False,
         runners: Annotated[int, Doc("jobs running at once")] = 20,
@@ -100,22 +83,26 @@ class CiFunctions:
         release_workflow: Annotated[str, Doc("the workflow file that continues the release")] = "release.yml",
         api: Annotated[str, Doc("GitHub's REST API")] = "https://api.github.com",
     ) -> str:
-        """Run a release's CI jobs on GitHub Actions as a DAG and return their states as JSON.
+        """Run the selection's release jobs on GitHub Actions as a DAG and return their states as JSON.
 
         Each job is its own workflow run, started when the jobs it starts from passed; the JSON has
-        the finished and failed jobs, each job's state and a Markdown summary."""
+        the finished and failed jobs, each job's state and a Markdown summary. The selection may use
+        the filters the release workflow's inputs carry on only: backend, service and their versions."""
         from runner.flow.release import Release
         from runner.release.github_dispatch import drive_release
         from runner.release.run_records import check_run
         from runner.ui.release_report import jobs_markdown
 
         check_run(run)
+        selection = selection_from_json(self.selection)
+        carried = {k: getattr(selection, k) for k in WORKFLOW_FILTERS}
+        if selection != Selection(**carried, include_deprecated=False):
+            raise UserError("a release the workflow can continue is selected by backend, service and their "
+                            "versions only, deprecated versions left out", value=selection.describe(),
+                            allowed=", ".join(WORKFLOW_FILTERS))
         project = await checkout.load(self.source)
-        selection = selection_of(backend.value if backend else "", backend_version, "", service, service_version, "",
-                                 False)
         jobs = Release(project, targets=project.select(selection)).jobs
-        inputs = {"backend": backend.value if backend else "", "backend_version": backend_version, "service": service,
-                  "service_version": service_version, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
+        inputs = {**carried, "dry_run": str(dry_run).lower(), "promote": str(promote).lower()}
         out = await drive_release(jobs, selection, await token.plaintext(), repository, ref, run, dry_run,
                                   max(1, runners), minutes, release_workflow, inputs, job_workflow, api)
         return json.dumps({**out, "summary": jobs_markdown(out["jobs"], run)}, indent=1)

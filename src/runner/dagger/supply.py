@@ -1,6 +1,7 @@
-"""The module's supply-chain functions, `verify` and `mirror`: the same runner.release code as
-`runner verify|mirror`, in the function's own process (registry reads and writes are never execs, so
-no answer comes from the engine's cache and no credential lands in a layer)."""
+"""The module's supply-chain functions, `verify` on the Runner object, `mirror` and `digests` chained on
+`with-registry`: the same runner.release code as `runner verify|mirror`, in the function's own process
+(registry reads and writes are never execs, so no answer comes from the engine's cache and no
+credential lands in a layer)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,8 @@ from typing import Annotated
 import dagger
 from dagger import Doc, dag, function
 
-from runner.dagger import checkout
-from runner.dagger.args import (BackendVersion, IncludeDeprecated, Insecure, Namespace, OptBackend, Registry,
-                                Repository, ServiceName, ServiceVersion, Username, Variant)
+from runner.dagger.args import Insecure, OptPassword
 from runner.model.errors import UserError
-
-OptPassword = Annotated[dagger.Secret | None, Doc("registry password or token (none: anonymous pulls)")]
 
 
 class SupplyChain:
@@ -59,44 +56,44 @@ class SupplyChain:
             out.append({"image": ref, "platforms": [p.as_dict() for p in proven]})
         return json.dumps(out, indent=1)
 
+
+class MirrorFunctions:
+    """Mixed into the Released object (its selection, and the registry as the source of the copies)."""
+
+    source: dagger.Directory
+    selection: str
+    address: str
+    username: str
+    password: dagger.Secret | None
+    namespace: str
+    repository: str
+    insecure: bool
+
     @function(cache="never")
     async def mirror(
         self,
-        registry: Registry,
         to: Annotated[str, Doc("HOST/NAMESPACE the copies go to")],
-        username: Username = "",
-        password: OptPassword = None,
         mirror_username: Annotated[str, Doc("user on the mirror")] = "",
         mirror_password: Annotated[dagger.Secret | None, Doc("password or token on the mirror")] = None,
-        namespace: Namespace = "",
-        repository: Repository = "",
-        backend: OptBackend = None,
-        service: ServiceName = "",
-        backend_version: BackendVersion = "",
-        variant: Variant = "",
-        service_version: ServiceVersion = "",
-        include_deprecated: IncludeDeprecated = False,
         check: Annotated[bool, Doc("only check that the mirror serves each final tag at the source's digest, "
                                    "with its artifacts; fail listing what is missing or differs")] = False,
-        insecure: Insecure = False,
     ) -> str:
         """Copy the selection's final tags by digest, with SBOMs and provenance, to another registry.
 
         The copy may also go to another namespace; with --check, list what the mirror lacks instead."""
         from runner.release.mirror import Copier, mirror
         from runner.release.verification import check_mirrors
-        from runner.ui.selection import selection_of
 
-        project = await checkout.load(self.source)
-        tags = [t.tag for t in project.select(selection_of(backend.value if backend else "", backend_version, variant,
-                                                            service, service_version, "", include_deprecated))]
+        release = await self.release("mirror", writes=False)
+        tags = [t.tag for t in release.targets]
         host, _, dest_ns = to.partition("/")
         if not host or not dest_ns:
             raise UserError("malformed --to", value=to, allowed="host[:port]/namespace, e.g. quay.io/gpustack")
-        name = repository or project.repository
-        source_repo, dest_repo = f"{namespace or project.namespace}/{name}", f"{dest_ns}/{name}"
-        async with await _registry(registry, username, password, insecure) as src, \
-                await _registry(host, mirror_username, mirror_password, insecure) as dest:
+        project = release.project
+        name = self.repository or project.repository
+        source_repo, dest_repo = f"{self.namespace or project.namespace}/{name}", f"{dest_ns}/{name}"
+        async with await _registry(self.address, self.username, self.password, self.insecure) as src, \
+                await _registry(host, mirror_username, mirror_password, self.insecure) as dest:
             if check:
                 rows = await check_mirrors(src, source_repo, [(dest, dest_repo)], tags)
                 text = json.dumps([r.as_dict() for r in rows], indent=1)
@@ -112,19 +109,9 @@ class SupplyChain:
     @function(cache="never")
     async def digests(
         self,
-        registry: Registry,
-        username: Username = "",
-        password: OptPassword = None,
-        namespace: Namespace = "",
-        repository: Repository = "",
-        backend: OptBackend = None,
-        service: ServiceName = "",
-        backend_version: BackendVersion = "",
-        service_version: ServiceVersion = "",
         current: Annotated[dagger.File | None, Doc("the catalog.digests.json to update (default: a new one)")] = None,
         reason: Annotated[str, Doc("why final tags changed digest (default: first promotion, polished re-push "
                                    "or re-push)")] = "",
-        insecure: Insecure = False,
     ) -> dagger.File:
         """Pin the selected final tags' digests in catalog.digests.json; run it after promote.
 
@@ -136,17 +123,15 @@ class SupplyChain:
         from runner.model.catalog import CatalogFile
         from runner.release import ledger
         from runner.release.publish import Promotion, Repository as Repo
-        from runner.ui.selection import selection_of
 
-        project = await checkout.load(self.source)
-        targets = project.select(selection_of(backend.value if backend else "", backend_version, "", service,
-                                              service_version, "", False))
-        repo = Repo(registry, namespace or project.namespace, repository or project.repository)
+        release = await self.release("digests", writes=False)
+        project, targets = release.project, release.targets
+        repo = Repo(self.address, self.namespace or project.namespace, self.repository or project.repository)
         with tempfile.TemporaryDirectory(prefix="runner-digests-") as folder:
             book = CatalogFile(Path(folder) / "catalog.json")
             if current is not None:
                 ledger.path_for(book.path).write_text(await current.contents())
-            async with await _registry(registry, username, password, insecure) as reg:
+            async with await _registry(self.address, self.username, self.password, self.insecure) as reg:
                 final = [Promotion(t.tag, digest) for t in targets if (digest := await reg.digest(repo.path, t.tag))]
                 await ledger.record_promotions(book, reg, repo, final, ledger.reasons(targets, reason))
             text = ledger.path_for(book.path).read_text()
