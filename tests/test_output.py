@@ -103,3 +103,21 @@ def test_resolve_sums_unchecked_steps_per_index_instead_of_listing_them():
     console = Console(width=200, record=True)
     console.print(resolve_table(reports, verbose=True))
     assert "a1-x0.1" in console.export_text()
+
+
+def test_the_rehearsal_table_keeps_the_tag_whole_at_80_columns_and_counts_smoke_checks():
+    from rich.console import Console
+
+    from runner.ui.tables import rehearsal_table
+
+    tag = "cann8.5-910b-sglang0.5.8.post1"
+    images = [{"tag": tag, "platform": "linux/arm64", "verdict": "smoke failed", "seconds": 361.4,
+               "steps": [{"status": "ran"}] * 5 + [{"status": "substituted"}] * 2,
+               "smoke": [{"passed": True}] * 12 + [{"passed": False}]},
+              {"tag": "cuda12.8-voxbox0.0.21", "platform": "linux/amd64", "verdict": "failed step", "seconds": 9.0,
+               "steps": [{"status": "failed"}], "smoke": []}]
+    console = Console(width=80, record=True)
+    console.print(rehearsal_table({"images": images}))
+    text = console.export_text()
+    assert tag in text and "12/13" in text and "none" in text and "5/2/0/0/0" in text
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -98,14 +98,16 @@ def report_table(result: dict) -> Table:
 
 def rehearsal_table(result: dict) -> Table:
     """The rehearsal report for people: one row per target and platform, its steps counted by outcome."""
-    table = Table(title="runner rehearsal")
-    for col in ("tag", "platform", "verdict", "steps (ran/subst./not fetchable/failed/not run)", "seconds"):
-        table.add_column(col, no_wrap=col == "tag")
+    table = Table(title="runner rehearsal", caption="steps: ran/substituted/not fetchable here/failed/not run; "
+                                                    "smoke: checks passed/run; s: seconds")
+    for col in ("tag", "platform", "verdict", "steps", "smoke", "s"):
+        table.add_column(col, no_wrap=col in ("tag", "steps", "smoke"), overflow="fold")
     for r in result["images"]:
         n = {k: sum(s["status"] == k for s in r["steps"]) for k in
              ("ran", "substituted", "not fetchable here", "failed", "not run")}
         color = "green" if r["verdict"] == "passed" else "yellow" if r["verdict"] == "not fetchable here" else "red"
-        table.add_row(r["tag"], r["platform"], f"[{color}]{r['verdict']}[/]", "/".join(map(str, n.values())),
+        smoke = f"{sum(c['passed'] for c in r['smoke'])}/{len(r['smoke'])}" if r["smoke"] else "none"
+        table.add_row(r["tag"], r["platform"], f"[{color}]{r['verdict']}[/]", "/".join(map(str, n.values())), smoke,
                       f"{r['seconds']:.0f}")
     return table
 
