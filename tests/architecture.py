@@ -21,7 +21,7 @@ TOP = {"runner": 0, "runner.__main__": 8}  # the consumer API sits on the model;
 DAGGER_SDK_ALLOWED = ("runner.engines.dagger", "runner.dagger")
 FACES = ("runner.cli", "runner.dagger", "runner.__main__")
 FLOW_ONLY = ("runner.engines", "runner.release.registry", "runner.compose.plan", "runner.release.pipeline",
-             "runner.release.ci_job")  # what the faces reach through runner.flow
+             "runner.release.ci_job", "runner.rehearse")  # what the faces reach through runner.flow
 RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.builds", "runner.compose.stages", "runner.compose.requirements",
                   "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.model")
 

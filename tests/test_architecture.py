@@ -57,6 +57,7 @@ def _append(path: Path, line: str) -> None:
     ("dagger/module.py", "from runner.engines.dagger import StageContainers", "faces call runner.flow"),
     ("dagger/build.py", "from runner.release.registry import Registry", "faces call runner.flow"),
     ("dagger/ci.py", "from runner.release import pipeline", "faces call runner.flow"),
+    ("cli/rehearse.py", "from runner.rehearse.run import rehearse", "faces call runner.flow"),
 ])
 def test_a_forbidden_import_is_caught(src_copy: Path, file: str, line: str, expected: str):
     _append(src_copy / "runner" / file, line)

@@ -43,28 +43,15 @@ def _selection(a: argparse.Namespace):
 
 
 async def _rehearse(a: argparse.Namespace, project, targets) -> int:
-    from runner.rehearse.run import rehearse as run
-    from runner.release.provenance import build_info
+    from runner.flow.release import Release
     from runner.ui.tables import print_rich, rehearsal_table
-
-    targets = [t for t in targets if not a.platform or a.platform in t.platforms]
-    if a.platform:
-        from dataclasses import replace
-
-        targets = [replace(t, platforms=(a.platform,)) for t in targets]
-    from runner.flow.daemon import require_engine
-
-    await require_engine()  # no engine is said alone, before what the rehearsal will make
-    _say_what_is_made_once(targets)
 
     def progress(r) -> None:
         print(f"runner: rehearsed {r.tag} on {r.platform}: {r.verdict} ({r.seconds:.0f} s)", file=sys.stderr, flush=True)
 
-    result = await run(project, targets, build_info(project.matrix_path.parent, "", ""), a.keep, progress)
-    if a.report:
-        from runner.model.files import write_atomic
-
-        write_atomic(a.report, json.dumps(result, indent=1), "report file")
+    release = Release(project, targets=targets, report=a.report)
+    result = await release.rehearse(a.platform or "", a.keep, progress,
+                                    lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
     if a.format == "json":
         print(json.dumps(result, indent=1))
     else:
@@ -74,17 +61,6 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
     print(f"runner: distinct scripts: {c['ran']} ran, {c['substituted']} substituted, {c['not fetchable here']} not "
           f"fetchable here, {c['failed']} failed, {c['not run']} not run, of {c['total']}", file=sys.stderr)
     return 1 if any(i["verdict"] != "passed" for i in result["images"]) else 0
-
-
-def _say_what_is_made_once(targets) -> None:
-    """A first rehearsal is quiet for minutes while debootstrap makes the stand-in's Debian base: say so."""
-    from runner.rehearse.standin import rootfs_path
-
-    for platform in sorted({p for t in targets for p in t.platforms}):
-        if platform in ("linux/amd64", "linux/arm64") and not rootfs_path(platform).exists():
-            print(f"runner: a vendor base that cannot be pulled gets a Debian stand-in: its {platform} root file system "
-                  f"is made with debootstrap first (a few minutes, once per cache: {rootfs_path(platform).parent})",
-                  file=sys.stderr, flush=True)
 
 
 def say_findings(result: dict) -> None:

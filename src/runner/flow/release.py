@@ -85,6 +85,12 @@ class Release:
 
         return await local.job(self, key, o)
 
+    async def rehearse(self, platform: str, keep: bool, progress, say) -> dict:
+        """Build the selection here as the release would, with the declared substitutions; the report."""
+        from runner.flow import rehearsal
+
+        return await rehearsal.rehearse(self, platform, keep, progress, say)
+
     # the registry steps (the registry client loads when one starts)
 
     def catalog(self, path: Path | None, notify) -> CatalogFile | None:
