@@ -99,3 +99,23 @@ def test_a_failed_smoke_check_is_said_with_its_excerpt(capsys):
     err = capsys.readouterr().err
     assert "smoke check failed: pip-check: exit code 1" in err and "requires pycairo" in err
     assert "tini" not in err
+
+
+def test_a_step_that_fails_for_want_of_an_unfetchable_input_is_told_apart():
+    from runner.rehearse.run import Rehearsed
+
+    r = [steps.StepResult("flash-attn-build", "build flash-attn", "not fetchable here", urls=["https://x.invalid/a.whl"]),
+         steps.StepResult("lmcache-build", "build LMCache", "ran"),
+         steps.StepResult("vllm", "kernels built for this torch", "failed", output="The wheel filename \"*.whl\" is invalid"),
+         steps.StepResult("vllm", "a step of its own", "failed")]
+    steps.mark_starved(r, [[], [], ["flash-attn-build", "lmcache-build"], ["lmcache-build"]])
+    assert r[2].starved == ["[flash-attn-build] build flash-attn"] and r[3].starved == []
+    image = Rehearsed("cuda12.9-vllm0.14.1", "linux/amd64", steps=r)
+    assert image.verdict == "failed step"  # the step of its own failed for a reason of its own
+    image.steps = r[:3]
+    assert image.verdict == "not fetchable here"  # every failure follows from what the mirror could not serve
+    # starved in turn: a stage whose failure was starved leaves its consumers starved too
+    chain = [steps.StepResult("a", "fetch", "not fetchable here"), steps.StepResult("b", "build", "failed"),
+             steps.StepResult("c", "install", "failed")]
+    steps.mark_starved(chain, [[], ["a"], ["b"]])
+    assert chain[2].starved == ["[b] build"]

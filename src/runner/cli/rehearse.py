@@ -70,7 +70,11 @@ def say_findings(result: dict) -> None:
             print(f"runner: {image['tag']} on {image['platform']}: substituted: {s['what']}, by {s['by']}, because "
                   f"{s['why']}", file=sys.stderr)
         for step in image["steps"]:
-            if step["status"] == "failed":
+            if step["status"] == "failed" and step["starved"]:
+                print(f"runner: {image['tag']} on {image['platform']}: step failed for want of what was not fetchable "
+                      f"here ({', '.join(step['starved'])}): [{step['stage']}] {step['title']}\n"
+                      f"{step['output'][-600:]}", file=sys.stderr)
+            elif step["status"] == "failed":
                 print(f"runner: {image['tag']} on {image['platform']}: step failed: [{step['stage']}] {step['title']}\n"
                       f"{step['output'][-1500:]}", file=sys.stderr)
             elif step["status"] == "not fetchable here":

@@ -48,7 +48,10 @@ class Rehearsed:
 
     @property
     def verdict(self) -> str:
-        if any(s.status == "failed" for s in self.steps) or (self.error and not self.steps):
+        failed = [s for s in self.steps if s.status == "failed"]
+        if failed and all(s.starved for s in failed):
+            return "not fetchable here"  # what failed, failed for want of what the mirror could not serve
+        if failed or (self.error and not self.steps):
             return "failed step"
         if self.error:
             return "failed: " + self.error[:200]
@@ -172,6 +175,8 @@ class Rehearsal:
             result.error = str(e)
             built = None
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected)
+        steps.mark_starved(result.steps, [[rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
+                                          if isinstance(s.steps[i], Run) else [] for s, i, _ in steps_in_order(new)])
         if built is not None:
             checked = replace(t, python=python) if python else t  # the checks expect the substituted python
             result.smoke = await pipeline.smoke(builder, built.handle, built.image_id, Leaf(checked, leaf.platform, new),

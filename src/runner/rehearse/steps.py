@@ -23,10 +23,24 @@ class StepResult:
     urls: list[str] = field(default_factory=list)
     output: str = ""
     key: str = ""  # the step's script as the recipe writes it: what coverage counts
+    starved: list[str] = field(default_factory=list)  # a failed step's mounted inputs that were not fetchable here
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "title": self.title, "status": self.status, "cached": self.cached,
-                "urls": self.urls, "output": self.output[-3000:] if self.status == "failed" else ""}
+                "urls": self.urls, "output": self.output[-3000:] if self.status == "failed" else "",
+                "starved": self.starved}
+
+
+def mark_starved(results: list[StepResult], mounts: list[list[str]]) -> None:
+    """Note on each failed step which stages it mounts (`mounts`, per step, by Dockerfile stage name) had
+    a step not fetchable here, or starved in turn: the failure then follows from what the mirror could
+    not serve (an empty wheel folder), and the report says so instead of blaming the step alone."""
+    short: dict[str, list[str]] = {}  # stage name -> its steps that left its output incomplete
+    for r, mounted in zip(results, mounts):
+        if r.status == "failed":
+            r.starved = [f"[{m}] {t}" for m in mounted for t in short.get(m, ())]
+        if r.status == "not fetchable here" or r.starved:
+            short.setdefault(r.stage, []).append(r.title)
 
 
 @dataclass
