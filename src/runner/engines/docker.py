@@ -25,7 +25,7 @@ from runner.compose.stages import Stage
 from runner.engines.build_records import BuildRecords, inputs_key
 from runner.engines.docker_client import Docker
 from runner.model.errors import InfrastructureError, UserError
-from runner.release.pipeline import BaseUnavailable, BuildError, Image
+from runner.release.pipeline import BaseUnavailable, BuildError, Image, registry_of
 
 if TYPE_CHECKING:
     from runner.release.build_cache import BuildCache
@@ -34,6 +34,7 @@ _STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ")
 _STATE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
 _METADATA = re.compile(r"^#(\d+) \[internal\] load metadata for (\S+)")
 _REQUEST = re.compile(r'^failed to do request: [A-Za-z]+ "[^"]*": ')
+_UNAUTHORIZED = re.compile(r"\b401\b|unauthorized|authentication required", re.I)
 _TRANSIENT = re.compile(r"connection reset|i/o timeout|timeout|EOF|TLS handshake|50[0-4]|429|too ?many ?requests|"
                         r"unavailable|broken pipe|connection refused", re.I)
 
@@ -198,15 +199,29 @@ class DockerBuilder:
         return found if found.image_id == recorded else None
 
     async def _docker_build(self, ctx: Path, target: str, stage: Stage, image: str) -> None:
-        code, out, err = await self.docker.run(
-            "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
-            "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx), check=False,
-            auth=True)
-        self.counts.add(err + out)
+        for attempt in range(1, self.push_attempts + 1):
+            code, out, err = await self.docker.run(
+                "build", "--platform", stage.platform, "--network", self.network, "--progress", "plain",
+                "--target", target, *self._build_args(), "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx),
+                check=False, auth=True)
+            self.counts.add(err + out)
+            unavailable = base_failure(err + out, [self.mirrors.image(b.image) for b in base_stages(stage)]) \
+                if code != 0 else None
+            # a registry runner logged in to (its credentials checked through the registry API first) that
+            # answers a base's pull with 401 lost a credential request on the way (a loaded BuildKit's
+            # session, a faulty proxy): retried as a push is, an infrastructure error if it persists
+            if not (unavailable and _UNAUTHORIZED.search(unavailable.reason)
+                    and self.docker.holds_credentials(registry_of(unavailable.image))):
+                break
+            if attempt == self.push_attempts:
+                raise InfrastructureError(f"pulling the base {unavailable.image} failed {attempt} times: "
+                                          f"{unavailable.reason}")
+            self.retries.append(f"base {unavailable.image}: {unavailable.reason[-200:]}; retry {attempt}")
+            await anyio.sleep(min(30.0, 2.0 * 2 ** attempt))
         if self.progress is not None:
             self.progress[image] = err + out
         if code != 0:
-            if unavailable := base_failure(err + out, [self.mirrors.image(b.image) for b in base_stages(stage)]):
+            if unavailable:
                 raise unavailable
             failed = [line for line in (err + out).splitlines() if "ERROR" in line or "executor failed" in line]
             raise BuildError(' | '.join(failed[-3:]) or err.strip()[-800:])

@@ -146,8 +146,11 @@ class Docker:
 
     async def login(self, registry: str, username: str, password: str) -> None:
         """Keep credentials (checked through the registry API first) in memory for the commands that need them."""
-        key = "https://index.docker.io/v1/" if registry in ("docker.io", "index.docker.io") else registry
-        self._auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+        self._auths[_auth_key(registry)] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+    def holds_credentials(self, registry: str) -> bool:
+        """Whether `login` gave credentials for this registry host."""
+        return _auth_key(registry) in self._auths
 
     def close(self) -> None:
         self._auths.clear()
@@ -158,6 +161,11 @@ class Docker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _auth_key(registry: str) -> str:
+    """The config's key for a registry's credentials (Docker Hub's is its v1 URL)."""
+    return "https://index.docker.io/v1/" if registry in ("docker.io", "index.docker.io") else registry
 
 
 def _holds(pid: int, path: Path) -> bool:
