@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import zipfile
 from collections.abc import Iterable
@@ -31,7 +32,7 @@ def make(scripts: Iterable[str], platforms: Iterable[str], files: Path,
             if not isinstance(kind, ReleaseFromWheel):
                 continue
             for machine in machines if m["arch"].startswith("$") else [m["arch"]]:
-                url = m[0].replace(m["arch"], machine)
+                url = url_on(m, machine)
                 if url in made or url in missing:
                     continue
                 try:
@@ -39,6 +40,11 @@ def make(scripts: Iterable[str], platforms: Iterable[str], files: Path,
                 except LookupError as e:
                     missing[url] = str(e)
     return made, missing
+
+
+def url_on(found: re.Match, machine: str) -> str:
+    """A release file's URL as a script names it (arch `$(uname -m)` or a machine name), on a machine."""
+    return found[0].replace(found["arch"], machine) if found["arch"].startswith("$") else found[0]
 
 
 def _tarball(kind: ReleaseFromWheel, version: str, machine: str, url: str, files: Path,

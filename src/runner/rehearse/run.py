@@ -193,7 +193,7 @@ class Rehearsal:
             for m, kind in mirrored_elsewhere(_fetches(s.steps[i])):
                 if isinstance(kind, IndexElsewhere):
                     sub = kind.substitution(m[0])
-                elif (made := self.made.get(m[0].replace(m["arch"], machine) if m["arch"].startswith("$") else m[0])):
+                elif (made := self.made.get(release_files.url_on(m, machine))):
                     sub = made
                 else:
                     continue
