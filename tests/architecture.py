@@ -23,7 +23,8 @@ FACES = ("runner.cli", "runner.dagger", "runner.__main__")
 FLOW_ONLY = ("runner.engines", "runner.release.registry", "runner.compose.plan", "runner.release.pipeline",
              "runner.release.ci_job", "runner.rehearse")  # what the faces reach through runner.flow
 RECIPE_ALLOWED = ("runner.compose.kit", "runner.compose.builds", "runner.compose.stages", "runner.compose.requirements",
-                  "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.model")
+                  "runner.compose.components", "runner.compose.sources", "runner.compose.shell", "runner.compose.official",
+                  "runner.model")
 
 
 def modules(src: Path) -> dict[str, Path]:

@@ -31,7 +31,7 @@ def test_the_real_vllm_patches_apply_to_every_vllm_release_the_matrix_patches(pr
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.returncode == 0, done.stderr[-3000:]
     checks = json.loads(done.stdout)["patches"]
-    # every CUDA vLLM version whose folder (0.10.2..0.11.0, 0.11.2..) holds a patch, checked for real
+    # every CUDA vLLM version whose folder (0.10.2..0.11.0, 0.11.2..0.14.1) holds a patch, checked for real
     wanted = {t.service_version for t in selected(project, selection_of("cuda", "", "", "vllm", "", "", True))
               if tuple(map(int, t.service_version.split(".")[:3])) >= (0, 10, 2)}
     assert {c["version"] for c in checks} == wanted and len(wanted) >= 5

@@ -1,18 +1,21 @@
 """Ascend CANN: runtime on the CANN image of the chip variant; vLLM (device "empty") with vllm-ascend,
 Mooncake with Ascend direct transport and vllm-omni; MindIE from its installer with its pinned
 dependencies and ATB models; SGLang from its NPU project file with sgl-kernel-npu, custom ops and the
-BiSheng compiler. Everything shares the release's runtime and its torch with torch-npu."""
+BiSheng compiler. Everything shares the release's runtime and its torch with torch-npu. Those are the
+seed-era rows (OFFICIAL.compiled); every other vLLM and SGLang row layers the official vllm-ascend or
+SGLang image (runner.compose.official). MindIE always installs from its installer."""
 
 from pathlib import Path
 
 from runner.compose.builds import mooncake_source, sglang_router, vllm_patches
 from runner.compose.components import LeftOut, native, python
+from runner.compose.official import Official
 from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
                                 runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download, github
-from runner.compose.stages import Mount, Stage, StageBuilder
+from runner.compose.stages import Mount, Stage, StageBuilder, base_stage
 from runner.model.targets import Target
 
 SERVICES = ("mindie", "vllm", "sglang")
@@ -43,6 +46,7 @@ MINDIE_URL = "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/MindIE/MindIE%
 # repository, each only between the commit that added it and the one that replaced it: pin a commit in between
 ATB_MODELS = {"2.3.0": "c78e66ca7cb248d1ddfecf3c60e100ec5bb7c982",  # added with the 8.5.0 runtime
               "2.2.rc1": "83ec08dc154e93c15294d1310372a20eadca7c6d",  # added here, removed in c78e66c
+              "2.1.rc1": "7d0448846208bc4dd12e20d0ed213ea7c9974a55",  # from the first commit, removed in 83ec08d
               "2.1.rc2": "7d0448846208bc4dd12e20d0ed213ea7c9974a55"}  # named py3.11 here, removed in 83ec08d
 ATB_URL = ("https://github.com/gpustack/runner/raw/{commit}/pack/cann/mindie-atb-models_{version}_linux-{arch}"
            "_py3.11_torch2.1.0-abi0.tar.gz")
@@ -72,7 +76,43 @@ LEFT_OUT = (
             "resampler comes from a model hub at build time; no patch is invented", ("mindie",)),
     LeftOut("BiSheng toolkit on amd64", "the toolkit is published for aarch64 only", ("sglang",)),
     LeftOut("Mooncake on 310P", "Mooncake's Ascend transport does not support the 310P", ("vllm",)),
+    LeftOut("rows after the seed era: vLLM, vllm-ascend and SGLang installed here", "they layer the official "
+            "vllm-ascend or SGLang image (OFFICIAL): torch, torch-npu, Mooncake and LMCache are the image's, and the "
+            "vLLM patches are not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
 )
+
+
+# the vllm-ascend release each layered vLLM row's official image carries (vllm-ascend's own tags)
+OFFICIAL_ASCEND = {"9.2": {"0.30.0": "0.30.0rc2"},
+                   "*": {"0.30.0": "0.30.0rc1", "0.27.1": "0.27.1rc1", "0.23.0": "0.23.0", "0.20.2": "0.20.2rc1",
+                         "0.18.0": "0.18.0", "0.17.0": "0.17.0rc1", "0.16.0": "0.16.0rc1", "0.15.0": "0.15.0rc1"}}
+# the CANN release the SGLang images name: 8.5.1 rows take the 8.5.0 images, as the released ones do
+OFFICIAL_SGLANG_CANN = {"8.5.1": "8.5.0"}
+
+
+def vllm_ascend_of(t: Target) -> str:
+    own = OFFICIAL_ASCEND.get(t.backend_version, {})
+    return own.get(t.service_version) or OFFICIAL_ASCEND["*"][t.service_version]
+
+
+def vllm_image(t: Target) -> str:
+    """vllm-ascend's official image: 910B's has no suffix, the other chips' name theirs."""
+    return f"quay.io/ascend/vllm-ascend:v{vllm_ascend_of(t)}" + ("" if t.variant == "910b" else f"-{t.variant}")
+
+
+def sglang_image(t: Target) -> str:
+    cann = OFFICIAL_SGLANG_CANN.get(t.original_backend_version, t.original_backend_version)
+    return f"quay.io/ascend/sglang:v{t.service_version}-cann{cann}-{t.variant}"
+
+
+OFFICIAL = Official(
+    HERE, compiled={"vllm": ">=0.9.1,<=0.14.1", "sglang": ">=0.5.1,<=0.5.8"},
+    images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.48.0",
+    env={"vllm": {**NPU_ENV, "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES": "1"}, "sglang": NPU_ENV})
+
+
+def base(t: Target, platform: str) -> Stage:
+    return OFFICIAL.base(t, platform) if OFFICIAL.layers(t) else base_stage(t.base_image, platform)
 
 
 def soc_version(t: Target) -> str:
@@ -89,6 +129,9 @@ def runtime(t: Target, base: Stage) -> Stage:
 
 
 def service(t: Target, runtime: Stage) -> Stage:
+    if OFFICIAL.layers(t):
+        extra = (python("vllm-ascend", vllm_ascend_of(t), imports=("vllm_ascend",)),) if t.service == "vllm" else ()
+        return OFFICIAL.service(t, runtime, components=extra)
     return {"vllm": vllm, "mindie": mindie, "sglang": sglang}[t.service](t, runtime)
 
 

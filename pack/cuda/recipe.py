@@ -1,7 +1,9 @@
-"""NVIDIA CUDA: runtime on the cuDNN devel image; vLLM and its kernels built from their sources against
-the cu12x torch wheels (once per torch CUDA release, torch and platform: 12.6 images use 12.8.1's
-builds, as their torch is cu128), installed with the multi-node stack (GDRCopy, HPC-X, AWS EFA,
-NVSHMEM); SGLang on the release's vLLM 0.14.1 image; VoxBox on the runtime."""
+"""NVIDIA CUDA. The seed-era rows (OFFICIAL.compiled) compile: runtime on the cuDNN devel image; vLLM
+and its kernels built from their sources against the cu12x torch wheels (once per torch CUDA release,
+torch and platform: 12.6 images use 12.8.1's builds, as their torch is cu128), installed with the
+multi-node stack (GDRCopy, HPC-X, AWS EFA, NVSHMEM); SGLang on the release's vLLM 0.14.1 image.
+Every other vLLM and SGLang row layers the official image (runner.compose.official). VoxBox is built
+on the runtime."""
 
 import re
 from dataclasses import replace
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from runner.compose.builds import Toolchain, flash_attn_source, kernel_build, lmcache_source, sglang_router, vllm_patches
 from runner.compose.components import LeftOut, native, python
+from runner.compose.official import Official
 from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, rust_toolchain, at_least, built_wheels, caches, finish,
                                 install, install_built, pick, pick_or, runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
@@ -52,7 +55,35 @@ LEFT_OUT = (
             "SGLang's own FlashInfer pin)", ("vllm",)),
     LeftOut("DeepGEMM, DeepEP, pplx-kernels (vLLM < 0.12)", "the released images build them from vLLM 0.12 on", ("vllm",)),
     LeftOut("flash-attn on arm64 without a prebuilt wheel", "flash-attn's own build supports amd64 only", ("vllm", "sglang")),
+    LeftOut("rows after the seed era: vLLM and SGLang compiled here", "they layer the official image (OFFICIAL): its "
+            "kernels, torch and CUDA are the image's; a CUDA 12.8-or-older row of vLLM takes vLLM's default image, and "
+            "the vLLM patches are not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
 )
+
+
+def vllm_image(t: Target) -> str:
+    """vLLM's official image for a row: per CUDA release, as vLLM names its tags (13.0 is its default
+    from 0.20; before, 12.9 was, and a CUDA 12.8-or-older row takes that default image)."""
+    v, cuda = t.service_version, t.original_backend_version
+    if at_least(cuda, "13"):
+        return f"vllm/vllm-openai:v{v}-" + ("ubuntu2404" if at_least(v, "0.20") else "cu130")
+    if at_least(cuda, "12.9") and at_least(v, "0.20"):
+        return f"vllm/vllm-openai:v{v}-cu129-ubuntu2404"
+    return f"vllm/vllm-openai:v{v}"
+
+
+def sglang_image(t: Target) -> str:
+    """SGLang's official image for a row, tagged per CUDA release (cu130, cu129, cu128)."""
+    return f"lmsysorg/sglang:v{t.service_version}-cu{cuda_tag(t.original_backend_version)}"
+
+
+OFFICIAL = Official(
+    HERE, compiled={"vllm": ">=0.10.2,<=0.14.1", "sglang": ">=0.5.4,<=0.5.8"},
+    images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.54.0",
+    env={"vllm": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "SAFETENSORS_FAST_GPU": "1",
+                  "RUNAI_STREAMER_MEMORY_LIMIT": "0", "RUNAI_STREAMER_LOG_TO_STDERR": "1", "RUNAI_STREAMER_LOG_LEVEL": "INFO"},
+         "sglang": {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_INT4_WEIGHT": "0",
+                    "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}})
 
 
 def cuda_tag(version: str) -> str:
@@ -65,11 +96,17 @@ def torch_cuda(t: Target) -> str:
     return "12.8.1" if t.original_backend_version.startswith("12.6") else t.original_backend_version
 
 
+def base(t: Target, platform: str) -> Stage:
+    return OFFICIAL.base(t, platform) if OFFICIAL.layers(t) else base_stage(t.base_image, platform)
+
+
 def runtime(t: Target, base: Stage) -> Stage:
     return runtime_builder(t, base, home="/usr/local/cuda", mpi=False).build()
 
 
 def service(t: Target, runtime: Stage) -> Stage:
+    if OFFICIAL.layers(t):
+        return OFFICIAL.service(t, runtime)
     return {"vllm": vllm, "sglang": sglang, "voxbox": voxbox}[t.service](t, runtime)
 
 

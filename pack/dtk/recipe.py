@@ -1,4 +1,4 @@
-"""Hygon DTK: the vendor image ships torch and vLLM; the shared runtime goes on it, DTK_HOME is linked
+"""Hygon DTK: the vendor image ships torch and vLLM (or SGLang, from 26.04); the shared runtime goes on it, DTK_HOME is linked
 to the versioned install, and vLLM 0.11 gets LMCache built with hipcc (with the toolkit fixes its
 build needs: DTK's environment, the hyhal link, clang's library folder and hip's config version)."""
 
@@ -9,10 +9,11 @@ from runner.compose.sources import github
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 
-SERVICES = ("vllm",)
+SERVICES = ("vllm", "sglang")
 LEFT_OUT = ()
-TORCH = {">=0.9": "2.5.1", ">=0.8": "2.4.1"}
-LMCACHE = {">=0.11": "0.3.11"}
+TORCH = {"vllm": {">=0.18": "2.10.0", ">=0.9": "2.5.1", ">=0.8": "2.4.1"}, "sglang": {">=0.5.10": "2.9.0"}}
+LMCACHE = {">=0.18": "0.5.0", ">=0.11": "0.3.11"}
+SGLANG_ENV = {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}
 ENV = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
        "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1"}
 
@@ -25,7 +26,9 @@ def runtime(t: Target, base: Stage) -> Stage:
 
 
 def service(t: Target, runtime: Stage) -> Stage:
-    b = vendor_service(t, runtime, torch=pick(t.service_version, TORCH, "torch"))
+    b = vendor_service(t, runtime, torch=pick(t.service_version, TORCH[t.service], "torch"))
+    if t.service == "sglang":
+        return finish(b, t, **{k: v for k, v in ENV.items() if k.startswith("RAY_")}, **SGLANG_ENV)
     if (lmcache := pick_or(t.service_version, LMCACHE)):
         b.arg("DTK_ARCHS", ";".join(t.archs), doc="Hygon GPU targets LMCache is built for")
         reqs = Requirements((pkg("lmcache", built="/tmp/lmcache", resolve_as=f"lmcache=={lmcache}", without=("torch",)),),

@@ -7,7 +7,7 @@ from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
 LEFT_OUT = ()
-TORCH = {"vllm": {">=0.11": "2.8.0", ">=0.9": "2.6.0"}, "sglang": {">=0.5": "2.6.0"}}
+TORCH = {"vllm": {">=0.11": "2.8.0", ">=0.9": "2.6.0"}, "sglang": {">=0.5.7": "2.8.0", ">=0.5": "2.6.0"}}
 VLLM_ENV = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "MACA_SMALL_PAGESIZE_ENABLE": "1", "VLLM_USE_V1": "0"}
 SGLANG_ENV = {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}
 

@@ -1,7 +1,8 @@
 """AMD ROCm: runtime on rocm/dev-ubuntu complete; vLLM, flash-attn (CK), AITER with prebuilt kernels,
 LMCache and Mooncake built from their sources against ROCm torch (AMD's wheels for 7.0, PyTorch's
 index for 6.4); SGLang built from its ROCm project file with its kernel, router and fast Hadamard
-transform, on the release's vLLM 0.14.1 image."""
+transform, on the release's vLLM 0.14.1 image. Those are the seed-era rows (OFFICIAL.compiled); every
+other vLLM and SGLang row layers the official image (runner.compose.official)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -9,12 +10,13 @@ from pathlib import Path
 from runner.compose.builds import (Toolchain, flash_attn_source, kernel_build, lines, lmcache_source, mooncake_source,
                                    sglang_router, vllm_patches)
 from runner.compose.components import LeftOut, python
+from runner.compose.official import Official
 from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, rust_toolchain, at_least, built_wheels, finish, install,
                                 install_built, pick, pick_or, runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Git, github
-from runner.compose.stages import Mount, Stage, StageBuilder
+from runner.compose.stages import Mount, Stage, StageBuilder, base_stage
 from runner.model.targets import Target
 
 SERVICES = ("vllm", "sglang")
@@ -43,7 +45,24 @@ LEFT_OUT = (
     LeftOut("ROCm/triton (57c693b6)", "torch's own pytorch-triton-rocm (or AMD's triton wheel) provides triton; the "
             "released images build it only when triton is absent, which it never is", ("vllm", "sglang")),
     LeftOut("SGLang patch 001_wrong_vram", "its content is not known here; no patch is invented", ("sglang",)),
+    LeftOut("rows after the seed era: vLLM and SGLang compiled here", "they layer the official image (OFFICIAL): its "
+            "kernels, torch and ROCm are the image's, and the vLLM patches are not carried (not proven here against "
+            "those versions' sources)", ("vllm", "sglang")),
 )
+
+
+def sglang_image(t: Target) -> str:
+    """SGLang's official ROCm image: per ROCm minor release, for MI35x (gfx950) or MI30x (gfx942)."""
+    major, minor = t.original_backend_version.split(".")[:2]
+    return f"lmsysorg/sglang:v{t.service_version}-rocm{major}{minor}0-{'mi35x' if 'gfx950' in t.archs else 'mi30x'}"
+
+
+OFFICIAL = Official(
+    HERE, compiled={"vllm": ">=0.10.2,<=0.14.1", "sglang": ">=0.5.5,<=0.5.8"},
+    images={"vllm": lambda t: f"vllm/vllm-openai-rocm:v{t.service_version}", "sglang": sglang_image}, ray="2.54.0",
+    env={"vllm": {**NOSET, "SAFETENSORS_FAST_GPU": "1"},
+         "sglang": {**NOSET, "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1",
+                    "SGLANG_SET_CPU_AFFINITY": "1", "SGLANG_USE_AITER": "1"}})
 
 
 def rocm_major(t: Target) -> str:
@@ -59,6 +78,10 @@ def torch_source(t: Target, version: str) -> dict:
     return {"index": PYTORCH_ROCM.format(major_minor)}
 
 
+def base(t: Target, platform: str) -> Stage:
+    return OFFICIAL.base(t, platform) if OFFICIAL.layers(t) else base_stage(t.base_image, platform)
+
+
 def runtime(t: Target, base: Stage) -> Stage:
     b = runtime_builder(t, base, home="/opt/rocm")
     install(b, t, Requirements((pkg("amdsmi", built="/opt/rocm/share/amd_smi"),), no_build_isolation=True,
@@ -67,6 +90,8 @@ def runtime(t: Target, base: Stage) -> Stage:
 
 
 def service(t: Target, runtime: Stage) -> Stage:
+    if OFFICIAL.layers(t):
+        return OFFICIAL.service(t, runtime)
     return vllm(t, runtime) if t.service == "vllm" else sglang(t, runtime)
 
 

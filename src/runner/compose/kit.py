@@ -167,7 +167,9 @@ def runtime_builder(t: Target, base: Stage, *, home: str, extra_apt: str = "", m
     p, backend = base.platform, t.backend.upper()
     b = StageBuilder(StageKind.RUNTIME, "runtime", base)
     b.arg("PYTHON_VERSION", t.python, doc="python of the image")
-    b.arg(f"{backend}_VERSION", t.original_backend_version, doc="full backend version")
+    # required where the base image is named by it; an official service image is named by its service
+    b.arg(f"{backend}_VERSION", t.original_backend_version, doc="full backend version",
+          required=t.original_backend_version in (base.image or ""))
     b.env(DEBIAN_FRONTEND="noninteractive", LANG="en_US.UTF-8", LANGUAGE="en_US:en", LC_ALL="en_US.UTF-8",
           PYTHON_VERSION=t.python, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
           PIP_ROOT_USER_ACTION="ignore", PIPX_HOME="/root/.local/share/pipx",

@@ -23,7 +23,7 @@ _VERSION_RE = re.compile(rf"^({_NUMBER}(\.{_NUMBER})*|[1-9][0-9]\.(0[1-9]|1[0-2]
                          rf"(\.?(a|b|rc|post|dev){_NUMBER})*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 _VARIANT_RE = re.compile(r"^[a-z0-9]+$")
-_TEMPLATE_FIELDS = {"version", "variant", "python", "service"}
+_TEMPLATE_FIELDS = {"version", "variant", "python", "service", "service_version"}
 
 Status = Literal["active", "deprecated", "polished"]
 # archs reach build scripts (TORCH_CUDA_ARCH_LIST, PYTORCH_ROCM_ARCH, SOC_VERSION): nothing a shell reads

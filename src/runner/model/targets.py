@@ -63,7 +63,8 @@ def expand(matrix: Matrix, where_of=None) -> list[Target]:
                     full = sv.backend_version or rel.version
                     variant = rel.variant or ""
                     base = _render(sv.base_image or rel.base_image or backend.base_image,
-                                   version=full, variant=variant, python=python, service=service)
+                                   version=full, variant=variant, python=python, service=service,
+                                   service_version=sv.version)
                     if rel.base_digest and full == rel.version:
                         base = f"{base}@{rel.base_digest}"
                     path = ("backends", backend_name, "releases", i, "services", service, j)

@@ -1,0 +1,119 @@
+"""Rows that layer a service's official image instead of compiling the service.
+
+A recipe declares, per service, the version range whose rows compile (the rows of the seed era, as
+they were released) and the official image every other row starts from (`Official`). The image is
+named by its tag; what builds is the tag pinned by the digest recorded for it in the backend's
+`official.lock.yaml` (`runner outdated --lock` fills it where the registry answers; a refresh is a
+reviewed change of that file). A row whose image has no digest yet builds from the tag and is said
+to be unpinned (`unpinned()`), so a release can refuse it.
+
+On the official image the row adds what GPUStack needs, with the same kit as a compiled row: the
+shared runtime (OS tools, tini, locale, python check, CMake, build tools), a check that the image
+ships the service version the tag names, Ray at the backend's pin, the audio and tokenizer extras,
+the patches declared for that version, the environment and the entrypoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from packaging.specifiers import SpecifierSet
+
+from runner.compose.components import Component, python
+from runner.compose.kit import add_patches, finish, install, service_builder, site_packages
+from runner.compose.requirements import Requirements, pkg
+from runner.compose.stages import Stage, base_stage
+from runner.model.errors import UserError, Where
+from runner.model.targets import Target
+
+LOCK_NAME = "official.lock.yaml"
+AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
+MODULES = {"vllm": "vllm", "sglang": "sglang"}
+
+
+@dataclass(frozen=True)
+class Official:
+    """Which rows of a backend layer an official image, and which image each one layers."""
+
+    recipe_dir: Path
+    compiled: Mapping[str, str]  # service -> PEP 440 range of the rows that compile (the seed era)
+    images: Mapping[str, Callable[[Target], str]]  # service -> the official image's tag for a row
+    ray: str = ""  # Ray the layered rows pin ("" keeps the image's own)
+    note: str = ""  # what the official images leave out, said where a reader looks (components, LEFT_OUT)
+    env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # service -> environment of the image
+
+    def layers(self, t: Target) -> bool:
+        """Whether this row starts from the service's official image."""
+        if t.service not in self.images:
+            return False
+        spec = self.compiled.get(t.service)
+        return not (spec and SpecifierSet(spec).contains(t.service_version, prereleases=True))
+
+    def image(self, t: Target) -> str:
+        """The official image by tag (what a reader sees)."""
+        return self.images[t.service](t)
+
+    def pinned(self, t: Target) -> str:
+        """The reference that builds: the tag with its locked digest, or the tag alone while unpinned."""
+        tag = self.image(t)
+        digest = lock(self.recipe_dir).get(tag)
+        return f"{tag}@{digest}" if digest else tag
+
+    def base(self, t: Target, platform: str) -> Stage:
+        return base_stage(self.pinned(t), platform)
+
+    def service(self, t: Target, runtime: Stage, *, components: tuple[Component, ...] = ()) -> Stage:
+        """The service stage on the official image (see the module's description)."""
+        v, name = t.service_version, t.service
+        b = service_builder(t, runtime)
+        b.arg("OFFICIAL_IMAGE", self.image(t), required=False, doc="the official image this row layers (by tag)")
+        b.run(f'python3 -m pip show {name} | grep -E "^(Name|Version):"\n'
+              f'python3 -m pip show {name} | grep -q "^Version: ${{{name.upper()}_VERSION}}"',
+              title=f"check the official image's {name} version")
+        if self.ray:
+            install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
+                                       title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
+            b.component(python("ray", self.ray, imports=("ray.dashboard",)))
+        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), title="audio extras"))
+        add_patches(b, t, self.recipe_dir, site_packages(name))
+        b.component(python(name, v, imports=(MODULES.get(name, name),)), *components)
+        return finish(b, t, **self.env.get(name, {}))
+
+
+def lock(recipe_dir: Path) -> dict[str, str]:
+    """The backend's official.lock.yaml: official image tag -> digest (empty where not yet pinned)."""
+    return dict(_lock(recipe_dir / LOCK_NAME))
+
+
+@lru_cache(maxsize=16)
+def _lock(path: Path) -> tuple[tuple[str, str], ...]:
+    if not path.is_file():
+        return ()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"malformed YAML: {getattr(e, 'problem', e)}",
+                        where=Where(str(path), mark.line + 1 if mark else None)) from None
+    if not isinstance(data, dict):
+        raise UserError("an official-image lock maps image tags to digests", where=Where(str(path)), value=type(data).__name__,
+                        allowed="a mapping of 'image:tag' to 'sha256:<64 hex digits>' or null")
+    out = []
+    for tag, digest in data.items():
+        if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71
+                                       and all(c in "0123456789abcdef" for c in digest[7:])):
+            line = next((i + 1 for i, text in enumerate(path.read_text().splitlines()) if text.startswith(f"{tag}:")), None)
+            raise UserError(f"malformed digest for {tag}", where=Where(str(path), line), value=digest,
+                            allowed="sha256:<64 lower-case hex digits>, or null while not pinned")
+        if digest:
+            out.append((str(tag), digest))
+    return tuple(out)
+
+
+def unpinned(stages_images: list[str]) -> list[str]:
+    """The official images among base references that carry no digest."""
+    return sorted({ref for ref in stages_images if "@" not in ref})
