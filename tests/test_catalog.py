@@ -73,7 +73,7 @@ def test_grouped_views_are_gpustack_runners(project):
     from runner import list_backend_runners, list_service_runners
 
     (cuda,) = list_backend_runners(backend="cuda", service="voxbox")
-    assert [v["version"] for v in cuda["versions"]] == ["12.8", "12.6", "12.4"]  # newest first
+    assert [v["version"] for v in cuda["versions"]] == ["12.8", "12.6"]  # newest first
     (service,) = cuda["versions"][0]["variants"][0]["services"]
     assert service["versions"][0] == {"version": "0.0.21", "deprecated": False, "platforms": [
         {"platform": "linux/amd64", "docker_image": "gpustack/runner:cuda12.8-voxbox0.0.21"},

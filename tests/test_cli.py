@@ -63,7 +63,7 @@ def test_matrix_error_from_the_cli_names_file_and_line(tmp_path):
     (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text().replace("vllm: [0.8.3]", "vllm: [0.8.3x]"))
     out = run("matrix", "--matrix", str(tmp_path / "matrix.yaml"), "--format", "json")
     assert out.returncode == 2 and out.stdout == ""
-    assert f"{tmp_path / 'matrix.yaml'}:109:18: malformed version '0.8.3x'" in out.stderr
+    assert f"{tmp_path / 'matrix.yaml'}:113:18: malformed version '0.8.3x'" in out.stderr
 
 
 def test_catalog_and_schema():

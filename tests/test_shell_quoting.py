@@ -180,7 +180,7 @@ def test_matrix_values_that_would_reach_a_shell_are_refused_at_load(tmp_path, ed
 def test_a_patch_name_a_shell_would_read_is_refused(tmp_path):
     shutil.copytree(ROOT / "pack", tmp_path / "pack", symlinks=True)
     shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
-    folder = tmp_path / "pack" / "_patches" / "vllm" / "0.11.2.."
+    folder = tmp_path / "pack" / "_patches" / "vllm" / "0.11.2..0.14.1"
     shutil.copy(next(folder.glob("*.patch")), folder / "002-$(touch PWNED).patch")
     done = subprocess.run([sys.executable, "-m", "runner", "plan", "--backend", "cuda"], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "RUNNER_NO_CACHE": "1", "RUNNER_MATRIX": str(tmp_path / "matrix.yaml")})

@@ -1,4 +1,4 @@
-"""NVIDIA CUDA. The seed-era rows (OFFICIAL.compiled) compile: runtime on the cuDNN devel image; vLLM
+"""NVIDIA CUDA: the seed-era rows (OFFICIAL.compiled) compile, with the runtime on the cuDNN devel image; vLLM
 and its kernels built from their sources against the cu12x torch wheels (once per torch CUDA release,
 torch and platform: 12.6 images use 12.8.1's builds, as their torch is cu128), installed with the
 multi-node stack (GDRCopy, HPC-X, AWS EFA, NVSHMEM); SGLang on the release's vLLM 0.14.1 image.
