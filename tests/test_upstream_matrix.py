@@ -21,7 +21,7 @@ from runner.verify.consumer_env import UPSTREAM_RUNNER, environment
 from tests.conftest import ROOT
 from tests.e2e.infra import TEST_CACHE
 
-FIXTURE = ROOT / "tests" / "fixtures" / "matrix-0.1.32.post1.yaml"
+FIXTURE = ROOT / "matrix.yaml"
 DIGEST = "sha256:" + "ab" * 32
 
 
