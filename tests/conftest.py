@@ -31,6 +31,9 @@ def _no_user_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RUNNER_SOURCES_DIR", str(TEST_CACHE / "sources"))
 
 
+SEED_MATRIX = ROOT / "tests" / "fixtures" / "matrix-seed.yaml"
+
+
 @pytest.fixture(scope="session")
 def project():
     from runner.compose.project import _validate
@@ -40,8 +43,9 @@ def project():
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A copy of matrix.yaml and pack/ that a test may edit."""
-    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    """A copy of the seed matrix (tests/fixtures/matrix-seed.yaml, the January table whose lines the
+    editing tests name) and of pack/, that a test may edit."""
+    shutil.copy(SEED_MATRIX, tmp_path / "matrix.yaml")
     shutil.copytree(ROOT / "pack", tmp_path / "pack", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 

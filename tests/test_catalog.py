@@ -24,7 +24,7 @@ def test_packaged_catalog_is_in_step_with_the_matrix(project):
 
 def test_one_record_per_target_and_platform(project):
     records = catalog.load()
-    assert len(records) == sum(len(t.platforms) for t in project.targets) == 144
+    assert len(records) == sum(len(t.platforms) for t in project.targets) == 404
     r = next(r for r in records if r.docker_image.endswith("cann8.2-910b-vllm0.9.2") and r.platform == "linux/arm64")
     assert r.as_json() == {
         "backend": "cann", "backend_version": "8.2", "original_backend_version": "8.2.rc1", "backend_variant": "910b",
@@ -54,10 +54,10 @@ def test_list_runners_has_gpustack_runners_filter_semantics():
     got = list_runners(backend="cuda", backend_version="12.8", service="vllm", service_version="0.14.1")
     assert {(r.docker_image, r.platform) for r in got} == {
         ("gpustack/runner:cuda12.8-vllm0.14.1", "linux/amd64"), ("gpustack/runner:cuda12.8-vllm0.14.1", "linux/arm64")}
-    assert not list_runners(service="sglang", service_version="0.5.8.post1")  # versions are exact
+    assert not list_runners(service="sglang", service_version="0.5.8.post")  # versions are exact
     assert not list_runners(service="vllm", service_version="0.14")
-    assert {r.service_version for r in list_runners(service="vllm", service_version_prefix="0.14")} == {"0.14.1"}
-    assert {r.backend_version for r in list_runners(backend="cuda", backend_version_prefix="12")} == {"12.9", "12.8", "12.6"}
+    assert {r.service_version for r in list_runners(service="vllm", service_version_prefix="0.14")} == {"0.14.1", "0.14.0"}
+    assert {r.backend_version for r in list_runners(backend="cuda", backend_version_prefix="12")} == {"12.9", "12.8", "12.6", "12.4"}
     assert {r.backend_variant for r in list_runners(backend="cann", backend_variant="310p")} == {"310p"}
     assert all(r.platform == "linux/arm64" for r in list_runners(platform="linux/arm64"))
     # deprecated records are in unless left out, as gpustack-runner does (and GPUStack asks for Auto)
@@ -73,14 +73,14 @@ def test_grouped_views_are_gpustack_runners(project):
     from runner import list_backend_runners, list_service_runners
 
     (cuda,) = list_backend_runners(backend="cuda", service="voxbox")
-    assert [v["version"] for v in cuda["versions"]] == ["12.8", "12.6"]  # newest first
+    assert [v["version"] for v in cuda["versions"]] == ["12.8", "12.6", "12.4"]  # newest first
     (service,) = cuda["versions"][0]["variants"][0]["services"]
     assert service["versions"][0] == {"version": "0.0.21", "deprecated": False, "platforms": [
         {"platform": "linux/amd64", "docker_image": "gpustack/runner:cuda12.8-voxbox0.0.21"},
         {"platform": "linux/arm64", "docker_image": "gpustack/runner:cuda12.8-voxbox0.0.21"}]}
     (sglang,) = list_service_runners(service="sglang", backend="rocm")
-    assert [v["version"] for v in sglang["versions"]][:2] == ["0.5.8", "0.5.7"]
-    rocm = sglang["versions"][1]["backends"][0]["versions"]
+    assert [v["version"] for v in sglang["versions"]][:2] == ["0.5.22", "0.5.21"]  # newest first
+    rocm = next(v for v in sglang["versions"] if v["version"] == "0.5.7")["backends"][0]["versions"]
     assert [(v["version"], v["variants"][0]["deprecated"]) for v in rocm] == [("7.0", False), ("6.4", True)]
 
 

@@ -20,7 +20,7 @@ def test_matrix_json_has_the_documented_keys():
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     every = json.loads(run("matrix", "--format", "json", "--include-deprecated").stdout)
-    assert len(every) == 89 and any(r["status"] == "deprecated" for r in every)
+    assert len(every) == 246 and any(r["status"] == "deprecated" for r in every)
     # deprecated targets are left out by default, as `dagger call select matrix` leaves them out
     assert rows == [r for r in every if r["status"] != "deprecated"]
     row = next(r for r in rows if r["tag"] == "cann8.5-a3-vllm0.14.1")
@@ -35,7 +35,8 @@ def test_matrix_filters_and_formats():
     out = run("matrix", "--backend", "cuda", "--service", "voxbox", "--format", "tags")
     assert out.stdout.split() == ["cuda12.8-voxbox0.0.21"]  # 12.6's is deprecated
     out = run("matrix", "--backend", "cuda", "--service", "voxbox", "--format", "tags", "--include-deprecated")
-    assert out.stdout.split() == ["cuda12.8-voxbox0.0.21", "cuda12.6-voxbox0.0.21"]
+    assert out.stdout.split() == ["cuda12.8-voxbox0.0.21", "cuda12.8-voxbox0.0.20", "cuda12.6-voxbox0.0.21",
+                                  "cuda12.6-voxbox0.0.20", "cuda12.4-voxbox0.0.20"]
     table = run("matrix", "--backend", "rocm", "--service-version", "0.13", "--include-deprecated")
     assert table.returncode == 0 and "rocm7.0-vllm0.13.0" in table.stdout and "rocm6.4-vllm0.13.0" in table.stdout
 
@@ -63,12 +64,14 @@ def test_matrix_error_from_the_cli_names_file_and_line(tmp_path):
     (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text().replace("vllm: [0.8.3]", "vllm: [0.8.3x]"))
     out = run("matrix", "--matrix", str(tmp_path / "matrix.yaml"), "--format", "json")
     assert out.returncode == 2 and out.stdout == ""
-    assert f"{tmp_path / 'matrix.yaml'}:113:18: malformed version '0.8.3x'" in out.stderr
+    assert f"{tmp_path / 'matrix.yaml'}:193:18: malformed version '0.8.3x'" in out.stderr
 
 
 def test_catalog_and_schema():
     out = run("catalog", "--backend", "musa", "--format", "json")
-    assert [r["docker_image"] for r in json.loads(out.stdout)] == ["gpustack/runner:musa4.3-sglang0.5.2", "gpustack/runner:musa4.1-vllm0.9.2"]
+    assert [r["docker_image"] for r in json.loads(out.stdout)] == ["gpustack/runner:musa4.3-sglang0.5.7",
+                                                                         "gpustack/runner:musa4.3-sglang0.5.2",
+                                                                         "gpustack/runner:musa4.1-vllm0.9.2"]
     schema = json.loads(run("schema").stdout)
     assert schema["title"] == "runner matrix.yaml" and "cann" in schema["properties"]["backends"]["propertyNames"]["enum"]
 

@@ -96,9 +96,14 @@ def _leaves(project, **sel):
 
 def test_base_image_per_target_and_platform(project):
     sc = StageContainers()
-    for leaf in _leaves(project, backend="cann", backend_version="8.5", service="vllm"):
+    layered = project.recipes["cann"].module.OFFICIAL.layers
+    leaves = _leaves(project, backend="cann", backend_version="8.5", service="vllm")
+    for leaf in leaves:
         base = sc.container(leaf.stage.chain()[0])
-        assert calls(base) == [("container", {"platform": leaf.platform}), ("from", {"address": leaf.target.base_image})]
+        # a row that layers an official image starts from that image, the others from the matrix's base
+        image = project.recipes["cann"].module.OFFICIAL.pinned(leaf.target) if layered(leaf.target) else leaf.target.base_image
+        assert calls(base) == [("container", {"platform": leaf.platform}), ("from", {"address": image})]
+    assert {layered(x.target) for x in leaves} == {True, False}
 
 
 def test_steps_in_order_with_caches_env_and_entrypoint(project):

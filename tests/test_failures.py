@@ -182,10 +182,12 @@ def test_an_image_prefix_in_the_mirror_map_redirects_base_images_and_nothing_els
     assert one.image("rocm/dev-ubuntu-22.04-x:7.0") == "rocm/dev-ubuntu-22.04-x:7.0"
     assert mapped.text("see quay.io/ascend/cann") == "see quay.io/ascend/cann"  # scripts keep their text
     assert mapped.url("https://download.pytorch.org/whl/cu128") == "https://mirror.example/whl/cu128"
-    leaf = next(x for x in make_plan(project.targets, project.recipes).leaves if x.target.backend == "cann")
-    (arg,) = [line for line in render(leaf.stage, "compat", mapped).text.splitlines()
-              if line.startswith("ARG ") and "_BASE_IMAGE=" in line]
-    assert arg.split("=", 1)[1].split()[0].startswith("mirror.example:5000/ascend/cann:"), arg
+    leaves = {x.target.tag: x for x in make_plan(project.targets, project.recipes).leaves if x.target.backend == "cann"}
+    for tag, image in (("cann8.5-a3-vllm0.14.1", "mirror.example:5000/ascend/cann:"),  # the CANN image
+                       ("cann9.2-a3-vllm0.30.0", "mirror.example:5000/ascend/vllm-ascend:v0.30.0rc2-a3")):  # an official one
+        (arg,) = [line for line in render(leaves[tag].stage, "compat", mapped).text.splitlines()
+                  if line.startswith("ARG ") and "_BASE_IMAGE=" in line]
+        assert arg.split("=", 1)[1].split()[0].startswith(image), arg
 
 
 @pytest.mark.parametrize("env,message", [

@@ -9,6 +9,7 @@ import pytest
 
 from runner.model.errors import UserError
 from runner.compose.project import load_project
+from tests.conftest import ROOT, SEED_MATRIX
 
 # The "Onboard Services" table of seed 000, counted by hand: (backend, short version, variant) -> services.
 SEED_COUNTS = {
@@ -23,23 +24,31 @@ SEED_COUNTS = {
 
 
 def test_the_whole_seed_table_is_there(project):
+    """The January table (tests/fixtures/matrix-seed.yaml) is kept whole, row by row, inside the matrix of
+    gpustack-runner 0.1.32.post1 (tests/test_upstream_matrix.py checks that one against its catalog)."""
+    from runner.compose.project import _validate
+
+    seed = _validate(SEED_MATRIX, ROOT / "pack")
     counts: dict[tuple, int] = {}
-    for t in project.targets:
+    for t in seed.targets:
         key = (t.backend, t.backend_version, t.variant)
         counts[key] = counts.get(key, 0) + 1
-    assert counts == SEED_COUNTS
-    assert len(project.targets) == 89
+    assert counts == SEED_COUNTS and len(seed.targets) == 89
+    now = {t.tag: t for t in project.targets}
+    for t in seed.targets:
+        assert t.tag in now, t.tag
+        assert (now[t.tag].platforms, now[t.tag].status, now[t.tag].base_image) == (t.platforms, t.status, t.base_image), t.tag
+    assert len(project.targets) == 246
 
 
 def test_statuses_follow_the_seed_formatting_and_upstreams_deprecations(project):
-    """Deprecated as gpustack-runner 0.1.32.post1's catalog publishes it (tests/test_consumer_code.py
-    compares the two catalogs record by record)."""
+    """Deprecated as gpustack-runner 0.1.32.post1's catalog publishes it (tests/test_upstream_matrix.py
+    compares the two catalogs record by record); polished as the seed table marks it."""
     by_status = {s: sorted(t.tag for t in project.targets if t.status == s) for s in ("deprecated", "polished")}
-    assert by_status["deprecated"] == sorted(
-        [f"cann8.2-{v}-{s}" for v in ("a3", "910b") for s in ("vllm0.10.1.1", "sglang0.5.2", "sglang0.5.1.post3")]
-        + ["cann8.2-910b-vllm0.9.2", "cann8.2-310p-vllm0.9.2", "cuda12.8-sglang0.5.4.post3", "cuda12.6-voxbox0.0.21"]
-        + [f"{b}-vllm{v}" for b in ("cuda12.6", "rocm6.4") for v in ("0.14.1", "0.13.0", "0.12.0", "0.11.2", "0.10.2")]
-        + [f"rocm6.4-sglang{v}" for v in ("0.5.7", "0.5.6.post2", "0.5.5.post3")])
+    assert len(by_status["deprecated"]) == 46
+    assert {"cuda12.4-vllm0.10.0", "rocm6.3-vllm0.10.0", "cann8.2-910b-mindie2.1.rc1", "rocm6.4-sglang0.5.8.post1",
+            "cuda12.6-vllm0.15.1", "cuda12.8-sglang0.5.5"} <= set(by_status["deprecated"])
+    assert not any(t.startswith(("cuda13", "rocm7.2", "cann9")) for t in by_status["deprecated"])
     assert by_status["polished"] == sorted([f"cuda{v}-vllm0.13.0" for v in ("12.9", "12.8")] + ["rocm7.0-vllm0.13.0"])
 
 

@@ -17,9 +17,9 @@ from runner.compose.outdated import newer_pins, newer_series, propose
 from runner.compose.project import load_project
 from runner.model.catalog import RunnerRecord
 from runner.model.marked_yaml import load_marked
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEED_MATRIX
 
-MATRIX = (ROOT / "matrix.yaml").read_text()
+MATRIX = SEED_MATRIX.read_text()  # a known matrix: the January table
 
 
 def _index(**releases: str) -> dict[str, list[Version]]:

@@ -22,7 +22,7 @@ from runner.compose.plan import make_plan
 from runner.compose.project import load_project
 from runner.compose.shell import EXPANSION, word
 from runner.compose.stages import Run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEED_MATRIX
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -166,7 +166,7 @@ def test_hostile_archs_run_nothing_in_any_rendered_script(tmp_path):
       "\"https://mirror.example/whl;{touch,/tmp/PWNED};#\"\n"), "mirror"),
 ])
 def test_matrix_values_that_would_reach_a_shell_are_refused_at_load(tmp_path, edit, message):
-    text = (ROOT / "matrix.yaml").read_text()
+    text = SEED_MATRIX.read_text()  # a known matrix: the January table
     assert edit[0] in text
     (tmp_path / "matrix.yaml").write_text(text.replace(edit[0], edit[1], 1))
     (tmp_path / "pack").symlink_to(ROOT / "pack")

@@ -60,8 +60,9 @@ def sglang_image(t: Target) -> str:
 OFFICIAL = Official(
     HERE, compiled={"vllm": ">=0.10.2,<=0.14.1", "sglang": ">=0.5.5,<=0.5.8"},
     images={"vllm": lambda t: f"vllm/vllm-openai-rocm:v{t.service_version}", "sglang": sglang_image}, ray="2.54.0",
-    env={"vllm": {**NOSET, "SAFETENSORS_FAST_GPU": "1"},
-         "sglang": {**NOSET, "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1",
+    env={"vllm": {**NOSET, "SAFETENSORS_FAST_GPU": "1", "VLLM_ROCM_USE_AITER": "1"},
+         # as the compiled SGLang rows have it from the vLLM image they start from
+         "sglang": {**NOSET, "VLLM_ROCM_USE_AITER": "1", "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1",
                     "SGLANG_SET_CPU_AFFINITY": "1", "SGLANG_USE_AITER": "1"}})
 
 

@@ -46,6 +46,9 @@ class CheckSpec(BaseModel):
     exit: int = 0
     services: list[str] | None = None
     platforms: list[str] | None = None
+    # a check of a value the recipe pins (torch's version) runs on the images whose plan sets it: a row
+    # that layers an official image keeps that image's own (runner.compose.official)
+    needs_env: list[str] | None = Field(None, description="runs only on images whose plan sets each of these")
     timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=7200, description="seconds before the check is stopped")
 
     @model_validator(mode="after")
@@ -207,6 +210,8 @@ def checks_for(pack: Path, t: Target, leaf: Stage) -> list[Check]:
         spec = load_spec(path)
         for c in spec.checks:
             if (c.services and t.service not in c.services) or (c.platforms and leaf.platform not in c.platforms):
+                continue
+            if c.needs_env and not all(fill(name) in env for name in c.needs_env):
                 continue
             # a value is matched as written (a version's dots and a local tag's + are not operators)
             expect = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
