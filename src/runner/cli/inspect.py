@@ -140,6 +140,12 @@ def plan(a: argparse.Namespace) -> int:
             print(f"runner: {'error: ' if c.status == 'fails' else ''}{c}", file=sys.stderr)
     for note in not_checked():
         print(f"runner: {note}", file=sys.stderr)
+    from runner.flow.official_lock import unpinned
+
+    if (loose := unpinned(project, targets)):
+        print(f"runner: not pinned: {len(loose)} official images the selection layers have no digest in "
+              "pack/<backend>/official.lock.yaml; they build from their tags, and a release refuses them "
+              "(`runner official --lock`)", file=sys.stderr)
     print(f"runner: {checks_line(the_plan, findings, patches)}", file=sys.stderr)
     return 2 if findings or failed else 0
 

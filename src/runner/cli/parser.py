@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "schema", "runner.cli.inspect:schema", "print the JSON Schema of matrix.yaml")
     p.add_argument("--pack", type=Path, help="pack folder whose recipes name the backends")
 
+    p = _command(sub, "official", "runner.cli.official:official",
+                 "the official images the selected rows layer and the digests they build from")
+    selection_args(p)
+    p.add_argument("--lock", action="store_true", help="ask each image's registry for the digest its tag names and "
+                   "record it in pack/<backend>/official.lock.yaml (a change to review)")
+    p.add_argument("--refresh", action="store_true", help="with --lock: ask again for images already pinned")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="json: every image with its digest (null: not pinned), its rows, and what was not checked")
+
     p = _command(sub, "plan", "runner.cli.inspect:plan", "the stage DAG shared across the selected targets")
     selection_args(p)
     p.add_argument("--format", choices=("tree", "json"), default="tree",

@@ -12,6 +12,7 @@ from runner.engines.docker import Docker, DockerBuilder
 from runner.flow.registry_access import CacheAccess
 from runner.flow.options import BuildOptions, Built
 from runner.model.errors import UserError
+from runner.flow.official_lock import require_pinned
 from runner.release import pipeline, publish as releases
 from runner.release.attest import Attester, Carrier
 from runner.release.build_cache import BuildCache
@@ -75,6 +76,7 @@ async def build(release: Release, o: BuildOptions, publish: bool = False, advanc
                     async with release.registry.client() as reg:
                         await reg.login()  # before hours of building, not after
                     await docker.login(*release.registry.docker_login())
+                    require_pinned(release.project, release.targets)  # the digest is what a release builds from
                 if cache is not None:
                     await stack.enter_async_context(cache.registry)
                     await cache.registry.login()
@@ -133,6 +135,8 @@ async def job(release: Release, key: str, o: BuildOptions) -> tuple[dict, Outcom
     if publish and not (release.registry and release.registry.address and o.run):
         raise UserError("a target's job pushes its image and records it for the run: give --registry and --run "
                         "(or --dry-run, which writes nothing)")
+    if publish and ci.leaf is not None:
+        require_pinned(release.project, [ci.leaf.target])
     if not o.dry_run:
         release.credentials.required(" (a dry run needs none)")
     cache = access = None

@@ -15,6 +15,7 @@ from runner.flow.registry_access import CacheAccess, RegistryAccess
 from runner.flow.release import Release
 from runner.model.errors import Failed, UserError
 from runner.model.targets import Selection
+from runner.flow.official_lock import require_pinned
 from runner.release import pipeline, publish as releases
 from runner.release.attest import Attester, Carrier
 from runner.release.ci_job import find_job, run_job as run_ci_job
@@ -84,6 +85,7 @@ async def publish(project, built: list[pipeline.Built], to: RegistryAccess, sign
     say what happened, or a Failed error carrying them when a tag was not fully published."""
     if single_arch or run:
         check_run(run)
+    require_pinned(project, [b.leaf.target for b in built])  # the digest is what a release builds from
     repo = to.repository_of(project)
     builder = DaggerBuilder(StageContainers(), to.address, to.credentials.username, to.credentials.handle)
     attester = await attester_for(signing, builder, build_info)
@@ -131,6 +133,8 @@ async def job(project, key: str, selection: Selection, cache_ref: str, to: Regis
         raise UserError("a job that is not a dry run pushes to the build cache: give --username and --password")
     if publish:
         check_run(run)
+    if publish and ci.leaf is not None:
+        require_pinned(project, [ci.leaf.target])  # the digest is what a release builds from
     cache_access = CacheAccess.parse(cache_ref, to.credentials) if has_password else None
     host = cache_ref.partition("/")[0]
     async with AsyncExitStack() as stack:
