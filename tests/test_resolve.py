@@ -1,6 +1,7 @@
-"""`runner resolve` against the real package index: the whole seed matrix, every set this machine can
-reach resolved for real with no conflict; the sets behind unreachable indexes resolved through the
-mirror map against a local stub index; and how a step's ask is made (layering, stand-ins)."""
+"""`runner resolve` against the real package index: the whole seed matrix (tests/fixtures/matrix-seed.yaml),
+every set this machine can reach resolved for real with no conflict; the sets behind unreachable indexes
+resolved through the mirror map against a local stub index; the newest rows, which layer official images;
+and how a step's ask is made (layering, stand-ins). bench/resolve_all.py resolves the whole matrix."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import StageBuilder, base_stage
 from runner.verify.resolve import Layers, ask_for, steps_of
 from tests import resolve_fixture
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEED_MATRIX
 
 _UNREACHABLE = re.compile(r"(\S+) \((\w+)\)")
 # images whose install steps do not resolve as one set today (issue 20: the recipes are being mended)
@@ -52,15 +53,32 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def seed(cache):
+def seed_matrix(tmp_path_factory) -> str:
+    """The seed matrix as a project's matrix.yaml, next to the project's own pack/."""
+    folder = tmp_path_factory.mktemp("seed")
+    (folder / "matrix.yaml").write_text(SEED_MATRIX.read_text())
+    (folder / "pack").symlink_to(ROOT / "pack")
+    return str(folder / "matrix.yaml")
+
+
+@pytest.fixture(scope="module")
+def seed_project(seed_matrix):
+    from runner.compose.project import _validate
+
+    return _validate(SEED_MATRIX, ROOT / "pack")
+
+
+@pytest.fixture(scope="module")
+def seed(cache, seed_matrix):
     """The whole seed matrix, resolved once against the real indexes."""
-    code, data, seconds = resolve(cache=cache)
+    code, data, seconds = resolve("--matrix", seed_matrix, cache=cache)
     print(f"[resolve] the seed matrix: {len(data['steps'])} install steps in {seconds:.0f} s", file=sys.stderr)
     return code, data
 
 
 @pytest.mark.slow  # the whole seed matrix against the real index: minutes
-def test_the_seed_matrix_resolves_with_no_conflict(seed, project):
+def test_the_seed_matrix_resolves_with_no_conflict(seed, seed_project):
+    project = seed_project
     code, data = seed
     conflicts = [f"{s['tag']} {s['platform']} step {s['step']} ({s['title']}): {s['message'][-400:]}"
                  for s in data["steps"] if s["status"] == "conflict" and s["step"]]
@@ -95,8 +113,8 @@ def test_the_seed_matrix_resolves_with_no_conflict(seed, project):
 
 
 @pytest.mark.slow  # the whole seed matrix against the real index: minutes
-def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache):
-    code, data, seconds = resolve("--backend", "rocm", cache=cache)
+def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache, seed_matrix):
+    code, data, seconds = resolve("--matrix", seed_matrix, "--backend", "rocm", cache=cache)
     checked = [s for s in data["steps"] if s["status"] in ("resolved", "conflict")]
     conflicts = [s for s in data["steps"] if s["status"] == "conflict"]
     assert code == (2 if conflicts else 0) and checked and all(s["cached"] for s in checked)
@@ -104,7 +122,8 @@ def test_an_unchanged_matrix_resolves_from_the_cache(seed, cache):
 
 
 @pytest.mark.slow  # the whole seed matrix against the real index: minutes
-def test_unreachable_sets_resolve_through_the_mirror_map(seed, project, tmp_path):
+def test_unreachable_sets_resolve_through_the_mirror_map(seed, seed_project, seed_matrix, tmp_path):
+    project = seed_project
     _, data = seed
     unreachable = {url for s in data["steps"] if s["status"] == "not-checked" for url, _ in _UNREACHABLE.findall(s["message"])}
     assert unreachable, "every index was reachable: nothing to mirror"
@@ -112,7 +131,8 @@ def test_unreachable_sets_resolve_through_the_mirror_map(seed, project, tmp_path
     find_links = {u for leaf in plan.leaves for st in steps_of(leaf.stage) for u in st.requirements.find_links}
     served = resolve_fixture.Served(tmp_path, resolve_fixture.build(tmp_path, plan.leaves, unreachable, find_links))
     try:
-        code, mirrored, seconds = resolve("--per-step", env={"RUNNER_MIRRORS": served.mirrors}, cache=tmp_path / "cache")
+        code, mirrored, seconds = resolve("--matrix", seed_matrix, "--per-step", env={"RUNNER_MIRRORS": served.mirrors},
+                                          cache=tmp_path / "cache")
     finally:
         served.close()
     print(f"[resolve] the seed matrix through the mirror map: {seconds:.0f} s", file=sys.stderr)
@@ -122,6 +142,21 @@ def test_unreachable_sets_resolve_through_the_mirror_map(seed, project, tmp_path
     assert not bad and code == 0 and all(s["step"] for s in mirrored["steps"]), "\n".join(bad[:10])
     torch_steps = [s for s in mirrored["steps"] if s["tag"] == "cuda12.8-vllm0.14.1" and s["title"].startswith("torch ")]
     assert torch_steps and all(s["versions"]["torch"] == "2.9.1+cu128" for s in torch_steps)
+
+
+@pytest.mark.slow  # against the real index
+def test_the_newest_rows_that_layer_official_images_resolve(tmp_path):
+    """What the layered rows add on their official image (Ray at the backend's pin, the audio extras)
+    resolves against the real index, each step and each image as one set."""
+    rows = "cuda13.0-vllm0.32.0 cuda13.0-sglang0.5.22 rocm7.2-vllm0.32.0 cann9.2-a3-vllm0.30.0 cann9.1-950-sglang0.5.22"
+    code, data, seconds = resolve("--select", rows, cache=tmp_path / "cache")
+    print(f"[resolve] the newest layered rows: {len(data['steps'])} install steps in {seconds:.0f} s", file=sys.stderr)
+    bad = [f"{s['tag']} {s['platform']} step {s['step']} {s['status']}: {s['message'][-300:]}"
+           for s in data["steps"] if s["status"] in ("conflict", "not-checked")]
+    assert code == 0 and not bad, "\n".join(bad)
+    assert {s["tag"] for s in data["steps"]} == set(rows.split())
+    ray = {s["tag"]: s["versions"].get("ray") for s in data["steps"] if s["step"] and s["versions"].get("ray")}
+    assert ray["cuda13.0-vllm0.32.0"] == "2.54.0" and ray["cann9.2-a3-vllm0.30.0"] == "2.48.0"
 
 
 def _step(reqs: Requirements, args: dict | None = None):

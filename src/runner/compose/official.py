@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
-from runner.compose.kit import add_patches, finish, install, service_builder, site_packages
+from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service_builder, site_packages
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
@@ -75,7 +75,9 @@ class Official:
               f'python3 -m pip show {name} | grep -q "^Version: ${{{name.upper()}_VERSION}}"',
               title=f"check the official image's {name} version")
         if self.ray:
+            # Ray's dashboard extra asks for OpenTelemetry packages published as betas only
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
+                                       prereleases=OTEL_BETAS,
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), title="audio extras"))
