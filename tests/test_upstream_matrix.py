@@ -93,7 +93,7 @@ def test_a_locked_digest_is_what_builds_and_a_malformed_one_names_its_line(tmp_p
     assert moved.base(t, "linux/amd64").image.endswith(DIGEST)
     s = upstream_project.target("cuda13.0-sglang0.5.22")
     assert moved.pinned(s) == "lmsysorg/sglang:v0.5.22-cu130"  # not pinned yet: the tag alone
-    assert official.unpinned([moved.pinned(t), moved.pinned(s)]) == ["lmsysorg/sglang:v0.5.22-cu130"]
+    assert "@" not in moved.pinned(s) and "@" in moved.pinned(t)
     (recipe / official.LOCK_NAME).write_text(f"vllm/vllm-openai:v0.32.0-ubuntu2404: {DIGEST}\nlmsysorg/sglang:v0.5.22-cu130: sha256:XYZ\n")
     official._lock.cache_clear()
     with pytest.raises(official.UserError) as e:
@@ -131,3 +131,14 @@ def test_its_catalog_is_gpustack_runner_0_1_32_post1s_but_for_the_listed_differe
     assert {c["kind"] for c in changes} <= {"removed", "platforms"}  # no deprecation differs
     theirs = {r["docker_image"] for r in json.loads(packaged.read_text())}
     assert len(theirs) == 239 and len({r["docker_image"] for r in json.loads(ours.read_text())}) == 246
+
+
+def test_a_cann_vllm_row_without_its_vllm_ascend_release_is_a_clear_error(tmp_path):
+    text = FIXTURE.read_text()
+    assert "          vllm: [0.30.0]\n" in text
+    (tmp_path / "matrix.yaml").write_text(text.replace("          vllm: [0.30.0]\n", "          vllm: [0.31.0, 0.30.0]\n", 1))
+    (tmp_path / "pack").symlink_to(ROOT / "pack")
+    done = runner("plan", "--matrix", str(tmp_path / "matrix.yaml"), "--backend", "cann")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "matrix.yaml:" in done.stderr and "no vllm-ascend release is declared for vLLM 0.31.0" in done.stderr
+    assert "OFFICIAL_ASCEND in pack/cann/recipe.py" in done.stderr

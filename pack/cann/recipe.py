@@ -16,6 +16,7 @@ from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download, github
 from runner.compose.stages import Mount, Stage, StageBuilder, base_stage
+from runner.model.errors import UserError
 from runner.model.targets import Target
 
 SERVICES = ("mindie", "vllm", "sglang")
@@ -91,8 +92,11 @@ OFFICIAL_SGLANG_CANN = {"8.5.1": "8.5.0"}
 
 
 def vllm_ascend_of(t: Target) -> str:
-    own = OFFICIAL_ASCEND.get(t.backend_version, {})
-    return own.get(t.service_version) or OFFICIAL_ASCEND["*"][t.service_version]
+    found = OFFICIAL_ASCEND.get(t.backend_version, {}).get(t.service_version) or OFFICIAL_ASCEND["*"].get(t.service_version)
+    if found is None:
+        raise UserError(f"{t.tag}: no vllm-ascend release is declared for vLLM {t.service_version}", where=t.where,
+                        hint="add the vllm-ascend release its official image carries to OFFICIAL_ASCEND in pack/cann/recipe.py")
+    return found
 
 
 def vllm_image(t: Target) -> str:

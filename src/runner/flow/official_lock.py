@@ -4,62 +4,18 @@ names now and records it in pack/<backend>/official.lock.yaml, a change to revie
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.compose.mirrors import full_reference
-from runner.compose.official import LOCK_NAME, lock
-from runner.model.errors import UserError
+from runner.compose.official import LOCK_NAME, OfficialImage, lock, official_images, require_pinned, unpinned
 from runner.model.files import write_atomic
-from runner.model.targets import Target
+
+__all__ = ["OfficialImage", "lock_digests", "official_images", "require_pinned", "unpinned"]
 
 HEADER = """# The official images the rows of recipe.py that layer one start from (OFFICIAL), by tag, and the
 # digest each one builds from. `runner official --lock` records a digest where the registry answers;
 # a changed digest is a changed base: review it as a recipe change. null: not pinned yet (no release).
 """
-
-
-@dataclass
-class OfficialImage:
-    """One official image: its backend, its tag, the digest it builds from ("" while not pinned) and the
-    rows that layer it."""
-
-    backend: str
-    image: str
-    digest: str = ""
-    tags: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        return {"backend": self.backend, "image": self.image, "digest": self.digest or None, "targets": self.tags}
-
-
-def official_images(project, targets: Iterable[Target]) -> list[OfficialImage]:
-    """Every official image the given rows layer, with its locked digest, in backend and image order."""
-    found: dict[tuple[str, str], OfficialImage] = {}
-    for t in targets:
-        official = getattr(project.recipes[t.backend].module, "OFFICIAL", None)
-        if official is None or not official.layers(t):
-            continue
-        image = official.image(t)
-        entry = found.setdefault((t.backend, image), OfficialImage(t.backend, image, lock(official.recipe_dir).get(image, "")))
-        entry.tags.append(t.tag)
-    return [found[k] for k in sorted(found)]
-
-
-def unpinned(project, targets: Iterable[Target]) -> list[OfficialImage]:
-    """The official images among the rows' bases that no digest pins yet."""
-    return [o for o in official_images(project, targets) if not o.digest]
-
-
-def require_pinned(project, targets: Iterable[Target]) -> None:
-    """Refuse to publish a row whose official image is not pinned: the digest is what a release builds."""
-    missing = unpinned(project, targets)
-    if missing:
-        names = ", ".join(o.image for o in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise UserError(f"{len(missing)} official image(s) the selection layers are not pinned by digest: {names}",
-                        hint="run `runner official --lock` where their registries answer, review the change to "
-                             "pack/<backend>/official.lock.yaml and commit it; or narrow the selection")
 
 
 async def lock_digests(project, images: list[OfficialImage], refresh: bool = False) -> list[str]:

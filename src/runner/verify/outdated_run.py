@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.compose.official import official_images
 from runner.compose.outdated import Outdated, index_packages, newer_pins, propose
 from runner.model.catalog_diff import CatalogDiff, diff
 from runner.model.errors import UserError
@@ -62,7 +63,8 @@ def check(project, services: list[str] | None = None, resolve: bool = True, jobs
     index = all_versions(index_packages())
     seconds = {"index": time.monotonic() - clock}
     outdated = propose(doc.data, index, services)
-    outdated.not_checked.append(CONTAINER_REGISTRIES_NOT_CHECKED.format(", ".join(base_repositories(doc.data))))
+    official = sorted({o.image.rsplit(":", 1)[0] for o in official_images(project, project.targets)})
+    outdated.not_checked.append(CONTAINER_REGISTRIES_NOT_CHECKED.format(", ".join([*base_repositories(doc.data), *official])))
     from runner.compose.catalog_records import catalog_records
 
     before = catalog_records(project, project.targets, project.image)
