@@ -232,3 +232,23 @@ def test_every_profile_explains_where_it_differs_from_gpustack_runtimes(project)
     stale = cuda.model_copy(update={"gpustack": {"runtime": "an old reason"}})
     assert consumer_differences(stale, runtime, "cuda")[1] == [
         "cuda: the profile explains a difference in runtime, but there is none (or no such field)"]
+
+
+def test_a_chip_variants_hosts_add_their_own_devices_to_the_backends_lines(capsys, tmp_path):
+    """The Ascend 950's UB fabric nodes are on the 950's lines only (every other chip's host lacks them,
+    and docker run fails on a missing --device); a malformed variant device is refused at load."""
+    from runner.cli import main
+    from runner.verify.profiles import load_profile
+
+    assert main(["run-command", "cann9.2-950-vllm0.30.0", "--device-check"]) == 0
+    line = capsys.readouterr().out
+    assert "--device=/dev/uburma --device=/dev/ummu" in line and "--device=/dev/davinci0" in line
+    assert main(["run-command", "cann9.2-a3-vllm0.30.0", "--device-check"]) == 0
+    assert "uburma" not in capsys.readouterr().out
+    base, a5 = load_profile(ROOT / "pack", "cann"), load_profile(ROOT / "pack", "cann", "950")
+    assert a5.devices == [*base.devices, "/dev/uburma", "/dev/ummu"] and a5.volumes == base.volumes
+    (tmp_path / "cann").mkdir()
+    text = (ROOT / "pack" / "cann" / "profile.yaml").read_text().replace("[/dev/uburma, /dev/ummu]", "[/dev/../etc]")
+    (tmp_path / "cann" / "profile.yaml").write_text(text)
+    with pytest.raises(UserError, match="malformed device path"):
+        load_profile(tmp_path, "cann", "950")

@@ -256,7 +256,7 @@ def run_command(a: argparse.Namespace) -> int:
     image = project.image(t.tag, a.registry)
     devices = _devices(a.devices)
     if a.device_check:
-        profile = load_profile(project.pack_path, t.backend)
+        profile = load_profile(project.pack_path, t.backend, t.variant)
         print(shell_line(docker_run(profile, image, ["sh", "-c", profile.device_check], devices)))
         return 0
     from runner.verify.consumer import load_record, load_spec

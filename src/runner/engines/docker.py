@@ -274,7 +274,7 @@ class DockerBuilder:
 
         if self.pack is None:
             raise BuildError("the device check needs the pack folder of the project")
-        profile = load_profile(self.pack, leaf.target.backend)
+        profile = load_profile(self.pack, leaf.target.backend, leaf.target.variant)
         argv = [a for a in run_command(profile, handle, ["sh", "-c", script])[1:] if a != "-it"]
         code, out, err = await self.docker.run(*argv, check=False, timeout=600)
         return code, out + err

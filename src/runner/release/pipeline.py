@@ -260,7 +260,7 @@ async def device(engine: Builder, handle: Any, leaf: Leaf, pack: Path) -> CheckR
     """The backend's tiny accelerator check; skipped (not failed) where the engine has no device."""
     from runner.verify.profiles import load_profile
 
-    check = Check("device", load_profile(pack, leaf.target.backend).device_check)
+    check = Check("device", load_profile(pack, leaf.target.backend, leaf.target.variant).device_check)
     try:
         code, output = await engine.device_check(handle, leaf, check.script)
     except DeviceUnavailable as e:

@@ -23,6 +23,31 @@ COMPARED = ("runtime", "visible_devices", "runtime_env", "devices", "volumes", "
             "capabilities")
 
 
+def device_paths(devices: list[str]) -> list[str]:
+    """Device paths a `docker run` line may carry, checked."""
+    for dev in devices:  # `{index}` is the one placeholder: it is replaced, never str.format'ted
+        if not re.fullmatch(r"/dev/[A-Za-z0-9_./:-]*(\{index\}[A-Za-z0-9_./:-]*)?", dev) or "/../" in dev:
+            raise ValueError(f"malformed device path {dev!r} (allowed: a path under /dev/ of letters, digits "
+                             "and . _ - : /, with at most one {index})")
+    return devices
+
+
+class VariantProfile(BaseModel):
+    """What a chip variant's hosts add to the backend's profile (the Ascend 950's fabric device nodes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: list[str] = Field(default_factory=list, description="device nodes only this variant's hosts have")
+    volumes: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    why: str = Field(description="why the variant's hosts differ")
+
+    @field_validator("devices")
+    @classmethod
+    def _device_paths(cls, devices: list[str]) -> list[str]:
+        return device_paths(devices)
+
+
 class DeviceProfile(BaseModel):
     """pack/<backend>/profile.yaml. `{index}` in a device path is replaced per visible device."""
 
@@ -40,6 +65,15 @@ class DeviceProfile(BaseModel):
     device_check: str = Field(description="a tiny check that the accelerator is usable in the image")
     gpustack: dict[str, str] = Field(default_factory=dict,
                                      description="field -> why it differs from gpustack-runtime's own profile")
+    variants: dict[str, VariantProfile] = Field(default_factory=dict, description="chip variant -> what its hosts add")
+
+    def for_variant(self, variant: str) -> DeviceProfile:
+        """The profile a host of this chip variant runs the image with (the backend's, plus the variant's)."""
+        extra = self.variants.get(variant)
+        if extra is None:
+            return self
+        return self.model_copy(update={"devices": [*self.devices, *extra.devices], "volumes": [*self.volumes, *extra.volumes],
+                                       "env": {**self.env, **extra.env}})
 
     def device_env(self, devices: list[int] | None = None) -> dict[str, str]:
         """The device variables of a container exposing `devices` (default: device 0): the runtime's
@@ -56,18 +90,15 @@ class DeviceProfile(BaseModel):
     @field_validator("devices")
     @classmethod
     def _device_paths(cls, devices: list[str]) -> list[str]:
-        for dev in devices:  # `{index}` is the one placeholder: it is replaced, never str.format'ted
-            if not re.fullmatch(r"/dev/[A-Za-z0-9_./:-]*(\{index\}[A-Za-z0-9_./:-]*)?", dev) or "/../" in dev:
-                raise ValueError(f"malformed device path {dev!r} (allowed: a path under /dev/ of letters, digits "
-                                 "and . _ - : /, with at most one {index})")
-        return devices
+        return device_paths(devices)
 
 
-def load_profile(pack: Path, backend: str) -> DeviceProfile:
+def load_profile(pack: Path, backend: str, variant: str = "") -> DeviceProfile:
+    """A backend's device profile; with a chip variant, as that variant's hosts run it."""
     path = pack / backend / "profile.yaml"
     if not path.is_file():
         raise UserError(f"backend {backend!r} has no device profile", value=str(path))
-    return load_model(path, DeviceProfile)
+    return load_model(path, DeviceProfile).for_variant(variant)
 
 
 def load_runtime_profiles(pack: Path) -> dict:
@@ -164,7 +195,7 @@ def started_lines(pack: Path, t: Target, image: str, deployment: str, devices: l
     started = found[deployment]
     if started.error:
         raise UserError(f"GPUStack cannot start {deployment} on {t.tag}: {started.error}")
-    profile = load_profile(pack, t.backend)
+    profile = load_profile(pack, t.backend, t.variant)
     lines = []
     for c in started.containers:
         text = json.dumps([c.entrypoint, c.command, c.env])
