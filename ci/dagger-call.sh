@@ -9,8 +9,11 @@
 # it was planned in, so no forwarded variable can change it.
 # Registry credentials travel as REGISTRY_USERNAME and REGISTRY_PASSWORD; Dagger reads the password
 # as env://REGISTRY_PASSWORD, a secret, never in argv or logs.
+# RUNNER_RELEASE_BACKEND, set in the child pipeline of one backend when a GitLab release is split per
+# backend, narrows RUNNER_BACKEND to it (a forwarded RUNNER_BACKEND would otherwise shadow it).
 set -eu
 if [ "${1:-}" != select ]; then exec dagger call "$@"; fi
+RUNNER_BACKEND="${RUNNER_RELEASE_BACKEND:-${RUNNER_BACKEND:-}}"
 shift
 n=$#  # the chain after `select`; selection arguments are appended, then rotated in front of it
 narrow=yes

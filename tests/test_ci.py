@@ -42,11 +42,17 @@ def _jobs(targets, project):
     return ci_jobs(make_plan(targets, project.recipes))
 
 
+def _gitlab_files(targets, project, selection: Selection) -> dict[str, dict]:
+    return fanout.gitlab_files(targets, selection, lambda some: _jobs(some, project))
+
+
 def test_gitlab_files_match_the_schema(tmp_path, project):
-    child = tmp_path / "child-pipeline.yml"
-    child.write_text(json.dumps({**fanout.gitlab(_jobs(project.targets, project), Selection()),
-                                 "variables": {"RUNNER_RELEASE_DRY_RUN": "true", "RUNNER_RELEASE_PROMOTE": "false"}}))
-    out = _schema_check("vendor.gitlab-ci", *GITLAB, child)
+    files = _gitlab_files(project.targets, project, Selection())  # the whole matrix: one child per backend
+    assert set(files) == {"child-pipeline.yml"} | {f"child-{t.backend}.yml" for t in project.targets}
+    for name, pipeline in files.items():  # as the plan job writes them
+        variables = {"RUNNER_RELEASE_DRY_RUN": "true", "RUNNER_RELEASE_PROMOTE": "false"}
+        (tmp_path / name).write_text(json.dumps({**pipeline, "variables": {**pipeline.get("variables", {}), **variables}}))
+    out = _schema_check("vendor.gitlab-ci", *GITLAB, *sorted(tmp_path.glob("*.yml")))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -185,11 +191,32 @@ def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
     assert all(j["timeout"] == (360 if j["large"] else 120) for j in every)  # 360: GitHub-hosted runners' limit
     assert gh["schedule"]["critical_path_hours"] <= gh["schedule"]["dag_hours"] <= gh["schedule"]["waves_hours"]
     whole = _jobs(project.targets, project)
-    child = fanout.gitlab(whole, Selection())
-    built = {k: v for k, v in child.items() if isinstance(v, dict) and v.get("stage") == "build"}
+    files = _gitlab_files(project.targets, project, Selection())
+    # more than a GitLab.com pipeline holds: one child pipeline per backend, which child-pipeline.yml triggers
+    assert len(whole.jobs) + 3 > fanout.GITLAB_MAX_JOBS
+    trigger = files.pop("child-pipeline.yml")
+    backends = sorted({t.backend for t in project.targets})
+    assert sorted(files) == [f"child-{b}.yml" for b in backends]
+    assert {b: trigger[b]["trigger"]["include"] for b in backends} == {
+        b: [{"artifact": f"child-{b}.yml", "job": "pipelines"}] for b in backends}
+    assert trigger["pipelines"]["artifacts"]["paths"] == sorted(files)
+    built, of_backend = {}, {}
+    for name, child in files.items():
+        backend = child["variables"]["RUNNER_RELEASE_BACKEND"]
+        assert name == f"child-{backend}.yml"
+        its = {k: v for k, v in child.items() if isinstance(v, dict) and v.get("stage") == "build"}
+        assert len(its) + 2 <= fanout.GITLAB_MAX_JOBS  # with merge and promote
+        assert all(json.loads(v["variables"]["RUNNER_JOB_SELECTION"])["backend"] == backend for v in its.values())
+        assert child["promote"]["needs"] == ["merge"] and child["stages"] == ["build", "merge", "promote"]
+        assert not set(its) & set(built)
+        built |= its
+        of_backend |= {(v["variables"]["RUNNER_JOB_TAG"], v["variables"]["RUNNER_JOB_PLATFORM"]): backend
+                       for v in its.values() if v["variables"]["RUNNER_JOB_TAG"] != "-"}
+    # every target and platform in exactly one child: its backend's
+    assert sorted(of_backend) == sorted((t.tag, p) for t in project.targets for p in t.platforms)
+    assert all(of_backend[t.tag, p] == t.backend for t in project.targets for p in t.platforms)
     assert sorted(v["variables"]["RUNNER_JOB_KEY"] for v in built.values()) == sorted(j.key[:16] for j in whole.jobs)
-    assert len(child) - 2 <= fanout.GITLAB_MAX_JOBS and all(len(v["needs"]) <= fanout.GITLAB_MAX_NEEDS
-                                                            for v in built.values())
+    assert all(len(v["needs"]) <= fanout.GITLAB_MAX_NEEDS for v in built.values())
     # the DAG: each job needs exactly the jobs that publish what it starts from, nothing waits for a wave
     owners = whole.owners()
     for job in whole.jobs:
@@ -201,7 +228,10 @@ def test_fan_out_covers_exactly_the_selected_targets_and_platforms(project):
     # nothing a parent pipeline forwards (RUNNER_BACKEND, ...) can shadow a job's own variables
     assert all(set(v["variables"]) <= {"RUNNER_JOB_KEY", "RUNNER_JOB_TAG", "RUNNER_JOB_RUNNER", "RUNNER_JOB_SELECTION",
                                        "RUNNER_JOB_PLATFORM"} for v in built.values())
-    assert child["promote"]["needs"] == ["merge"] and child["stages"] == ["build", "merge", "promote"]
+    # one backend stays one child pipeline, as the parent triggers it
+    one = _gitlab_files(selected.apply(project.targets), project, selected)
+    assert list(one) == ["child-pipeline.yml"] and "variables" not in one["child-pipeline.yml"]
+    assert one["child-pipeline.yml"] == fanout.gitlab(jobs, selected)
 
 
 def test_the_emitter_keeps_to_the_platforms_limits(project, monkeypatch):
@@ -214,6 +244,10 @@ def test_the_emitter_keeps_to_the_platforms_limits(project, monkeypatch):
     monkeypatch.setattr(fanout, "GITLAB_MAX_JOBS", len(jobs.jobs))
     with pytest.raises(UserError, match="holds at most"):
         fanout.gitlab(jobs, Selection(backend="cuda"))
+    # split per backend, a backend that alone is too big still fails, named, with what to narrow
+    with pytest.raises(UserError, match=f"backend cuda has {len(jobs.jobs)} jobs") as e:
+        _gitlab_files(project.targets, project, Selection())
+    assert "RUNNER_BACKEND_VERSION" in e.value.hint
 
 
 def test_the_release_workflow_drives_a_dag_then_merges_and_promotes():

@@ -43,8 +43,11 @@ def matrix(a: argparse.Namespace) -> int:
         from runner.flow.release import Release
         from runner.release import fanout
 
-        jobs = Release(project, targets=targets).jobs
-        print(json.dumps((fanout.github if a.format == "github" else fanout.gitlab)(jobs, selection_of_args(a))))
+        if a.format == "github":
+            print(json.dumps(fanout.github(Release(project, targets=targets).jobs, selection_of_args(a))))
+        else:  # the child pipelines by file name: one per backend when there are several
+            print(json.dumps(fanout.gitlab_files(targets, selection_of_args(a),
+                                                 lambda some: Release(project, targets=some).jobs)))
     else:
         from runner.ui.tables import matrix_table, print_rich, styled
 

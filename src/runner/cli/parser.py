@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "matrix", "runner.cli.inspect:matrix", "list the targets of the matrix")
     selection_args(p)
     p.add_argument("--format", choices=("table", "json", "tags", "github", "gitlab"), default="table",
-                   help="github, gitlab: the CI jobs in waves (see `runner plan --ci`)")
+                   help="github: the CI jobs (see `runner plan --ci`); gitlab: the child pipelines by file name, "
+                        "one per backend when the selection spans several")
 
     p = _command(sub, "parse", "runner.cli.inspect:parse", "read runner image references into their fields (JSON lines)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image references or bare tags, e.g. cuda12.8-vllm0.14.1")

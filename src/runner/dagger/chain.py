@@ -141,16 +141,18 @@ class Selected(DriveFunction):
         """List the selected targets as a table or JSON, or their CI jobs in waves (github, gitlab).
 
         Each distinct stage is built by one job, from the shared stages earlier waves pushed to the
-        build cache."""
+        build cache. gitlab maps file names to child pipelines: one per backend when there are several."""
         project, targets = await self.project_and_targets()
         if format == MatrixFormat.JSON:
             return json.dumps([target_json(t) for t in targets], indent=1)
         if format in (MatrixFormat.GITHUB, MatrixFormat.GITLAB):
             from runner.release import fanout
 
-            jobs = Release(project, targets=targets).jobs
-            emit = fanout.github if format == MatrixFormat.GITHUB else fanout.gitlab
-            return json.dumps(emit(jobs, selection_from_json(self.selection)))
+            selection = selection_from_json(self.selection)
+            if format == MatrixFormat.GITHUB:
+                return json.dumps(fanout.github(Release(project, targets=targets).jobs, selection))
+            # the child pipelines by file name: one per backend when there are several
+            return json.dumps(fanout.gitlab_files(targets, selection, lambda some: Release(project, targets=some).jobs))
         return "\n".join(f"{t.tag:<40} {t.status:<10} {' '.join(t.platforms)}" for t in targets)
 
     @function

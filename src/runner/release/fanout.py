@@ -4,14 +4,19 @@ runners with the platform's longest time limit. Every job carries the selection 
 
 GitHub gets the job list the release workflow's driver dispatches, one workflow run per job
 (runner.release.dag_driver); GitLab a child pipeline with one job per plan job and `needs` between
-them. Job variables are named RUNNER_JOB_*: nothing a parent pipeline forwards can shadow them."""
+them, or, for a selection of several backends, one such child per backend (GitLab.com caps a pipeline
+at 500 jobs; no stage is shared across backends). Job variables are named RUNNER_JOB_*: nothing a
+parent pipeline forwards can shadow them."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from runner.compose.jobs import Job, JobPlan
 from runner.compose.schedule import model
 from runner.model.errors import UserError
-from runner.model.targets import Selection
+from runner.model.targets import Selection, Target
 
 GITHUB_RUNNERS = {"linux/amd64": "ubuntu-22.04", "linux/arm64": "ubuntu-22.04-arm"}
 GITHUB_MINUTES = {"compile": 360, "build": 120}  # 360: GitHub-hosted runners stop every job at 6 h
@@ -22,6 +27,7 @@ GITLAB_LARGE_TAGS = {"linux/amd64": "saas-linux-xlarge-amd64", "linux/arm64": "s
 GITLAB_TIMEOUTS = {"compile": "3h", "build": "2h"}  # 3 h: GitLab.com's hosted runners stop every job there
 GITLAB_MAX_JOBS = 500  # jobs in one active pipeline on GitLab.com's Free tier
 GITLAB_MAX_NEEDS = 50  # `needs` entries per job on GitLab.com
+GITLAB_CHILD = "child-pipeline.yml"  # what the parent pipeline's `builds` job triggers (ci/gitlab/pipeline.yml)
 DRIVER_RUNNERS = 20  # jobs the GitHub driver runs at once (GitHub Free's concurrent jobs)
 
 
@@ -58,8 +64,10 @@ def gitlab(jobs: JobPlan, selection: Selection) -> dict:
     """A GitLab child pipeline: one job per plan job, `needs` wiring the DAG, then merge, promote and
     the report, from the templates in ci/gitlab/jobs.yml."""
     if len(jobs.jobs) + 3 > GITLAB_MAX_JOBS:
-        raise UserError(f"the plan has {len(jobs.jobs)} jobs; a GitLab.com pipeline holds at most {GITLAB_MAX_JOBS}",
-                        hint="narrow the selection (one backend per pipeline)")
+        of = f"backend {selection.backend}" if selection.backend else "the plan"
+        raise UserError(f"{of} has {len(jobs.jobs)} jobs; a GitLab.com pipeline holds at most {GITLAB_MAX_JOBS}",
+                        hint="a release already runs one child pipeline per backend: narrow this one "
+                             "(RUNNER_BACKEND_VERSION, RUNNER_SERVICE) and release the rest in another pipeline")
     owners = jobs.owners()
     pipeline: dict = {"include": [{"local": "ci/gitlab/jobs.yml"}], "stages": ["build", "merge", "promote"]}
     for j in jobs.jobs:
@@ -75,3 +83,32 @@ def gitlab(jobs: JobPlan, selection: Selection) -> dict:
     pipeline["merge"] = {"extends": ".runner-merge"}
     pipeline["promote"] = {"extends": ".runner-promote", "needs": ["merge"]}
     return pipeline
+
+
+def gitlab_file(backend: str) -> str:
+    """The file of one backend's child pipeline when a release is split per backend."""
+    return f"child-{backend}.yml"
+
+
+def gitlab_files(targets: Sequence[Target], selection: Selection,
+                 plan: Callable[[list[Target]], JobPlan]) -> dict[str, dict]:
+    """The child pipelines of a GitLab release by file name, `plan` giving the CI jobs of some targets.
+
+    One backend: child-pipeline.yml is its pipeline (gitlab()). Several: one pipeline per backend, in
+    its own file and selection, which child-pipeline.yml triggers from the templates .runner-pipelines
+    and .runner-backend (ci/gitlab/jobs.yml); each child merges, promotes and reports its backend."""
+    backends = sorted({t.backend for t in targets})
+    if len(backends) <= 1:
+        return {GITLAB_CHILD: gitlab(plan(list(targets)), selection)}
+    files = {}
+    for b in backends:
+        child = gitlab(plan([t for t in targets if t.backend == b]), replace(selection, backend=b))
+        # RUNNER_RELEASE_*: decided by the plan, never shadowed by the variables a parent forwards
+        files[gitlab_file(b)] = {**child, "variables": {"RUNNER_RELEASE_BACKEND": b}}
+    # trigger:include:artifact names a job of the same pipeline: `pipelines` hands the plan job's files on
+    trigger: dict = {"include": [{"local": "ci/gitlab/jobs.yml"}], "stages": ["plan", "build"],
+                     "pipelines": {"extends": ".runner-pipelines", "artifacts": {"paths": sorted(files)}}}
+    for b in backends:
+        trigger[b] = {"extends": ".runner-backend",
+                      "trigger": {"include": [{"artifact": gitlab_file(b), "job": "pipelines"}]}}
+    return {GITLAB_CHILD: trigger, **files}
