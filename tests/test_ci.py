@@ -282,6 +282,11 @@ def test_dagger_call_script_passes_the_selection_from_the_environment(tmp_path):
     assert "--platform" not in call("select", "drive", "--run", "7") and "--variant" not in call("select", "drive")
     # anything not chained on select is passed on untouched: a CI job carries its own selection
     assert call("job", "--key", "k", "--selection", "{}") == ["call", "job", "--key", "k", "--selection", "{}"]
+    # a GitLab child pipeline of one backend (a release split per backend) narrows the forwarded selection
+    env |= {"RUNNER_BACKEND": "", "RUNNER_RELEASE_BACKEND": "rocm"}
+    assert call("select", "with-registry", "--address", "r", "merge", "--run", "7")[:6] == [
+        "call", "select", "--backend", "rocm", "--service-version", "0.14.1"]
+    assert call("job", "--key", "k", "--selection", "{}") == ["call", "job", "--key", "k", "--selection", "{}"]
 
 
 def test_engine_version_comes_from_dagger_json_only():

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,14 +252,15 @@ def gitlab(tmp_path: Path):
     (bin_dir / "dagger").chmod(0o755)
     record = tmp_path / "calls.jsonl"
 
-    def run(variables: dict, fail_key: str = "") -> tuple[dict, list[dict]]:
+    def run(variables: dict, fail_key: str = "", file: str = "child-pipeline.yml") -> tuple[dict, list[dict]]:
+        """Plan, then run the child pipeline `file` the plan wrote (child-<backend>.yml: one backend's)."""
         record.write_text("")
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DAGGER_RECORD": str(record),
                "DAGGER_FAIL_KEY": fail_key}
         args = [a for k, v in {**variables, "CI_PIPELINE_ID": "4242"}.items() for a in ("--variable", f"{k}={v}")]
         _gitlab_ci_local(repo, *args, "plan", env=env)
-        child = json.loads((repo / "child-pipeline.yml").read_text())  # the shell executor runs in the checkout
-        _gitlab_ci_local(repo, "--file", "child-pipeline.yml", *args, env=env, ok=not fail_key)
+        child = json.loads((repo / file).read_text())  # the shell executor runs in the checkout
+        _gitlab_ci_local(repo, "--file", file, *args, env=env, ok=not fail_key)
         return child, [json.loads(line) for line in record.read_text().splitlines()]
 
     return run
@@ -328,6 +330,39 @@ def test_the_schedule_publishes_dev_under_one_run(gitlab, project):
     assert merge[:merge.index("with-registry")] == ["call", "select", "--backend", "cuda", "--service", "sglang",
                                                     "--service-version", "0.5.8"]
     assert merge[merge.index("--address") + 1] == "docker.io" and merge.count("--address") == 1
+
+
+def test_a_release_of_several_backends_runs_one_child_pipeline_per_backend(gitlab, project, tmp_path):
+    """No backend selected: child-pipeline.yml triggers one child per backend, which gitlab-ci-local
+    runs from the `pipelines` job's artifacts (trigger:include:artifact); every job runs once, in its
+    backend's child and selection. A backend's child merges and reports that backend only."""
+    scope = replace(SCOPE, backend="")
+    targets = scope.apply(project.targets)
+    backends = sorted({t.backend for t in targets})
+    assert len(backends) >= 3
+    several = {**SELECTION, "RUNNER_BACKEND": ""}
+    child, calls = gitlab({"CI_PIPELINE_SOURCE": "web", **several, "DRY_RUN": "true"})
+    assert [k for k, v in child.items() if isinstance(v, dict) and "trigger" in v] == backends
+    assert child["variables"] == {"RUNNER_RELEASE_DRY_RUN": "true", "RUNNER_RELEASE_PROMOTE": "false"}
+    keys: dict[str, str] = {}  # job key -> its backend, from the files the plan job wrote
+    for b in backends:
+        written = json.loads((tmp_path / "repo" / f"child-{b}.yml").read_text())
+        assert written["variables"]["RUNNER_RELEASE_BACKEND"] == b
+        keys |= {v["variables"]["RUNNER_JOB_KEY"]: b for v in written.values()
+                 if isinstance(v, dict) and v.get("extends") == ".runner-job"}
+    assert sorted(keys) == sorted(j.key[:16] for j in ci_jobs(make_plan(targets, project.recipes)).jobs)
+    assert sorted(map(_key, _job_calls(calls))) == sorted(keys)  # every job once, across the children
+    for c in _job_calls(calls):
+        assert c["args"][c["args"].index("--selection") + 1] == replace(scope, backend=keys[_key(c)]).to_json()
+        assert "--dry-run" in c["args"]
+    assert {_function(c) for c in calls} == {"job"}
+    # published: one backend's child merges and reports its backend, whatever RUNNER_BACKEND is forwarded
+    credentials = {"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD": "not-a-password"}
+    _, calls = gitlab({"CI_PIPELINE_SOURCE": "schedule", **several, **credentials}, file=f"child-{backends[-1]}.yml")
+    assert sorted(map(_key, _job_calls(calls))) == sorted(k for k, b in keys.items() if b == backends[-1])
+    released = [c["args"] for c in calls if _function(c) in ("merge", "report")]
+    assert {_function({"args": a}) for a in released} == {"merge", "report"}
+    assert all(a[a.index("--backend") + 1] == backends[-1] and a.count("--backend") == 1 for a in released)
 
 
 def test_the_outdated_job_prints_the_proposal_and_keeps_the_matrix_edit(gitlab, tmp_path):
