@@ -103,3 +103,31 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     tag, subs, _ = asyncio.run(r.base(project.recipes["cuda"].base(compiled, "linux/amd64"), compiled))
     assert tag == builds[0] and subs[0].kind == "stand-in base" and not any(s.kind == "official image" for s in subs)
     shutil.rmtree(r.workdir)
+
+
+def test_the_version_check_reads_pips_output_whole(project, tmp_path):
+    """`pip show | grep -q` under pipefail failed the first rehearsal of cuda13.0-vllm0.32.0: grep quit at
+    the match while pip still wrote (exit 120). The check as rendered passes whatever pip writes after the
+    version line, and still refuses another version."""
+    import subprocess
+
+    from runner.compose.stages import Run
+
+    pip = tmp_path / "python3"  # pip show: the version line, then more than grep waits for
+    pip.write_text('#!/bin/bash\necho "Name: vllm"; echo "Version: ${SHOWN}"; sleep 0.2; seq 1 20000\n')
+    pip.chmod(0o755)
+    checks = {}
+    for tag in ("cuda13.0-vllm0.32.0", "corex4.2-vllm0.8.3"):
+        leaf = project.leaf_stage(tag, "linux/amd64")
+        checks[tag] = next(st.script for s in leaf.chain() for st in s.steps
+                           if isinstance(st, Run) and "pip show vllm" in st.script and "grep -q" in st.script)
+        assert not re.search(r"pip show [\w -]+\| *grep -q", checks[tag]), tag
+    script = checks["cuda13.0-vllm0.32.0"]
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "VLLM_VERSION": "0.32.0"}
+    ran = lambda shown: subprocess.run(["bash", "-eo", "pipefail", "-c", script], env={**env, "SHOWN": shown},  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
+    assert ran("0.32.0").returncode == 0
+    assert ran("0.31.0").returncode != 0
+    old = 'python3 -m pip show vllm | grep -q "^Version: ${VLLM_VERSION}"'  # the line as it was: fails here
+    assert subprocess.run(["bash", "-eo", "pipefail", "-c", old], env={**env, "SHOWN": "0.32.0"},
+                          capture_output=True, timeout=60).returncode != 0

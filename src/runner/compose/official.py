@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
-from runner.compose.kit import add_patches, finish, install, service_builder, site_packages
+from runner.compose.kit import add_patches, finish, install, service_builder, shows_version, site_packages
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
@@ -72,7 +72,7 @@ class Official:
         b = service_builder(t, runtime)
         b.arg("OFFICIAL_IMAGE", self.image(t), required=False, doc="the official image this row layers (by tag)")
         b.run(f'python3 -m pip show {name} | grep -E "^(Name|Version):"\n'
-              f'python3 -m pip show {name} | grep -q "^Version: ${{{name.upper()}_VERSION}}"',
+              f'{shows_version(name, f"{name.upper()}_VERSION")}',
               title=f"check the official image's {name} version")
         if self.ray:
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
