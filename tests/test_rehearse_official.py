@@ -131,3 +131,15 @@ def test_the_version_check_reads_pips_output_whole(project, tmp_path):
     old = 'python3 -m pip show vllm | grep -q "^Version: ${VLLM_VERSION}"'  # the line as it was: fails here
     assert subprocess.run(["bash", "-eo", "pipefail", "-c", old], env={**env, "SHOWN": "0.32.0"},
                           capture_output=True, timeout=60).returncode != 0
+
+
+def test_a_layered_row_allows_opentelemetrys_beta_only_packages(project):
+    """The first rehearsal of cuda13.0-vllm0.32.0 failed no-prereleases on them: the image's vLLM and Ray's
+    dashboard bring OpenTelemetry packages published only as betas, as on a compiled row."""
+    from runner.compose.kit import OTEL_BETAS
+    from runner.compose.requirements import allowed_prereleases, canonical
+
+    for tag in ("cuda13.0-vllm0.32.0", "cuda13.0-sglang0.5.22", "rocm7.2-vllm0.32.0", "cann9.2-a3-vllm0.30.0"):
+        allowed = allowed_prereleases(project.leaf_stage(tag, project.target(tag).platforms[0]))
+        assert {canonical(n) for n in OTEL_BETAS} <= allowed, tag
+        assert "vllm" not in allowed and "ray" not in allowed, tag  # the service and Ray stay releases

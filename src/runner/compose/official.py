@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
-from runner.compose.kit import add_patches, finish, install, service_builder, shows_version, site_packages
+from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service_builder, shows_version, site_packages
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
@@ -76,9 +76,11 @@ class Official:
               title=f"check the official image's {name} version")
         if self.ray:
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
+                                       prereleases=OTEL_BETAS,
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
-        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), title="audio extras"))
+        # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
+        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS, title="audio extras"))
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(MODULES.get(name, name),)), *components)
         return finish(b, t, **self.env.get(name, {}))
