@@ -51,6 +51,12 @@ def test_the_stand_in_installs_exactly_the_rows_release(project):
     sglang = project.target("cuda13.0-sglang0.5.22")
     found = official_standin.official_of(project.recipes, sglang, project.recipes["cuda"].base(sglang, "linux/amd64"))
     assert found.image == "lmsysorg/sglang:v0.5.22-cu130" and found.requirement == "sglang==0.5.22"
+    assert "--override" not in text  # vLLM's stand-in leaves nothing out
+    text = official_standin.dockerfile("runner-rehearsal/standin:cuda-amd64-abc", found)
+    (install,) = [line for line in text.splitlines() if "uv pip install" in line]
+    assert re.findall(r'"(\w[^";]*==[^"]+)"', install) == ["sglang==0.5.22"]  # the one requirement
+    assert "cuda-tile; sys_platform == 'never'" in install and "--override /tmp/leave-out.txt" in install
+    assert "cuda-tile (" in found.substitution("t", "").why  # what it leaves out is said
 
 
 def test_a_compiled_row_gets_no_official_stand_in(project):

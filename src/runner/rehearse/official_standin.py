@@ -33,10 +33,20 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
         f"FROM {base}",
         "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv",
         # the official images install the service into the system python with uv
-        f'RUN uv pip install --system --no-cache "{official.requirement}"',
+        f'RUN {_overrides(official)}uv pip install --system --no-cache{" --override /tmp/leave-out.txt" if official.leaves_out else ""} '
+        f'"{official.requirement}"{" && rm /tmp/leave-out.txt" if official.leaves_out else ""}',
         f'RUN python3 -c "{TORCH_VERSION}"',
         'CMD ["bash"]',
     ]) + "\n"
+
+
+def _overrides(official: OfficialStandin) -> str:
+    """The override file that leaves the declared dependencies out (a marker that is never true)."""
+    if not official.leaves_out:
+        return ""
+    lines = "\\n".join(f"{name}; sys_platform == 'never'" for name in sorted(official.leaves_out))
+    return f'printf "{lines}\\n" > /tmp/leave-out.txt && '
+
 
 
 def tag(base: str, official: OfficialStandin, platform: str) -> str:

@@ -216,9 +216,15 @@ class OfficialStandin:
     def requirement(self) -> str:
         return f"{self.service}=={self.version}"
 
+    @property
+    def leaves_out(self) -> dict[str, str]:
+        """The service's dependencies the stand-in leaves out, with why."""
+        return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
+
     def substitution(self, tag: str, torch: str) -> Substitution:
         carried = f"{self.requirement} and the torch {torch} its wheel pins" if torch else self.requirement
-        cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY)
+        cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
+                           + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
         return Substitution("official image", self.image,
                             f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
                             f"the official image cannot be pulled here; it cannot carry: {cannot}")
@@ -236,3 +242,9 @@ OFFICIAL_CANNOT_CARRY = {
 }
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
+# Dependencies of a service that the index cannot install on a stand-in, left out of its install (an
+# override that never applies) and said with the substitution; pip-check then names them as missing
+OFFICIAL_STANDIN_LEAVES_OUT = {
+    "sglang": {"cuda-tile": "SGLang pins a pre-release of which the index has only the sdist, whose build "
+                            "needs the CUDA toolkit"},
+}
