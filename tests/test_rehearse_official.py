@@ -102,6 +102,7 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     assert builds[0].startswith(f"{STANDIN_REPOSITORY}cuda-amd64-")  # the Debian stand-in, under it
     assert subs[0].kind == "official image" and subs[0].what == "vllm/vllm-openai:v0.32.0-ubuntu2404"
     assert "vllm==0.32.0 and the torch 2.13.0 its wheel pins" in subs[0].by
+    assert "LMCache" in subs[0].why  # the image's KV-cache connectors, which the kv-cache deployment needs
     assert not any(s.kind == "stand-in base" and s.what == base.image for s in subs)  # said once, as the official image
     assert r.images == builds
     # a compiled row on the same machine gets the Debian stand-in alone

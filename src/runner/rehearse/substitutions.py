@@ -224,6 +224,7 @@ class OfficialStandin:
     def substitution(self, tag: str, torch: str) -> Substitution:
         carried = f"{self.requirement} and the torch {torch} its wheel pins" if torch else self.requirement
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
+                           + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
                            + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
         return Substitution("official image", self.image,
                             f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
@@ -239,6 +240,12 @@ OFFICIAL_CANNOT_CARRY = {
              "(the index's wheels are the CUDA builds of the same releases)"),
     "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
              "(the index's wheels are the CUDA builds of the same releases)"),
+}
+# vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
+# installed over the wheel, which the index's wheel alone does not bring
+OFFICIAL_SERVICE_CANNOT_CARRY = {
+    ("cuda", "vllm"): ("the KV-cache connectors the release image installs (LMCache, NIXL, Mooncake; "
+                       "GPUStack's kv-cache deployment needs LMCache)",),
 }
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
