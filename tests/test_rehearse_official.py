@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from pathlib import Path
 
 from runner.rehearse import official_standin, run, standin
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
@@ -150,3 +151,30 @@ def test_a_layered_row_allows_opentelemetrys_beta_only_packages(project):
         allowed = allowed_prereleases(project.leaf_stage(tag, project.target(tag).platforms[0]))
         assert {canonical(n) for n in OTEL_BETAS} <= allowed, tag
         assert "vllm" not in allowed and "ray" not in allowed, tag  # the service and Ray stay releases
+        # the pre-releases SGLang pins itself, on its rows only
+        assert ({"flash-attn-4", "cuda-tile"} <= allowed) == ("sglang" in tag), tag
+
+
+def test_sglangs_intercept_reads_a_server_args_that_is_no_dataclass(tmp_path):
+    """SGLang 0.5.22's ServerArgs is no dataclass: the consumer probe's hook failed every `sglang serve`
+    line of the rehearsed cuda13.0-sglang0.5.22 with asdict()'s TypeError. It reads either kind."""
+    import json
+    import subprocess
+    import sys
+
+    from runner.verify import probes
+
+    hooks = str(Path(probes.__file__).parent / "consumer_hooks")
+    program = (f"import sys, dataclasses; sys.path.insert(0, {hooks!r}); import runner_intercept as r\n"
+               "class ServerArgs:\n    def __init__(self): self.model_path = '/models/model'; self.port = 40000\n"
+               "    def resolve_once(self): pass\n"
+               "@dataclasses.dataclass\nclass Old:\n    model_path: str = '/models/old'\n"
+               "r.sglang_run_server(Old() if sys.argv[1] == 'old' else ServerArgs())\n")
+    for kind, model in (("new", "/models/model"), ("old", "/models/old")):
+        result = tmp_path / f"{kind}.json"
+        done = subprocess.run([sys.executable, "-c", program, kind], env={"RUNNER_INTERCEPT_RESULT": str(result)},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(result.read_text())
+        assert got["problem"] == "" and got["values"]["model_path"] == model, got
+        assert "resolve_once" not in got["values"]

@@ -33,6 +33,9 @@ from runner.model.targets import Target
 LOCK_NAME = "official.lock.yaml"
 AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
 MODULES = {"vllm": "vllm", "sglang": "sglang"}
+# pre-releases the service itself pins, which its official image carries (SGLang 0.5.22: flash-attn-4
+# 4.0.0b40 and cuda-tile 1.6.0rc5, found by rehearsing cuda13.0-sglang0.5.22)
+SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class Official:
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
-        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS, title="audio extras"))
+        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
+                                   title="audio extras"))
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(MODULES.get(name, name),)), *components)
         return finish(b, t, **self.env.get(name, {}))
