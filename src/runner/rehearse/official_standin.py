@@ -29,12 +29,12 @@ def official_of(recipes, t: Target, base: Stage) -> OfficialStandin | None:
 def dockerfile(base: str, official: OfficialStandin) -> str:
     """The stand-in on the backend's Debian stand-in `base`: uv from the index, then exactly the service's
     release; no cache is left in a layer (the image's own smoke checks look)."""
+    override, tidy = (" --override /tmp/leave-out.txt", " && rm /tmp/leave-out.txt") if official.leaves_out else ("", "")
     return "\n".join([
         f"FROM {base}",
         "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv",
         # the official images install the service into the system python with uv
-        f'RUN {_overrides(official)}uv pip install --system --no-cache{" --override /tmp/leave-out.txt" if official.leaves_out else ""} '
-        f'"{official.requirement}"{" && rm /tmp/leave-out.txt" if official.leaves_out else ""}',
+        f'RUN {_overrides(official)}uv pip install --system --no-cache{override} "{official.requirement}"{tidy}',
         f'RUN python3 -c "{TORCH_VERSION}"',
         'CMD ["bash"]',
     ]) + "\n"
