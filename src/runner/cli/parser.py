@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "rehearse", "runner.cli.rehearse:rehearse",
                  "build the selected images here as the release would, with declared substitutions only (stand-in "
-                 "bases, a local source mirror, published artifacts for device compiles), and smoke-test them")
+                 "bases and official images, a local source mirror, published artifacts for device compiles), and "
+                 "smoke-test them")
     selection_args(p)
     p.add_argument("--format", choices=("table", "json"), default="table", help="json: the whole report on stdout")
     p.add_argument("--report", type=Path, help="write the JSON report here")

@@ -361,6 +361,13 @@ def target_labels(t: Target) -> tuple[tuple[str, str], ...]:
     )
 
 
+def shows_version(dist: str, variable: str) -> str:
+    """A line that fails unless pip shows `dist` at the version in the build argument `variable`."""
+    # pip's output is read whole before grep: `pip show | grep -q` under pipefail fails when grep quits at
+    # the match while pip still writes (pip exits 120 on the broken pipe)
+    return f'grep -q "^Version: ${{{variable}}}" <<<"$(python3 -m pip show {dist})"'
+
+
 def vendor_service(t: Target, runtime: Stage, *, torch: str, components: tuple[Component, ...] = (),
                    **env: str) -> StageBuilder:
     """Service stage for vendor images that ship torch and the service: check and record them."""
@@ -368,8 +375,8 @@ def vendor_service(t: Target, runtime: Stage, *, torch: str, components: tuple[C
     b = service_builder(t, runtime)
     b.arg(f"{t.service.upper()}_TORCH_VERSION", torch, doc="torch the vendor image ships")
     b.run(f'python3 -m pip show {t.service} torch | grep -E "^(Name|Version):"\n'
-          f'python3 -m pip show {t.service} | grep -q "^Version: ${{{t.service.upper()}_VERSION}}"\n'
-          f'python3 -m pip show torch | grep -q "^Version: ${{{t.service.upper()}_TORCH_VERSION}}"',
+          f'{shows_version(t.service, f"{t.service.upper()}_VERSION")}\n'
+          f'{shows_version("torch", f"{t.service.upper()}_TORCH_VERSION")}',
           title=f"check the vendor's {t.service} and torch versions")
     b.component(python(t.service, t.service_version, imports=(module,)), python("torch", torch), *components)
     return b

@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
-from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service_builder, site_packages
+from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service_builder, shows_version, site_packages
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
@@ -33,6 +33,9 @@ from runner.model.targets import Target
 LOCK_NAME = "official.lock.yaml"
 AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
 MODULES = {"vllm": "vllm", "sglang": "sglang"}
+# pre-releases the service itself pins, which its official image carries (SGLang 0.5.22: flash-attn-4
+# 4.0.0b40 and cuda-tile 1.6.0rc5, found by rehearsing cuda13.0-sglang0.5.22)
+SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Official:
         b = service_builder(t, runtime)
         b.arg("OFFICIAL_IMAGE", self.image(t), required=False, doc="the official image this row layers (by tag)")
         b.run(f'python3 -m pip show {name} | grep -E "^(Name|Version):"\n'
-              f'python3 -m pip show {name} | grep -q "^Version: ${{{name.upper()}_VERSION}}"',
+              f'{shows_version(name, f"{name.upper()}_VERSION")}',
               title=f"check the official image's {name} version")
         if self.ray:
             # Ray's dashboard extra asks for OpenTelemetry packages published as betas only
@@ -80,7 +83,9 @@ class Official:
                                        prereleases=OTEL_BETAS,
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
-        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), title="audio extras"))
+        # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
+        install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
+                                   title="audio extras"))
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(MODULES.get(name, name),)), *components)
         return finish(b, t, **self.env.get(name, {}))

@@ -18,11 +18,11 @@ from runner.compose.dockerfile import render
 from runner.compose.lookup import base_stages
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf, make_plan
-from runner.compose.stages import Run, Stage
+from runner.compose.stages import Run, Stage, StageKind
 from runner.engines.docker import Docker, DockerBuilder
 from runner.model.errors import UserError
 from runner.model.targets import Target
-from runner.rehearse import release_files, standin, steps
+from runner.rehearse import official_standin, release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
 from runner.rehearse.substitutions import (COMPILE_MARK, STANDIN_PYTHON, IndexElsewhere, Substitution, mirrored_elsewhere,
                                            python_substitutions, standin_spec)
@@ -108,8 +108,9 @@ class Rehearsal:
             await self.docker.run("builder", "prune", "-af", check=False, timeout=1800)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def base(self, stage: Stage, backend: str) -> tuple[str, list[Substitution], bool]:
-        """The image a base stage becomes: itself where the daemon has it or can pull it, else a stand-in."""
+    async def base(self, stage: Stage, t: Target) -> tuple[str, list[Substitution], bool]:
+        """The image a base stage becomes: itself where the daemon has it or can pull it, else a stand-in
+        (for a layered row's official image, the Debian stand-in with the service's release on it)."""
         key = (stage.image, stage.platform)
         if key in self.bases:
             return self.bases[key]
@@ -120,6 +121,15 @@ class Rehearsal:
         if code == 0:
             self.bases[key] = (stage.image, [], False)
             return self.bases[key]
+        tag, subs = await self.debian(stage, t.backend)
+        if (official := official_standin.official_of(self.project.recipes, t, stage)) is not None:
+            tag, torch = await self.official(tag, official, stage.platform)
+            subs = [official.substitution(tag, torch), *subs[1:]]
+        self.bases[key] = (tag, subs, True)
+        return self.bases[key]
+
+    async def debian(self, stage: Stage, backend: str) -> tuple[str, list[Substitution]]:
+        """The backend's Debian stand-in (built once) and its substitutions."""
         spec = standin_spec(self.project.pack_path, backend)
         tag = standin.tag(backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()])
         if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
@@ -131,11 +141,7 @@ class Rehearsal:
             for crt in authorities:
                 shutil.copy(crt, ctx / "ca" / crt.name)
             (ctx / "Dockerfile").write_text(standin.dockerfile(spec, bool(authorities)))
-            code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
-                                                   str(ctx), check=False, timeout=1800)
-            if code != 0:
-                raise UserError(f"the stand-in for {stage.image} could not be built: {(err or out).strip()[-600:]}")
-            self.images.append(tag)
+            await self._build(tag, ctx, stage)
         carry = "; it cannot carry: " + ", ".join(spec.cannot_carry) if spec.cannot_carry else ""
         subs = [Substitution("stand-in base", stage.image, f"the Debian {standin.STANDIN_SUITE} stand-in {tag}",
                              f"the vendor image cannot be pulled here{carry}")]
@@ -143,8 +149,26 @@ class Rehearsal:
             subs.append(Substitution("stand-in base", "the vendor image's certificate authorities",
                                      "them and this machine's own (SSL_CERT_FILE set for uv)",
                                      "the network here re-signs TLS with an authority of its own"))
-        self.bases[key] = (tag, subs, True)
-        return self.bases[key]
+        return tag, subs
+
+    async def official(self, debian: str, official, platform: str) -> tuple[str, str]:
+        """The stand-in of an official image on the Debian stand-in (built once), and the torch it carries."""
+        tag = official_standin.tag(debian, official, platform)
+        if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
+            ctx = self.workdir / tag.rsplit(":", 1)[1]
+            ctx.mkdir(parents=True, exist_ok=True)
+            (ctx / "Dockerfile").write_text(official_standin.dockerfile(debian, official))
+            await self._build(tag, ctx, Stage(kind=StageKind.BASE, name="base", platform=platform, image=official.image))
+        code, out, _ = await self.docker.run("run", "--rm", "--network", "none", "--entrypoint", "python3", tag, "-c",
+                                             official_standin.TORCH_VERSION, check=False, timeout=300)
+        return tag, out.strip() if code == 0 else ""
+
+    async def _build(self, tag: str, ctx: Path, stage: Stage) -> None:
+        code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
+                                               str(ctx), check=False, timeout=3600)
+        if code != 0:
+            raise UserError(f"the stand-in for {stage.image} could not be built: {(err or out).strip()[-600:]}")
+        self.images.append(tag)
 
     async def one(self, leaf: Leaf, builder: DockerBuilder) -> Rehearsed:
         """Rehearse one target on one platform: rewrite, build, read the steps, smoke-test."""
@@ -153,7 +177,7 @@ class Rehearsal:
         start = time.monotonic()
         chosen = {}
         for base in base_stages(leaf.stage):
-            chosen[base.key] = await self.base(base, t.backend)
+            chosen[base.key] = await self.base(base, t)
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
         rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)

@@ -1,10 +1,13 @@
 """Everything a rehearsal runs differently from a release, declared here and nowhere else, each with
 what it replaces, by what, and why. The report prints every one that applied to an image.
 
-Three kinds, and only these:
+Four kinds, and only these:
 - stand-in bases: a vendor base image that cannot be pulled here is replaced by a Debian image made
   with debootstrap, carrying the paths and environment the recipe relies on from that base (its
   `pack/<backend>/standin.yaml`), and listing what it cannot carry;
+- official images: a service's official image that a layered row starts from (runner.compose.official)
+  and that cannot be pulled here is replaced by that Debian stand-in with the service's own wheel at
+  the row's version installed from the package index, with the torch that wheel pins (OFFICIAL_STANDINS);
 - the source mirror: every declared Download and Git URL is served from 127.0.0.1 (a file that cannot
   be had here answers 404, and its step is reported "not fetchable here" with the exact URL);
 - device compiles: a build line that needs an accelerator's compiler is replaced by the published
@@ -27,7 +30,7 @@ from runner.model.errors import UserError
 class Substitution:
     """One thing a rehearsal replaces."""
 
-    kind: str  # "stand-in base", "python", "source mirror", "device compile"
+    kind: str  # "stand-in base", "official image", "python", "source mirror", "device compile"
     what: str
     by: str
     why: str
@@ -196,3 +199,59 @@ INDEXES_ELSEWHERE = (
 def mirrored_elsewhere(script: str) -> list[tuple[re.Match, ReleaseFromWheel | IndexElsewhere]]:
     """Every release file and wheel index in a script that the source mirror answers from elsewhere."""
     return [(m, kind) for kind in (*RELEASE_FILES, *INDEXES_ELSEWHERE) for m in kind.url.finditer(script)]
+
+
+@dataclass(frozen=True)
+class OfficialStandin:
+    """What stands for a service's official image here: the backend's Debian stand-in, uv from the package
+    index, and the service's wheel at the row's exact version with the torch that wheel pins (the resolver
+    takes the wheel's own pin, as the official image carries it)."""
+
+    image: str  # the official image by tag
+    service: str
+    version: str
+    backend: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.service}=={self.version}"
+
+    @property
+    def leaves_out(self) -> dict[str, str]:
+        """The service's dependencies the stand-in leaves out, with why."""
+        return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
+
+    def substitution(self, tag: str, torch: str) -> Substitution:
+        carried = f"{self.requirement} and the torch {torch} its wheel pins" if torch else self.requirement
+        cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
+                           + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
+                           + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
+        return Substitution("official image", self.image,
+                            f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
+                            f"the official image cannot be pulled here; it cannot carry: {cannot}")
+
+
+# What no stand-in of an official image carries, per backend, and on every backend
+OFFICIAL_CANNOT_CARRY = {
+    "cuda": ("the image's CUDA toolkit and libraries outside the index's wheels (/usr/local/cuda, nvcc)",
+             "the kernels the image builds or fetches itself (its FlashInfer and DeepGEMM builds, "
+             "its JIT caches)"),
+    "rocm": ("ROCm and its libraries (/opt/rocm)", "the image's ROCm build of the service and of torch "
+             "(the index's wheels are the CUDA builds of the same releases)"),
+    "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
+             "(the index's wheels are the CUDA builds of the same releases)"),
+}
+# vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
+# installed over the wheel, which the index's wheel alone does not bring
+OFFICIAL_SERVICE_CANNOT_CARRY = {
+    ("cuda", "vllm"): ("the KV-cache connectors the release image installs (LMCache, NIXL, Mooncake; "
+                       "GPUStack's kv-cache deployment needs LMCache)",),
+}
+OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
+                             f"python {STANDIN_PYTHON})",)
+# Dependencies of a service that the index cannot install on a stand-in, left out of its install (an
+# override that never applies) and said with the substitution; pip-check then names them as missing
+OFFICIAL_STANDIN_LEAVES_OUT = {
+    "sglang": {"cuda-tile": "SGLang pins a pre-release of which the index has only the sdist, whose build "
+                            "needs the CUDA toolkit"},
+}

@@ -78,10 +78,27 @@ def ray_start(**params):
     checked(params, _unknown(sys.argv[1:], known))
 
 
-def sglang_run_server(server_args, *rest, **kw):
+def fields_of(record):
+    """A record's fields: a dataclass's (SGLang up to 0.5.2x), else its public attributes (SGLang
+    0.5.22's ServerArgs is a plain class assembled from namespaces, no longer a dataclass)."""
     import dataclasses
 
-    checked(dataclasses.asdict(server_args), argparse_unknown())
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return dataclasses.asdict(record)
+    names = getattr(type(record), "__struct_fields__", None) or [n for n in dir(record) if not n.startswith("_")]
+    values = {}
+    for name in names:
+        try:
+            value = getattr(record, name)
+        except Exception:  # a property that needs what only a started server has
+            continue
+        if not callable(value):
+            values[name] = value
+    return values
+
+
+def sglang_run_server(server_args, *rest, **kw):
+    checked(fields_of(server_args), argparse_unknown())
 
 
 def voxbox_model(cfg):

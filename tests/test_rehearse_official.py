@@ -1,0 +1,180 @@
+"""Stand-ins of official service images, without a daemon: every row that layers an official image gets
+the declared substitution of that image, its stand-in installs exactly the row's release of the
+service, a compiled row gets none, and a rehearsal's base for a layered row is that stand-in (built on
+the backend's Debian stand-in) with what it cannot carry said."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from pathlib import Path
+
+from runner.rehearse import official_standin, run, standin
+from runner.rehearse.rewrite import STANDIN_REPOSITORY
+from runner.rehearse.substitutions import OFFICIAL_CANNOT_CARRY
+
+
+def _layered(project):
+    for t in project.targets:
+        official = getattr(project.recipes[t.backend].module, "OFFICIAL", None)
+        if official is not None and official.layers(t):
+            yield t, official
+
+
+def test_every_layered_rows_official_image_has_its_declared_stand_in(project):
+    seen = set()
+    for t, official in _layered(project):
+        for platform in t.platforms:
+            base = project.recipes[t.backend].base(t, platform)
+            found = official_standin.official_of(project.recipes, t, base)
+            assert found is not None, (t.tag, platform, base.image)
+            assert (found.image, found.service, found.version) == (official.image(t), t.service, t.service_version)
+            sub = found.substitution("runner-rehearsal/standin:x", "2.13.0")
+            assert sub.kind == "official image" and sub.what == official.image(t)
+            assert f"{t.service}=={t.service_version}" in sub.by and "torch 2.13.0" in sub.by
+            assert "cannot be pulled here" in sub.why and "Ubuntu base" in sub.why
+            assert all(c in sub.why for c in OFFICIAL_CANNOT_CARRY[t.backend])
+            seen.add(t.backend)
+    assert seen == {"cuda", "rocm", "cann"}  # each backend that declares OFFICIAL has layered rows
+
+
+def test_the_stand_in_installs_exactly_the_rows_release(project):
+    t = project.target("cuda13.0-vllm0.32.0")
+    base = project.recipes["cuda"].base(t, "linux/amd64")
+    found = official_standin.official_of(project.recipes, t, base)
+    assert found.image == "vllm/vllm-openai:v0.32.0-ubuntu2404"
+    text = official_standin.dockerfile("runner-rehearsal/standin:cuda-amd64-abc", found)
+    assert text.splitlines()[0] == "FROM runner-rehearsal/standin:cuda-amd64-abc"
+    installs = [line for line in text.splitlines() if "uv pip install" in line]
+    assert len(installs) == 1 and re.findall(r'"([^"]+)"', installs[0]) == ["vllm==0.32.0"]
+    assert "--system" in installs[0] and "--no-cache" in installs[0]  # no cache left for the smoke check to find
+    sglang = project.target("cuda13.0-sglang0.5.22")
+    found = official_standin.official_of(project.recipes, sglang, project.recipes["cuda"].base(sglang, "linux/amd64"))
+    assert found.image == "lmsysorg/sglang:v0.5.22-cu130" and found.requirement == "sglang==0.5.22"
+    assert "--override" not in text  # vLLM's stand-in leaves nothing out
+    text = official_standin.dockerfile("runner-rehearsal/standin:cuda-amd64-abc", found)
+    (install,) = [line for line in text.splitlines() if "uv pip install" in line]
+    assert re.findall(r'"(\w[^";]*==[^"]+)"', install) == ["sglang==0.5.22"]  # the one requirement
+    assert "cuda-tile; sys_platform == 'never'" in install and "--override /tmp/leave-out.txt" in install
+    assert "cuda-tile (" in found.substitution("t", "").why  # what it leaves out is said
+
+
+def test_a_compiled_row_gets_no_official_stand_in(project):
+    for tag in ("cuda12.8-vllm0.14.1", "cuda12.8-voxbox0.0.21", "cann8.5-910b-vllm0.14.1"):
+        t = project.target(tag)
+        base = project.recipes[t.backend].base(t, t.platforms[0])
+        assert official_standin.official_of(project.recipes, t, base) is None, tag
+
+
+def test_the_stand_ins_tag_names_what_it_stands_for(project):
+    t = project.target("cuda13.0-vllm0.32.0")
+    found = official_standin.official_of(project.recipes, t, project.recipes["cuda"].base(t, "linux/amd64"))
+    amd = official_standin.tag("runner-rehearsal/standin:cuda-amd64-abc", found, "linux/amd64")
+    assert amd.startswith(f"{STANDIN_REPOSITORY}official-vllm0.32.0-amd64-")  # a stand-in base to the rewrite
+    assert amd != official_standin.tag("runner-rehearsal/standin:cuda-amd64-def", found, "linux/amd64")
+    assert amd != official_standin.tag("runner-rehearsal/standin:cuda-amd64-abc", found, "linux/arm64")
+
+
+class _Docker:
+    """Answers a rehearsal's daemon calls: nothing is there or pullable, builds succeed, torch is 2.13.0."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, ...]] = []
+
+    async def run(self, *args, check=True, timeout=None):
+        self.calls.append(args)
+        if args[0] == "run":
+            return 0, "2.13.0\n", ""
+        return (0, "", "") if args[0] == "build" else (1, "", "no such image")
+
+
+def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project, tmp_path, monkeypatch):
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(b"")
+    monkeypatch.setattr(standin, "rootfs", lambda platform: rootfs)
+    docker = _Docker()
+    r = run.Rehearsal(project, docker)
+    t = project.target("cuda13.0-vllm0.32.0")
+    base = project.recipes["cuda"].base(t, "linux/amd64")
+    tag, subs, stood_in = asyncio.run(r.base(base, t))
+    builds = [c[c.index("-t") + 1] for c in docker.calls if c[0] == "build"]
+    assert stood_in and tag == builds[-1] and tag.startswith(f"{STANDIN_REPOSITORY}official-vllm0.32.0-amd64-")
+    assert builds[0].startswith(f"{STANDIN_REPOSITORY}cuda-amd64-")  # the Debian stand-in, under it
+    assert subs[0].kind == "official image" and subs[0].what == "vllm/vllm-openai:v0.32.0-ubuntu2404"
+    assert "vllm==0.32.0 and the torch 2.13.0 its wheel pins" in subs[0].by
+    assert "LMCache" in subs[0].why  # the image's KV-cache connectors, which the kv-cache deployment needs
+    assert not any(s.kind == "stand-in base" and s.what == base.image for s in subs)  # said once, as the official image
+    assert r.images == builds
+    # a compiled row on the same machine gets the Debian stand-in alone
+    compiled = project.target("cuda12.8-voxbox0.0.21")
+    tag, subs, _ = asyncio.run(r.base(project.recipes["cuda"].base(compiled, "linux/amd64"), compiled))
+    assert tag == builds[0] and subs[0].kind == "stand-in base" and not any(s.kind == "official image" for s in subs)
+    shutil.rmtree(r.workdir)
+
+
+def test_the_version_check_reads_pips_output_whole(project, tmp_path):
+    """`pip show | grep -q` under pipefail failed the first rehearsal of cuda13.0-vllm0.32.0: grep quit at
+    the match while pip still wrote (exit 120). The check as rendered passes whatever pip writes after the
+    version line, and still refuses another version."""
+    import subprocess
+
+    from runner.compose.stages import Run
+
+    pip = tmp_path / "python3"  # pip show: the version line, then more than grep waits for
+    pip.write_text('#!/bin/bash\necho "Name: vllm"; echo "Version: ${SHOWN}"; sleep 0.2; seq 1 20000\n')
+    pip.chmod(0o755)
+    checks = {}
+    for tag in ("cuda13.0-vllm0.32.0", "corex4.2-vllm0.8.3"):
+        leaf = project.leaf_stage(tag, "linux/amd64")
+        checks[tag] = next(st.script for s in leaf.chain() for st in s.steps
+                           if isinstance(st, Run) and "pip show vllm" in st.script and "grep -q" in st.script)
+        assert not re.search(r"pip show [\w -]+\| *grep -q", checks[tag]), tag
+    script = checks["cuda13.0-vllm0.32.0"]
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "VLLM_VERSION": "0.32.0"}
+    ran = lambda shown: subprocess.run(["bash", "-eo", "pipefail", "-c", script], env={**env, "SHOWN": shown},  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
+    assert ran("0.32.0").returncode == 0
+    assert ran("0.31.0").returncode != 0
+    old = 'python3 -m pip show vllm | grep -q "^Version: ${VLLM_VERSION}"'  # the line as it was: fails here
+    assert subprocess.run(["bash", "-eo", "pipefail", "-c", old], env={**env, "SHOWN": "0.32.0"},
+                          capture_output=True, timeout=60).returncode != 0
+
+
+def test_a_layered_row_allows_opentelemetrys_beta_only_packages(project):
+    """The first rehearsal of cuda13.0-vllm0.32.0 failed no-prereleases on them: the image's vLLM and Ray's
+    dashboard bring OpenTelemetry packages published only as betas, as on a compiled row."""
+    from runner.compose.kit import OTEL_BETAS
+    from runner.compose.requirements import allowed_prereleases, canonical
+
+    for tag in ("cuda13.0-vllm0.32.0", "cuda13.0-sglang0.5.22", "rocm7.2-vllm0.32.0", "cann9.2-a3-vllm0.30.0"):
+        allowed = allowed_prereleases(project.leaf_stage(tag, project.target(tag).platforms[0]))
+        assert {canonical(n) for n in OTEL_BETAS} <= allowed, tag
+        assert "vllm" not in allowed and "ray" not in allowed, tag  # the service and Ray stay releases
+        # the pre-releases SGLang pins itself, on its rows only
+        assert ({"flash-attn-4", "cuda-tile"} <= allowed) == ("sglang" in tag), tag
+
+
+def test_sglangs_intercept_reads_a_server_args_that_is_no_dataclass(tmp_path):
+    """SGLang 0.5.22's ServerArgs is no dataclass: the consumer probe's hook failed every `sglang serve`
+    line of the rehearsed cuda13.0-sglang0.5.22 with asdict()'s TypeError. It reads either kind."""
+    import json
+    import subprocess
+    import sys
+
+    from runner.verify import probes
+
+    hooks = str(Path(probes.__file__).parent / "consumer_hooks")
+    program = (f"import sys, dataclasses; sys.path.insert(0, {hooks!r}); import runner_intercept as r\n"
+               "class ServerArgs:\n    def __init__(self): self.model_path = '/models/model'; self.port = 40000\n"
+               "    def resolve_once(self): pass\n"
+               "@dataclasses.dataclass\nclass Old:\n    model_path: str = '/models/old'\n"
+               "r.sglang_run_server(Old() if sys.argv[1] == 'old' else ServerArgs())\n")
+    for kind, model in (("new", "/models/model"), ("old", "/models/old")):
+        result = tmp_path / f"{kind}.json"
+        done = subprocess.run([sys.executable, "-c", program, kind], env={"RUNNER_INTERCEPT_RESULT": str(result)},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(result.read_text())
+        assert got["problem"] == "" and got["values"]["model_path"] == model, got
+        assert "resolve_once" not in got["values"]
