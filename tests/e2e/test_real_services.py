@@ -259,7 +259,7 @@ def test_the_data_parallel_port_patch_gives_the_consumer_distinct_ports(e2e, vll
     """With VLLM_PORT set (the consumer sets it when dp > 1), vLLM 0.14.1's own get_open_ports_list never
     returns: the same probed port again and again. The project's patch (pack/_patches/vllm) makes it hand
     out distinct ports from VLLM_PORT up."""
-    patch = next((ROOT / "pack" / "_patches" / "vllm").glob("0.11.2../*.patch"))
+    patch = next((ROOT / "pack" / "_patches" / "vllm").glob("0.11.2..0.14.1/*.patch"))
     script = ("cd \"$(python3 -m pip show vllm | sed -n 's/^Location: //p')\" && "
               "timeout 60 python3 -c \"$DP\"; echo \"unpatched exit $?\"; "
               "patch -p1 --forward < /dp.patch && timeout 60 python3 -c \"$DP\"; echo \"patched exit $?\"")
