@@ -3,7 +3,7 @@
 A recipe declares, per service, the version range whose rows compile (the rows of the seed era, as
 they were released) and the official image every other row starts from (`Official`). The image is
 named by its tag; what builds is the tag pinned by the digest recorded for it in the backend's
-`official.lock.yaml` (`runner outdated --lock` fills it where the registry answers; a refresh is a
+`official.lock.yaml` (`runner official --lock` fills it where the registry answers; a refresh is a
 reviewed change of that file). A row whose image has no digest yet builds from the tag and is said
 to be unpinned (`unpinned()`), so a release can refuse it.
 
@@ -15,12 +15,13 @@ the patches declared for that version, the environment and the entrypoint.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml  # type: ignore[import-untyped]
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
@@ -28,11 +29,12 @@ from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
+from runner.model.marked_yaml import load_marked_file
 from runner.model.targets import Target
 
 LOCK_NAME = "official.lock.yaml"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
-MODULES = {"vllm": "vllm", "sglang": "sglang"}
 # pre-releases the service itself pins, which its official image carries (SGLang 0.5.22: flash-attn-4
 # 4.0.0b40 and cuda-tile 1.6.0rc5, found by rehearsing cuda13.0-sglang0.5.22)
 SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
@@ -46,7 +48,6 @@ class Official:
     compiled: Mapping[str, str]  # service -> PEP 440 range of the rows that compile (the seed era)
     images: Mapping[str, Callable[[Target], str]]  # service -> the official image's tag for a row
     ray: str = ""  # Ray the layered rows pin ("" keeps the image's own)
-    note: str = ""  # what the official images leave out, said where a reader looks (components, LEFT_OUT)
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # service -> environment of the image
 
     def layers(self, t: Target) -> bool:
@@ -87,7 +88,7 @@ class Official:
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
                                    title="audio extras"))
         add_patches(b, t, self.recipe_dir, site_packages(name))
-        b.component(python(name, v, imports=(MODULES.get(name, name),)), *components)
+        b.component(python(name, v, imports=(name,)), *components)
         return finish(b, t, **self.env.get(name, {}))
 
 
@@ -100,21 +101,14 @@ def lock(recipe_dir: Path) -> dict[str, str]:
 def _lock(path: Path) -> tuple[tuple[str, str], ...]:
     if not path.is_file():
         return ()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"malformed YAML: {getattr(e, 'problem', e)}",
-                        where=Where(str(path), mark.line + 1 if mark else None)) from None
-    if not isinstance(data, dict):
-        raise UserError("an official-image lock maps image tags to digests", where=Where(str(path)), value=type(data).__name__,
-                        allowed="a mapping of 'image:tag' to 'sha256:<64 hex digits>' or null")
+    doc = load_marked_file(path)  # YAML errors and limits with file, line and column
+    if not isinstance(doc.data or {}, dict):
+        raise UserError("an official-image lock maps image tags to digests", where=Where(str(path)),
+                        value=type(doc.data).__name__, allowed="a mapping of 'image:tag' to 'sha256:<64 hex digits>' or null")
     out = []
-    for tag, digest in data.items():
-        if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71
-                                       and all(c in "0123456789abcdef" for c in digest[7:])):
-            line = next((i + 1 for i, text in enumerate(path.read_text().splitlines()) if text.startswith(f"{tag}:")), None)
-            raise UserError(f"malformed digest for {tag}", where=Where(str(path), line), value=digest,
+    for tag, digest in (doc.data or {}).items():
+        if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest)):
+            raise UserError(f"malformed digest for {tag}", where=doc.where((tag,)), value=digest,
                             allowed="sha256:<64 lower-case hex digits>, or null while not pinned")
         if digest:
             out.append((str(tag), digest))
