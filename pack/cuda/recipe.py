@@ -57,7 +57,10 @@ LEFT_OUT = (
     LeftOut("flash-attn on arm64 without a prebuilt wheel", "flash-attn's own build supports amd64 only", ("vllm", "sglang")),
     LeftOut("rows after the seed era: vLLM and SGLang compiled here", "they layer the official image (OFFICIAL): its "
             "kernels, torch and CUDA are the image's; a CUDA 12.8-or-older row of vLLM takes vLLM's default image, and "
-            "the vLLM patches are not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
+            "the vLLM patches are not carried (not proven here against those versions' sources; vLLM 0.32.0 has both "
+            "fixes upstream's patches make)", ("vllm", "sglang")),
+    LeftOut("vllm-omni on a layered row whose vLLM minor has no vllm-omni release", "the layered rows take vllm-omni's "
+            "release from the package index (OMNI_RELEASES); upstream builds a commit of it instead", ("vllm",)),
 )
 
 
@@ -77,13 +80,52 @@ def sglang_image(t: Target) -> str:
     return f"lmsysorg/sglang:v{t.service_version}-cu{cuda_tag(t.original_backend_version)}"
 
 
+# ray[cgraph] asks for cupy-cuda12x while vLLM's CUDA images ship cupy-cuda13x (its KV connectors'
+# requirement): both fill the one cupy/ folder, so the later install breaks the earlier one and removing
+# either breaks the other. Both go, and the row's CUDA major is installed again at the image's version
+# (upstream does the same since July 2026); an image with one CuPy is left as it is. pip check is
+# content: ray asks for cupy only under its extra.
+ONE_CUPY_BEFORE = """\
+if ! { python3 -m pip show -q cupy-cuda12x && python3 -m pip show -q cupy-cuda13x; } 2>/dev/null; then
+    python3 -m pip list 2>/dev/null | grep -i '^cupy' || true
+    exit 0
+fi
+CUPY_VERSION=$(python3 -m pip show cupy-cuda13x | sed -n 's/^Version: //p')
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+uv pip uninstall cupy-cuda12x cupy-cuda13x
+rm -rf "$site/cupy" "$site/cupyx" "$site/cupy_backends"
+"""
+
+
+def one_cupy(t: Target) -> Requirements:
+    """The row's CuPy at the version the image had (known only in the image: a resolve takes any)."""
+    name = f"cupy-cuda{t.original_backend_version.split('.')[0]}x"
+    return Requirements((pkg(name, built=f'"{name}==${{CUPY_VERSION}}"', resolve_as=name),),
+                        title="one CuPy, for the row's CUDA release")
+
+
+# vllm-omni on a layered row: its release on the package index for the row's vLLM minor (upstream builds
+# a commit of it on every layered row; a minor without a release goes without, see LEFT_OUT), with the
+# ONNX runtime and SoX its audio models load
+OMNI_RELEASES = ("0.16.0", "0.18.0", "0.20.0", "0.22.0", "0.24.0", "0.30.0")
+
+
+def omni_release(t: Target) -> tuple[Requirements, tuple] | None:
+    release = ".".join(t.service_version.split(".")[:2]) + ".0"
+    if release not in OMNI_RELEASES:
+        return None
+    return (Requirements((pkg(f"vllm-omni=={release}"), pkg("onnxruntime"), pkg("sox")), title=f"vllm-omni {release}"),
+            (python("vllm-omni", release, imports=("vllm_omni",)),))
+
+
 OFFICIAL = Official(
     HERE, compiled={"vllm": ">=0.10.2,<=0.14.1", "sglang": ">=0.5.4,<=0.5.8"},
     images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.54.0",
     env={"vllm": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "SAFETENSORS_FAST_GPU": "1",
                   "RUNAI_STREAMER_MEMORY_LIMIT": "0", "RUNAI_STREAMER_LOG_TO_STDERR": "1", "RUNAI_STREAMER_LOG_LEVEL": "INFO"},
          "sglang": {"SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_INT4_WEIGHT": "0",
-                    "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}})
+                    "SGLANG_MOE_PADDING": "1", "SGLANG_SET_CPU_AFFINITY": "1"}},
+    after_ray={"vllm": ((one_cupy, ONE_CUPY_BEFORE),)}, adds={"vllm": omni_release})
 
 
 def cuda_tag(version: str) -> str:

@@ -46,6 +46,13 @@ class Standin:
     # (/usr/local/cuda/compat/libcuda.so.1, which a service's kernels link to): here a stub of every
     # driver function the installed libraries ask for, each answering "no device"
     driver_stub: bool = False
+    # dependencies of the service the index cannot install here, left out of the set (an override that
+    # never applies, as the rehearsal's official stand-in does); the set then installs as resolved,
+    # without pip resolving it again, and `pip check` names exactly these as missing
+    leave_out: tuple[str, ...] = ()
+    # install the set exactly as uv resolved it (pip's resolver, given a wheelhouse holding several
+    # releases of a package from other sets, need not pick the same)
+    as_resolved: bool = False
 
     @property
     def image(self) -> str:
@@ -87,22 +94,25 @@ def rootfs() -> Path:
     return tar
 
 
-def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
+def wheelhouse(e: infra.Environment, standin: Standin) -> tuple[Path, str]:
     """One folder of wheels on this machine that every stand-in installs from. Each stand-in's set is
     resolved by uv for the stand-in's python and glibc (pip's own resolver backtracks for many minutes
     on vLLM's set), then pip downloads exactly those pins inside the base; an sdist is built into a
     wheel there, under the recipe's build constraints. Downloaded once per set."""
     folder = CACHE / "wheelhouse"
     wanted = list(torch_set(standin.torch)) + list(standin.requirements)
-    key = hashlib.sha256("\n".join([SUITE, *wanted, "|", *standin.build_constraints]).encode()).hexdigest()[:16]
+    left_out = ("|", *standin.leave_out) if standin.leave_out else ()
+    key = hashlib.sha256("\n".join([SUITE, *wanted, "|", *standin.build_constraints, *left_out]).encode()).hexdigest()[:16]
     marker = folder / ".sets" / key
+    pins = folder / ".sets" / f"{key}.txt"
     if marker.exists():
-        return folder
+        return folder, f".sets/{pins.name}"
     marker.parent.mkdir(parents=True, exist_ok=True)
     (folder / ".build-constraints.txt").write_text("".join(f"{c}\n" for c in standin.build_constraints))
-    pins = folder / ".sets" / f"{key}.txt"
+    overrides = folder / ".sets" / f"{key}.overrides.txt"
+    overrides.write_text("".join(f"{name}; sys_platform == 'never'\n" for name in standin.leave_out))
     with timed(f"resolve {' '.join(wanted)}"):
-        _compile(wanted, folder / ".build-constraints.txt", pins)
+        _compile(wanted, folder / ".build-constraints.txt", overrides, pins)
     pip = "python3 -m pip {} -q"
     script = (f"PIP_CONSTRAINT=\"$BUILD_CONSTRAINT\" {pip.format('download')} --no-deps --prefer-binary --dest /wheels "
               f"-r /wheels/.sets/{pins.name}\n"
@@ -120,16 +130,19 @@ def wheelhouse(e: infra.Environment, standin: Standin) -> Path:
                  "-e", "BUILD_CONSTRAINT=/wheels/.build-constraints.txt" if standin.build_constraints else "BUILD_CONSTRAINT=",
                  BASE, "sh", "-ec", script, timeout=3600)
     marker.write_text("\n".join(wanted) + "\n")
-    return folder
+    return folder, f".sets/{pins.name}"
 
 
-def _compile(wanted: list[str], build_constraints: Path, out: Path) -> None:
+def _compile(wanted: list[str], build_constraints: Path, overrides: Path, out: Path) -> None:
     from runner.verify.resolver import find_uv
 
-    # the build constraints hold for the whole set too: pip applies them to every download it prepares
+    # the build constraints hold for the whole set too: pip applies them to every download it prepares.
+    # A pre-release only where a package has nothing else (Ray's dashboard extra asks for OpenTelemetry
+    # packages published as betas only) or where a requirement names one
     done = subprocess.run([find_uv(), "pip", "compile", "-", "--python-version", PYTHON, "--python-platform",
                            f"x86_64-manylinux_{GLIBC}", "--no-header", "--no-annotate", "--build-constraints",
-                           str(build_constraints), "--constraint", str(build_constraints), "--output-file", str(out)],
+                           str(build_constraints), "--constraint", str(build_constraints), "--override", str(overrides),
+                           "--prerelease", "if-necessary-or-explicit", "--output-file", str(out)],
                           input="\n".join(wanted) + "\n", capture_output=True, text=True, timeout=900,
                           env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
     if done.returncode != 0:
@@ -148,15 +161,21 @@ def recipe_env(project, target: str, platform: str = "linux/amd64") -> dict[str,
     return project.leaf_stage(target, platform).env()
 
 
-def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
-    """Build the stand-in image on the test daemon; returns its reference (remove it with `remove`)."""
+def ensure_base(e: infra.Environment) -> str:
+    """The Debian base on the test daemon (imported from the cached root file system once)."""
     if e.docker("image", "inspect", BASE, check=False).returncode != 0:
         ctx = e.root / "standin-base"
         ctx.mkdir(exist_ok=True)
         shutil.copy(rootfs(), ctx / "rootfs.tar")
         with timed("import the Debian base"):
             e.docker("build", "-t", BASE, str(ctx), "-f", "-", input="FROM scratch\nADD rootfs.tar /\n")
-    wheels = wheelhouse(e, standin)
+    return BASE
+
+
+def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
+    """Build the stand-in image on the test daemon; returns its reference (remove it with `remove`)."""
+    ensure_base(e)
+    wheels, pins = wheelhouse(e, standin)
     port = _stable_port(wheels)
     server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(wheels),
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -166,7 +185,10 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
         lines = [f"FROM {BASE}", "RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED"]
         if standin.torch:  # the same layer for every stand-in on this torch
             lines.append(f"RUN {install}" + " ".join(torch_set(standin.torch)))
-        lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
+        if standin.leave_out or standin.as_resolved:  # what it leaves out, pip would ask for again
+            lines.append(f"RUN {install}--no-deps -r http://127.0.0.1:{port}/{pins}")
+        else:
+            lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
         if standin.later:
             lines.append(f"RUN {install}--force-reinstall --no-deps " + " ".join(json.dumps(r) for r in standin.later))
         if standin.driver_stub:

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from runner.compose.project import load_project
+from runner.compose.stages import dependencies_first
 from runner.verify import probes
 from runner.verify.consumer import probe_input
 from tests.conftest import ROOT
@@ -62,13 +63,18 @@ def _smoke(e2e, image: str, target: str, name: str) -> tuple[dict, str]:
 # components: what the stand-in installs must pass; what the recipe's own stages build or download
 # (HPC-X, GDRCopy, EFA, kernels built from source, CMake, uv) is not in a pip-only stand-in
 STANDIN_HAS = {"vllm": ("torch", "torchvision", "vllm", "ray", "flashinfer", "lmcache", "vllm-omni"),
-               "sglang": ("sglang", "torch"), "voxbox": ("vox-box", "openai-whisper")}
+               "sglang": ("sglang", "torch"), "voxbox": ("vox-box", "openai-whisper"),
+               # a layered row lists the image's service and the Ray it adds; the runtime stage's CMake,
+               # uv and pipx are what a pip-only stand-in lacks
+               "vllm-newest": ("vllm", "ray"), "sglang-newest": ("sglang", "ray")}
 
 
-def _only_stand_in_gaps(image_report: dict, service: str) -> None:
+def _only_stand_in_gaps(image_report: dict, service: str, also: set[str] = frozenset()) -> None:
+    """Every check passed but for what a stand-in lacks (and `also`, which the caller looks into)."""
     checks = {c["name"]: c for c in image_report["smoke"]["checks"]}
     failed = {n for n, c in checks.items() if not c["passed"]}
-    assert failed <= set(STANDIN_GAPS) | {"environment-places", "components"}, {n: checks[n]["excerpt"] for n in failed}
+    assert failed <= set(STANDIN_GAPS) | {"environment-places", "components"} | set(also), \
+        {n: checks[n]["excerpt"] for n in failed}
     summary = checks["components"]["excerpt"].splitlines()
     # versions are compared by runner (packaging), which names each mismatch in the check's reason
     wrong = {dist for dist, _, _ in re.findall(r"(\S+) is (\S+), not (\S+)", checks["components"]["reason"])}
@@ -332,3 +338,72 @@ def test_mindie_starts_the_way_gpustack_starts_it(e2e, project, vllm_image):
         assert f"not an executable: {MINDIE_HOME}/bin/mindieservice_daemon_" in out and "FAILED" in out, out[-3000:]
     finally:
         e2e.docker("rmi", "-f", good, bad, check=False)
+
+
+# The newest rows the matrix lists layer the official images (runner.compose.official). Their stand-ins
+# hold what those images hold that the index has: the service at the row's release with the torch it
+# pins and, for vLLM, LMCache (vLLM's CUDA release image installs its requirements/kv_connectors.txt;
+# NIXL, CuPy and Mooncake from that file are left out here, no deployment of GPUStack's names them);
+# then what the layered recipe adds on the image: Ray at the backend's pin and the audio extras.
+def _layered_adds(project, backend: str) -> tuple[str, ...]:
+    from runner.compose.official import AUDIO_EXTRAS
+
+    return (f"ray[cgraph,client,default]=={project.recipes[backend].module.OFFICIAL.ray}", *AUDIO_EXTRAS)
+
+
+def _newest(project, service: str) -> str:
+    from packaging.version import Version
+
+    rows = [t for t in project.targets if t.backend == "cuda" and t.service == service]
+    newest = max(rows, key=lambda t: (Version(t.service_version), Version(t.original_backend_version)))
+    assert project.recipes["cuda"].module.OFFICIAL.layers(newest)  # the newest rows layer the official image
+    return newest.tag
+
+
+def _newest_standin(project, service: str) -> standin.Standin:
+    tag = _newest(project, service)
+    version = project.target(tag).service_version
+    if service == "vllm":
+        return standin.Standin("vllm-newest", tag, (f"vllm=={version}", "lmcache>=0.3.9", *_layered_adds(project, "cuda")),
+                               as_resolved=True)
+    # SGLang pins a beta of flash-attn-4 (named here, so the resolver takes it) and one of cuda-tile,
+    # which the index has only as an sdist that needs the CUDA toolkit to build: left out, pip check names it
+    return standin.Standin("sglang-newest", tag, (f"sglang=={version}", "flash-attn-4>=4.0.0b18",
+                                                   *_layered_adds(project, "cuda")),
+                           driver_stub=True, leave_out=("cuda-tile",))
+
+
+@pytest.mark.parametrize("service", ["vllm", "sglang"])
+def test_the_newest_rows_pass_their_specs_on_stand_ins_of_the_official_images(e2e, project, service):
+    """The newest vLLM and SGLang rows of the matrix: the project's smoke spec and every start GPUStack
+    2.3.0 makes from the image, on the service's real release from the package index."""
+    found = _newest_standin(project, service)
+    image = standin.build(e2e, found, standin.recipe_env(project, found.target))
+    try:
+        report, _ = _smoke(e2e, image, found.target, found.name)
+        checks = {c["name"]: c for c in report["smoke"]["checks"]}
+        for name in ("entrypoint", "tini", "import-version", "consumer-deployments", "environment", "no-prereleases"):
+            assert checks[name]["passed"], (name, checks[name]["reason"], checks[name]["excerpt"][-3000:])
+        assert f"{service} {project.target(found.target).service_version}" in checks["components"]["excerpt"]
+        _only_stand_in_gaps(report, found.name, also={"pip-check"} if found.leave_out else set())
+        pip_check = checks["pip-check"]
+        if found.leave_out:  # what the stand-in leaves out, and only that, is missing
+            broken = [line for line in pip_check["excerpt"].splitlines() if " requires " in line or " has requirement " in line]
+            assert broken and all(any(f" requires {n}" in line for n in found.leave_out) for line in broken), pip_check["excerpt"]
+        else:
+            assert pip_check["passed"], pip_check["excerpt"][-3000:]
+        covered = _every_gpustack_start_passes(checks, project, found.target)
+        if service == "vllm":  # every kind of start GPUStack 2.3.0 makes from a vLLM image, LMCache's included
+            assert {"single", "tp", "ray-leader", "ray-follower", "mp-leader", "mp-follower", "kv-cache", "lora",
+                    "speculative-eagle3"} <= covered
+            # the data-parallel ports the project patches in vLLM 0.11.2..0.14.1 come out distinct from the
+            # newest vLLM unpatched: the row carries no patch (its plan applies none)
+            leaf = project.leaf_stage(found.target, "linux/amd64")
+            assert not [s.title for st in dependencies_first(leaf) for s in st.steps if "patch" in getattr(s, "title", "")]
+            out = e2e.docker("run", "--rm", "-e", "VLLM_PORT=45000", "-e", f"DP={DP_PORTS}", image, "sh", "-c",
+                             'timeout 120 python3 -c "$DP"; echo "exit $?"', timeout=300).stdout
+            assert "exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
+        else:
+            assert {"single", "tp", "sglang-leader", "sglang-follower", "kv-cache", "lora"} <= covered
+    finally:
+        standin.remove(e2e, image)

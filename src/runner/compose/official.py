@@ -49,6 +49,13 @@ class Official:
     images: Mapping[str, Callable[[Target], str]]  # service -> the official image's tag for a row
     ray: str = ""  # Ray the layered rows pin ("" keeps the image's own)
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # service -> environment of the image
+    # service -> installs that mend what Ray's install does to the image: (the row's requirements, the
+    # shell before them, which may end the step when there is nothing to mend)
+    after_ray: Mapping[str, tuple[tuple[Callable[[Target], Requirements], str], ...]] = field(default_factory=dict)
+    # service -> what a row installs on the image besides Ray and the extras, with the components it adds
+    # (None where the row adds nothing)
+    adds: Mapping[str, Callable[[Target], tuple[Requirements, tuple[Component, ...]] | None]] = \
+        field(default_factory=dict)
 
     def layers(self, t: Target) -> bool:
         """Whether this row starts from the service's official image."""
@@ -75,18 +82,28 @@ class Official:
         v, name = t.service_version, t.service
         b = service_builder(t, runtime)
         b.arg("OFFICIAL_IMAGE", self.image(t), required=False, doc="the official image this row layers (by tag)")
+        # what the image holds, for the resolver: the service at the tag's release, with what it requires;
+        # not for a service that pins pre-releases (SGLang: cuda-tile, an sdist whose build needs CUDA),
+        # which uv takes only where a requirement names them
+        holds = None if name in SERVICE_BETAS else Requirements(
+            (pkg(f"{name}=={v}"),), prereleases=OTEL_BETAS, title=f"the official image's {name} {v}")
         b.run(f'python3 -m pip show {name} | grep -E "^(Name|Version):"\n'
               f'{shows_version(name, f"{name.upper()}_VERSION")}',
-              title=f"check the official image's {name} version")
+              title=f"check the official image's {name} version", holds=holds)
         if self.ray:
             # Ray's dashboard extra asks for OpenTelemetry packages published as betas only
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
                                        prereleases=OTEL_BETAS,
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
+            for requirements, before in self.after_ray.get(name, ()):
+                install(b, t, requirements(t), before=before)
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
                                    title="audio extras"))
+        if name in self.adds and (added := self.adds[name](t)) is not None:
+            install(b, t, added[0])
+            b.component(*added[1])
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(name,)), *components)
         return finish(b, t, **self.env.get(name, {}))

@@ -250,8 +250,11 @@ class StageBuilder:
         return self
 
     def run(self, script: str, *, caches: Iterable[Cache] = (), title: str = "",
-            mounts: Iterable[Mount] = ()) -> StageBuilder:
-        self._steps.append(Run(_dedent(script), tuple(caches), title, None, tuple(mounts)))
+            mounts: Iterable[Mount] = (), holds: Requirements | None = None) -> StageBuilder:
+        """A step running its own script; `holds` declares what the image holds after it without the
+        step installing it (an official image's service, which the step checks): the resolver starts
+        later steps from it."""
+        self._steps.append(Run(_dedent(script), tuple(caches), title, holds, tuple(mounts)))
         return self
 
     def install(self, requirements: Requirements, *, caches: Iterable[Cache] = (), before: str = "",
