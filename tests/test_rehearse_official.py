@@ -47,7 +47,8 @@ def test_the_stand_in_installs_exactly_the_rows_release(project):
     text = official_standin.dockerfile("runner-rehearsal/standin:cuda-amd64-abc", found)
     assert text.splitlines()[0] == "FROM runner-rehearsal/standin:cuda-amd64-abc"
     installs = [line for line in text.splitlines() if "uv pip install" in line]
-    assert len(installs) == 1 and re.findall(r'"([^"]+)"', installs[0]) == ["vllm==0.32.0"]
+    # the release, and LMCache, which vLLM's CUDA release image carries among its KV-cache connectors
+    assert len(installs) == 1 and re.findall(r'"([^"]+)"', installs[0]) == ["vllm==0.32.0", "lmcache"]
     assert "--system" in installs[0] and "--no-cache" in installs[0]  # no cache left for the smoke check to find
     sglang = project.target("cuda13.0-sglang0.5.22")
     found = official_standin.official_of(project.recipes, sglang, project.recipes["cuda"].base(sglang, "linux/amd64"))
@@ -102,8 +103,9 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     assert stood_in and tag == builds[-1] and tag.startswith(f"{STANDIN_REPOSITORY}official-vllm0.32.0-amd64-")
     assert builds[0].startswith(f"{STANDIN_REPOSITORY}cuda-amd64-")  # the Debian stand-in, under it
     assert subs[0].kind == "official image" and subs[0].what == "vllm/vllm-openai:v0.32.0-ubuntu2404"
-    assert "vllm==0.32.0 and the torch 2.13.0 its wheel pins" in subs[0].by
-    assert "LMCache" in subs[0].why  # the image's KV-cache connectors, which the kv-cache deployment needs
+    assert "vllm==0.32.0 and lmcache, with the torch 2.13.0 the service's wheel pins" in subs[0].by
+    # of the image's KV-cache connectors, LMCache is carried (the kv-cache deployment needs it), the rest is said
+    assert "LMCache" not in subs[0].why and "NIXL, CuPy and Mooncake" in subs[0].why
     assert not any(s.kind == "stand-in base" and s.what == base.image for s in subs)  # said once, as the official image
     assert r.images == builds
     # a compiled row on the same machine gets the Debian stand-in alone

@@ -80,6 +80,8 @@ LEFT_OUT = (
     LeftOut("rows after the seed era: vLLM, vllm-ascend and SGLang installed here", "they layer the official "
             "vllm-ascend or SGLang image (OFFICIAL): torch, torch-npu, Mooncake and LMCache are the image's, and the "
             "vLLM patches are not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
+    LeftOut("vllm-omni on a layered vLLM row", "upstream builds a commit of it on the vllm-ascend image; the index's "
+            "releases are not known to run on Ascend, and that build is not rehearsed here yet", ("vllm",)),
 )
 
 

@@ -48,6 +48,9 @@ LEFT_OUT = (
     LeftOut("rows after the seed era: vLLM and SGLang compiled here", "they layer the official image (OFFICIAL): its "
             "kernels, torch and ROCm are the image's, and the vLLM patches are not carried (not proven here against "
             "those versions' sources)", ("vllm", "sglang")),
+    LeftOut("LMCache, Mooncake and vllm-omni on a layered vLLM row", "vLLM's ROCm image installs none of them "
+            "(INSTALL_LMCACHE=false) and upstream builds them from source on it (LMCache with hipcc); those builds "
+            "are not carried here yet, not having been rehearsed on a stand-in of that image", ("vllm",)),
 )
 
 

@@ -34,7 +34,8 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
         f"FROM {base}",
         "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv",
         # the official images install the service into the system python with uv
-        f'RUN {_overrides(official)}uv pip install --system --no-cache{override} "{official.requirement}"{tidy}',
+        f'RUN {_overrides(official)}uv pip install --system --no-cache{override} '
+        + " ".join(f'"{r}"' for r in (official.requirement, *official.also)) + tidy,
         f'RUN python3 -c "{TORCH_VERSION}"',
         'CMD ["bash"]',
     ]) + "\n"

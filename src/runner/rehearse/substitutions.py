@@ -217,12 +217,18 @@ class OfficialStandin:
         return f"{self.service}=={self.version}"
 
     @property
+    def also(self) -> tuple[str, ...]:
+        """What the official image holds besides the service that the stand-in installs with it."""
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ())
+
+    @property
     def leaves_out(self) -> dict[str, str]:
         """The service's dependencies the stand-in leaves out, with why."""
         return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
 
     def substitution(self, tag: str, torch: str) -> Substitution:
-        carried = f"{self.requirement} and the torch {torch} its wheel pins" if torch else self.requirement
+        carried = " and ".join((self.requirement, *self.also))
+        carried += f", with the torch {torch} the service's wheel pins" if torch else ""
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
                            + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
                            + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
@@ -244,9 +250,11 @@ OFFICIAL_CANNOT_CARRY = {
 # vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
 # installed over the wheel, which the index's wheel alone does not bring
 OFFICIAL_SERVICE_CANNOT_CARRY = {
-    ("cuda", "vllm"): ("the KV-cache connectors the release image installs (LMCache, NIXL, Mooncake; "
-                       "GPUStack's kv-cache deployment needs LMCache)",),
+    ("cuda", "vllm"): ("NIXL, CuPy and Mooncake of the KV-cache connectors the release image installs",),
 }
+# What the stand-in installs with the service because the official image has it too, from the index:
+# LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
+OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
 # Dependencies of a service that the index cannot install on a stand-in, left out of its install (an
