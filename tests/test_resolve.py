@@ -18,7 +18,7 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import make_plan
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import StageBuilder, base_stage
-from runner.verify.resolve import Layers, ask_for, steps_of
+from runner.verify.resolve import Layers, Step, ask_for, steps_of, whole_image_ask
 from tests import resolve_fixture
 from tests.conftest import ROOT, SEED_MATRIX
 
@@ -188,3 +188,18 @@ def test_python_platform_follows_the_base_image():
 
     assert python_platform("linux/arm64", "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04") == "aarch64-manylinux_2_35"
     assert python_platform("linux/amd64", "example.com/x:ubuntu24.04") == "x86_64-manylinux_2_39"
+
+
+def test_a_superseded_requirement_is_held_at_what_the_superseding_step_resolved_to():
+    """An SGLang step on a vLLM image supersedes vLLM's llguidance pin without naming llguidance: the image
+    as one set holds llguidance at what the SGLang step resolved to alone (uv's override), so that set
+    meets the image the build leaves, not the two pins at once."""
+    vllm = Step(1, "vllm", "vLLM", Requirements((pkg("vllm==0.14.1"),)), {})
+    sglang = Step(2, "sglang", "SGLang", Requirements((pkg("sglang==0.5.8"),), upgrade=("llguidance",),
+                                                      supersedes=(("vllm", "llguidance"),)), {})
+    mirrors = Mirrors.of({})
+    alone = whole_image_ask([vllm, sglang], "3.12", "x86_64-manylinux_2_35", mirrors, set())
+    assert not [o for o in alone.ask.overrides if o.startswith("llguidance")]  # nothing chosen: nothing held
+    held = whole_image_ask([vllm, sglang], "3.12", "x86_64-manylinux_2_35", mirrors, set(),
+                           chosen={2: {"sglang": "0.5.8", "llguidance": "0.7.30"}, 1: {"llguidance": "1.3.0"}})
+    assert "llguidance==0.7.30" in held.ask.overrides and held.ask.requirements == ("vllm==0.14.1", "sglang==0.5.8")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from runner.compose.mirrors import Mirrors
@@ -208,10 +209,12 @@ class WholeImage:
 
 
 def whole_image_ask(steps: list[Step], python: str, platform: str, mirrors: Mirrors, reachable: set[str],
-                    given: frozenset[str] = frozenset()) -> WholeImage | None:
+                    given: frozenset[str] = frozenset(),
+                    chosen: Mapping[int, Mapping[str, str]] | None = None) -> WholeImage | None:
     """Every step's requirements in one ask: what the image must hold at once. A later step's
     `upgrade` replaces an earlier step's requirement of that package, `supersedes` overrides the
-    named requirement with the superseding step's own, `without` and built packages with no
+    named requirement with the superseding step's own (its own package, else the version that step
+    resolved to alone, from `chosen`: step number -> its pins), `without` and built packages with no
     published stand-in are left out, and packages of steps whose index cannot be reached are taken
     from the reachable ones (or, in `given`, taken as given)."""
     wanted: dict[str, list[tuple[int, str]]] = {}
@@ -237,6 +240,8 @@ def whole_image_ask(steps: list[Step], python: str, platform: str, mirrors: Mirr
         for dist, requirement in reqs.supersedes:
             own = next((requirement_of(p, step.args) for p in reqs.packages
                         if canonical(p.name) == canonical(requirement)), "")
+            if not own and (pin := (chosen or {}).get(step.number, {}).get(canonical(requirement))):
+                own = f"{canonical(requirement)}=={pin}"  # what the superseding install leaves in the image
             if own:
                 overrides[canonical(requirement)] = own
         constraints += [expand(c, step.args) for c in reqs.constraints]

@@ -209,6 +209,7 @@ async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
     allowed = allowed_prereleases(leaf.stage)
     layers = Layers()
     reports = []
+    chosen: dict[int, dict[str, str]] = {}  # step -> what it resolved to, for the whole-image set
     for step in steps_of(leaf.stage):
         ask, notes = ask_for(step, layers, t.python, platform, mirrors)
         report = StepReport(t.tag, leaf.platform, step.number, step.stage, step.title, "nothing", notes=list(notes))
@@ -224,12 +225,14 @@ async def resolve_leaf(resolver: Resolver, leaf: Leaf, mirrors: Mirrors,
                 report.notes.append(f"{', '.join(sorted(named))} taken as given: installed by an earlier step "
                                     "whose index cannot be reached from here")
             report.status, report.message, report.cached = answer.status, answer.message, answer.cached
+            if answer.status == "resolved":
+                chosen[step.number] = answer.pins
             await _layer(resolver, report, step, ask, answer, layers, allowed)
         on_step(report)
         reports.append(report)
     steps = steps_of(leaf.stage)
     if whole and len(steps) > 1:
-        report = await resolve_image(resolver, leaf, steps, mirrors, platform, allowed)
+        report = await resolve_image(resolver, leaf, steps, mirrors, platform, allowed, chosen)
         on_step(report)
         reports.append(report)
     return reports
@@ -239,15 +242,16 @@ WHOLE = "the whole image as one set"
 
 
 async def resolve_image(resolver: Resolver, leaf: Leaf, steps: list[Step], mirrors: Mirrors, platform: str,
-                        allowed: set[str]) -> StepReport:
+                        allowed: set[str], chosen: dict[int, dict[str, str]] | None = None) -> StepReport:
     """Every install step of the image resolved as one set (step 0 of the report): a conflict here is
-    between steps that each resolve alone, named by their numbers."""
+    between steps that each resolve alone, named by their numbers. A requirement a step supersedes is
+    held at what that step resolved to alone (`chosen`)."""
     t = leaf.target
     urls = {mirrors.url(expand(u, s.args)) for s in steps for r in (s.requirements,)
             for u in (r.index_url, *r.extra_index_urls, *r.find_links) if u}
     reachable = {u for u in urls if not await resolver.reach(u)}
     report = StepReport(t.tag, leaf.platform, 0, "image", WHOLE, "nothing")
-    whole = whole_image_ask(steps, t.python, platform, mirrors, reachable)
+    whole = whole_image_ask(steps, t.python, platform, mirrors, reachable, chosen=chosen)
     if whole is None:
         report.message = "every package of the image is built from source and taken as given"
         return report
@@ -255,7 +259,7 @@ async def resolve_image(resolver: Resolver, leaf: Leaf, steps: list[Step], mirro
     if answer.status == "conflict" and (named := {n for n in whole.given_by if re.search(
             rf"\b{re.escape(n)}\b", answer.message, re.I)}):
         # a package whose step's index cannot be reached may exist only there
-        whole = whole_image_ask(steps, t.python, platform, mirrors, reachable, frozenset(named))
+        whole = whole_image_ask(steps, t.python, platform, mirrors, reachable, frozenset(named), chosen)
         answer = await resolver.answer(whole.ask)
         report.notes.append(f"{', '.join(sorted(named))} taken as given: declared by a step whose index "
                             "cannot be reached from here")
