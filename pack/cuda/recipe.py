@@ -35,6 +35,11 @@ EP_KERNELS = {">=0.12": ("9b680f42", "b57e5e21", "12cecfda")}  # DeepGEMM, DeepE
 SGL_KERNEL = {">=0.5.8": "0.3.21", ">=0.5.7": "0.3.20", ">=0.5.6": "0.3.19", ">=0.5.5": "0.3.17.post1",
               ">=0.5.4": "0.3.16.post4"}
 SGLANG_BASE_VLLM = "0.14.1"
+# SGLang is the service of its image, so its pins win over what the vLLM image brought: timm below the
+# extras' floor, its own cuda-python (0.5.8: ==12.9, over the bindings a CUDA 12.8 vLLM image took), and
+# with the diffusion extra OpenCV 4.10 (vLLM asks >=4.13) and the diffusion stack vllm-omni also pins
+DIFFUSION_OVER_VLLM = (("vllm", "opencv-python-headless"), ("vllm-omni", "imageio"), ("vllm-omni", "cache-dit"),
+                       ("vllm-omni", "diffusers"))
 VOXBOX_TORCH = "2.7.1"
 
 GDRCOPY = "2.5.1"
@@ -369,14 +374,15 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     b = service_builder(t, parent)
     b.arg("SGLANG_KERNEL_VERSION", kernel_version, doc="prebuilt sgl-kernel")
     extras = ("diffusion",) if p == "linux/amd64" and at_least(v, "0.5.5") else ()  # the extra appeared in 0.5.5
+    over = tuple(("vllm", n) for n in SGLANG_OVER_VLLM) + (DIFFUSION_OVER_VLLM if extras else ())
     reqs = Requirements((pkg("sglang", extras=extras, built=f'"$(ls /mnt/sglang/sglang-${{SGLANG_VERSION}}-*.whl){"[diffusion]" if extras else ""}"',
                              resolve_as=f"sglang{'[diffusion]' if extras else ''}=={v}",
                              without=("torch", "torchaudio", "torchvision", "flashinfer-python", "flashinfer-cubin",
                                       "sgl-kernel")),  # torch is the image's; FlashInfer gets a step of its own
                          pkg("sgl-kernel==${SGLANG_KERNEL_VERSION}"),
                          pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
-                        prereleases=OTEL_BETAS, upgrade=(*SGLANG_OVER_VLLM, "timm"),  # SGLang pins timm below the extras' floor
-                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM), title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
+                        prereleases=OTEL_BETAS, upgrade=(*(n for _, n in over), "timm", "cuda-python"),  # SGLang wins: see DIFFUSION_OVER_VLLM
+                        supersedes=over, title=f"SGLang {v} (built from its tag), sgl-kernel and the router")
     install(b, t, reqs, after="uv pip uninstall runai-model-streamer || true",
             mounts=[Mount(sglang_build(t, p, v), "/workspace/sglang", "/mnt/sglang")])
     fi, base_fi = pick(v, SGLANG_FLASHINFER, "FlashInfer"), pick(SGLANG_BASE_VLLM, FLASHINFER)

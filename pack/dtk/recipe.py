@@ -1,9 +1,9 @@
 """Hygon DTK: the vendor image ships torch and vLLM (or SGLang, from 26.04); the shared runtime goes on it, DTK_HOME is linked
-to the versioned install, and vLLM 0.11 gets LMCache built with hipcc (with the toolkit fixes its
+to the versioned install, and vLLM 0.11 and 0.18 get LMCache built with hipcc (with the toolkit fixes its
 build needs: DTK's environment, the hyhal link, clang's library folder and hip's config version)."""
 
 from runner.compose.components import python
-from runner.compose.kit import max_jobs, finish, install, pick, pick_or, runtime_builder, vendor_service
+from runner.compose.kit import OTEL_BETAS, max_jobs, finish, install, pick, pick_or, runtime_builder, vendor_service
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.sources import github
 from runner.compose.stages import Stage
@@ -32,7 +32,8 @@ def service(t: Target, runtime: Stage) -> Stage:
     if (lmcache := pick_or(t.service_version, LMCACHE)):
         b.arg("DTK_ARCHS", ";".join(t.archs), doc="Hygon GPU targets LMCache is built for")
         reqs = Requirements((pkg("lmcache", built="/tmp/lmcache", resolve_as=f"lmcache=={lmcache}", without=("torch",)),),
-                            installer="pip", no_build_isolation=True, title=f"LMCache {lmcache} built with hipcc")
+                            installer="pip", no_build_isolation=True, title=f"LMCache {lmcache} built with hipcc",
+                            prereleases=OTEL_BETAS)  # LMCache 0.4+ needs OpenTelemetry packages that only have betas
         install(b, t, reqs, tools=("pip", "ccache"), before=f"""
             {max_jobs(2)}
             export PYTORCH_ROCM_ARCH="${{DTK_ARCHS}}" TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1
