@@ -23,6 +23,23 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.quick)
 
 
+_FIGURES: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Keep the figures a passing test prints (lines that start with "[", e.g. "[rehearse] ...")."""
+    if report.when == "call" and report.passed:
+        _FIGURES.extend(line for name, text in report.sections if name.startswith("Captured")
+                        for line in text.splitlines() if line.startswith("["))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print those figures at the end of the run, so CI's log carries them (-q hides passing output)."""
+    if _FIGURES:
+        terminalreporter.section("figures the tests measured")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
 @pytest.fixture(autouse=True)
 def _no_user_cache(tmp_path_factory, monkeypatch):
     # Tests must see validation happen, not a cache from an earlier run.

@@ -53,7 +53,7 @@ def test_functions_args_and_docs_as_dagger_functions_shows_them(defs):
     selected, released = defs["objects"]["Selected"]["functions"], defs["objects"]["Released"]["functions"]
     assert {"select", "dockerfile", "base", "runtime", "service", "smoke", "prune", "job", "verify"} == set(
         runner["functions"]) - {""}
-    assert {"matrix", "plan", "resolve", "build", "images", "drive", "with_registry"} == set(selected)
+    assert {"matrix", "plan", "resolve", "build", "images", "rehearse", "drive", "with_registry"} == set(selected)
     assert {"publish", "merge", "promote", "discard", "report", "mirror", "digests"} == set(released)
     select = runner["functions"]["select"]
     assert list(select["args"]) == ["backend", "service", "backend_version", "variant", "service_version", "platform",

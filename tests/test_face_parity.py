@@ -34,6 +34,8 @@ ONE_FACE_ONLY = {
     ("build", "report"): "Dagger: chain `select ... images report`",
     ("publish", "report"): "Dagger: chain `select ... images report`",
     ("smoke", "report"): "Dagger: chain `smoke ... report`",
+    ("rehearse", "report"): "Dagger's rehearse returns the report (--format json: all of it)",
+    ("rehearse", "checkout"): "Dagger: runner's own code, installed in the rehearsal's container; the CLI is that install",
     # the local Docker engine's own settings: the Dagger engine caches and labels by itself
     ("*", "engine"): "CLI only: which local engine (Dagger is the engine of `dagger call`)",
     ("*", "keep_engine"): "the CLI's own dockerd when none answers; `dagger call` needs a Dagger engine",
@@ -74,7 +76,7 @@ DEFAULTS_DIFFER = {
 # CLI command -> the Dagger functions whose arguments make it: the filters are `select`'s, the
 # registry `with-registry`'s (its `address` is the CLI's `--registry`)
 SELECT, REGISTRY = [("Runner", "select")], [("Runner", "select"), ("Selected", "with_registry")]
-FUNCTIONS = {**{name: [*SELECT, ("Selected", name)] for name in ("matrix", "plan", "resolve", "build")},
+FUNCTIONS = {**{name: [*SELECT, ("Selected", name)] for name in ("matrix", "plan", "resolve", "build", "rehearse")},
              **{name: [*REGISTRY, ("Released", name)] for name in ("publish", "merge", "promote", "discard", "mirror")},
              "release-report": [*REGISTRY, ("Released", "report")]}
 RENAMED = {("with_registry", "address"): "registry"}
@@ -103,7 +105,7 @@ def faces():
 
 def test_the_commands_both_faces_have_are_compared(faces):
     assert {"matrix", "plan", "resolve", "dockerfile", "build", "smoke", "job", "publish", "merge", "promote",
-            "discard", "prune", "verify", "mirror", "release-report"} <= set(faces)
+            "discard", "prune", "verify", "mirror", "release-report", "rehearse"} <= set(faces)
     # the newer filters are compared too: one `select` declares them all, for every chain
     assert {"backend_version_prefix", "service_version_prefix", "select", "skip"} <= set(faces["merge"][1])
 

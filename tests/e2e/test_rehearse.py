@@ -20,6 +20,7 @@ import pytest
 
 from runner.engines.private_daemon import PrivateDaemon
 from runner.rehearse.rewrite import NOT_FETCHABLE
+from tests.conftest import ROOT
 from tests.e2e import infra
 
 pytestmark = pytest.mark.e2e
@@ -145,3 +146,36 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_the_default_real_target_rehearses_its_own_scripts_to_passing_smoke_tests(e2e, tmp_path):
+    """The project's own matrix and recipe (cuda12.8-voxbox0.0.21: runtime, torch, VoxBox): every
+    rendered script runs on the daemon as the release would, and the image passes its smoke spec."""
+    from runner.cli.rehearse import DEFAULT_PLATFORM, DEFAULT_TARGET
+
+    report = tmp_path / "report.json"
+    start = time.monotonic()
+    # the other rehearsal's cache: the stand-in's Debian root file system is made once for both
+    done = e2e.runner("rehearse", "--report", str(report), RUNNER_MATRIX=str(ROOT / "matrix.yaml"),
+                      RUNNER_CACHE_DIR=str(infra.TEST_CACHE / "rehearse-cache"))
+    seconds = time.monotonic() - start
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    (image,) = result["images"]
+    assert (image["tag"], image["platform"]) == (DEFAULT_TARGET, DEFAULT_PLATFORM)
+    failed = [s for s in image["steps"] if s["status"] not in ("ran", "substituted")]
+    assert not failed, json.dumps(failed, indent=1)[-3000:]
+    broken = [f"{c['name']}: {c['excerpt'][-600:]}" for c in image["smoke"] if not c["passed"]]
+    assert image["verdict"] == "passed" and done.returncode == 0, "\n".join(broken) or done.stderr[-3000:]
+    assert {"version", "pip-check", "consumer-deployments"} <= {c["name"] for c in image["smoke"]}
+    # what it could not run as written is said, with the thing that stood in for it
+    kinds = {s["kind"] for s in image["substitutions"]}
+    assert {"stand-in base", "python"} <= kinds, kinds
+    assert "substituted: " in done.stderr
+    c = result["coverage"]
+    assert c["ran"] >= 4 and c["failed"] == c["not fetchable here"] == 0, c
+    print(f"[rehearse] {DEFAULT_TARGET} on {DEFAULT_PLATFORM} with its real scripts: {image['verdict']} in "
+          f"{seconds:.0f} s; distinct scripts: {c['ran']} ran, {c['substituted']} substituted of {c['total']}; "
+          f"{sum(x['passed'] for x in image['smoke'])} of {len(image['smoke'])} smoke checks passed")
+    left = e2e.docker("images", "--format", "{{.Repository}}").stdout.split()
+    assert not [r for r in left if r.startswith("runner-rehearsal/")], left

@@ -7,6 +7,10 @@ import argparse
 import os
 from pathlib import Path
 
+# What `runner rehearse` builds when no selection is given: a small real target (three stages), so the
+# main job runs end to end on a fresh machine in minutes; --all rehearses the whole selection.
+DEFAULT_TARGET, DEFAULT_PLATFORM = "cuda12.8-voxbox0.0.21", "linux/amd64"
+
 DESCRIPTION = ("runner: the matrix, names, catalog, plan and Dockerfiles offline; builds, smoke tests and "
                "releases on a local Docker/BuildKit (the Dagger module runs the same flow through `dagger call`).")
 
@@ -273,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_args(p)
     p.add_argument("--all", action="store_true",
                    help="rehearse the whole selection (without filters: the whole matrix); default without filters: "
-                        "corex4.2-vllm0.8.3 on linux/amd64, the smallest real target")
+                        f"{DEFAULT_TARGET} on {DEFAULT_PLATFORM}, a small real target")
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "

@@ -8,12 +8,10 @@ import json
 import sys
 
 from runner.cli.inspect import selected_targets
+from runner.cli.parser import DEFAULT_PLATFORM, DEFAULT_TARGET
 from runner.cli.release import _run, _writable
 
 
-# What `runner rehearse` builds when no selection is given: the smallest real target (three stages), so
-# the main job runs end to end on a fresh machine in minutes; --all rehearses the whole selection.
-DEFAULT_TARGET, DEFAULT_PLATFORM = "cuda12.8-voxbox0.0.21", "linux/amd64"
 _FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform")
 
 

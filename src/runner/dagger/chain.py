@@ -18,6 +18,7 @@ from runner.dagger.args import (Catalog, Concurrency, Gpu, Insecure, MatrixForma
                                 SigstoreToken, SkipMissing, Username)
 from runner.dagger.build import Build, run_images, summarize
 from runner.dagger.ci import DriveFunction
+from runner.dagger.rehearse import RehearseFunction
 from runner.dagger.supply import MirrorFunctions
 from runner.flow import on_dagger
 from runner.flow.on_dagger import Signing
@@ -123,8 +124,8 @@ class Released(MirrorFunctions):
 
 
 @object_type
-class Selected(DriveFunction):
-    """The targets a selection keeps; chain matrix, plan, resolve, build, images, drive or with-registry."""
+class Selected(DriveFunction, RehearseFunction):
+    """The targets a selection keeps; chain matrix, plan, resolve, build, images, rehearse, drive or with-registry."""
 
     source: Annotated[dagger.Directory, Doc("the project")] = field()
     selection: Annotated[str, Doc("the filters (JSON), as `matrix --format github` emits them")] = field()
