@@ -29,13 +29,14 @@ from runner.dagger.rehearse import (CACHE, ENV, INSTALL_RUNNER, INSTALL_SYSTEM, 
                                     RUNNER, rehearse_argv)
 from runner.engines.private_daemon import PrivateDaemon  # noqa: E402
 from runner.model.selection import Selection  # noqa: E402
+from runner.rehearse.standin import LOCAL_AUTHORITIES  # noqa: E402
 
 # the exec's insecure_root_capabilities: every capability this machine has to give (it lacks CAP_SYS_RESOURCE,
 # so `--privileged`, which asks for all, cannot start here), no seccomp or AppArmor profile, writable /proc and /sys
 ROOT_CAPABILITIES = ("--cap-add=ALL", "--cap-drop=SYS_RESOURCE", "--security-opt", "seccomp=unconfined", "--security-opt",
                      "apparmor=unconfined", "--security-opt", "systempaths=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw")
 BENCH_CACHE = Path.home() / ".cache" / "runner-bench" / "dagger-rehearsal"
-HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BASE = "runner-bench/debian:bookworm"
 IMAGE = "runner-bench/dagger-rehearsal:latest"
 # what the module's `checkout` argument lets in (runner.dagger.rehearse.RunnerCheckout)
@@ -66,14 +67,18 @@ def context(folder: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__")) if source.is_dir()
          else shutil.copy2(source, dest))
-    shutil.copy2(HOST_CA, folder / "host-ca.crt")
+    shutil.copytree(LOCAL_AUTHORITIES, folder / "ca")
     (folder / "Dockerfile").write_text("\n".join([
         f"FROM {BASE}",
         f"RUN {INSTALL_SYSTEM}",
-        "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt",  # stands in: this network re-signs TLS
+        # stands in: this network re-signs TLS, so the container trusts this machine's authorities as it does,
+        # where runner's rehearsal finds them (and hands them on to its stand-ins)
+        f"COPY ca/ {LOCAL_AUTHORITIES}/",
+        "RUN update-ca-certificates >/dev/null",
+        f"ENV SSL_CERT_FILE={CA_BUNDLE} PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE}",
         f"COPY project {PROJECT}",
         f"WORKDIR {PROJECT}",
-        f"RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt {INSTALL_RUNNER}",
+        f"RUN {INSTALL_RUNNER}",
         *(f"ENV {k}={v}" for k, v in ENV.items()), ""]))
 
 
