@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
+from runner.cli.parser import build_parser
 from runner.engines import private_daemon
 from runner.engines.docker_client import ENGINE_HINT
 from runner.model.errors import InfrastructureError
@@ -117,6 +118,24 @@ def test_rehearse_without_a_selection_needs_the_default_target(monkeypatch, caps
     from runner.cli.rehearse import DEFAULT_TARGET
 
     assert f"no {DEFAULT_TARGET}" in err and "--all" in err
+
+
+def test_every_filter_of_rehearse_is_a_selection_not_the_default_target(monkeypatch):
+    """`runner rehearse --select X` (or any other filter) rehearses X, never the default target."""
+    import argparse
+
+    from runner.cli import rehearse
+    from runner.cli.parser import selection_args
+
+    p = argparse.ArgumentParser()
+    selection_args(p)
+    filters = {a.dest for a in p._actions if a.option_strings and a.dest not in ("help", "matrix", "include_deprecated")}
+    assert filters == set(rehearse._FILTERS)
+    monkeypatch.setenv("RUNNER_MATRIX", str(ROOT / "tests" / "fixtures" / "rehearse" / "matrix.yaml"))
+    for option, value in (("--select", "vendor1.0-echo0.2*"), ("--skip", "*0.1.0 *0.3.0")):
+        a = build_parser().parse_args(["rehearse", option, value])
+        _, targets = rehearse._selection(a)
+        assert [t.tag for t in targets] == ["vendor1.0-echo0.2.0"], (option, [t.tag for t in targets])
 
 
 def test_the_default_rehearsal_target_is_in_the_matrix(project):

@@ -12,7 +12,8 @@ from runner.cli.parser import DEFAULT_PLATFORM, DEFAULT_TARGET
 from runner.cli.release import _run, _writable
 
 
-_FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform")
+_FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform", "backend_version_prefix",
+            "service_version_prefix", "select", "skip")
 
 
 def rehearse(a: argparse.Namespace) -> int:
