@@ -10,10 +10,9 @@ import sys
 from runner.cli.inspect import selected_targets
 from runner.cli.parser import DEFAULT_PLATFORM, DEFAULT_TARGET
 from runner.cli.release import _run, _writable
+from runner.model.selection import FILTERS
 
 
-_FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform", "backend_version_prefix",
-            "service_version_prefix", "select", "skip")
 
 
 def rehearse(a: argparse.Namespace) -> int:
@@ -26,7 +25,7 @@ def rehearse(a: argparse.Namespace) -> int:
 
 def _selection(a: argparse.Namespace):
     """The selected targets; with no filter and no --all, the default target on its platform."""
-    if a.all or any(getattr(a, f) for f in _FILTERS):
+    if a.all or any(getattr(a, f) for f in FILTERS):
         return selected_targets(a)
     project, targets = selected_targets(a)
     default = [t for t in targets if t.tag == DEFAULT_TARGET]

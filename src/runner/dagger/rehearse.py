@@ -13,7 +13,7 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function
 
 from runner.model.errors import Failed
-from runner.model.selection import Selection
+from runner.model.selection import FILTERS, Selection
 from runner.ui.selection import selection_from_json
 
 # The distribution the stand-in bases are made of; its docker.io is the 20.10 the project builds on.
@@ -32,9 +32,6 @@ INSTALL_SYSTEM = ("rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -qq 
 INSTALL_RUNNER = f"python3 -m venv /opt/runner && /opt/runner/bin/pip install -q {PROJECT}"
 RUNNER = "/opt/runner/bin/runner"
 ENV = {"RUNNER_CACHE_DIR": CACHE, "RUNNER_MATRIX": f"{PROJECT}/matrix.yaml"}
-# the selection's filters, by their CLI names (the Dagger `select` takes the same: tests/test_face_parity.py)
-_FILTERS = ("backend", "backend_version", "variant", "service", "service_version", "platform",
-            "backend_version_prefix", "service_version_prefix", "select", "skip")
 
 RunnerCheckout = Annotated[
     dagger.Directory,
@@ -47,7 +44,7 @@ RunnerCheckout = Annotated[
 def rehearse_argv(selection: Selection, everything: bool, keep: bool, form: str) -> list[str]:
     """The `runner rehearse` arguments of a selection, by the CLI's own option names."""
     argv = ["rehearse", "--format", form]
-    for name in _FILTERS:
+    for name in FILTERS:
         if value := getattr(selection, name):
             argv += ["--" + name.replace("_", "-"), value]
     argv += ["--include-deprecated"] * selection.include_deprecated + ["--all"] * everything + ["--keep"] * keep

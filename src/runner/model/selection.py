@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -147,3 +147,8 @@ class Selection:
             raise UserError("malformed selection", value=text[:300],
                             allowed="a JSON object of " + ", ".join(f"{k} ({t.__name__})" for k, t in allowed.items()))
         return cls(**data)
+
+
+# the filter fields of a selection, by name (its CLI options are the same names with dashes): every field
+# but include_deprecated, which widens a selection instead of narrowing it
+FILTERS = tuple(f.name for f in fields(Selection) if f.name != "include_deprecated")
