@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 
-from runner.engines.docker_client import Docker
+from runner.engines.docker_client import Docker, _give_copy
 
 _CLIENT = """#!/bin/sh
 # read the config as often as asked, in this very process as the docker CLI does (a `cat` child would
@@ -54,3 +54,30 @@ def test_the_pipe_folder_is_gone_when_the_command_ends(tmp_path):
         root = Path(docker.config).parent
         left = [p for p in root.glob(f"runner-docker-config-{os.getpid()}-*") if p != Path(docker.config)]
     assert left == []
+
+
+
+def test_a_reader_that_closed_before_its_copy_does_not_fail_the_command(tmp_path):
+    pipe = tmp_path / "config.json"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)  # the hand-over saw a reader ...
+    os.close(reader)  # ... which left before the copy was written
+    try:
+        assert _give_copy(writer, b'{"auths": {}}') is False
+    finally:
+        os.close(writer)
+
+
+def test_a_failure_inside_a_docker_command_is_reported_as_itself(tmp_path, monkeypatch):
+    async def broken(self, folder, proc):
+        raise PermissionError("the pipe cannot be written")
+
+    monkeypatch.setattr(Docker, "_hand_over", broken)
+    with Docker(binary=_client(tmp_path)) as docker:
+        try:
+            _run(docker, 1)
+        except PermissionError as e:  # not an ExceptionGroup saying "unhandled errors in a TaskGroup"
+            assert "cannot be written" in str(e)
+        else:
+            raise AssertionError("the hand-over's error was lost")

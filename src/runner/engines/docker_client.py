@@ -82,17 +82,21 @@ class Docker:
             with anyio.fail_after(timeout):
                 async with await anyio.open_process([*self._reaper, self.binary, *argv], env=env,
                                                     stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL) as proc:
-                    async with anyio.create_task_group() as tg:
-                        out, err = bytearray(), bytearray()
-                        tg.start_soon(_drain, proc.stdout, out)
-                        tg.start_soon(_drain, proc.stderr, err)
-                        if folder:
-                            tg.start_soon(self._hand_over, folder, proc)
-                        if stdin is not None:
-                            await proc.stdin.send(stdin)
-                        if proc.stdin is not None:
-                            await proc.stdin.aclose()
-                        code = await proc.wait()
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            out, err = bytearray(), bytearray()
+                            tg.start_soon(_drain, proc.stdout, out)
+                            tg.start_soon(_drain, proc.stderr, err)
+                            if folder:
+                                tg.start_soon(self._hand_over, folder, proc)
+                            if stdin is not None:
+                                await proc.stdin.send(stdin)
+                            if proc.stdin is not None:
+                                await proc.stdin.aclose()
+                            code = await proc.wait()
+                    except ExceptionGroup as group:  # what went wrong, as itself (never "unhandled errors in a TaskGroup")
+                        proc.kill()  # a client left waiting for its config would hold the command forever
+                        raise first_error(group) from None
         finally:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -134,8 +138,7 @@ class Docker:
                 wait = min(wait * 1.5, 0.1)  # a build runs for hours: poll less often as it goes on
                 continue
             try:
-                os.set_blocking(fd, True)
-                await anyio.to_thread.run_sync(os.write, fd, data)
+                await anyio.to_thread.run_sync(_give_copy, fd, data)
             finally:
                 os.close(fd)
             wait = 0.005
@@ -200,6 +203,25 @@ def _tree(pid: int) -> list[int]:
         out.append(todo.pop())
         todo += children.get(out[-1], [])
     return out
+
+
+def _give_copy(fd: int, data: bytes) -> bool:
+    """Write one copy of the config to the reader that opened the pipe; False when it closed first (a
+    cancelled read): nothing is lost, the next open gets its own copy."""
+    os.set_blocking(fd, True)
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error a task group collected, unwrapped from any nesting."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 async def _drain(stream, into: bytearray) -> None:
