@@ -210,3 +210,10 @@ def test_a_base_with_no_namespace_is_advised_by_its_repository():
     lines = failure_lines([_image("vendor1.0-echo0.1.0", error=str(BaseUnavailable(base, "no such host")),
                                   cause="base image", base=base)])
     assert "vendor.invalid/base: MIRROR/base" in lines[-1] and "vendor.invalid/base=MIRROR/base" in lines[-1]
+
+
+def test_an_error_a_task_group_collected_is_described_as_itself():
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("inner", [BrokenPipeError(32, "Broken pipe")])])
+    said = pipeline.describe(group)
+    assert said == "BrokenPipeError: [Errno 32] Broken pipe"
+    assert "TaskGroup" not in pipeline.describe(ExceptionGroup("x", [pipeline.BuildError("the build failed")]))

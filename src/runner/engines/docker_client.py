@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from runner.model.errors import InfrastructureError, UserError
+from runner.model.errors import InfrastructureError, UserError, first_error
 from runner.release.pipeline import BuildError
 
 DOCKER = os.environ.get("RUNNER_DOCKER", "/usr/bin/docker")  # the client matching Debian's 20.10 daemon
@@ -214,14 +214,6 @@ def _give_copy(fd: int, data: bytes) -> bool:
     except BrokenPipeError:
         return False
     return True
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The first error a task group collected, unwrapped from any nesting."""
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found
 
 
 async def _drain(stream, into: bytearray) -> None:

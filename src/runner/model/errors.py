@@ -94,3 +94,11 @@ def closest(value: str, allowed: Iterable[str]) -> str | None:
 
     found = difflib.get_close_matches(value, list(allowed), n=1)
     return f"did you mean {found[0]!r}?" if found else None
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error a task group collected, unwrapped from any nesting: what to report."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found

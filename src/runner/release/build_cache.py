@@ -19,6 +19,7 @@ import anyio
 
 from runner.compose.lookup import Lookup, cache_key, lookup, stages_under
 from runner.compose.stages import Stage
+from runner.model.errors import first_error
 from runner.release.pipeline import BuildError
 
 if TYPE_CHECKING:  # the registry client (httpx) is imported only by the runs that use a build cache
@@ -65,7 +66,7 @@ class BuildCache:
                 for stage in stages[:-1]:
                     tg.start_soon(ask, stage)
         except BaseExceptionGroup as group:  # one registry fault, as itself
-            raise group.exceptions[0] from None
+            raise first_error(group) from None
         found = lookup(target, lambda s: s.key in present, self.inputs)
         if found.missing:
             raise InputMissing("; ".join(

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import anyio
 
 from runner.compose.plan import Leaf, Plan
+from runner.model.errors import first_error
 from runner.model.targets import Target
 from runner.verify import batch
 from runner.verify.smoke import Check, CheckResult, checks_for
@@ -184,7 +185,8 @@ async def build_all(plan: Plan, engine: Builder, pack: Path, limit: int = 4,
 
 
 def describe(e: BaseException) -> str:
-    """A readable one-paragraph message for any engine error."""
+    """A readable one-paragraph message for any engine error (a task group's, as the error it collected)."""
+    e = first_error(e) if isinstance(e, BaseExceptionGroup) else e
     text = str(e).strip() or type(e).__name__
     return text if isinstance(e, BuildError) else f"{type(e).__name__}: {text}"[:1500]
 
