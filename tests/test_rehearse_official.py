@@ -77,6 +77,13 @@ def test_the_stand_ins_tag_names_what_it_stands_for(project):
     assert amd != official_standin.tag("runner-rehearsal/standin:cuda-amd64-abc", found, "linux/arm64")
 
 
+def _leaf(project, t, platform="linux/amd64"):
+    from runner.compose.plan import make_plan
+    from dataclasses import replace
+
+    return make_plan([replace(t, platforms=(platform,))], project.recipes).leaves[0].stage
+
+
 class _Docker:
     """Answers a rehearsal's daemon calls: nothing is there or pullable, builds succeed, torch is 2.13.0."""
 
@@ -98,7 +105,7 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     r = run.Rehearsal(project, docker)
     t = project.target("cuda13.0-vllm0.32.0")
     base = project.recipes["cuda"].base(t, "linux/amd64")
-    tag, subs, stood_in = asyncio.run(r.base(base, t))
+    tag, subs, stood_in = asyncio.run(r.base(base, t, _leaf(project, t)))
     builds = [c[c.index("-t") + 1] for c in docker.calls if c[0] == "build"]
     assert stood_in and tag == builds[-1] and tag.startswith(f"{STANDIN_REPOSITORY}official-vllm0.32.0-amd64-")
     assert builds[0].startswith(f"{STANDIN_REPOSITORY}cuda-amd64-")  # the Debian stand-in, under it
@@ -110,7 +117,8 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     assert r.images == builds
     # a compiled row on the same machine gets the Debian stand-in alone
     compiled = project.target("cuda12.8-voxbox0.0.21")
-    tag, subs, _ = asyncio.run(r.base(project.recipes["cuda"].base(compiled, "linux/amd64"), compiled))
+    tag, subs, _ = asyncio.run(r.base(project.recipes["cuda"].base(compiled, "linux/amd64"), compiled,
+                                      _leaf(project, compiled)))
     assert tag == builds[0] and subs[0].kind == "stand-in base" and not any(s.kind == "official image" for s in subs)
     shutil.rmtree(r.workdir)
 
@@ -180,3 +188,37 @@ def test_sglangs_intercept_reads_a_server_args_that_is_no_dataclass(tmp_path):
         got = json.loads(result.read_text())
         assert got["problem"] == "" and got["values"]["model_path"] == model, got
         assert "resolve_once" not in got["values"]
+
+
+def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(project, tmp_path, monkeypatch):
+    """The vendor backends' service step checks the vendor's service and torch versions: their stand-in
+    carries both, from the index, so that check and every step after it run here."""
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(b"")
+    monkeypatch.setattr(standin, "rootfs", lambda platform: rootfs)
+    r = run.Rehearsal(project, _Docker())
+    seen = {}
+    for t in project.targets:
+        if t.backend not in ("corex", "dtk", "hggc", "maca", "musa") or t.service not in ("vllm", "sglang"):
+            continue
+        leaf = _leaf(project, t, t.platforms[0])
+        base = leaf.chain()[0]
+        found = official_standin.vendor_of(t, base, leaf)
+        torch = next(a.value for s in leaf.chain() for a in s.args if a.name == f"{t.service.upper()}_TORCH_VERSION")
+        assert found is not None and (found.image, found.requirement, found.torch) == (
+            base.image, f"{t.service}=={t.service_version}", torch), t.tag
+        text = official_standin.dockerfile("runner-rehearsal/standin:x", found)
+        assert f"torch=={torch}" in text and "--override /tmp/leave-out.txt" in text  # held over the service's pin
+        seen[t.backend] = found
+    assert set(seen) == {"corex", "dtk", "hggc", "maca", "musa"}
+    # a row whose recipe checks nothing of the image gets none, nor does a base outside the leaf's chain
+    cuda = project.target("cuda12.8-voxbox0.0.21")
+    assert official_standin.vendor_of(cuda, project.recipes["cuda"].base(cuda, "linux/amd64"), _leaf(project, cuda)) is None
+    t = project.target("maca3.3-vllm0.11.2") if any(x.tag == "maca3.3-vllm0.11.2" for x in project.targets) else \
+        next(x for x in project.targets if x.backend == "maca" and x.service == "vllm")
+    leaf = _leaf(project, t, t.platforms[0])
+    tag, subs, stood_in = asyncio.run(r.base(leaf.chain()[0], t, leaf))
+    assert stood_in and tag.startswith(f"{STANDIN_REPOSITORY}vendor-vllm{t.service_version}-")
+    assert subs[0].what == leaf.chain()[0].image and "torch 2.13.0" in subs[0].by
+    assert "cannot carry: the vendor's toolkit" in subs[0].why
+    shutil.rmtree(r.workdir)

@@ -108,10 +108,13 @@ class Rehearsal:
             await self.docker.run("builder", "prune", "-af", check=False, timeout=1800)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def base(self, stage: Stage, t: Target) -> tuple[str, list[Substitution], bool]:
+    async def base(self, stage: Stage, t: Target, leaf: Stage) -> tuple[str, list[Substitution], bool]:
         """The image a base stage becomes: itself where the daemon has it or can pull it, else a stand-in
-        (for a layered row's official image, the Debian stand-in with the service's release on it)."""
-        key = (stage.image, stage.platform)
+        (for a layered row's official image, the Debian stand-in with the service's release on it; for a
+        vendor image whose service and torch the recipe checks, the same with both at its versions)."""
+        official = (official_standin.official_of(self.project.recipes, t, stage)
+                    or official_standin.vendor_of(t, stage, leaf))
+        key = (stage.image, stage.platform, official)
         if key in self.bases:
             return self.bases[key]
         code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", stage.image,
@@ -122,7 +125,7 @@ class Rehearsal:
             self.bases[key] = (stage.image, [], False)
             return self.bases[key]
         tag, subs = await self.debian(stage, t.backend)
-        if (official := official_standin.official_of(self.project.recipes, t, stage)) is not None:
+        if official is not None:
             tag, torch = await self.official(tag, official, stage.platform)
             subs = [official.substitution(tag, torch), *subs[1:]]
         self.bases[key] = (tag, subs, True)
@@ -177,7 +180,7 @@ class Rehearsal:
         start = time.monotonic()
         chosen = {}
         for base in base_stages(leaf.stage):
-            chosen[base.key] = await self.base(base, t)
+            chosen[base.key] = await self.base(base, t, leaf.stage)
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
         rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)

@@ -207,10 +207,15 @@ class OfficialStandin:
     index, and the service's wheel at the row's exact version with the torch that wheel pins (the resolver
     takes the wheel's own pin, as the official image carries it)."""
 
-    image: str  # the official image by tag
+    image: str  # the official image by tag (a vendor image: its reference)
     service: str
     version: str
     backend: str
+    torch: str = ""  # a vendor image's: the torch it ships, held over the service's own pin
+
+    @property
+    def vendor(self) -> bool:
+        return bool(self.torch)
 
     @property
     def requirement(self) -> str:
@@ -226,7 +231,20 @@ class OfficialStandin:
         """The service's dependencies the stand-in leaves out, with why."""
         return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
 
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """uv overrides: the left-out dependencies (a marker that is never true), a vendor image's torch."""
+        return (tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out))
+                + ((f"torch=={self.torch}",) if self.torch else ()))
+
     def substitution(self, tag: str, torch: str) -> Substitution:
+        if self.vendor:
+            return Substitution("stand-in base", self.image,
+                                f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.requirement} and torch {torch} "
+                                "from the package index (uv; torch held at the vendor's version over the service's pin)",
+                                "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
+                                "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
+                                "vendor's toolkit and its builds of torch and of the service")
         carried = " and ".join((self.requirement, *self.also))
         carried += f", with the torch {torch} the service's wheel pins" if torch else ""
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
