@@ -73,3 +73,32 @@ def test_the_cupy_mend_installs_the_rows_cuda_major_at_the_images_version(projec
         next(i for i, t in enumerate(titles) if t.startswith("Ray ")) + 1
     # SGLang's image is not vLLM's: no mend
     assert "one CuPy, for the row's CUDA release" not in _titles(project, "cuda13.0-sglang0.5.22")
+
+
+@pytest.mark.parametrize("tag, lmcache, mooncake, omni", [("rocm7.2-vllm0.27.1", "0.5.0", "0.3.11.post1", "d77a35a3"),
+                                                          ("rocm7.0-vllm0.16.0", "0.3.14", "0.3.9", "3d9fa8d5"),
+                                                          ("rocm7.2-vllm0.32.0", "0.5.0", "0.3.11.post1", None)])
+def test_a_layered_rocm_vllm_row_builds_lmcache_mooncake_and_omni_on_the_official_image(project, tag, lmcache, mooncake, omni):
+    leaf = project.leaf_stage(tag, "linux/amd64")
+    builds = {s.name: s for s in dependencies_first(leaf) if s.name.endswith("-build")}
+    assert set(builds) == {"lmcache-build", "mooncake-build", *(("vllm-omni-build",) if omni else ())}
+    for stage in builds.values():  # compiled against the official image's torch: its runtime stage is their parent
+        assert stage.parent.name == "runtime" and stage.parent.parent.image.startswith("vllm/vllm-openai-rocm:v")
+    script = "\n".join(s.script for s in builds["lmcache-build"].steps if isinstance(s, Run))
+    assert f'--branch "v{lmcache}"' in script and "CXX=hipcc BUILD_WITH_HIP=1 python3 -m build" in script
+    assert f'--branch "v{mooncake}"' in "\n".join(s.script for s in builds["mooncake-build"].steps if isinstance(s, Run))
+    # one install of their wheels, after Ray's and before the extras, each wheel's folder mounted for it alone
+    titles = [s.requirements.title for s in steps_of(leaf)]
+    (i,) = [i for i, t in enumerate(titles) if t.startswith("what the row builds on the official image")]
+    assert titles[i - 1].startswith("Ray ") and titles[i + 1] == "audio extras"
+    step = steps_of(leaf)[i]
+    assert {m.target for m in step.mounts} == {"/mnt/lmcache", "/mnt/mooncake", *(("/mnt/vllm-omni",) if omni else ())}
+    assert [p.resolve_as for p in step.requirements.packages][:2] == [f"lmcache=={lmcache}", f"mooncake-transfer-engine=={mooncake}"]
+    shipped = {c.name: c.version for c in declared(leaf)}
+    assert shipped["lmcache"] == lmcache and shipped["mooncake"] == mooncake and shipped.get("vllm-omni") == omni
+    # the rehearsal stands the index's LMCache wheel in for the hipcc compile of a layered row too
+    from runner.rehearse.substitutions import compile_substitutions
+    (run,) = [s for s in builds["lmcache-build"].steps if isinstance(s, Run)]
+    replaced, subs = compile_substitutions(builds["lmcache-build"], run)
+    assert [(s.kind, s.by) for s in subs] == [("device compile", f"the published lmcache=={lmcache}")]
+    assert "CXX=hipcc" not in replaced and f'--only-binary=:all: "lmcache=={lmcache}" --dest /workspace/lmcache' in replaced

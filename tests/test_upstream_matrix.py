@@ -70,7 +70,9 @@ def test_rows_after_the_seed_era_layer_the_official_image_and_seed_rows_still_co
         assert base.image == image, tag
         scripts = "\n".join(step.script for s in leaf.chain() for step in s.steps if hasattr(step, "script"))
         assert "grep -q \"^Version: ${" in scripts, tag  # the image ships the version its tag names
-        assert not any(s.compiles for s in leaf.dependencies()), tag  # nothing compiled for a layered row
+        # the service is not compiled for a layered row; a ROCm vLLM row builds the connectors its image lacks
+        connectors = {"lmcache-build", "mooncake-build"} if tag.startswith("rocm") and "vllm" in tag else set()
+        assert {s.name for s in leaf.dependencies() if s.compiles} == connectors, tag  # (no vllm-omni from 0.29)
     ray = {"cuda13.0-vllm0.32.0": "2.54.0", "cann9.1-a3-vllm0.30.0": "2.48.0"}
     for tag, version in ray.items():
         text = json.dumps([str(s) for s in p.leaf_stage(tag).steps])

@@ -2,7 +2,8 @@
 LMCache and Mooncake built from their sources against ROCm torch (AMD's wheels for 7.0, PyTorch's
 index for 6.4); SGLang built from its ROCm project file with its kernel, router and fast Hadamard
 transform, on the release's vLLM 0.14.1 image. Those are the seed-era rows (OFFICIAL.compiled); every
-other vLLM and SGLang row layers the official image (runner.compose.official)."""
+other vLLM and SGLang row layers the official image (runner.compose.official), on which a vLLM row
+builds LMCache, Mooncake and vllm-omni as the compiled rows do (connectors)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from runner.compose.builds import (Toolchain, flash_attn_source, kernel_build, l
                                    sglang_router, vllm_patches)
 from runner.compose.components import LeftOut, python
 from runner.compose.official import Official
-from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, rust_toolchain, at_least, built_wheels, finish, install,
+from runner.compose.kit import (OTEL_BETAS, SGLANG_OVER_VLLM, RAY_EXTRAS, BuiltWheels, rust_toolchain, at_least, built_wheels, finish, install,
                                 install_built, pick, pick_or, runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
@@ -27,10 +28,17 @@ AITER = {"7": "0.1.8", "6": "0.1.7.post2"}
 FLASH_ATTN = {">=0.12": "2.8.3", ">=0.11": "2.8.2"}
 # flash-attn's CK build (2.8.2, 2.8.3) refuses any other GPU target in its setup.py
 FLASH_ATTN_ARCHS = ("gfx90a", "gfx942", "gfx950")
-LMCACHE = {">=0.14": "0.3.12", ">=0.13": "0.3.11", ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2",
-           ">=0.10.2": "0.3.6"}
-MOONCAKE = {">=0.14": "0.3.8.post1", ">=0.12": "0.3.7.post2"}
-OMNI = {">=0.14": "2c294a7"}
+# LMCache, Mooncake and vllm-omni per vLLM release, for the compiled rows and the layered ones alike (upstream
+# builds all three on vLLM's ROCm image, which installs none of them): the versions upstream built
+LMCACHE = {">=0.24": "0.5.0", ">=0.22": "0.4.6", ">=0.21": "0.4.5", ">=0.20": "0.4.4", ">=0.19": "0.4.3",
+           ">=0.18": "0.4.2", ">=0.17": "0.3.15", ">=0.16": "0.3.14", ">=0.14": "0.3.12", ">=0.13": "0.3.11",
+           ">=0.12": "0.3.10.post1", ">=0.11.2": "0.3.9.post2", ">=0.10.2": "0.3.6"}
+MOONCAKE = {">=0.21": "0.3.11.post1", ">=0.20": "0.3.10.post2", ">=0.19": "0.3.10.post1", ">=0.18": "0.3.10",
+            ">=0.15": "0.3.9", ">=0.14": "0.3.8.post1", ">=0.12": "0.3.7.post2"}
+# a vllm-omni commit per vLLM minor; a minor upstream never built it for (0.29 on) goes without (LEFT_OUT)
+OMNI = {"~=0.27.0": "d77a35a3", "~=0.25.0": "d3c47ef", "~=0.24.0": "a560ed1", "~=0.22.0": "f92d84f",
+        "~=0.21.0": "5f9aee19", "~=0.20.0": "4a24a517", "~=0.19.0": "191b9a8d", "~=0.18.0": "f55ea280",
+        "~=0.17.0": "155856ff", "~=0.16.0": "3d9fa8d5", "~=0.15.0": "630e84ef", "~=0.14.0": "2c294a7"}
 SGLANG_BASE_VLLM = "0.14.1"
 RADEON = "https://repo.radeon.com/rocm/manylinux/rocm-rel-{}/"  # a folder of wheels, not an index
 PYTORCH_ROCM = "https://download.pytorch.org/whl/rocm{}"
@@ -48,9 +56,9 @@ LEFT_OUT = (
     LeftOut("rows after the seed era: vLLM and SGLang compiled here", "they layer the official image (OFFICIAL): its "
             "kernels, torch and ROCm are the image's, and the vLLM patches are not carried (not proven here against "
             "those versions' sources)", ("vllm", "sglang")),
-    LeftOut("LMCache, Mooncake and vllm-omni on a layered vLLM row", "vLLM's ROCm image installs none of them "
-            "(INSTALL_LMCACHE=false) and upstream builds them from source on it (LMCache with hipcc); those builds "
-            "are not carried here yet, not having been rehearsed on a stand-in of that image", ("vllm",)),
+    LeftOut("LMCache on a vLLM row before 0.10.2", "no LMCache release is known to have been built for them", ("vllm",)),
+    LeftOut("vllm-omni on a vLLM row of 0.29 or later", "upstream's layered ROCm rows stop at vLLM 0.27.1, so no "
+            "vllm-omni commit is known to build against these releases (OMNI)", ("vllm",)),
 )
 
 
@@ -66,7 +74,8 @@ OFFICIAL = Official(
     env={"vllm": {**NOSET, "SAFETENSORS_FAST_GPU": "1", "VLLM_ROCM_USE_AITER": "1"},
          # as the compiled SGLang rows have it from the vLLM image they start from
          "sglang": {**NOSET, "VLLM_ROCM_USE_AITER": "1", "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN": "1", "SGLANG_MOE_PADDING": "1",
-                    "SGLANG_SET_CPU_AFFINITY": "1", "SGLANG_USE_AITER": "1"}})
+                    "SGLANG_SET_CPU_AFFINITY": "1", "SGLANG_USE_AITER": "1"}},
+    builds={"vllm": lambda t, runtime: connectors(t, runtime)})
 
 
 def rocm_major(t: Target) -> str:
@@ -142,23 +151,8 @@ def vllm(t: Target, runtime: Stage) -> Stage:
         source = flash_attn_source(fa, f"GPU_ARCHS={word(fa_archs)} BUILD_TARGET=rocm", indent=12)
         built.append(built_wheels(kernel(t, base, "flash-attn", fa, source),
             "flash-attn", ("flash-attn", "*.whl"), components=[python("flash-attn", fa)]))
-    lm = pick(v, LMCACHE)
-    source = lmcache_source(lm, "TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1")
-    built.append(built_wheels(kernel(t, base, "lmcache", lm, source),
-        "lmcache", ("lmcache", "*.whl"), resolve_as=f"lmcache=={lm}", without=("torch",),
-        components=[python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",))]))
-    if (mc := pick_or(v, MOONCAKE)):
-        source = mooncake_source(mc, "-DUSE_HIP=ON", indent=12) + lines("mv mooncake-wheel/dist/*.whl /workspace/mooncake/", indent=12)
-        built.append(built_wheels(kernel(t, base, "mooncake", mc, source), "mooncake", ("mooncake-transfer-engine", "*.whl"),
-            resolve_as=f"mooncake-transfer-engine=={mc}", components=[python("mooncake", mc, dist="mooncake-transfer-engine")]))
-    if (omni := pick_or(v, OMNI)):
-        built.append(built_wheels(kernel(t, base, "vllm-omni", omni, f"""
-            {github("vllm-project/vllm-omni", omni).clone("/tmp/omni")}
-            cd /tmp/omni && sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is for CUDA
-            python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni"""), "vllm-omni", ("vllm-omni", "*.whl"),
-            resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0", without=("onnxruntime", "fa3-fwd"),
-            also=(pkg("onnxruntime-rocm"), pkg("sox")),
-            components=[python("vllm-omni", omni, dist="", imports=("vllm_omni",)), python("onnxruntime-rocm", "")]))
+    built += connectors(t, base)
+    omni = pick_or(v, OMNI)
     b = service_builder(t, torch_stage(t, runtime, torch, **torch_source(t, v)))  # not the build base: no compilers
     install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS,
                   title=f"vLLM {v}, AITER and the kernels and connectors built for this torch")
@@ -173,6 +167,31 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     return finish(b, t, VLLM_TORCH_VERSION=torch, **NOSET, HIP_FORCE_DEV_KERNARG="1", HSA_NO_SCRATCH_RECLAIM="1",
                   VLLM_ROCM_USE_AITER="1", VLLM_FP8_PADDING="1", VLLM_FP8_ACT_PADDING="1",
                   VLLM_FP8_WEIGHT_PADDING="1", VLLM_FP8_REDUCE_CONV="1")
+
+
+def connectors(t: Target, base: Stage) -> list[BuiltWheels]:
+    """LMCache (with hipcc), Mooncake (HIP transport) and vllm-omni built for the row's vLLM on `base`, which
+    has the torch they build against: the compiled rows' build base, or a layered row's official image."""
+    v, built = t.service_version, []
+    if (lm := pick_or(v, LMCACHE)):
+        source = lmcache_source(lm, "TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1")
+        built.append(built_wheels(kernel(t, base, "lmcache", lm, source),
+            "lmcache", ("lmcache", "*.whl"), resolve_as=f"lmcache=={lm}", without=("torch",),
+            components=[python("lmcache", lm, imports=("lmcache.integration.vllm.vllm_v1_adapter",))]))
+    if (mc := pick_or(v, MOONCAKE)):
+        source = mooncake_source(mc, "-DUSE_HIP=ON", indent=12) + lines("mv mooncake-wheel/dist/*.whl /workspace/mooncake/", indent=12)
+        built.append(built_wheels(kernel(t, base, "mooncake", mc, source), "mooncake", ("mooncake-transfer-engine", "*.whl"),
+            resolve_as=f"mooncake-transfer-engine=={mc}", components=[python("mooncake", mc, dist="mooncake-transfer-engine")]))
+    if (omni := pick_or(v, OMNI)):
+        # the commit's own requirements are read from the index's release at or below the row's vLLM minor
+        built.append(built_wheels(kernel(t, base, "vllm-omni", omni, f"""
+            {github("vllm-project/vllm-omni", omni).clone("/tmp/omni")}
+            cd /tmp/omni && sed -i '/"fa3-fwd/d' pyproject.toml  # its FlashAttention-3 wheel is for CUDA
+            python3 -m build --wheel --no-isolation --outdir /workspace/vllm-omni"""), "vllm-omni", ("vllm-omni", "*.whl"),
+            resolve_as=f"vllm-omni<={v.rsplit('.', 1)[0]}.0", without=("onnxruntime", "fa3-fwd"),
+            also=(pkg("onnxruntime-rocm"), pkg("sox")),
+            components=[python("vllm-omni", omni, dist="", imports=("vllm_omni",)), python("onnxruntime-rocm", "")]))
+    return built
 
 
 def runtime_archs(t: Target) -> tuple[str, ...]:

@@ -9,7 +9,8 @@ to be unpinned (`unpinned()`), so a release can refuse it.
 
 On the official image the row adds what GPUStack needs, with the same kit as a compiled row: the
 shared runtime (OS tools, tini, locale, python check, CMake, build tools), a check that the image
-ships the service version the tag names, Ray at the backend's pin, the audio and tokenizer extras,
+ships the service version the tag names, Ray at the backend's pin, what the row builds on the image
+(connectors the image lacks, compiled against its torch), the audio and tokenizer extras,
 the patches declared for that version, the environment and the entrypoint.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,8 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 
 from runner.compose.components import Component, python
-from runner.compose.kit import OTEL_BETAS, add_patches, finish, install, service_builder, shows_version, site_packages
+from runner.compose.kit import (OTEL_BETAS, BuiltWheels, add_patches, finish, install, install_built, service_builder,
+                                shows_version, site_packages)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.stages import Stage, base_stage
 from runner.model.errors import UserError, Where
@@ -56,6 +58,9 @@ class Official:
     # (None where the row adds nothing)
     adds: Mapping[str, Callable[[Target], tuple[Requirements, tuple[Component, ...]] | None]] = \
         field(default_factory=dict)
+    # service -> what a row builds on the official image (build stages on its runtime stage, which has the
+    # image's torch and compilers), installed in one step after Ray; empty where the row builds nothing
+    builds: Mapping[str, Callable[[Target, Stage], Sequence[BuiltWheels]]] = field(default_factory=dict)
 
     def layers(self, t: Target) -> bool:
         """Whether this row starts from the service's official image."""
@@ -98,6 +103,9 @@ class Official:
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
             for requirements, before in self.after_ray.get(name, ()):
                 install(b, t, requirements(t), before=before)
+        if name in self.builds and (built := tuple(self.builds[name](t, runtime))):
+            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS,
+                          title=f"what the row builds on the official image: {', '.join(w.mount.target.split('/')[-1] for w in built)}")
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
                                    title="audio extras"))

@@ -47,11 +47,21 @@ class DeviceCompile:
     line: re.Pattern  # the line as the recipe writes it; group "out" is where the artifact goes
     artifact: str  # the requirement to download, with the stage's build arguments: vllm==${VLLM_VERSION}
     why: str
+    # where the script names the release it builds when no build argument does (group "version": the
+    # artifact is pinned to it, so the stand-in is that release and not the index's newest)
+    release: re.Pattern | None = None
+
+    def pinned(self, script: str) -> str:
+        """The artifact, at the release the script names where it names one."""
+        found = self.release.search(script) if self.release else None
+        return f"{self.artifact}=={found['version']}" if found else self.artifact
 
     def replace(self, script: str) -> tuple[str, bool]:
         """The script with the line replaced by a download of the artifact (and whether it was there)."""
+        artifact = self.pinned(script)
+
         def download(m: re.Match) -> str:
-            return (f'python3 -m pip download --no-deps --only-binary=:all: "{self.artifact}" --dest {m["out"]}'
+            return (f'python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
                     f"  {COMPILE_MARK}")
         new, n = self.line.subn(download, script)
         return new, bool(n)
@@ -66,7 +76,8 @@ DEVICE_COMPILES = (
                   "vendor toolkit; the index's wheel of the same release is that build"),
     DeviceCompile("lmcache-build", re.compile(r"^\s*(?:TORCH_DONT_CHECK_COMPILER_ABI=1 CXX=hipcc BUILD_WITH_HIP=1 )?"
                                               r"python3 -m build --wheel --no-isolation --outdir (?P<out>/workspace/lmcache)$", re.M),
-                  "lmcache", "LMCache's kernels compile with nvcc or hipcc; the index's wheel of the release stands for them"),
+                  "lmcache", "LMCache's kernels compile with nvcc or hipcc; the index's wheel of the release stands for them",
+                  re.compile(r'--branch "v(?P<version>[^"$]+)"[^\n]*LMCache\.git')),
 )
 
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
@@ -142,9 +153,10 @@ def compile_substitutions(stage: Stage, run: Run) -> tuple[str, list[Substitutio
     script, found = run.script, []
     for dc in DEVICE_COMPILES:
         if stage.name == dc.stage:
+            artifact = dc.pinned(script)
             script, hit = dc.replace(script)
             if hit:
-                found.append(Substitution("device compile", f"{dc.stage}'s compile", f"the published {dc.artifact}", dc.why))
+                found.append(Substitution("device compile", f"{dc.stage}'s compile", f"the published {artifact}", dc.why))
     return script, found
 
 
