@@ -34,6 +34,8 @@ def main(argv: list[str]) -> int:
         elif why == "not fetchable here":
             urls = sorted({u for s in image["steps"] for u in s["urls"]})
             why += ": " + ", ".join(urls[:3]) + (" ..." if len(urls) > 3 else "")
+        elif why == "stand-in not built":
+            why += ": " + (image["error"].strip().splitlines() or [""])[-1][:160]
         elif why == "smoke failed":
             why += ": " + ", ".join(c["name"] for c in image["smoke"] if not c["passed"])
         reasons[why] += 1

@@ -287,11 +287,21 @@ def _key(call: dict) -> str:
 SCOPE = Selection(backend="cuda", service="sglang", service_version="0.5.8", include_deprecated=False)  # the faces leave deprecated versions out by default
 
 
+# a selection whose jobs start from one another's stages (one CUDA release's SGLang images share its runtime,
+# torch and kernel stages): the scope above is one job per image, each building all it needs
+DAG_SCOPE = Selection(backend="cuda", backend_version="12.8", service="sglang", include_deprecated=False)
+DAG_SELECTION = {"RUNNER_BACKEND": "cuda", "RUNNER_BACKEND_VERSION": "12.8", "RUNNER_SERVICE": "sglang"}
+
+
 def test_a_dry_run_pipeline_runs_its_jobs_as_a_dag_and_writes_nothing(gitlab, project):
-    jobs = ci_jobs(make_plan(SCOPE.apply(project.targets), project.recipes))
+    jobs = ci_jobs(make_plan(DAG_SCOPE.apply(project.targets), project.recipes))
+    assert len(jobs.waves()) > 2
     failing = next(j for j in jobs.jobs if j.needs and any(j.key in k.needs for k in jobs.jobs))
-    dependants = {k.key[:16] for k in jobs.jobs if failing.key in k.needs}
-    variables = {"CI_PIPELINE_SOURCE": "web", **SELECTION, "DRY_RUN": "true", "DAGGER_ENGINE_AMD64": "tcp://x86:8080"}
+    dependants, grew = set(), True  # the failed job's dependants and theirs: none of them starts
+    while grew:
+        more = {k.key[:16] for k in jobs.jobs if {failing.key[:16], *dependants} & {n[:16] for n in k.needs}}
+        grew, dependants = bool(more - dependants), dependants | more
+    variables = {"CI_PIPELINE_SOURCE": "web", **DAG_SELECTION, "DRY_RUN": "true", "DAGGER_ENGINE_AMD64": "tcp://x86:8080"}
     child, calls = gitlab(variables, fail_key=failing.key[:16])
     assert child["variables"]["RUNNER_RELEASE_DRY_RUN"] == "true"
     job_calls = _job_calls(calls)
@@ -303,7 +313,7 @@ def test_a_dry_run_pipeline_runs_its_jobs_as_a_dag_and_writes_nothing(gitlab, pr
     for c in job_calls:
         job, args = by_key[_key(c)], c["args"]
         # exactly its stage in its own selection, and in a dry run nothing that writes, no credentials
-        assert args[args.index("--selection") + 1] == SCOPE.to_json()
+        assert args[args.index("--selection") + 1] == DAG_SCOPE.to_json()
         assert "--dry-run" in args and not {"--registry", "--run", "--password", "--emulate", "--backend"} & set(args)
         # after the jobs it starts from (the DAG), on a runner and an engine of its own architecture
         assert all(order.index(k[:16]) < order.index(job.key[:16]) for k in job.needs)

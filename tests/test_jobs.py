@@ -29,6 +29,9 @@ def test_each_distinct_stage_is_built_by_exactly_one_job(project):
     assert {(j.tag, j.root.platform) for j in jobs.jobs if j.tag} == {(x.target.tag, x.platform) for x in plan.leaves}
     by_key = {j.key: j for j in jobs.jobs}
     assert all(by_key[k].wave < j.wave for j in jobs.jobs for k in j.needs)
+    # a layered row's runtime, which only its own connector builds mount, is built in the row's job
+    row = next(j for j in jobs.jobs if j.tag == "cann9.0-910b-vllm0.20.2" and j.root.platform == "linux/arm64")
+    assert {"runtime", "mooncake-build", "vllm-omni-build"} <= {s.name for s in row.builds} and not row.needs
     # SGLang starts from its release's vLLM image: it never compiles vLLM itself
     for j in jobs.jobs:
         if j.tag and "-sglang" in j.tag:

@@ -119,3 +119,58 @@ def test_a_step_that_fails_for_want_of_an_unfetchable_input_is_told_apart():
              steps.StepResult("c", "install", "failed")]
     steps.mark_starved(chain, [[], ["a"], ["b"]])
     assert chain[2].starved == ["[b] build"]
+
+
+BUILDKIT_LOG = """#5 [2/4] RUN apt-get update
+#5 DONE 12.0s
+
+#6 [3/4] RUN uv pip install --system "vllm==0.11.1"
+#6 0.512 Resolved 140 packages in 2.1s
+#6 3.207   x Failed to download `torch==2.8.0`
+#6 3.207   |-> Failed to write to the distribution cache
+#6 3.207   `-> No space left on device (os error 28)
+#6 ERROR: executor failed running [/bin/sh -c uv pip install --system "vllm==0.11.1"]: exit code: 2
+------
+ > [3/4] RUN uv pip install --system "vllm==0.11.1":
+------
+executor failed running [/bin/sh -c uv pip install --system "vllm==0.11.1"]: exit code: 2
+"""
+
+
+def test_a_stand_in_that_cannot_be_built_is_that_images_verdict_with_the_steps_own_error():
+    import asyncio
+
+    from runner.rehearse.run import Rehearsal, Rehearsed, StandinFailed, failing_output
+    from runner.compose.plan import make_plan
+
+    said = failing_output(BUILDKIT_LOG)
+    assert "No space left on device" in said and "apt-get" not in said and said.splitlines()[-1].startswith("#6 ERROR")
+    assert failing_output("plain failure\n") == "plain failure"
+    # a stand-in that failed once is not built again: the next image on it is told the same, and is its own verdict
+    project = load_project(ROOT / "matrix.yaml")
+    (leaf,) = [lf for lf in make_plan([next(t for t in project.targets if t.backend == "dtk")], project.recipes).leaves
+               if lf.platform == "linux/amd64"]
+    r = Rehearsal(project, docker=None)
+    try:
+        from runner.compose.lookup import base_stages
+        from runner.rehearse import official_standin
+
+        (base,) = base_stages(leaf.stage)
+        t = leaf.target
+        official = official_standin.official_of(project.recipes, t, base) or official_standin.vendor_of(t, base, leaf.stage)
+        r.failed[(base.image, base.platform, official)] = f"the stand-in for {base.image} could not be built:\n{said}"
+        result = asyncio.run(r.one(leaf, builder=None))
+    finally:
+        r.mirror.stop()
+    assert isinstance(result, Rehearsed) and result.verdict == "stand-in not built"
+    assert "No space left on device" in result.as_dict()["error"] and not result.steps
+    assert issubclass(StandinFailed, Exception)
+
+
+def test_a_stand_in_not_built_is_said_with_its_error(capsys):
+    from runner.cli.rehearse import say_findings
+
+    image = {"tag": "hggc12.3-vllm0.11.1", "platform": "linux/amd64", "verdict": "stand-in not built", "steps": [],
+             "substitutions": [], "smoke": [], "error": "the stand-in for x could not be built:\n#6 No space left on device"}
+    say_findings({"images": [image]})
+    assert "hggc12.3-vllm0.11.1 on linux/amd64: the stand-in for x could not be built" in capsys.readouterr().err

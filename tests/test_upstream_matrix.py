@@ -64,15 +64,19 @@ def test_rows_after_the_seed_era_layer_the_official_image_and_seed_rows_still_co
         "cann9.2-950-vllm0.30.0": "quay.io/ascend/vllm-ascend:v0.30.0rc2-950",
         "cann8.5-a3-sglang0.5.12.post1": "quay.io/ascend/sglang:v0.5.12.post1-cann8.5.0-a3",
     }
+    CONNECTORS = {"rocm7.2-vllm0.32.0": {"lmcache-build", "mooncake-build"},
+                  "cann9.0-910b-vllm0.20.2": {"mooncake-build", "vllm-omni-build"},
+                  "cann9.0-a3-vllm0.20.2": {"mooncake-build", "vllm-omni-build"},
+                  "cann9.2-950-vllm0.30.0": {"mooncake-build"}}
     for tag, image in layered.items():
         leaf = p.leaf_stage(tag)
         (base,) = [s for s in leaf.chain() if s.kind == "base"]
         assert base.image == image, tag
         scripts = "\n".join(step.script for s in leaf.chain() for step in s.steps if hasattr(step, "script"))
         assert "grep -q \"^Version: ${" in scripts, tag  # the image ships the version its tag names
-        # the service is not compiled for a layered row; a ROCm vLLM row builds the connectors its image lacks
-        connectors = {"lmcache-build", "mooncake-build"} if tag.startswith("rocm") and "vllm" in tag else set()
-        assert {s.name for s in leaf.dependencies() if s.compiles} == connectors, tag  # (no vllm-omni from 0.29)
+        # the service is not compiled for a layered row; a ROCm or CANN vLLM row builds the connectors its
+        # image lacks (no vllm-omni from vLLM 0.29 on ROCm, from 0.23 on CANN)
+        assert {s.name for s in leaf.dependencies() if s.compiles} == CONNECTORS.get(tag, set()), tag
     ray = {"cuda13.0-vllm0.32.0": "2.54.0", "cann9.1-a3-vllm0.30.0": "2.48.0"}
     for tag, version in ray.items():
         text = json.dumps([str(s) for s in p.leaf_stage(tag).steps])

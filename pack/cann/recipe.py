@@ -10,7 +10,7 @@ from pathlib import Path
 from runner.compose.builds import mooncake_source, sglang_router, vllm_patches
 from runner.compose.components import LeftOut, native, python
 from runner.compose.official import Official
-from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
+from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, BuiltWheels, built_wheels, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
                                 runtime_builder, service_builder, shared, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
@@ -30,13 +30,20 @@ VLLM_ASCEND = {">=0.14": ("2.9.0", "2.9.0", "0.14.0rc1"), ">=0.13": ("2.8.0", "2
                ">=0.10.2": ("2.7.1", "2.7.1.dev20250724", "0.10.2rc1"), ">=0.10.1": ("2.7.1", "2.7.1.dev20250724", "0.10.1rc1"),
                ">=0.10": ("2.7.1", "2.7.1.dev20250724", "0.10.0rc1"), ">=0.9.2": ("2.5.1", "2.5.1.post1.dev20250619", "0.9.2rc1"),
                ">=0.9": ("2.5.1", "2.5.1.post1", "0.9.1")}
-MOONCAKE = {">=0.10": "0.3.7.post2"}
+# Mooncake and vllm-omni per vLLM release, for the compiled rows and the layered ones alike: upstream builds
+# both on the vllm-ascend image too (its layered rows: vLLM 0.18 and 0.20; 0.15 to 0.17 it compiled); a later
+# vLLM takes the newest Mooncake range, vllm-omni only a minor a commit was built for (LEFT_OUT)
+MOONCAKE = {">=0.20": "0.3.11", ">=0.18": "0.3.9", ">=0.15": "0.3.8.post1", ">=0.10": "0.3.7.post2"}
+# Mooncake releases the resolver cannot read from the index for this image, taken as given (the wheel built
+# here is what installs; its requirements, aiohttp and requests, are the image's), with why
+MOONCAKE_UNREADABLE = {"0.3.11": "the index's aarch64 wheel needs glibc 2.39; the CANN images have 2.35"}
 # the released images pin grpcio 1.71.0; vLLM 0.14 requires grpcio>=1.76, so from there vLLM's own pin holds
 GRPCIO = {">=0.14": "", ">=0.9": "1.71.0"}
 # vLLM before 0.14 and vllm-ascend leave transformers unbounded, and the index now serves 5.x, which these
 # releases predate (vLLM 0.14 itself asks for <5): every vLLM image keeps to 4.x
 TRANSFORMERS = ("transformers<5",)
-OMNI = {">=0.14": "b11d436"}
+OMNI = {"~=0.20.0": "4a24a517", "~=0.18.0": "f55ea280", "~=0.17.0": "155856ff", "~=0.16.0": "3d9fa8d5",
+        "~=0.15.0": "630e84ef", "~=0.14.0": "b11d436"}
 SGLANG_TORCH = {">=0.5.6": "2.8.0", ">=0.5": "2.6.0"}
 SGL_KERNEL_NPU = {">=0.5.8": "2026.01.28", ">=0.5.6": "2025.12.31", ">=0.5": "2025.09.15"}
 SGLANG_VLLM = "0.10.2"  # the vLLM SGLang's NPU backend imports (device "empty")
@@ -78,10 +85,12 @@ LEFT_OUT = (
     LeftOut("BiSheng toolkit on amd64", "the toolkit is published for aarch64 only", ("sglang",)),
     LeftOut("Mooncake on 310P", "Mooncake's Ascend transport does not support the 310P", ("vllm",)),
     LeftOut("rows after the seed era: vLLM, vllm-ascend and SGLang installed here", "they layer the official "
-            "vllm-ascend or SGLang image (OFFICIAL): torch, torch-npu, Mooncake and LMCache are the image's, and the "
-            "vLLM patches are not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
-    LeftOut("vllm-omni on a layered vLLM row", "upstream builds a commit of it on the vllm-ascend image; the index's "
-            "releases are not known to run on Ascend, and that build is not rehearsed here yet", ("vllm",)),
+            "vllm-ascend or SGLang image (OFFICIAL): torch and torch-npu are the image's, and the vLLM patches are "
+            "not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
+    LeftOut("LMCache with LMCache-Ascend on a layered vLLM row", "upstream installs them from source on CANN 8 "
+            "only (kvcache-ops does not build on CANN 9); that build is not carried here yet", ("vllm",)),
+    LeftOut("vllm-omni on a vLLM row of 0.23 or later", "upstream built vllm-omni commits for Ascend up to vLLM 0.20; "
+            "the index's releases are not known to run on Ascend", ("vllm",)),
 )
 
 
@@ -114,7 +123,8 @@ def sglang_image(t: Target) -> str:
 OFFICIAL = Official(
     HERE, compiled={"vllm": ">=0.9.1,<=0.14.1", "sglang": ">=0.5.1,<=0.5.8"},
     images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.48.0",
-    env={"vllm": {**NPU_ENV, "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES": "1"}, "sglang": NPU_ENV})
+    env={"vllm": {**NPU_ENV, "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES": "1"}, "sglang": NPU_ENV},
+    builds={"vllm": lambda t, runtime: connectors(t, runtime)})
 
 
 def base(t: Target, platform: str) -> Stage:
@@ -181,6 +191,23 @@ def omni_build(t: Target, parent: Stage, commit: str) -> Stage:
     return b.build()
 
 
+def connectors(t: Target, parent: Stage) -> list[BuiltWheels]:
+    """Mooncake (Ascend direct transport, not on 310P) and vllm-omni built for the row's vLLM on `parent`,
+    which has the torch they build against: a compiled row's torch stage, or a layered row's official image."""
+    v, built = t.service_version, []
+    if t.variant != "310p" and (mc := pick_or(v, MOONCAKE)):
+        built.append(built_wheels(mooncake_build(t, parent, mc), "mooncake", ("mooncake-transfer-engine", "*.whl"),
+                                  resolve_as="" if mc in MOONCAKE_UNREADABLE else f"mooncake-transfer-engine=={mc}",
+                                  components=[python("mooncake", mc, dist="mooncake-transfer-engine")]))
+    if (omni := pick_or(v, OMNI)):
+        # the commit's own requirements are read from the index's release at or below the row's vLLM minor
+        built.append(built_wheels(omni_build(t, parent, omni), "vllm-omni", ("vllm-omni", "*.whl"),
+                                  resolve_as=f"vllm-omni<={v.rsplit('.', 1)[0]}.0", without=("onnxruntime", "torch", "fa3-fwd"),
+                                  also=(pkg("onnxruntime-cann"), pkg("sox")),
+                                  components=[python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", "")]))
+    return built
+
+
 def vllm(t: Target, runtime: Stage) -> Stage:
     p, v = runtime.platform, t.service_version
     torch, npu, ascend = pick(v, VLLM_ASCEND, "torch and vllm-ascend")
@@ -203,16 +230,9 @@ def vllm(t: Target, runtime: Stage) -> Stage:
             after="rm -rf /tmp/vllm-ascend")
     b.component(python("vllm", v, imports=()), python("vllm-ascend", ascend, imports=()),
                 python("torch-npu", npu))
-    wheels, mounts = [], []
-    if t.variant != "310p" and (mc := pick_or(v, MOONCAKE)):
-        mounts.append(Mount(mooncake_build(t, with_torch, mc), "/workspace/mooncake", "/mnt/mooncake"))
-        wheels.append(pkg("mooncake-transfer-engine", built="/mnt/mooncake/*.whl", resolve_as=f"mooncake-transfer-engine=={mc}"))
-        b.component(python("mooncake", mc, dist="mooncake-transfer-engine"))
-    if (omni := pick_or(v, OMNI)):
-        mounts.append(Mount(omni_build(t, with_torch, omni), "/workspace/vllm-omni", "/mnt/vllm-omni"))
-        wheels += [pkg("vllm-omni", built="/mnt/vllm-omni/*.whl", resolve_as=f"vllm-omni=={v.rsplit('.', 1)[0]}.0",
-                       without=("onnxruntime", "torch", "fa3-fwd")), pkg("onnxruntime-cann"), pkg("sox")]
-        b.component(python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", ""))
+    built = connectors(t, with_torch)
+    wheels, mounts, omni = [pk for w in built for pk in w.packages], [w.mount for w in built], pick_or(v, OMNI)
+    b.component(*(c for w in built for c in w.components))
     ray = ">=2.47.1,<=2.48.0"  # installed and declared alike
     extras = ["accelerate", "hf_transfer", "modelscope", f"ray[client,default]{ray}", "protobuf>3.20.0",
               *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]"]

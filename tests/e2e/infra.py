@@ -128,8 +128,17 @@ class Environment:
         done = subprocess.run([DOCKER, *args], env=self.env(), capture_output=True, text=True, input=input,
                               timeout=timeout)
         if check and done.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args[:3])} failed: {(done.stdout + done.stderr)[-3000:]}")
+            said = (done.stdout + done.stderr)[-3000:]
+            if "no space left on device" in said:  # what filled the disk, for the report
+                said += "\n" + self._disk()
+            raise RuntimeError(f"docker {' '.join(args[:3])} failed: {said}")
         return done
+
+    def _disk(self) -> str:
+        """Free space where the daemon and the test cache keep their files, and the daemon's own account."""
+        free = {str(p): f"{shutil.disk_usage(p).free / 2**30:.1f} GiB free" for p in (self.root, TEST_CACHE) if p.exists()}
+        usage = subprocess.run([DOCKER, "system", "df"], env=self.env(), capture_output=True, text=True).stdout
+        return f"disk: {free}\n{usage}"
 
     def skopeo(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         auth = self.root / "skopeo-auth.json"

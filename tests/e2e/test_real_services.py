@@ -4,8 +4,8 @@ target's recipe gives. `runner smoke` runs the project's real specs on them, eve
 2.3.0 starts from the image (pack/_consumer/gpustack.json) among them; GPUStack's Ray head and worker
 really start and join. See tests/e2e/standin.py for what a stand-in is and lacks.
 
-SGLang and VoxBox are marked `realservice_extra` (CI runs them too; `pytest -m "not realservice_extra"`
-leaves them out for a quicker local run)."""
+SGLang, VoxBox and the newest rows' stand-ins are in test_real_services_more.py, built after this
+module's vLLM stand-in is removed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import time
 import pytest
 
 from runner.compose.project import load_project
-from runner.compose.stages import dependencies_first
 from runner.verify import probes
 from runner.verify.consumer import probe_input
 from tests.conftest import ROOT
@@ -275,30 +274,6 @@ def test_the_data_parallel_port_patch_gives_the_consumer_distinct_ports(e2e, vll
     assert "patched exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
 
 
-SGLANG = standin.Standin("sglang", "cuda12.8-sglang0.5.8", ("sglang==0.5.8",), torch="2.9.1", driver_stub=True)
-# VoxBox with the CUDA recipe's pins; openai-whisper is an sdist whose build needs setuptools < 81
-VOXBOX = standin.Standin("voxbox", "cuda12.8-voxbox0.0.21",
-                         ("transformers==4.51.3", "numba==0.61.2", "llvmlite==0.44.0", "httpx<1.0", "vox-box==0.0.21"),
-                         torch="2.7.1", build_constraints=("setuptools<81",))
-
-
-@pytest.mark.realservice_extra
-@pytest.mark.parametrize("service", [SGLANG, VOXBOX], ids=lambda s: s.name)
-def test_the_sglang_and_voxbox_specs_pass_on_the_real_services(e2e, project, service):
-    image = standin.build(e2e, service, standin.recipe_env(project, service.target))
-    try:
-        report, _ = _smoke(e2e, image, service.target, service.name)
-        _only_stand_in_gaps(report, service.name)
-        checks = {c["name"]: c for c in report["smoke"]["checks"]}
-        covered = _every_gpustack_start_passes(checks, project, service.target)
-        if service is SGLANG:  # `sglang serve` single and across nodes, through SGLang's own parser
-            assert {"single", "tp", "sglang-leader", "sglang-follower", "kv-cache", "speculative-eagle3", "lora"} <= covered
-        else:  # `vox-box start --data-dir ... --device cuda:0` through tini, as GPUStack keeps the entrypoint
-            assert covered == {"single"}
-    finally:
-        standin.remove(e2e, image)
-
-
 MINDIE = "cann8.5-910b-mindie2.3.0"
 MINDIE_HOME = "/usr/local/Ascend/mindie/latest/mindie-service"
 
@@ -338,72 +313,3 @@ def test_mindie_starts_the_way_gpustack_starts_it(e2e, project, vllm_image):
         assert f"not an executable: {MINDIE_HOME}/bin/mindieservice_daemon_" in out and "FAILED" in out, out[-3000:]
     finally:
         e2e.docker("rmi", "-f", good, bad, check=False)
-
-
-# The newest rows the matrix lists layer the official images (runner.compose.official). Their stand-ins
-# hold what those images hold that the index has: the service at the row's release with the torch it
-# pins and, for vLLM, LMCache (vLLM's CUDA release image installs its requirements/kv_connectors.txt;
-# NIXL, CuPy and Mooncake from that file are left out here, no deployment of GPUStack's names them);
-# then what the layered recipe adds on the image: Ray at the backend's pin and the audio extras.
-def _layered_adds(project, backend: str) -> tuple[str, ...]:
-    from runner.compose.official import AUDIO_EXTRAS
-
-    return (f"ray[cgraph,client,default]=={project.recipes[backend].module.OFFICIAL.ray}", *AUDIO_EXTRAS)
-
-
-def _newest(project, service: str) -> str:
-    from packaging.version import Version
-
-    rows = [t for t in project.targets if t.backend == "cuda" and t.service == service]
-    newest = max(rows, key=lambda t: (Version(t.service_version), Version(t.original_backend_version)))
-    assert project.recipes["cuda"].module.OFFICIAL.layers(newest)  # the newest rows layer the official image
-    return newest.tag
-
-
-def _newest_standin(project, service: str) -> standin.Standin:
-    tag = _newest(project, service)
-    version = project.target(tag).service_version
-    if service == "vllm":
-        return standin.Standin("vllm-newest", tag, (f"vllm=={version}", "lmcache>=0.3.9", *_layered_adds(project, "cuda")),
-                               as_resolved=True)
-    # SGLang pins a beta of flash-attn-4 (named here, so the resolver takes it) and one of cuda-tile,
-    # which the index has only as an sdist that needs the CUDA toolkit to build: left out, pip check names it
-    return standin.Standin("sglang-newest", tag, (f"sglang=={version}", "flash-attn-4>=4.0.0b18",
-                                                   *_layered_adds(project, "cuda")),
-                           driver_stub=True, leave_out=("cuda-tile",))
-
-
-@pytest.mark.parametrize("service", ["vllm", "sglang"])
-def test_the_newest_rows_pass_their_specs_on_stand_ins_of_the_official_images(e2e, project, service):
-    """The newest vLLM and SGLang rows of the matrix: the project's smoke spec and every start GPUStack
-    2.3.0 makes from the image, on the service's real release from the package index."""
-    found = _newest_standin(project, service)
-    image = standin.build(e2e, found, standin.recipe_env(project, found.target))
-    try:
-        report, _ = _smoke(e2e, image, found.target, found.name)
-        checks = {c["name"]: c for c in report["smoke"]["checks"]}
-        for name in ("entrypoint", "tini", "import-version", "consumer-deployments", "environment", "no-prereleases"):
-            assert checks[name]["passed"], (name, checks[name]["reason"], checks[name]["excerpt"][-3000:])
-        assert f"{service} {project.target(found.target).service_version}" in checks["components"]["excerpt"]
-        _only_stand_in_gaps(report, found.name, also={"pip-check"} if found.leave_out else set())
-        pip_check = checks["pip-check"]
-        if found.leave_out:  # what the stand-in leaves out, and only that, is missing
-            broken = [line for line in pip_check["excerpt"].splitlines() if " requires " in line or " has requirement " in line]
-            assert broken and all(any(f" requires {n}" in line for n in found.leave_out) for line in broken), pip_check["excerpt"]
-        else:
-            assert pip_check["passed"], pip_check["excerpt"][-3000:]
-        covered = _every_gpustack_start_passes(checks, project, found.target)
-        if service == "vllm":  # every kind of start GPUStack 2.3.0 makes from a vLLM image, LMCache's included
-            assert {"single", "tp", "ray-leader", "ray-follower", "mp-leader", "mp-follower", "kv-cache", "lora",
-                    "speculative-eagle3"} <= covered
-            # the data-parallel ports the project patches in vLLM 0.11.2..0.14.1 come out distinct from the
-            # newest vLLM unpatched: the row carries no patch (its plan applies none)
-            leaf = project.leaf_stage(found.target, "linux/amd64")
-            assert not [s.title for st in dependencies_first(leaf) for s in st.steps if "patch" in getattr(s, "title", "")]
-            out = e2e.docker("run", "--rm", "-e", "VLLM_PORT=45000", "-e", f"DP={DP_PORTS}", image, "sh", "-c",
-                             'timeout 120 python3 -c "$DP"; echo "exit $?"', timeout=300).stdout
-            assert "exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
-        else:
-            assert {"single", "tp", "sglang-leader", "sglang-follower", "kv-cache", "lora"} <= covered
-    finally:
-        standin.remove(e2e, image)

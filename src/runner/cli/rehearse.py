@@ -64,6 +64,8 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
 def say_findings(result: dict) -> None:
     """Every substitution, failed step, unfetchable URL and failed smoke check of the report, on stderr."""
     for image in result["images"]:
+        if image.get("verdict") == "stand-in not built":
+            print(f"runner: {image['tag']} on {image['platform']}: {image['error']}", file=sys.stderr)
         for s in image["substitutions"]:
             print(f"runner: {image['tag']} on {image['platform']}: substituted: {s['what']}, by {s['by']}, because "
                   f"{s['why']}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """CI jobs from the stage plan: each distinct stage is built by exactly one job, across many runners.
 
-A job is rooted at a stage that is a target's image (a leaf) or that two or more stages build on or
-mount (shared: a runtime, a torch stage, a kernel build, an image SGLang starts from). It builds its
+A job is rooted at a stage that is a target's image (a leaf) or that stages of two or more jobs build
+on or mount (shared: a runtime, a torch stage, a kernel build, an image SGLang starts from). It builds its
 root and the stages only its root needs, starting from the shared stages other jobs published to the
 build cache. Jobs come in waves: a job runs after the waves that publish what it starts from, so over
 a whole release each stage is built once, and each vLLM wheel is compiled once, by one job.
@@ -116,17 +116,15 @@ def ci_jobs(plan: Plan) -> JobPlan:
         for d in s.dependencies():
             dependents[d.key].add(s.key)
     tags = {leaf.stage.key: leaf.target.tag for leaf in plan.leaves}
-    roots = {s.key: Job(s, tag=tags.get(s.key, "")) for s in stages if s.key in tags or len(dependents[s.key]) > 1}
+    # dependents first: a stage whose dependents all belong to one job belongs to that job too (a row's
+    # runtime with the connector builds that mount from it), else it is shared and roots a job of its own
     owner: dict[str, str] = {}
-
-    def own(key: str) -> str:
-        if key not in owner:
-            # a stage that is not a root has exactly one dependent: it belongs to that stage's job
-            owner[key] = key if key in roots else own(next(iter(dependents[key])))
-        return owner[key]
-
+    for s in reversed(stages):
+        owners = {owner[d] for d in dependents[s.key]}
+        owner[s.key] = owners.pop() if s.key not in tags and len(owners) == 1 else s.key
+    roots = {s.key: Job(s, tag=tags.get(s.key, "")) for s in stages if owner[s.key] == s.key}
     for s in stages:  # plan order: dependencies first, so each job's builds are in build order
-        roots[own(s.key)].builds.append(s)
+        roots[owner[s.key]].builds.append(s)
     for job in roots.values():
         job.needs = {owner[d.key] for s in job.builds for d in s.dependencies()
                      if d.kind != "base" and owner[d.key] != job.key}

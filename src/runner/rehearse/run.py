@@ -7,6 +7,7 @@ they were asked for. What a rehearsal builds is removed at the end unless it is 
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -20,7 +21,6 @@ from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage, StageKind
 from runner.engines.docker import Docker, DockerBuilder
-from runner.model.errors import UserError
 from runner.model.targets import Target
 from runner.rehearse import official_standin, release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
@@ -34,6 +34,20 @@ _NOT_HERE = ("not checked here: nothing built by a device compile runs (kernels 
              "what a stand-in cannot carry is listed with it")
 
 
+class StandinFailed(Exception):
+    """A stand-in base could not be built: the images on it are reported so, the others go on."""
+
+
+def failing_output(log: str, lines: int = 30) -> str:
+    """The failing step's own last lines of a BuildKit plain-progress log (`#6 ...` lines of the step
+    that says `#6 ERROR`), where the error is; the log's tail when it has no such step."""
+    errors = re.findall(r"^#(\d+) ERROR", log, re.M)
+    if not errors:
+        return log.strip()[-1500:]
+    own = [ln for ln in log.splitlines() if ln.startswith(f"#{errors[-1]} ")]
+    return "\n".join(own[-lines:])
+
+
 @dataclass
 class Rehearsed:
     """One target on one platform after its rehearsal."""
@@ -45,9 +59,12 @@ class Rehearsed:
     smoke: list = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
+    standin_failed: bool = False  # a stand-in base could not be built: nothing of the image ran
 
     @property
     def verdict(self) -> str:
+        if self.standin_failed:
+            return "stand-in not built"
         failed = [s for s in self.steps if s.status == "failed"]
         if failed and all(s.starved for s in failed):
             return "not fetchable here"  # what failed, failed for want of what the mirror could not serve
@@ -75,6 +92,7 @@ class Rehearsal:
         self.project, self.docker, self.keep = project, docker, keep
         self.mirror = SourceMirror()
         self.bases: dict[tuple[str, str], tuple[str, list[Substitution], bool]] = {}
+        self.failed: dict[tuple, str] = {}  # stand-ins that could not be built, with why
         self.images: list[str] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
 
@@ -115,6 +133,8 @@ class Rehearsal:
         official = (official_standin.official_of(self.project.recipes, t, stage)
                     or official_standin.vendor_of(t, stage, leaf))
         key = (stage.image, stage.platform, official)
+        if key in self.failed:  # built once and failed: the next image on it is told the same
+            raise StandinFailed(self.failed[key])
         if key in self.bases:
             return self.bases[key]
         code, out, _ = await self.docker.run("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", stage.image,
@@ -124,10 +144,14 @@ class Rehearsal:
         if code == 0:
             self.bases[key] = (stage.image, [], False)
             return self.bases[key]
-        tag, subs = await self.debian(stage, t.backend)
-        if official is not None:
-            tag, torch = await self.official(tag, official, stage.platform)
-            subs = [official.substitution(tag, torch), *subs[1:]]
+        try:
+            tag, subs = await self.debian(stage, t.backend)
+            if official is not None:
+                tag, torch = await self.official(tag, official, stage.platform)
+                subs = [official.substitution(tag, torch), *subs[1:]]
+        except StandinFailed as e:
+            self.failed[key] = str(e)
+            raise
         self.bases[key] = (tag, subs, True)
         return self.bases[key]
 
@@ -170,7 +194,7 @@ class Rehearsal:
         code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
                                                str(ctx), check=False, timeout=3600)
         if code != 0:
-            raise UserError(f"the stand-in for {stage.image} could not be built: {(err or out).strip()[-600:]}")
+            raise StandinFailed(f"the stand-in for {stage.image} could not be built:\n{failing_output(err or out)}")
         self.images.append(tag)
 
     async def one(self, leaf: Leaf, builder: DockerBuilder) -> Rehearsed:
@@ -179,8 +203,12 @@ class Rehearsal:
         result = Rehearsed(t.tag, leaf.platform)
         start = time.monotonic()
         chosen = {}
-        for base in base_stages(leaf.stage):
-            chosen[base.key] = await self.base(base, t, leaf.stage)
+        try:
+            for base in base_stages(leaf.stage):
+                chosen[base.key] = await self.base(base, t, leaf.stage)
+        except StandinFailed as e:  # this image cannot be rehearsed here; the rest of the selection can
+            result.error, result.standin_failed, result.seconds = str(e), True, time.monotonic() - start
+            return result
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
         rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)
