@@ -4,8 +4,9 @@ target's recipe gives. `runner smoke` runs the project's real specs on them, eve
 2.3.0 starts from the image (pack/_consumer/gpustack.json) among them; GPUStack's Ray head and worker
 really start and join. See tests/e2e/standin.py for what a stand-in is and lacks.
 
-SGLang, VoxBox and the newest rows' stand-ins are in test_real_services_more.py, built after this
-module's vLLM stand-in is removed."""
+SGLang and VoxBox are marked `realservice_extra` (CI runs them too; `pytest -m "not realservice_extra"`
+leaves them out for a quicker local run). The newest rows' stand-ins are in test_real_services_more.py,
+built after this module's vLLM stand-in is removed."""
 
 from __future__ import annotations
 
@@ -272,6 +273,30 @@ def test_the_data_parallel_port_patch_gives_the_consumer_distinct_ports(e2e, vll
                      vllm_image, "sh", "-c", script, timeout=300).stdout
     assert "unpatched exit 124" in out, out[-2000:]  # timed out: the list never fills
     assert "patched exit 0" in out and "[45000, 45001, 45002, 45003, 45004]" in out, out[-2000:]
+
+
+SGLANG = standin.Standin("sglang", "cuda12.8-sglang0.5.8", ("sglang==0.5.8",), torch="2.9.1", driver_stub=True)
+# VoxBox with the CUDA recipe's pins; openai-whisper is an sdist whose build needs setuptools < 81
+VOXBOX = standin.Standin("voxbox", "cuda12.8-voxbox0.0.21",
+                         ("transformers==4.51.3", "numba==0.61.2", "llvmlite==0.44.0", "httpx<1.0", "vox-box==0.0.21"),
+                         torch="2.7.1", build_constraints=("setuptools<81",))
+
+
+@pytest.mark.realservice_extra
+@pytest.mark.parametrize("service", [SGLANG, VOXBOX], ids=lambda s: s.name)
+def test_the_sglang_and_voxbox_specs_pass_on_the_real_services(e2e, project, service):
+    image = standin.build(e2e, service, standin.recipe_env(project, service.target))
+    try:
+        report, _ = _smoke(e2e, image, service.target, service.name)
+        _only_stand_in_gaps(report, service.name)
+        checks = {c["name"]: c for c in report["smoke"]["checks"]}
+        covered = _every_gpustack_start_passes(checks, project, service.target)
+        if service is SGLANG:  # `sglang serve` single and across nodes, through SGLang's own parser
+            assert {"single", "tp", "sglang-leader", "sglang-follower", "kv-cache", "speculative-eagle3", "lora"} <= covered
+        else:  # `vox-box start --data-dir ... --device cuda:0` through tini, as GPUStack keeps the entrypoint
+            assert covered == {"single"}
+    finally:
+        standin.remove(e2e, image)
 
 
 MINDIE = "cann8.5-910b-mindie2.3.0"
