@@ -126,13 +126,18 @@ class Rehearsal:
             await self.docker.run("builder", "prune", "-af", check=False, timeout=1800)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def standin_key(self, stage: Stage, t: Target, leaf: Stage) -> tuple:
+        """What identifies a base's stand-in: the image, its platform and the service release put on it."""
+        official = (official_standin.official_of(self.project.recipes, t, stage)
+                    or official_standin.vendor_of(t, stage, leaf))
+        return stage.image, stage.platform, official
+
     async def base(self, stage: Stage, t: Target, leaf: Stage) -> tuple[str, list[Substitution], bool]:
         """The image a base stage becomes: itself where the daemon has it or can pull it, else a stand-in
         (for a layered row's official image, the Debian stand-in with the service's release on it; for a
         vendor image whose service and torch the recipe checks, the same with both at its versions)."""
-        official = (official_standin.official_of(self.project.recipes, t, stage)
-                    or official_standin.vendor_of(t, stage, leaf))
-        key = (stage.image, stage.platform, official)
+        key = self.standin_key(stage, t, leaf)
+        official = key[2]
         if key in self.failed:  # built once and failed: the next image on it is told the same
             raise StandinFailed(self.failed[key])
         if key in self.bases:
