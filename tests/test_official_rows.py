@@ -132,3 +132,46 @@ def test_a_layered_cann_vllm_row_builds_mooncake_and_omni_on_the_vllm_ascend_ima
         assert packages["vllm-omni"].resolve_as == f"vllm-omni<={minor}.0" and {"onnxruntime-cann", "sox"} <= set(packages)
     shipped = {c.name: c.version for c in declared(leaf)}
     assert shipped.get("mooncake") == mooncake and shipped.get("vllm-omni") == omni
+
+
+def _rehearsed_builds(project, tag: str, platform: str) -> tuple[dict[str, str], list]:
+    """The rehearsal's rewrite of a row's build stages: each build stage's script, and what it substituted."""
+    from runner.compose.dockerfile import stages_for
+    from runner.rehearse.rewrite import Rewriter
+
+    leaf = project.leaf_stage(tag, platform)
+    rw = Rewriter(lambda s: "stand-in", "", "http://127.0.0.1:9")
+    rw.outputs(leaf)
+    new = rw.stage(leaf)
+    scripts = {s.name: "\n".join(st.script for st in s.steps if isinstance(st, Run))
+               for s in stages_for(new) if s.name.endswith("-build")}
+    return scripts, [sub for subs in rw.substitutions.values() for sub in subs]
+
+
+@pytest.mark.parametrize("tag, platform, mooncake, omni", [
+    ("cann9.0-910b-vllm0.20.2", "linux/amd64", "mooncake-transfer-engine==0.3.11", "vllm-omni<=0.20.0"),
+    ("rocm7.2-vllm0.27.1", "linux/amd64", "mooncake-transfer-engine==0.3.11.post1", "vllm-omni<=0.27.0"),
+    ("cuda12.9-vllm0.14.1", "linux/amd64", None, "vllm-omni==0.14.0")])
+def test_a_rehearsal_stands_the_index_release_in_for_mooncake_and_omni_whose_sources_are_on_github_only(
+        project, tag, platform, mooncake, omni):
+    scripts, subs = _rehearsed_builds(project, tag, platform)
+    by = {s.what: s.by for s in subs if s.kind == "source build"}
+    # Mooncake at the tag the clone names; vllm-omni (a commit, not a release) as the resolve reads it
+    assert by == {**({"mooncake-build's build from its source": f"the published {mooncake}"} if mooncake else {}),
+                  "vllm-omni-build's build from its source": f"the published {omni}"}
+    for name, wanted, folder in (("mooncake-build", mooncake, "mooncake"), ("vllm-omni-build", omni, "vllm-omni")):
+        if wanted:  # the whole build, clone to wheel, is gone; the lines before it (the toolkit's env) stay
+            script = scripts[name]
+            assert "github.com" not in script and "python3 -m build" not in script and "cmake" not in script
+            assert f'--only-binary=:all: "{wanted}" --dest /workspace/{folder}' in script
+
+
+def test_a_github_only_build_the_index_has_no_release_for_stays_as_written(project):
+    from runner.rehearse.substitutions import compile_substitutions
+
+    leaf = project.leaf_stage("rocm7.2-vllm0.27.1", "linux/amd64")
+    (stage,) = [s for s in dependencies_first(leaf) if s.name == "mooncake-build"]
+    (run,) = [s for s in stage.steps if isinstance(s, Run)]
+    ghost = Run(run.script.replace('--branch "v0.3.11.post1"', '--branch "v0.0.1.post99"'), run.caches, run.title)
+    script, subs = compile_substitutions(stage, ghost)
+    assert subs == [] and script == ghost.script  # the clone runs, and the step ends "not fetchable here"

@@ -40,6 +40,7 @@ class Rewriter:
     originals: dict[tuple[str, int], str] = field(default_factory=dict)  # (new stage key, step) -> original script
     _done: dict[str, Stage] = field(default_factory=dict)
     _outputs: dict[str, set[str]] = field(default_factory=dict)  # stage key -> folders others mount
+    _published: dict[str, str] = field(default_factory=dict)  # build stage key -> its wheel's resolve_as
 
     def on_standin(self, s: Stage) -> bool:
         """Whether the stage's chain starts from a stand-in base."""
@@ -47,13 +48,18 @@ class Rewriter:
 
     def outputs(self, leaf: Stage) -> None:
         """Note the folders other stages mount or copy from each stage: a build step that is not fetchable
-        here ends without its output, so the rehearsed stage makes the folder (empty) for the steps after."""
+        here ends without its output, so the rehearsed stage makes the folder (empty) for the steps after; and
+        what a resolve reads in place of each build stage's wheel, which may stand for a build here."""
         from runner.compose.dockerfile import stages_for
 
         for s in stages_for(leaf):
             for step in s.steps:
                 for m in getattr(step, "mounts", ()):
                     self._outputs.setdefault(m.stage.key, set()).add(m.source)
+                    # what a resolve reads in place of the stage's wheel stands for it when it cannot be built
+                    for p in (step.requirements.packages if step.requirements else ()):
+                        if p.resolve_as and p.built.startswith(m.target + "/"):
+                            self._published.setdefault(m.stage.key, p.resolve_as)
                 if isinstance(step, CopyFrom):
                     self._outputs.setdefault(step.stage.key, set()).add(step.source)
 
@@ -67,7 +73,7 @@ class Rewriter:
             steps, originals = [], {}
             for i, step in enumerate(s.steps):
                 if isinstance(step, Run):
-                    script, found = compile_substitutions(s, step)
+                    script, found = compile_substitutions(s, step, self._published.get(s.key, ""))
                     if self.on_standin(s):
                         script, dropped = ubuntu_only(script)
                         found += dropped

@@ -10,27 +10,31 @@ Four kinds, and only these:
   the row's version installed from the package index, with the torch that wheel pins (OFFICIAL_STANDINS);
 - the source mirror: every declared Download and Git URL is served from 127.0.0.1 (a file that cannot
   be had here answers 404, and its step is reported "not fetchable here" with the exact URL);
-- device compiles: a build line that needs an accelerator's compiler is replaced by the published
-  artifact of the same version, where one exists.
+- device compiles: a build line that needs an accelerator's compiler, or a build whose source is on
+  GitHub only (Mooncake, vllm-omni), is replaced by the published artifact of the same version (or the
+  release a resolve reads in its place), where the package index has one.
 Everything else runs as the release writes it."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from runner.compose.stages import Arg, Run, Stage
-from runner.model.errors import UserError
+from runner.model.errors import InfrastructureError, UserError
+from runner.verify import package_index
 
 
 @dataclass(frozen=True)
 class Substitution:
     """One thing a rehearsal replaces."""
 
-    kind: str  # "stand-in base", "official image", "python", "source mirror", "device compile"
+    kind: str  # "stand-in base", "official image", "python", "source mirror", "device compile", "source build"
     what: str
     by: str
     why: str
@@ -41,30 +45,55 @@ class Substitution:
 
 @dataclass(frozen=True)
 class DeviceCompile:
-    """A build line that needs an accelerator's compiler, and the published artifact that stands for it."""
+    """A build that cannot run here (it needs an accelerator's compiler, or its source is on GitHub only),
+    and the published artifact that stands for it."""
 
     stage: str  # the build stage's name
-    line: re.Pattern  # the line as the recipe writes it; group "out" is where the artifact goes
+    # the line as the recipe writes it (or the block of lines, from the clone to the wheel's move); group
+    # "out" is where the artifact goes
+    line: re.Pattern
     artifact: str  # the requirement to download, with the stage's build arguments: vllm==${VLLM_VERSION}
     why: str
     # where the script names the release it builds when no build argument does (group "version": the
     # artifact is pinned to it, so the stand-in is that release and not the index's newest)
     release: re.Pattern | None = None
+    kind: str = "device compile"
 
-    def pinned(self, script: str) -> str:
-        """The artifact, at the release the script names where it names one."""
+    def pinned(self, script: str, published: str = "") -> str:
+        """The artifact, at the release the script names where it names one, else at the release a resolve
+        reads in the build's place (`published`, the wheel's resolve_as) where that is this artifact."""
         found = self.release.search(script) if self.release else None
-        return f"{self.artifact}=={found['version']}" if found else self.artifact
+        if found:
+            return f"{self.artifact}=={found['version']}"
+        return published if published and _name(published) == _name(self.artifact) else self.artifact
 
-    def replace(self, script: str) -> tuple[str, bool]:
+    def replace(self, script: str, published: str = "") -> tuple[str, bool]:
         """The script with the line replaced by a download of the artifact (and whether it was there)."""
-        artifact = self.pinned(script)
+        artifact = self.pinned(script, published)
 
         def download(m: re.Match) -> str:
             return (f'python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
                     f"  {COMPILE_MARK}")
         new, n = self.line.subn(download, script)
         return new, bool(n)
+
+
+def _name(requirement: str) -> str:
+    found = re.match(r"[A-Za-z0-9._-]+", requirement)
+    return found[0].lower().replace("_", "-") if found else ""
+
+
+@functools.lru_cache(maxsize=None)
+def on_the_index(requirement: str) -> bool:
+    """Whether the package index has a release that meets `requirement` (one with a build argument in it
+    is taken as there: only the build knows its value); an index that does not answer has none."""
+    if "$" in requirement:
+        return True
+    try:
+        wanted = Requirement(requirement)
+        return any(wanted.specifier.contains(v, prereleases=True) for v in package_index.versions(wanted.name))
+    except (InvalidRequirement, InfrastructureError):
+        return False
 
 
 COMPILE_MARK = "# rehearsal: the published artifact stands for this compile"
@@ -78,6 +107,18 @@ DEVICE_COMPILES = (
                                               r"python3 -m build --wheel --no-isolation --outdir (?P<out>/workspace/lmcache)$", re.M),
                   "lmcache", "LMCache's kernels compile with nvcc or hipcc; the index's wheel of the release stands for them",
                   re.compile(r'--branch "v(?P<version>[^"$]+)"[^\n]*LMCache\.git')),
+    # builds whose source is on GitHub only, which the source mirror cannot serve: from the clone to the
+    # wheel's move, replaced by the index's release of the same version (Mooncake's tag) or the one a
+    # resolve reads in the build's place (vllm-omni's commits are not releases)
+    DeviceCompile("mooncake-build", re.compile(r"^[ \t]*git clone [^\n]*/kvcache-ai/Mooncake\.git[^\n]*\n(?:[^\n]*\n)*?"
+                                               r"[^\n]*\bmv mooncake-wheel/dist/\*\.whl (?P<out>/workspace/mooncake)/?[^\n]*$", re.M),
+                  "mooncake-transfer-engine", "Mooncake's source is on GitHub only and its transports (HIP, Ascend "
+                  "direct) build against the accelerator's toolkit; the index's wheel of the release (its TCP and RDMA "
+                  "build) stands for it", re.compile(r'--branch "v(?P<version>[^"$]+)"[^\n]*Mooncake\.git'), kind="source build"),
+    DeviceCompile("vllm-omni-build", re.compile(r"^[ \t]*git clone [^\n]*/vllm-project/vllm-omni\.git[^\n]*\n(?:[^\n]*\n)*?"
+                                                r"[^\n]*--outdir (?P<out>/workspace/vllm-omni)\b[^\n]*$", re.M),
+                  "vllm-omni", "vllm-omni's source at the commit upstream built is on GitHub only; the index's release "
+                  "that a resolve reads in its place stands for it", kind="source build"),
 )
 
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
@@ -148,15 +189,16 @@ def rewrite_args(stage: Stage, python: str) -> tuple[Arg, ...]:
     return tuple(Arg(a.name, python, a.required, a.doc) if a.name == "PYTHON_VERSION" else a for a in stage.args)
 
 
-def compile_substitutions(stage: Stage, run: Run) -> tuple[str, list[Substitution]]:
-    """A build step with its device compiles replaced."""
+def compile_substitutions(stage: Stage, run: Run, published: str = "") -> tuple[str, list[Substitution]]:
+    """A build step with its device compiles (and GitHub-only source builds) replaced, where the index has
+    the artifact; one it lacks keeps the build, which then ends "not fetchable here" or fails as written.
+    `published`: what a resolve reads in place of the stage's wheel (its resolve_as), where the plan says."""
     script, found = run.script, []
     for dc in DEVICE_COMPILES:
-        if stage.name == dc.stage:
-            artifact = dc.pinned(script)
-            script, hit = dc.replace(script)
-            if hit:
-                found.append(Substitution("device compile", f"{dc.stage}'s compile", f"the published {artifact}", dc.why))
+        if stage.name == dc.stage and dc.line.search(script) and on_the_index(artifact := dc.pinned(script, published)):
+            script, _ = dc.replace(script, published)
+            what = f"{dc.stage}'s compile" if dc.kind == "device compile" else f"{dc.stage}'s build from its source"
+            found.append(Substitution(dc.kind, what, f"the published {artifact}", dc.why))
     return script, found
 
 
