@@ -50,7 +50,7 @@ class DeviceCompile:
 
     stage: str  # the build stage's name
     # the line as the recipe writes it (or the block of lines, from the clone to the wheel's move); group
-    # "out" is where the artifact goes
+    # "out" is where the artifact goes, group "indent" (if any) the indent the download keeps
     line: re.Pattern
     artifact: str  # the requirement to download, with the stage's build arguments: vllm==${VLLM_VERSION}
     why: str
@@ -72,7 +72,8 @@ class DeviceCompile:
         artifact = self.pinned(script, published)
 
         def download(m: re.Match) -> str:
-            return (f'python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
+            indent = m.groupdict().get("indent") or ""
+            return (f'{indent}python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
                     f"  {COMPILE_MARK}")
         new, n = self.line.subn(download, script)
         return new, bool(n)
@@ -96,6 +97,12 @@ def on_the_index(requirement: str) -> bool:
         return False
 
 
+def _clone_to(repository: str, last: str) -> re.Pattern:
+    """The lines of a build from its GitHub clone through the line holding `last` (the wheel's move)."""
+    return re.compile(rf"^(?P<indent>[ \t]*)git clone [^\n]*/{re.escape(repository)}\.git[^\n]*\n(?:[^\n]*\n)*?"
+                      rf"[^\n]*{last}[^\n]*$", re.M)
+
+
 COMPILE_MARK = "# rehearsal: the published artifact stands for this compile"
 # What needs nvcc, hipcc or the Ascend compiler, and what stands for it.
 DEVICE_COMPILES = (
@@ -110,13 +117,13 @@ DEVICE_COMPILES = (
     # builds whose source is on GitHub only, which the source mirror cannot serve: from the clone to the
     # wheel's move, replaced by the index's release of the same version (Mooncake's tag) or the one a
     # resolve reads in the build's place (vllm-omni's commits are not releases)
-    DeviceCompile("mooncake-build", re.compile(r"^[ \t]*git clone [^\n]*/kvcache-ai/Mooncake\.git[^\n]*\n(?:[^\n]*\n)*?"
-                                               r"[^\n]*\bmv mooncake-wheel/dist/\*\.whl (?P<out>/workspace/mooncake)/?[^\n]*$", re.M),
+    DeviceCompile("mooncake-build",
+                  _clone_to("kvcache-ai/Mooncake", r"\bmv mooncake-wheel/dist/\*\.whl (?P<out>/workspace/mooncake)/?"),
                   "mooncake-transfer-engine", "Mooncake's source is on GitHub only and its transports (HIP, Ascend "
                   "direct) build against the accelerator's toolkit; the index's wheel of the release (its TCP and RDMA "
-                  "build) stands for it", re.compile(r'--branch "v(?P<version>[^"$]+)"[^\n]*Mooncake\.git'), kind="source build"),
-    DeviceCompile("vllm-omni-build", re.compile(r"^[ \t]*git clone [^\n]*/vllm-project/vllm-omni\.git[^\n]*\n(?:[^\n]*\n)*?"
-                                                r"[^\n]*--outdir (?P<out>/workspace/vllm-omni)\b[^\n]*$", re.M),
+                  "build) stands for it", re.compile(r'--branch "v(?P<version>[^"$]+)"[^\n]*Mooncake\.git'),
+                  kind="source build"),
+    DeviceCompile("vllm-omni-build", _clone_to("vllm-project/vllm-omni", r"--outdir (?P<out>/workspace/vllm-omni)\b"),
                   "vllm-omni", "vllm-omni's source at the commit upstream built is on GitHub only; the index's release "
                   "that a resolve reads in its place stands for it", kind="source build"),
 )
