@@ -132,6 +132,12 @@ def test_a_layered_cann_vllm_row_builds_mooncake_and_omni_on_the_vllm_ascend_ima
         assert packages["vllm-omni"].resolve_as == f"vllm-omni<={minor}.0" and {"onnxruntime-cann", "sox"} <= set(packages)
     shipped = {c.name: c.version for c in declared(leaf)}
     assert shipped.get("mooncake") == mooncake and shipped.get("vllm-omni") == omni
+    # the vllm command sources CANN's environment, as on the compiled rows: after every install (which
+    # would rewrite the entry point) and before the patches; found missing by rehearsing the 910B row
+    runs = [s for s in leaf.steps if isinstance(s, Run)]
+    (w,) = [i for i, s in enumerate(runs) if s.title == "the vllm command sources CANN's environment and preloads jemalloc"]
+    assert all(not s.requirements for s in runs[w + 1:]) and runs[w - 1].requirements
+    assert 'real="$(command -v vllm)"' in runs[w].script and "set_env.sh" in runs[w].script
 
 
 def _rehearsed_builds(project, tag: str, platform: str) -> tuple[dict[str, str], list]:

@@ -124,7 +124,7 @@ OFFICIAL = Official(
     HERE, compiled={"vllm": ">=0.9.1,<=0.14.1", "sglang": ">=0.5.1,<=0.5.8"},
     images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.48.0",
     env={"vllm": {**NPU_ENV, "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES": "1"}, "sglang": NPU_ENV},
-    builds={"vllm": lambda t, runtime: connectors(t, runtime)})
+    builds={"vllm": lambda t, runtime: connectors(t, runtime)}, wrappers={"vllm": lambda b: vllm_wrapper(b)})
 
 
 def base(t: Target, platform: str) -> Stage:
@@ -240,8 +240,17 @@ def vllm(t: Target, runtime: Stage) -> Stage:
                                title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
             mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
     b.component(python("ray", ray, imports=("ray",)))
-    b.run(f"""
-        real="$(python3 -c 'import sys; print(sys.base_prefix)')/bin/vllm"
+    vllm_wrapper(b)
+    vllm_patches(b, t, HERE, omni=bool(omni))
+    return finish(b, t, PATH=f"{BISHENG_PATH}:${{PATH}}", **NPU_ENV, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES="1")
+
+
+def vllm_wrapper(b: StageBuilder) -> StageBuilder:
+    """The `vllm` command replaced by a wrapper that sources CANN's environment and preloads jemalloc, then
+    runs the real one (`vllm_`), on the compiled rows and the vllm-ascend image alike (a container GPUStack
+    starts runs `vllm` with no login shell to source it)."""
+    return b.run(f"""
+        real="$(command -v vllm)"
         mv "$real" "${{real}}_"
         libs="$(python3 -c 'import sys; print(sys.base_prefix)')"
         # shellcheck disable=SC2016  # the wrapper's own variables expand when it runs, not in the build
@@ -251,8 +260,6 @@ def vllm(t: Target, runtime: Stage) -> Stage:
             'exec "${{BASH_SOURCE[0]}}_" "$@"' > "$real"
         chmod +x "$real"
         """, title="the vllm command sources CANN's environment and preloads jemalloc")
-    vllm_patches(b, t, HERE, omni=bool(omni))
-    return finish(b, t, PATH=f"{BISHENG_PATH}:${{PATH}}", **NPU_ENV, RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES="1")
 
 
 def mindie(t: Target, runtime: Stage) -> Stage:

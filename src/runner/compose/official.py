@@ -29,7 +29,7 @@ from runner.compose.components import Component, python
 from runner.compose.kit import (OTEL_BETAS, BuiltWheels, add_patches, finish, install, install_built, service_builder,
                                 shows_version, site_packages)
 from runner.compose.requirements import Requirements, pkg
-from runner.compose.stages import Stage, base_stage
+from runner.compose.stages import Stage, StageBuilder, base_stage
 from runner.model.errors import UserError, Where
 from runner.model.marked_yaml import load_marked_file
 from runner.model.targets import Target
@@ -61,6 +61,9 @@ class Official:
     # service -> what a row builds on the official image (build stages on its runtime stage, which has the
     # image's torch and compilers), installed in one step after Ray; empty where the row builds nothing
     builds: Mapping[str, Callable[[Target, Stage], Sequence[BuiltWheels]]] = field(default_factory=dict)
+    # service -> the steps that wrap the image's commands (sourcing the toolkit's environment, say), run
+    # after every install and before the patches, as on the compiled rows
+    wrappers: Mapping[str, Callable[[StageBuilder], StageBuilder]] = field(default_factory=dict)
 
     def layers(self, t: Target) -> bool:
         """Whether this row starts from the service's official image."""
@@ -112,6 +115,8 @@ class Official:
         if name in self.adds and (added := self.adds[name](t)) is not None:
             install(b, t, added[0])
             b.component(*added[1])
+        if name in self.wrappers:
+            self.wrappers[name](b)
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(name,)), *components)
         return finish(b, t, **self.env.get(name, {}))

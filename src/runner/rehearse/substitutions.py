@@ -125,7 +125,8 @@ DEVICE_COMPILES = (
                   kind="source build"),
     DeviceCompile("vllm-omni-build", _clone_to("vllm-project/vllm-omni", r"--outdir (?P<out>/workspace/vllm-omni)\b"),
                   "vllm-omni", "vllm-omni's source at the commit upstream built is on GitHub only; the index's release "
-                  "that a resolve reads in its place stands for it", kind="source build"),
+                  "that a resolve reads in its place stands for it (its wheel still requires the CUDA-only fa3-fwd "
+                  "that the recipe's sed drops from the source, so the install brings that too)", kind="source build"),
 )
 
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
@@ -324,7 +325,9 @@ OFFICIAL_CANNOT_CARRY = {
     "rocm": ("ROCm and its libraries (/opt/rocm)", "the image's ROCm build of the service and of torch "
              "(the index's wheels are the CUDA builds of the same releases)"),
     "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
-             "(the index's wheels are the CUDA builds of the same releases)"),
+             "(the index's wheels are the CUDA builds of the same releases)",
+             "the transformers release the plugin pins (vllm-ascend 0.20.2rc1: ==5.5.3; the stand-in has the one "
+             "vLLM alone resolves to, which a later install may move: pip-check then says so)"),
 }
 # vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
 # installed over the wheel, which the index's wheel alone does not bring
