@@ -281,12 +281,14 @@ class OfficialStandin:
 
     @property
     def requirement(self) -> str:
-        return f"{self.service}=={self.version}"
+        extra = VENDOR_EXTRAS.get(self.service, "") if self.vendor else ""
+        return f"{self.service}{extra}=={self.version}"
 
     @property
     def also(self) -> tuple[str, ...]:
-        """What the official image holds besides the service that the stand-in installs with it."""
-        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ())
+        """What the official image holds besides the service that the stand-in installs with it (a vendor
+        image: its torch, which a service's wheel may not require)."""
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
 
     @property
     def leaves_out(self) -> dict[str, str]:
@@ -336,6 +338,10 @@ OFFICIAL_SERVICE_CANNOT_CARRY = {
 }
 # What the stand-in installs with the service because the official image has it too, from the index:
 # LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
+# A vendor image is the service's whole runtime: SGLang before 0.5.5 keeps that (torch among it) in its srt
+# extra, which a later release no longer declares (uv then warns and installs the release alone); found by
+# rehearsing musa4.3-sglang0.5.2, whose stand-in had no torch
+VENDOR_EXTRAS = {"sglang": "[srt]"}
 OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
