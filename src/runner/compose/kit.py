@@ -23,6 +23,7 @@ from runner.compose.components import Component, native, python
 from runner.compose.requirements import Package, Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download
+from runner.compose.commands import consumer_commands
 from runner.compose.stages import Cache, Mount, Stage, StageBuilder, StageKind
 from runner.model.targets import Target
 
@@ -299,7 +300,9 @@ def service_builder(t: Target, parent: Stage, *, name: str | None = None, kind: 
 
 
 def finish(b: StageBuilder, t: Target, **env: str) -> Stage:
-    """Close a service stage the way every image ends: its environment, WORKDIR / and tini."""
+    """Close a service stage the way every image ends: the commands GPUStack runs that the release
+    lacks, its environment, WORKDIR / and tini."""
+    consumer_commands(b, t)
     b.env(UV_SKIP_WHEEL_FILENAME_CHECK="1", **{f"{t.service.upper()}_VERSION": t.service_version,
                                                f"{t.backend.upper()}_ARCHS": " ".join(t.archs)}, **env)
     b.workdir("/")
