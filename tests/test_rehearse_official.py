@@ -225,3 +225,37 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
     assert subs[0].what == leaf.chain()[0].image and "torch 2.13.0" in subs[0].by
     assert "cannot carry: the vendor's toolkit" in subs[0].why
     shutil.rmtree(r.workdir)
+
+
+def test_sglangs_intercept_reads_the_launcher_run_as_a_module(tmp_path):
+    """SGLang before 0.5.5 starts as `python3 -m sglang.launch_server` (runner.compose.commands): runpy
+    asks the hook's loader for the module's code, which failed every start of the rehearsed
+    musa4.3-sglang0.5.2 ('Loader' object has no attribute 'get_code'). The launcher's own layout (0.5.2):
+    it imports launch_server from the server module by name and calls it under __main__."""
+    import json
+    import subprocess
+    import sys
+
+    from runner.verify import probes
+
+    hooks = str(Path(probes.__file__).parent / "consumer_hooks")
+    pkg = tmp_path / "sglang"
+    (pkg / "srt" / "entrypoints").mkdir(parents=True)
+    for init in (pkg, pkg / "srt", pkg / "srt" / "entrypoints"):
+        (init / "__init__.py").write_text("")
+    (pkg / "srt" / "entrypoints" / "http_server.py").write_text(
+        "import dataclasses\n@dataclasses.dataclass\nclass ServerArgs:\n    model_path: str\n"
+        "def launch_server(server_args):\n    raise SystemExit('the server started: the hook did not see it')\n")
+    (pkg / "launch_server.py").write_text(
+        "import argparse, sys\nfrom sglang.srt.entrypoints.http_server import ServerArgs, launch_server\n"
+        "if __name__ == '__main__':\n    parser = argparse.ArgumentParser()\n    parser.add_argument('--model-path')\n"
+        "    launch_server(ServerArgs(parser.parse_args(sys.argv[1:]).model_path))\n")
+    (tmp_path / "sitecustomize.py").write_text(f"import sys; sys.path.insert(0, {hooks!r})\n"
+                                               "import runner_intercept; runner_intercept.install()\n")
+    result = tmp_path / "result.json"
+    env = {"PYTHONPATH": str(tmp_path), "RUNNER_INTERCEPT": "sglang", "RUNNER_INTERCEPT_RESULT": str(result)}
+    done = subprocess.run([sys.executable, "-m", "sglang.launch_server", "--model-path", "/models/model"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(result.read_text())
+    assert got["problem"] == "" and got["values"]["model_path"] == "/models/model", got

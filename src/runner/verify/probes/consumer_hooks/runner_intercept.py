@@ -16,7 +16,9 @@ import sys
 WATCH = {
     "vllm": ("vllm.entrypoints.cli.serve", "vllm_omni.entrypoints.cli.serve"),
     "ray": ("ray.scripts.scripts",),
-    "sglang": ("sglang.launch_server",),
+    # the launcher module that `sglang serve` calls, and the server it starts, which the launcher run as
+    # `python3 -m sglang.launch_server` (SGLang before 0.5.5, runner.compose.commands) imports by name
+    "sglang": ("sglang.launch_server", "sglang.srt.entrypoints.http_server"),
     "voxbox": ("vox_box.cmd.start",),
 }
 PARSERS = []  # every argparse parser the program built since reset()
@@ -120,7 +122,10 @@ def patch(program, module):
     elif program == "ray":
         module.start.callback = ray_start
     elif program == "sglang":
-        module.run_server = sglang_run_server
+        if module.__name__ == "sglang.launch_server":
+            module.run_server = sglang_run_server
+        else:
+            module.launch_server = sglang_run_server
     elif program == "voxbox":
         module.run_model_instance = voxbox_model
 
@@ -135,6 +140,11 @@ class Loader(importlib.abc.Loader):
     def exec_module(self, module):
         self.inner.exec_module(module)
         patch(self.program, module)
+
+    def get_code(self, name):
+        # `python3 -m` runs a watched module's code as __main__ (runpy asks for it), unpatched: what it
+        # imports is watched instead
+        return self.inner.get_code(name)
 
 
 class Finder(importlib.abc.MetaPathFinder):
