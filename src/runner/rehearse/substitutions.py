@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
+from runner.compose.requirements import canonical
 from runner.compose.stages import Arg, Run, Stage
 from runner.model.errors import InfrastructureError, UserError
 from runner.verify import package_index
@@ -80,8 +81,10 @@ class DeviceCompile:
 
 
 def _name(requirement: str) -> str:
+    """The project a requirement names, compared as indexes compare names (it may hold ${ARGS}, which
+    packaging does not parse)."""
     found = re.match(r"[A-Za-z0-9._-]+", requirement)
-    return found[0].lower().replace("_", "-") if found else ""
+    return canonical(found[0]) if found else ""
 
 
 @functools.lru_cache(maxsize=None)
