@@ -11,7 +11,7 @@ from tests.e2e import infra
 
 
 @pytest.fixture(scope="session")
-def e2e():
+def e2e(request):
     missing = infra.missing_tools()
     if os.geteuid() != 0:
         missing.append("root (dockerd must run as root)")
@@ -28,6 +28,7 @@ def e2e():
     previous = signal.signal(signal.SIGTERM, _interrupt)
     env = infra.start()
     try:
+        _prefetch_standins(request.session, env)
         yield env
     finally:
         infra.stop(env)
@@ -47,6 +48,21 @@ def two_daemons(e2e):
             infra.stop(second)
     finally:
         infra.stop(first)
+
+
+def _prefetch_standins(session: pytest.Session, env: infra.Environment) -> None:
+    """Start downloading the wheels of the stand-ins the session's real-service tests will build, in
+    the order they run, while the tests before them use the daemon: their modules say which
+    (planned_standins), and the build of each waits for its own set."""
+    from tests.conftest import ROOT
+    from runner.compose.project import _validate
+    from tests.e2e import standin
+
+    modules = list(dict.fromkeys(m for m in (getattr(item, "module", None) for item in session.items)
+                                 if hasattr(m, "planned_standins")))
+    if modules:
+        project = _validate(ROOT / "matrix.yaml", ROOT / "pack")
+        standin.prefetch(env, [s for module in modules for s in module.planned_standins(project)])
 
 
 def _interrupt(signum, frame):

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,12 +48,8 @@ class Standin:
     # driver function the installed libraries ask for, each answering "no device"
     driver_stub: bool = False
     # dependencies of the service the index cannot install here, left out of the set (an override that
-    # never applies, as the rehearsal's official stand-in does); the set then installs as resolved,
-    # without pip resolving it again, and `pip check` names exactly these as missing
+    # never applies, as the rehearsal's official stand-in does); `pip check` then names exactly these
     leave_out: tuple[str, ...] = ()
-    # install the set exactly as uv resolved it (pip's resolver, given a wheelhouse holding several
-    # releases of a package from other sets, need not pick the same)
-    as_resolved: bool = False
 
     @property
     def image(self) -> str:
@@ -94,7 +91,34 @@ def rootfs() -> Path:
     return tar
 
 
+# One preparation of the wheelhouse at a time: the prefetch's and a test's share its files
+_PREPARING = threading.RLock()
+
+
+def prefetch(e: infra.Environment, standins: list[Standin]) -> threading.Thread:
+    """Resolve and download the stand-ins' wheel sets in the background, in the order given, while the
+    session's other tests keep the daemon busy (the downloads wait on the network, not on the cores).
+    A test that needs a set waits for it; a set the prefetch could not make, its test makes again."""
+    def run() -> None:
+        for standin in standins:
+            try:
+                wheelhouse(e, standin)
+            except Exception as error:  # said here; the test that needs the set tries again and fails as itself
+                print(f"[standin] prefetch of {standin.name} stopped: {str(error)[-500:]}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=run, name="standin-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
 def wheelhouse(e: infra.Environment, standin: Standin) -> tuple[Path, str]:
+    """The stand-in's wheel set, made once (see _wheelhouse), by the prefetch or here."""
+    with _PREPARING:
+        ensure_base(e)
+        return _wheelhouse(e, standin)
+
+
+def _wheelhouse(e: infra.Environment, standin: Standin) -> tuple[Path, str]:
     """One folder of wheels on this machine that every stand-in installs from. Each stand-in's set is
     resolved by uv for the stand-in's python and glibc (pip's own resolver backtracks for many minutes
     on vLLM's set), then pip downloads exactly those pins inside the base; an sdist is built into a
@@ -163,6 +187,11 @@ def recipe_env(project, target: str, platform: str = "linux/amd64") -> dict[str,
 
 def ensure_base(e: infra.Environment) -> str:
     """The Debian base on the test daemon (imported from the cached root file system once)."""
+    with _PREPARING:
+        return _ensure_base(e)
+
+
+def _ensure_base(e: infra.Environment) -> str:
     if e.docker("image", "inspect", BASE, check=False).returncode != 0:
         ctx = e.root / "standin-base"
         ctx.mkdir(exist_ok=True)
@@ -174,32 +203,41 @@ def ensure_base(e: infra.Environment) -> str:
 
 def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
     """Build the stand-in image on the test daemon; returns its reference (remove it with `remove`)."""
-    ensure_base(e)
-    wheels, pins = wheelhouse(e, standin)
+    from runner.verify.resolver import find_uv
+
+    wheels, pins = wheelhouse(e, standin)  # the base too
     port = _stable_port(wheels)
     server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(wheels),
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    install = (f"python3 -m pip install --no-cache-dir --no-index --find-links http://127.0.0.1:{port}/ ")
+    # uv installs (unpacks and compiles the bytecode of) the wheels on every core, where pip took minutes
+    # for one torch set; it is the host's uv, bound into each RUN from the build context, not a layer
+    uv = "--mount=type=bind,source=uv,target=/usr/local/bin/uv UV_NO_CACHE=1 "
+    install = f"RUN {uv}uv pip install --system --compile-bytecode --no-index --find-links http://127.0.0.1:{port}/ "
     try:
         infra.wait_for(lambda: infra.port_open(port), "the wheelhouse")
+        ctx = e.root / f"standin-{standin.name}"
+        ctx.mkdir(exist_ok=True)
+        shutil.copy(find_uv(), ctx / "uv")
+        shutil.copy(wheels / pins, ctx / "pins.txt")
         lines = [f"FROM {BASE}", "RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED"]
         if standin.torch:  # the same layer for every stand-in on this torch
-            lines.append(f"RUN {install}" + " ".join(torch_set(standin.torch)))
-        if standin.leave_out or standin.as_resolved:  # what it leaves out, pip would ask for again
-            lines.append(f"RUN {install}--no-deps -r http://127.0.0.1:{port}/{pins}")
-        else:
-            lines.append(f"RUN {install}" + " ".join(json.dumps(r) for r in standin.requirements))
+            lines.append(install + " ".join(torch_set(standin.torch)))
+        # exactly the set as uv resolved it for this stand-in (the wheelhouse holds other sets' releases
+        # too), without what it leaves out, which a resolve would ask for again
+        lines.append(f"RUN --mount=type=bind,source=pins.txt,target=/tmp/pins.txt {install.removeprefix('RUN ')}"
+                     "--no-deps -r /tmp/pins.txt")
         if standin.later:
-            lines.append(f"RUN {install}--force-reinstall --no-deps " + " ".join(json.dumps(r) for r in standin.later))
+            lines.append(f"{install}--reinstall --no-deps " + " ".join(json.dumps(r) for r in standin.later))
         if standin.driver_stub:
             lines.append("RUN " + DRIVER_STUB.strip().replace("\n", " && \\\n    "))
         lines += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(env.items()) if k != "PATH"]
         lines.append('ENTRYPOINT ["tini", "--"]')
-        ctx = e.root / f"standin-{standin.name}"
-        ctx.mkdir(exist_ok=True)
         (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
-        with timed(f"build the {standin.name} stand-in"):
-            e.docker("build", "--network", "host", "-t", standin.image, str(ctx))
+        with timed(f"build the {standin.name} stand-in"):  # BuildKit: the RUN lines bind uv and the pins
+            done = subprocess.run([infra.DOCKER, "build", "--network", "host", "--progress", "plain", "-t", standin.image,
+                                   str(ctx)], env={**e.env(), "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the {standin.name} stand-in did not build: {(done.stdout + done.stderr)[-3000:]}")
     finally:
         server.terminate()
         server.wait()

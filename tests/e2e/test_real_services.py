@@ -282,6 +282,11 @@ VOXBOX = standin.Standin("voxbox", "cuda12.8-voxbox0.0.21",
                          torch="2.7.1", build_constraints=("setuptools<81",))
 
 
+def planned_standins(project) -> list[standin.Standin]:
+    """The stand-ins this module builds, in the order it builds them (the session prefetches their wheels)."""
+    return [VLLM, SGLANG, VOXBOX]
+
+
 @pytest.mark.realservice_extra
 @pytest.mark.parametrize("service", [SGLANG, VOXBOX], ids=lambda s: s.name)
 def test_the_sglang_and_voxbox_specs_pass_on_the_real_services(e2e, project, service):

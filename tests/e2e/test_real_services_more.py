@@ -39,13 +39,17 @@ def _newest_standin(project, service: str) -> standin.Standin:
     tag = _newest(project, service)
     version = project.target(tag).service_version
     if service == "vllm":
-        return standin.Standin("vllm-newest", tag, (f"vllm=={version}", "lmcache>=0.3.9", *_layered_adds(project, "cuda")),
-                               as_resolved=True)
+        return standin.Standin("vllm-newest", tag, (f"vllm=={version}", "lmcache>=0.3.9", *_layered_adds(project, "cuda")))
     # SGLang pins a beta of flash-attn-4 (named here, so the resolver takes it) and one of cuda-tile,
     # which the index has only as an sdist that needs the CUDA toolkit to build: left out, pip check names it
     return standin.Standin("sglang-newest", tag, (f"sglang=={version}", "flash-attn-4>=4.0.0b18",
                                                    *_layered_adds(project, "cuda")),
                            driver_stub=True, leave_out=("cuda-tile",))
+
+
+def planned_standins(project) -> list[standin.Standin]:
+    """The stand-ins this module builds, in the order it builds them (the session prefetches their wheels)."""
+    return [_newest_standin(project, service) for service in ("vllm", "sglang")]
 
 
 @pytest.mark.parametrize("service", ["vllm", "sglang"])
