@@ -31,12 +31,13 @@ SELECTIONS = (
 
 @pytest.mark.parametrize("selection", SELECTIONS, ids=range(len(SELECTIONS)))
 def test_the_selection_reaches_the_cli_as_the_same_selection(selection):
-    argv = rehearse_argv(selection, everything=False, keep=True, form="json")
+    argv = rehearse_argv(selection, everything=False, keep=True, form="json", cover=bool(selection.service))
     a = build_parser().parse_args(argv)
     again = selection_of(a.backend, a.backend_version, a.variant, a.service, a.service_version, a.platform,
                          a.include_deprecated, backend_version_prefix=a.backend_version_prefix,
                          service_version_prefix=a.service_version_prefix, select=a.select, skip=a.skip)
     assert again == selection and a.keep and a.format == "json" and not a.all
+    assert a.cover == bool(selection.service)
 
 
 def test_the_container_installs_what_setup_sh_installs_for_a_rehearsal():

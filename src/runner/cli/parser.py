@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="rehearse the whole selection (without filters: the whole matrix); default without filters: "
                         f"{DEFAULT_TARGET} on {DEFAULT_PLATFORM}, a small real target")
+    p.add_argument("--cover", action="store_true",
+                   help="rehearse only the fewest target-platforms of the selection (without filters: the matrix) that "
+                        "together run every distinct recipe script, amd64 first")
 
     p = _command(sub, "job", "runner.cli.jobs:job",
                  "run one CI job of `runner plan --ci`: build its stage from the build cache and push it there; "

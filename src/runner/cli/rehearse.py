@@ -25,7 +25,7 @@ def rehearse(a: argparse.Namespace) -> int:
 
 def _selection(a: argparse.Namespace):
     """The selected targets; with no filter and no --all, the default target on its platform."""
-    if a.all or any(getattr(a, f) for f in FILTERS):
+    if a.all or a.cover or any(getattr(a, f) for f in FILTERS):
         return selected_targets(a)
     project, targets = selected_targets(a)
     default = [t for t in targets if t.tag == DEFAULT_TARGET]
@@ -49,7 +49,7 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
 
     release = Release(project, targets=targets, report=a.report)
     result = await release.rehearse(a.platform or "", a.keep, progress,
-                                    lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
+                                    lambda line: print(f"runner: {line}", file=sys.stderr, flush=True), a.cover)
     if a.format == "json":
         print(json.dumps(result, indent=1))
     else:

@@ -41,14 +41,14 @@ RunnerCheckout = Annotated[
 ]
 
 
-def rehearse_argv(selection: Selection, everything: bool, keep: bool, form: str) -> list[str]:
+def rehearse_argv(selection: Selection, everything: bool, keep: bool, form: str, cover: bool = False) -> list[str]:
     """The `runner rehearse` arguments of a selection, by the CLI's own option names."""
     argv = ["rehearse", "--format", form]
     for name in FILTERS:
         if value := getattr(selection, name):
             argv += ["--" + name.replace("_", "-"), value]
     argv += ["--include-deprecated"] * selection.include_deprecated + ["--all"] * everything + ["--keep"] * keep
-    return argv
+    return argv + ["--cover"] * cover
 
 
 def rehearsal_container(project: dagger.Directory) -> dagger.Container:
@@ -79,6 +79,8 @@ class RehearseFunction:
                                  "target, as `runner rehearse`")] = False,
         keep: Annotated[bool, Doc("keep the images and build cache the rehearsal made (in its cache volume)")] = False,
         format: Annotated[str, Doc("table, or json: the whole report")] = "table",
+        cover: Annotated[bool, Doc("only the fewest target-platforms of the selection that together run every "
+                                   "distinct recipe script, amd64 first")] = False,
     ) -> str:
         """Build the selected images as the release would, with the declared substitutions, and smoke-test them.
 
@@ -86,7 +88,7 @@ class RehearseFunction:
         capabilities); returns its report, and fails with it when an image did not pass."""
         if format not in ("table", "json"):
             raise Failed(f"format {format!r} is not one of: table, json")
-        argv = rehearse_argv(selection_from_json(self.selection), all, keep, format)
+        argv = rehearse_argv(selection_from_json(self.selection), all, keep, format, cover)
         run = (rehearsal_container(checkout.with_directory("/", self.source))
                .with_env_variable("RUNNER_REHEARSAL_ASKED", str(time.time()))  # a rehearsal is never an engine cache hit
                .with_exec([RUNNER, *argv], insecure_root_capabilities=True,

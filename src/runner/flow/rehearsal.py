@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from runner.flow.daemon import require_engine
+from runner.rehearse.cover import cover_targets
 from runner.rehearse.run import Rehearsed, rehearse as run
 from runner.rehearse.standin import rootfs_path
 from runner.release.provenance import build_info
@@ -17,12 +18,16 @@ if TYPE_CHECKING:
 
 
 async def rehearse(release: Release, platform: str, keep: bool, progress: Callable[[Rehearsed], None],
-                   say: Callable[[str], None]) -> dict:
-    """Rehearse the release's targets (on `platform` only, when given); the rehearsal report, also
-    written to the release's report file."""
+                   say: Callable[[str], None], cover: bool = False) -> dict:
+    """Rehearse the release's targets (on `platform` only, when given; with `cover`, only the fewest of
+    them that run every distinct recipe script); the rehearsal report, also written to the release's
+    report file."""
     targets = [t for t in release.targets if not platform or platform in t.platforms]
     if platform:
         targets = [replace(t, platforms=(platform,)) for t in targets]
+    if cover:
+        targets, chosen = cover_targets(targets, release.project.recipes)
+        say(chosen.describe())
     await require_engine()  # no engine is said alone, before anything is made
     for p in sorted({p for t in targets for p in t.platforms}):
         if p in ("linux/amd64", "linux/arm64") and not rootfs_path(p).exists():

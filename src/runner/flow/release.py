@@ -85,11 +85,11 @@ class Release:
 
         return await local.job(self, key, o)
 
-    async def rehearse(self, platform: str, keep: bool, progress, say) -> dict:
+    async def rehearse(self, platform: str, keep: bool, progress, say, cover: bool = False) -> dict:
         """Build the selection here as the release would, with the declared substitutions; the report."""
         from runner.flow import rehearsal
 
-        return await rehearsal.rehearse(self, platform, keep, progress, say)
+        return await rehearsal.rehearse(self, platform, keep, progress, say, cover)
 
     # the registry steps (the registry client loads when one starts)
 

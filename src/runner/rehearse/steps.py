@@ -4,6 +4,7 @@ serve), substituted (a declared device compile replaced), or not run (an earlier
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -12,6 +13,12 @@ from runner.rehearse.rewrite import NOT_FETCHABLE
 _HEADER = re.compile(r"^#(\d+) \[([a-z0-9._-]+) (\d+)/\d+\] RUN ")
 _OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
 _END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
+
+
+def script_id(script: str) -> str:
+    """A short name for a recipe script as the recipe writes it: reports of separate rehearsals name the
+    same script alike, so their coverage adds up (bench/rehearse_all.py --tally)."""
+    return hashlib.sha256(script.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -26,7 +33,8 @@ class StepResult:
     starved: list[str] = field(default_factory=list)  # a failed step's mounted inputs that were not fetchable here
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "title": self.title, "status": self.status, "cached": self.cached,
+        return {"stage": self.stage, "title": self.title, "script": script_id(self.key) if self.key else "",
+                "status": self.status, "cached": self.cached,
                 "urls": self.urls, "output": self.output[-3000:] if self.status == "failed" else "",
                 "starved": self.starved}
 
