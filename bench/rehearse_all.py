@@ -3,9 +3,10 @@ platform, its verdict and the reason, then the distinct-script coverage: the fig
 
 Needs root, a running daemon (DOCKER_HOST) and debootstrap; it takes hours and tens of GB for the whole
 matrix (every image's downloads); `--cover` rehearses only the fewest target-platforms that run every
-distinct recipe script. Every report is kept in ~/.cache/runner-bench/rehearsals, and
+distinct recipe script, one at a time, the largest gain first. Every report is kept in
+~/.cache/runner-bench/rehearsals, and
 
-    python bench/rehearse_all.py [runner rehearse filters...]
+    python bench/rehearse_all.py [--cover] [runner rehearse filters...]
     python bench/rehearse_all.py --tally [--matrix M]
 
 adds the kept reports up against a matrix's plan: each target-platform's latest verdict, and for one
@@ -41,9 +42,30 @@ def reason(image: dict) -> str:
     return why
 
 
+def one_by_one(argv: list[str]) -> int:
+    """--cover: the cover's target-platforms one at a time, the largest gain of scripts first, each with a
+    kept report of its own (a bench stopped half-way keeps what it finished), then the tally."""
+    from dataclasses import replace
+
+    from runner.cli.parser import build_parser
+    from runner.cli.rehearse import _selection
+    from runner.rehearse.cover import cover_targets
+
+    a = build_parser().parse_args(["rehearse", *argv])
+    project, targets = _selection(a)
+    if a.platform:
+        targets = [replace(t, platforms=(a.platform,)) for t in targets if a.platform in t.platforms]
+    _, found = cover_targets(targets, project.recipes)
+    print(found.describe(), flush=True)
+    matrix = ["--matrix", str(a.matrix)] if a.matrix else []
+    for leaf, _ in found.chosen:
+        rehearse([*matrix, "--include-deprecated", "--select", leaf.target.tag, "--platform", leaf.platform])
+    return tally(matrix)
+
+
 def rehearse(argv: list[str]) -> int:
     KEPT.mkdir(parents=True, exist_ok=True)
-    report = KEPT / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
+    report = KEPT / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + ".json")
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--report", str(report), *(argv or ["--all"])], text=True)
     elapsed = time.monotonic() - start
@@ -106,4 +128,6 @@ def tally(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    sys.exit(tally([a for a in args if a != "--tally"]) if "--tally" in args else rehearse(args))
+    if "--tally" in args:
+        sys.exit(tally([a for a in args if a != "--tally"]))
+    sys.exit(one_by_one([a for a in args if a != "--cover"]) if "--cover" in args else rehearse(args))
