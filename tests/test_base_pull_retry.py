@@ -37,7 +37,10 @@ class _Docker:
 
 def _build(docker: _Docker, tmp_path) -> DockerBuilder:
     builder = DockerBuilder(docker, {}, push_attempts=3)  # type: ignore[arg-type]
-    anyio.run(builder._docker_build, tmp_path, "x", base_stage(CACHE, "linux/amd64"), "runner-build/x:1")
+    try:
+        anyio.run(builder._docker_build, tmp_path, "x", base_stage(CACHE, "linux/amd64"), "runner-build/x:1")
+    finally:
+        builder.close()  # its work folder; what the test reads stays on the object
     return builder
 
 

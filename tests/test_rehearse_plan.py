@@ -4,6 +4,8 @@ the wrapper, base stages become what the rehearsal chose, and BuildKit's progres
 
 from __future__ import annotations
 
+import shutil
+
 from runner.compose.project import load_project
 from runner.compose.stages import Run
 from runner.rehearse import steps
@@ -167,6 +169,7 @@ def test_a_stand_in_that_cannot_be_built_is_that_images_verdict_with_the_steps_o
         result = asyncio.run(r.one(leaf, builder=None))
     finally:
         r.mirror.stop()
+        shutil.rmtree(r.workdir, ignore_errors=True)
     assert isinstance(result, Rehearsed) and result.verdict == "stand-in not built"
     assert "No space left on device" in result.as_dict()["error"] and not result.steps
 

@@ -42,12 +42,12 @@ class SupplyChain:
         from runner.release.signing import Trust
         from runner.release.verification import verify_image
 
-        folder = Path(tempfile.mkdtemp(prefix="runner-keys-"))
-        paths = []
-        for n, f in enumerate(key or []):
-            paths.append(folder / f"key{n}.pem")
-            paths[-1].write_text(await f.contents())
-        trust = Trust.from_args(paths, identity, issuer)
+        with tempfile.TemporaryDirectory(prefix="runner-keys-") as folder:  # read once, then removed
+            paths = []
+            for n, f in enumerate(key or []):
+                paths.append(Path(folder) / f"key{n}.pem")
+                paths[-1].write_text(await f.contents())
+            trust = Trust.from_args(paths, identity, issuer)
         out = []
         for ref in images:
             host, repo, tag = split_reference(ref)
