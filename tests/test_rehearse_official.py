@@ -259,3 +259,59 @@ def test_sglangs_intercept_reads_the_launcher_run_as_a_module(tmp_path):
     assert done.returncode == 0, done.stderr
     got = json.loads(result.read_text())
     assert got["problem"] == "" and got["values"]["model_path"] == "/models/model", got
+
+
+def test_a_vendor_folder_the_index_publishes_is_carried_from_its_sdist_at_the_images_release(project, tmp_path,
+                                                                                              monkeypatch):
+    """ROCm's /opt/rocm/share/amd_smi is AMD's `amdsmi`, on the index at ROCm's releases: the stand-in carries
+    that sdist, unpacked, so the runtime's install of it runs as written; a release the index lacks is said."""
+    import tarfile
+
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(b"")
+    monkeypatch.setattr(standin, "rootfs", lambda platform: rootfs)
+    sdist = tmp_path / "amdsmi-7.0.2.tar.gz"
+    (tmp_path / "src" / "amdsmi-7.0.2" / "amdsmi").mkdir(parents=True)
+    (tmp_path / "src" / "amdsmi-7.0.2" / "pyproject.toml").write_text("[project]\nname = 'amdsmi'\n")
+    (tmp_path / "src" / "amdsmi-7.0.2" / "amdsmi" / "__init__.py").write_text("")
+    with tarfile.open(sdist, "w:gz") as out:
+        out.add(tmp_path / "src" / "amdsmi-7.0.2", arcname="amdsmi-7.0.2")
+    seen = []
+
+    class Recording(_Docker):
+        async def run(self, *args, check=True, timeout=None):
+            if args[0] == "build":  # what the build context holds when the build runs
+                ctx = Path(args[-1])
+                seen.append(((ctx / "Dockerfile").read_text(),
+                             sorted(str(p.relative_to(ctx / "index")) for p in (ctx / "index").rglob("*"))))
+            return await super().run(*args, check=check, timeout=timeout)
+
+    r = run.Rehearsal(project, Recording())
+    asked = []
+
+    def sdist_of(name: str, version: str) -> Path:
+        asked.append((name, version))
+        if version == "7.0.2":
+            return sdist
+        raise LookupError(f"the index has no sdist of {name} {version}")
+    monkeypatch.setattr(r.mirror.upstreams, "sdist", sdist_of)
+    try:
+        rocm = [t for t in project.targets if t.backend == "rocm" and not project.recipes["rocm"].module.OFFICIAL.layers(t)]
+        on_702 = next(t for t in rocm if t.original_backend_version == "7.0.2")
+        base = project.recipes["rocm"].base(on_702, "linux/amd64")
+        tag, subs = asyncio.run(r.debian(base, on_702))
+        dockerfile, files = seen[-1]
+        assert 'COPY ["index/amdsmi-7.0.2/", "/opt/rocm/share/amd_smi/"]' in dockerfile
+        assert files == ["amdsmi-7.0.2", "amdsmi-7.0.2/amdsmi", "amdsmi-7.0.2/amdsmi/__init__.py",
+                         "amdsmi-7.0.2/pyproject.toml"]  # the sdist's own files, its top folder stripped
+        carried = [s for s in subs if s.what == f"/opt/rocm/share/amd_smi of {base.image}"]
+        assert carried and "amdsmi 7.0.2" in carried[0].by and "cannot carry" in subs[0].why
+        # another ROCm release the index has no amdsmi sdist of: another stand-in, without the folder, said so
+        other = next(t for t in rocm if t.original_backend_version != "7.0.2")
+        tag2, subs2 = asyncio.run(r.debian(project.recipes["rocm"].base(other, "linux/amd64"), other))
+        assert tag2 != tag and "COPY [\"index/" not in seen[-1][0]
+        assert f"/opt/rocm/share/amd_smi (the index has no sdist of amdsmi {other.original_backend_version})" in subs2[0].why
+        assert not any(s.what.startswith("/opt/rocm/share/amd_smi") for s in subs2)
+        assert asked == [("amdsmi", "7.0.2"), ("amdsmi", other.original_backend_version)]
+    finally:
+        shutil.rmtree(r.workdir, ignore_errors=True)

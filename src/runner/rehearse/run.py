@@ -15,12 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import anyio
+
 from runner.compose.dockerfile import render
 from runner.compose.lookup import base_stages
 from runner.compose.mirrors import Mirrors
 from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage, StageKind
 from runner.engines.docker import Docker, DockerBuilder
+from runner.model.errors import InfrastructureError
 from runner.model.targets import Target
 from runner.rehearse import official_standin, release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
@@ -28,7 +31,7 @@ from runner.rehearse.substitutions import (COMPILE_MARK, STANDIN_PYTHON, IndexEl
                                            python_substitutions, standin_spec)
 from runner.release import pipeline
 from runner.verify.source_mirror import FILES, SourceMirror
-from runner.verify.upstream import index_url, wanted_refs
+from runner.verify.upstream import index_url, unpack, wanted_refs
 
 _NOT_HERE = ("not checked here: nothing built by a device compile runs (kernels need the accelerator), and "
              "what a stand-in cannot carry is listed with it")
@@ -150,7 +153,7 @@ class Rehearsal:
             self.bases[key] = (stage.image, [], False)
             return self.bases[key]
         try:
-            tag, subs = await self.debian(stage, t.backend)
+            tag, subs = await self.debian(stage, t)
             if official is not None:
                 tag, torch = await self.official(tag, official, stage.platform)
                 subs = [official.substitution(tag, torch), *subs[1:]]
@@ -160,10 +163,18 @@ class Rehearsal:
         self.bases[key] = (tag, subs, True)
         return self.bases[key]
 
-    async def debian(self, stage: Stage, backend: str) -> tuple[str, list[Substitution]]:
-        """The backend's Debian stand-in (built once) and its substitutions."""
-        spec = standin_spec(self.project.pack_path, backend)
-        tag = standin.tag(backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()])
+    async def debian(self, stage: Stage, t: Target) -> tuple[str, list[Substitution]]:
+        """The backend's Debian stand-in for the base's release (built once) and its substitutions."""
+        spec = standin_spec(self.project.pack_path, t.backend)
+        version = t.original_backend_version
+        sdists, carried, missing = {}, [], []
+        for folder, project in spec.from_index:  # the vendor image's folders the index publishes, at its release
+            try:
+                sdists[f"{project}-{version}"] = await anyio.to_thread.run_sync(self.mirror.upstreams.sdist, project, version)
+                carried.append((folder, f"{project}-{version}"))
+            except (LookupError, InfrastructureError) as e:
+                missing.append(f"{folder} ({e})")
+        tag = standin.tag(t.backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()], carried)
         if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
             ctx = self.workdir / tag.rsplit(":", 1)[1]
             ctx.mkdir(parents=True, exist_ok=True)
@@ -172,11 +183,19 @@ class Rehearsal:
             (ctx / "ca").mkdir(exist_ok=True)
             for crt in authorities:
                 shutil.copy(crt, ctx / "ca" / crt.name)
-            (ctx / "Dockerfile").write_text(standin.dockerfile(spec, bool(authorities)))
+            (ctx / "index").mkdir(exist_ok=True)
+            for name, sdist in sdists.items():
+                shutil.move(unpack(sdist, ctx / "unpacked" / name), ctx / "index" / name)
+            shutil.rmtree(ctx / "unpacked", ignore_errors=True)
+            (ctx / "Dockerfile").write_text(standin.dockerfile(spec, bool(authorities), carried))
             await self._build(tag, ctx, stage)
-        carry = "; it cannot carry: " + ", ".join(spec.cannot_carry) if spec.cannot_carry else ""
+        carry = "; it cannot carry: " + ", ".join([*spec.cannot_carry, *missing]) if spec.cannot_carry or missing else ""
         subs = [Substitution("stand-in base", stage.image, f"the Debian {standin.STANDIN_SUITE} stand-in {tag}",
                              f"the vendor image cannot be pulled here{carry}")]
+        subs += [Substitution("stand-in base", f"{folder} of {stage.image}",
+                              f"the package index's sdist of {name.rsplit('-', 1)[0]} {version}, unpacked there",
+                              "the vendor image cannot be pulled here, and the index publishes that folder's project "
+                              "at the image's release") for folder, name in carried]
         if standin.local_authorities():
             subs.append(Substitution("stand-in base", "the vendor image's certificate authorities",
                                      "them and this machine's own (SSL_CERT_FILE set for uv)",

@@ -76,15 +76,17 @@ def local_authorities() -> list[Path]:
     return sorted(LOCAL_AUTHORITIES.glob("*.crt")) if LOCAL_AUTHORITIES.is_dir() else []
 
 
-def dockerfile(spec: StandinSpec, authorities: bool = False) -> str:
-    """The stand-in on the Debian base: the vendor image's paths and environment (and, with
-    `authorities`, this machine's certificate authorities from the build context's ca/ folder)."""
+def dockerfile(spec: StandinSpec, authorities: bool = False, carried: Sequence[tuple[str, str]] = ()) -> str:
+    """The stand-in on the Debian base: the vendor image's paths and environment (with `authorities`,
+    this machine's certificate authorities from the build context's ca/ folder; with `carried`, each
+    (folder, name) the build context's index/<name>/ holds, an sdist of the package index unpacked)."""
     lines = ["FROM scratch", "ADD rootfs.tar /"]
     if authorities:
         lines += ["COPY ca/ /usr/local/share/ca-certificates/", "RUN update-ca-certificates >/dev/null",
                   "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]
     if spec.paths:
         lines.append("RUN mkdir -p " + " ".join(json.dumps(p) for p in spec.paths))
+    lines += [f"COPY {json.dumps(['index/' + name + '/', folder + '/'])}" for folder, name in carried]
     for path, content in spec.files:
         encoded = base64.b64encode(content.encode()).decode()
         lines.append(f"RUN mkdir -p {json.dumps(path.rsplit('/', 1)[0] or '/')} && echo {encoded} | base64 -d > {json.dumps(path)}")
@@ -93,8 +95,10 @@ def dockerfile(spec: StandinSpec, authorities: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tag(backend: str, platform: str, spec: StandinSpec, authorities: Sequence[bytes] = ()) -> str:
-    # the root file system's name holds its suite and package list: a stand-in of other packages is another tag
-    text = (dockerfile(spec, bool(authorities)) + platform + rootfs_path(platform).name
+def tag(backend: str, platform: str, spec: StandinSpec, authorities: Sequence[bytes] = (),
+        carried: Sequence[tuple[str, str]] = ()) -> str:
+    # the root file system's name holds its suite and package list: a stand-in of other packages is another
+    # tag; so is one carrying another release's sdist (its name, project-version, is in the COPY line)
+    text = (dockerfile(spec, bool(authorities), carried) + platform + rootfs_path(platform).name
             + "".join(a.decode(errors="replace") for a in authorities))
     return f"{STANDIN_REPOSITORY}{backend}-{_ARCH[platform]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

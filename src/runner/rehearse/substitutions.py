@@ -165,6 +165,9 @@ class StandinSpec:
     paths: tuple[str, ...]  # folders the recipe expects
     cannot_carry: tuple[str, ...]
     files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
+    # folders of the vendor image that the package index publishes as a project's sdist at the image's
+    # release (ROCm's /opt/rocm/share/amd_smi is AMD's `amdsmi`): (folder, project), carried from the index
+    from_index: tuple[tuple[str, str], ...] = ()
 
 
 def standin_spec(pack: Path, backend: str) -> StandinSpec:
@@ -176,11 +179,13 @@ def standin_spec(pack: Path, backend: str) -> StandinSpec:
         data = yaml.safe_load(path.read_text()) or {}
         env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
         files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
+        from_index = tuple((str(k), str(v)) for k, v in (data.get("from_index") or {}).items())
         return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
-                           files)
+                           files, from_index)
     except (yaml.YAMLError, AttributeError, TypeError) as e:
         raise UserError(f"{path}: not a stand-in spec ({e})",
-                        hint="write env: {NAME: value}, paths: [...], cannot_carry: [...]") from None
+                        hint="write env: {NAME: value}, paths: [...], cannot_carry: [...], "
+                             "from_index: {FOLDER: PROJECT}") from None
 
 
 def python_substitutions(wanted: str) -> list[Substitution]:
