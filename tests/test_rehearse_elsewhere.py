@@ -88,3 +88,36 @@ def test_a_release_file_with_no_wheel_of_its_minor_is_left_to_answer_404(tmp_pat
     made, missing = release_files.make([script], ["linux/amd64"], tmp_path / "files", _Index(tmp_path, names))
     assert not made and "no manylinux x86_64 wheel of cmake 3.31" in next(iter(missing.values()))
     assert not (tmp_path / "files").exists()
+
+
+def test_ascends_pypi_mirror_is_answered_by_the_index_only_where_every_pinned_release_is_published_there(monkeypatch):
+    """Ascend's mirror adds dev builds of torch-npu to the index's projects: a row pinning a release the index
+    publishes gets the index in its place (declared), a row pinning a dev build keeps the mirror's 404."""
+    from runner.compose.plan import make_plan
+    from runner.compose.project import _validate
+    from runner.rehearse import substitutions
+    from runner.rehearse.run import answered_indexes
+    from tests.conftest import SEED_MATRIX
+
+    asked = []
+
+    def published(requirement: str) -> bool:  # the index here: every release but the dev builds
+        asked.append(requirement)
+        return ".dev" not in requirement
+    monkeypatch.setattr(substitutions, "on_the_index", published)
+    project = _validate(SEED_MATRIX, ROOT / "pack")
+    ascend = "https://mirrors.huaweicloud.com/ascend/repos/pypi"
+
+    def runs(tag: str) -> list[Run]:
+        t = next(x for x in project.targets if x.tag == tag)
+        leaf = make_plan([t], project.recipes).leaves[0]
+        return [s.steps[i] for s, i, _ in steps_in_order(leaf.stage) if isinstance(s.steps[i], Run)]
+
+    current = runs("cann8.5-a3-vllm0.14.1")
+    assert ascend in answered_indexes(current) and "https://download.pytorch.org/whl/cpu" in answered_indexes(current)
+    assert "torch-npu==2.9.0.*" in asked
+    dev = runs("cann8.2-a3-vllm0.10.1.1")  # torch-npu 2.7.1.dev20250724: only Ascend's mirror has it
+    assert ascend not in answered_indexes(dev) and "torch-npu==2.7.1.dev20250724" in asked
+    assert "https://download.pytorch.org/whl/cpu" in answered_indexes(dev)  # PyTorch's index is answered all the same
+    # one rehearsal of both: the mirror serves the index's URL for every step or for none
+    assert ascend not in answered_indexes(current + dev)

@@ -97,6 +97,7 @@ class Rehearsal:
         self.bases: dict[tuple[str, str], tuple[str, list[Substitution], bool]] = {}
         self.failed: dict[tuple, str] = {}  # stand-ins that could not be built, with why
         self.images: list[str] = []
+        self.answered: set[str] = set()  # the indexes the package index answers for (declared, INDEXES_ELSEWHERE)
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
 
     async def __aenter__(self) -> Rehearsal:
@@ -117,9 +118,8 @@ class Rehearsal:
         self.made, self.unmade = release_files.make(map(_fetches, _runs(plan.stages)),
                                                     {lf.platform for lf in plan.leaves}, self.mirror.files,
                                                     self.mirror.upstreams)
-        elsewhere = {m[0]: index_url() for st in _runs(plan.stages) for m, kind in mirrored_elsewhere(_fetches(st))
-                     if isinstance(kind, IndexElsewhere)}
-        return Mirrors.of({**found, **self.mirror.mirror_map(), **elsewhere})
+        self.answered = answered_indexes(_runs(plan.stages))
+        return Mirrors.of({**found, **self.mirror.mirror_map(), **{url: index_url() for url in self.answered}})
 
     async def __aexit__(self, *exc) -> None:
         self.mirror.stop()
@@ -271,6 +271,8 @@ class Rehearsal:
         for s, i, _ in steps_in_order(stage):
             for m, kind in mirrored_elsewhere(_fetches(s.steps[i])):
                 if isinstance(kind, IndexElsewhere):
+                    if m[0] not in self.answered:  # left to the source mirror, which answers 404
+                        continue
                     sub = kind.substitution(m[0])
                 elif (made := self.made.get(release_files.url_on(m, machine))):
                     sub = made
@@ -278,6 +280,17 @@ class Rehearsal:
                     continue
                 found.setdefault(str(sub), sub)
         return list(found.values())
+
+
+def answered_indexes(runs: list[Run]) -> set[str]:
+    """The declared indexes (INDEXES_ELSEWHERE) the package index answers for: each one that every step
+    naming it can have answered so (a step pinning a build only that index has leaves it to the mirror)."""
+    named: dict[str, bool] = {}
+    for st in runs:
+        for m, kind in mirrored_elsewhere(_fetches(st)):
+            if isinstance(kind, IndexElsewhere):
+                named[m[0]] = named.get(m[0], True) and kind.answers(st.requirements)
+    return {url for url, every in named.items() if every}
 
 
 def _runs(stages) -> list[Run]:

@@ -253,9 +253,19 @@ class IndexElsewhere:
     url: re.Pattern  # the index URL as a requirement step names it
     what: str
     why: str
+    # an index that adds builds of its own to the package index's projects (Ascend's dev builds of
+    # torch-npu) is answered by the package index only where every release a step pins is published there
+    pins_published: bool = False
 
     def substitution(self, url: str) -> Substitution:
         return Substitution("source mirror", f"{self.what} {url}", "the package index", self.why)
+
+    def answers(self, requirements) -> bool:
+        """Whether the package index can answer for this index in a step with these requirements."""
+        if not self.pins_published or requirements is None:
+            return True
+        return all(on_the_index(f"{p.name}{p.spec}") for p in requirements.packages
+                   if not p.built and p.spec.startswith("=="))
 
 
 INDEXES_ELSEWHERE = (
@@ -263,6 +273,11 @@ INDEXES_ELSEWHERE = (
                    "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
                    "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
                    "(which may differ from the index the recipe names)"),
+    IndexElsewhere(re.compile(r"https://mirrors\.huaweicloud\.com/ascend/repos/pypi"), "Ascend's PyPI mirror",
+                   "that mirror cannot be reached here; it serves the package index's projects and adds Ascend's dev "
+                   "builds (of torch-npu), so the package index answers for it where every release the step pins "
+                   "is published there too (a dev build is not: that step stays not fetchable here)",
+                   pins_published=True),
 )
 
 
