@@ -269,7 +269,9 @@ class IndexElsewhere:
 
 
 INDEXES_ELSEWHERE = (
-    IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/[a-z0-9.]+"), "PyTorch's wheel index",
+    # not its CPU index (/whl/cpu): that one's torch is the +cpu build (torch==2.6.0+cpu, which torch-npu
+    # on amd64 requires exactly), which the package index does not publish: its steps stay not fetchable here
+    IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/(?!cpu\b)[a-z0-9.]+"), "PyTorch's wheel index",
                    "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
                    "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
                    "(which may differ from the index the recipe names)"),
