@@ -65,6 +65,14 @@ def test_progress_is_read_per_step():
     assert got == [("ran", []), ("not fetchable here", ["https://example.invalid/a.tgz"]), ("failed", []), ("not run", [])]
     failed = steps.read(progress, expected)[2]
     assert "boom" in failed.output
+    # BuildKit's error quotes the whole script: shortened, so the step's own last lines stay in the report
+    script = "x" * 5000
+    quoted = progress.replace("#7 ERROR: executor failed running",
+                              f"#7 ERROR: executor failed running [/bin/bash -c {script}]: exit code: 2")
+    failed = steps.read(quoted, expected)[2]
+    assert failed.output.endswith("executor failed running [...]: exit code: 2") and len(failed.output) < 80, \
+        failed.output[-200:]
+    assert "boom" in failed.as_dict()["output"]
 
 
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():

@@ -15,6 +15,12 @@ _OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
 _END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
 
 
+def _short(error: str) -> str:
+    """BuildKit's error line without the whole script it quotes (which would crowd the step's own output
+    out of the report): `executor failed running [...]: exit code: 2`."""
+    return re.sub(r"^(:?\s*executor failed running \[).*(\]: exit code: \d+)$", r"\1...\2", error, flags=re.S)
+
+
 def script_id(script: str) -> str:
     """A short name for a recipe script as the recipe writes it: reports of separate rehearsals name the
     same script alike, so their coverage adds up (bench/rehearse_all.py --tally)."""
@@ -87,7 +93,7 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]]) -> list[Step
                 result.status = "not fetchable here" if urls else ("substituted" if substituted else "ran")
             elif v.end == "ERROR":
                 result.status = "failed"
-                result.output = "\n".join(v.lines[-60:] + ([v.error] if v.error else []))
+                result.output = "\n".join(v.lines[-60:] + ([_short(v.error)] if v.error else []))
             result.urls = urls
         out.append(result)
     return out
