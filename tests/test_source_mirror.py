@@ -119,6 +119,10 @@ def test_downloads_are_served_when_present_and_404s_are_recorded_with_their_url(
     assert httpx.get(table.url(missing)).status_code == 404
     assert missing in m.not_fetchable()
     assert "https://example.org/release/tool-1.0.tar.gz" not in m.not_fetchable()
+    # an encoded space (MindIE's "MindIE%20{version}" folder) is named as the script wrote it: one word
+    spaced = "https://example.org/MindIE/MindIE%202.3.0/Ascend-mindie_2.3.0_linux-x86_64_abi0.run"
+    assert httpx.get(table.url(spaced)).status_code == 404
+    assert spaced in m.not_fetchable()
     # a repository the mirror does not hold is a 404 too, named by its clone URL
     gone = Mirrors.of(m.mirror_map(repositories=["https://github.com/NVIDIA/gdrcopy.git"], downloads=[]))
     done = subprocess.run(["git", "ls-remote", gone.url("https://github.com/NVIDIA/gdrcopy.git")],

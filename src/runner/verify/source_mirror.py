@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from runner.compose import sources
 from runner.verify.upstream import Obtained, Upstreams, sources_dir
@@ -114,6 +114,9 @@ class SourceMirror:
         return list(dict.fromkeys(r.url for r in self.requests if r.status == 404 and r.at >= since))
 
     def _record(self, method: str, path: str, status: int) -> None:
+        # as the script wrote it: percent-encoded again (MindIE's "MindIE%20{version}" folder), so that
+        # the URL stays one word in the rehearsal's list of what was not fetchable
+        path = quote(path, safe="/:@!$&'()*+,;=")
         kind, _, rest = path.lstrip("/").partition("/")
         url = f"https://{rest}" if kind in ("git", "files") else path
         if kind == "git":  # the repository's URL, not the protocol's file in it
