@@ -73,6 +73,15 @@ def test_progress_is_read_per_step():
     assert failed.output.endswith("executor failed running [...]: exit code: 2") and len(failed.output) < 80, \
         failed.output[-200:]
     assert "boom" in failed.as_dict()["output"]
+    # a URL the step's own source names (vLLM's rocm-build.txt: PyTorch's ROCm index) on a host that does not
+    # resolve here is not fetchable here, named as uv names it; a resolve that fails otherwise stays failed
+    uv = ["error: Request failed after 3 retries", "  Caused by: Failed to fetch: `https://download.pytorch.org/whl/rocm6.4/jinja2/`",
+          "  Caused by: dns error", "  Caused by: failed to lookup address information: Name or service not known"]
+    unreachable = progress.replace("#7 0.5 boom", "\n".join(f"#7 0.5 {line}" for line in uv))
+    step = steps.read(unreachable, expected)[2]
+    assert (step.status, step.urls) == ("not fetchable here", ["https://download.pytorch.org/whl/rocm6.4/jinja2/"])
+    unsolvable = progress.replace("#7 0.5 boom", "#7 0.5 Because torch-npu==2.6.0 depends on torch==2.6.0+cpu ... unsatisfiable")
+    assert steps.read(unsolvable, expected)[2].status == "failed"
 
 
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
@@ -132,6 +141,14 @@ def test_a_step_that_fails_for_want_of_an_unfetchable_input_is_told_apart():
     assert image.verdict == "failed step"  # the step of its own failed for a reason of its own
     image.steps = r[:3]
     assert image.verdict == "not fetchable here"  # every failure follows from what the mirror could not serve
+    # a build that stopped at a step whose host does not resolve here (no step failed of its own)
+    stopped = Rehearsed("rocm7.0-vllm0.11.2", "linux/amd64", error="the build of runner-rehearsal/x failed",
+                        steps=[steps.StepResult("vllm-build", "build vllm", "not fetchable here",
+                                                urls=["https://download.pytorch.org/whl/rocm6.4/jinja2/"]),
+                               steps.StepResult("vllm", "vLLM and its kernels")])
+    assert stopped.verdict == "not fetchable here"
+    stopped.steps[0].status = "ran"
+    assert stopped.verdict.startswith("failed: the build")
     # starved in turn: a stage whose failure was starved leaves its consumers starved too
     chain = [steps.StepResult("a", "fetch", "not fetchable here"), steps.StepResult("b", "build", "failed"),
              steps.StepResult("c", "install", "failed")]

@@ -73,10 +73,10 @@ class Rehearsed:
             return "not fetchable here"  # what failed, failed for want of what the mirror could not serve
         if failed or (self.error and not self.steps):
             return "failed step"
+        if any(s.status == "not fetchable here" for s in self.steps):  # the build may have stopped at one
+            return "not fetchable here"
         if self.error:
             return "failed: " + self.error[:200]
-        if any(s.status == "not fetchable here" for s in self.steps):
-            return "not fetchable here"
         if not self.smoke or not all(c.passed for c in self.smoke):
             return "smoke failed"
         return "passed"

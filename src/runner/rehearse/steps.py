@@ -21,6 +21,20 @@ def _short(error: str) -> str:
     return re.sub(r"^(:?\s*executor failed running \[).*(\]: exit code: \d+)$", r"\1...\2", error, flags=re.S)
 
 
+_FETCH = re.compile(r"Failed to fetch: `(?P<url>[^`]+)`|Could not resolve host: (?P<host>\S+)")
+_NO_SUCH_HOST = ("dns error", "failed to lookup address", "Could not resolve host", "Name or service not known",
+                 "Temporary failure in name resolution")
+
+
+def _unreachable(lines: list[str]) -> list[str]:
+    """The URLs a failed step could not fetch because their host does not resolve from here (uv's and
+    curl's words), when that is how it failed; [] for any other failure."""
+    text = "\n".join(lines[-40:])
+    if not any(words in text for words in _NO_SUCH_HOST):
+        return []
+    return list(dict.fromkeys(m["url"] or f"https://{m['host']}/" for m in _FETCH.finditer(text)))
+
+
 def script_id(script: str) -> str:
     """A short name for a recipe script as the recipe writes it: reports of separate rehearsals name the
     same script alike, so their coverage adds up (bench/rehearse_all.py --tally)."""
@@ -91,6 +105,11 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]]) -> list[Step
             result.cached = v.end == "CACHED"
             if v.end in ("DONE", "CACHED"):
                 result.status = "not fetchable here" if urls else ("substituted" if substituted else "ran")
+            elif v.end == "ERROR" and (unreachable := _unreachable(v.lines)):
+                # a URL the recipe's source names itself (vLLM's requirements/rocm-build.txt names PyTorch's
+                # ROCm index), which the mirror map cannot point here, on a host this machine cannot resolve
+                result.status, urls = "not fetchable here", unreachable
+                result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR":
                 result.status = "failed"
                 result.output = "\n".join(v.lines[-60:] + ([_short(v.error)] if v.error else []))
