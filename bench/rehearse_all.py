@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 KEPT = Path.home() / ".cache" / "runner-bench" / "rehearsals"
-RANK = {"ran": 0, "substituted": 1, "not fetchable here": 2, "failed": 3, "not run": 4}
 
 
 def reason(image: dict) -> str:
@@ -45,17 +44,14 @@ def reason(image: dict) -> str:
 def one_by_one(argv: list[str]) -> int:
     """--cover: the cover's target-platforms one at a time, the largest gain of scripts first, each with a
     kept report of its own (a bench stopped half-way keeps what it finished), then the tally."""
-    from dataclasses import replace
-
     from runner.cli.parser import build_parser
     from runner.cli.rehearse import _selection
+    from runner.flow.rehearsal import on_platform
     from runner.rehearse.cover import cover_targets
 
     a = build_parser().parse_args(["rehearse", *argv])
     project, targets = _selection(a)
-    if a.platform:
-        targets = [replace(t, platforms=(a.platform,)) for t in targets if a.platform in t.platforms]
-    _, found = cover_targets(targets, project.recipes)
+    _, found = cover_targets(on_platform(targets, a.platform), project.recipes)
     print(found.describe(), flush=True)
     matrix = ["--matrix", str(a.matrix)] if a.matrix else []
     for leaf, _ in found.chosen:
@@ -92,7 +88,7 @@ def tally(argv: list[str]) -> int:
     from runner.compose.plan import make_plan
     from runner.compose.project import load_project
     from runner.rehearse.cover import scripts
-    from runner.rehearse.steps import script_id
+    from runner.rehearse.steps import STATUS_RANK, script_id
 
     matrix = argv[argv.index("--matrix") + 1] if "--matrix" in argv else None
     project = load_project(matrix, Path(__file__).resolve().parent.parent / "pack")  # the seed matrix beside tests/
@@ -105,7 +101,7 @@ def tally(argv: list[str]) -> int:
             latest[(image["tag"], image["platform"])] = image
             for s in image["steps"]:
                 if s.get("script"):
-                    best[s["script"]] = min(best.get(s["script"], "not run"), s["status"], key=RANK.get)
+                    best[s["script"]] = min(best.get(s["script"], "not run"), s["status"], key=STATUS_RANK.get)
     verdicts: Counter[str] = Counter()
     for leaf in plan.leaves:
         image = latest.get((leaf.target.tag, leaf.platform))

@@ -17,14 +17,17 @@ if TYPE_CHECKING:
     from runner.flow.release import Release
 
 
+def on_platform(targets: list, platform: str) -> list:
+    """The targets built for `platform`, each on that platform alone (all of them as they are without one)."""
+    return [replace(t, platforms=(platform,)) for t in targets if platform in t.platforms] if platform else list(targets)
+
+
 async def rehearse(release: Release, platform: str, keep: bool, progress: Callable[[Rehearsed], None],
                    say: Callable[[str], None], cover: bool = False) -> dict:
     """Rehearse the release's targets (on `platform` only, when given; with `cover`, only the fewest of
     them that run every distinct recipe script); the rehearsal report, also written to the release's
     report file."""
-    targets = [t for t in release.targets if not platform or platform in t.platforms]
-    if platform:
-        targets = [replace(t, platforms=(platform,)) for t in targets]
+    targets = on_platform(release.targets, platform)
     if cover:
         targets, chosen = cover_targets(targets, release.project.recipes)
         say(chosen.describe())

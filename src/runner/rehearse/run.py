@@ -332,7 +332,7 @@ async def rehearse(project, targets: list[Target], build_info: dict[str, str], k
 def report(plan, results: list[Rehearsed]) -> dict:
     """The rehearsal report: every image, and how many distinct recipe scripts ran, were substituted,
     were not fetchable here or failed (each script counted by its best outcome)."""
-    rank = {"ran": 0, "substituted": 1, "not fetchable here": 2, "failed": 3, "not run": 4}
+    rank = steps.STATUS_RANK
     best: dict[str, str] = {}
     for r in results:
         for s in r.steps:

@@ -15,6 +15,10 @@ _OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
 _END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
 
 
+# A step's statuses, best first: a script rehearsed in several images counts by its best outcome.
+STATUS_RANK = {"ran": 0, "substituted": 1, "not fetchable here": 2, "failed": 3, "not run": 4}
+
+
 def _short(error: str) -> str:
     """BuildKit's error line without the whole script it quotes (which would crowd the step's own output
     out of the report): `executor failed running [...]: exit code: 2`."""
