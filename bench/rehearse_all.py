@@ -3,14 +3,17 @@ platform, its verdict and the reason, then the distinct-script coverage: the fig
 
 Needs root, a running daemon (DOCKER_HOST) and debootstrap; it takes hours and tens of GB for the whole
 matrix (every image's downloads); `--cover` rehearses only the fewest target-platforms that run every
-distinct recipe script, one at a time, the largest gain first. Every report is kept in
-~/.cache/runner-bench/rehearsals, and
+distinct recipe script, one at a time, the largest gain first. Every report is kept whole in
+~/.cache/runner-bench/rehearsals, and each target-platform's outcome in bench/rehearsals.json (in the
+repository: the README's figures add up from it on any machine, and a later rehearsal of a
+target-platform replaces its record), and
 
     python bench/rehearse_all.py [--cover] [runner rehearse filters...]
     python bench/rehearse_all.py --tally [--matrix M]
+    python bench/rehearse_all.py --record REPORT... --commit C   (a kept report into the records)
 
-adds the kept reports up against a matrix's plan: each target-platform's latest verdict, and for one
-not rehearsed, what the rehearsals of other images found for the scripts it runs."""
+adds the records up against a matrix's plan: each target-platform's latest verdict, and for one not
+rehearsed, what the rehearsals of other images found for the scripts it runs."""
 
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from runner.rehearse.steps import STATUS_RANK
+
 KEPT = Path.home() / ".cache" / "runner-bench" / "rehearsals"
+RECORDS = Path(__file__).resolve().parent / "rehearsals.json"
 
 
 def reason(image: dict) -> str:
@@ -31,6 +37,10 @@ def reason(image: dict) -> str:
     if why == "failed step":
         step = next((s for s in image["steps"] if s["status"] == "failed"), None)
         why += f": [{step['stage']}] {step['title']}" if step else f": {image['error'][:120]}"
+    elif why == "not runnable here":
+        needs = sorted({t for s in image["steps"] for t in s.get("needs", ())})
+        stopped = next((s for s in image["steps"] if s["status"] == "not runnable here"), None)
+        why += f": [{stopped['stage']}] {stopped['title']} needs {', '.join(needs)}" if stopped else ""
     elif why == "not fetchable here":
         urls = sorted({u for s in image["steps"] for u in s["urls"]})
         why += ": " + ", ".join(urls[:3]) + (" ..." if len(urls) > 3 else "")
@@ -39,6 +49,36 @@ def reason(image: dict) -> str:
     elif why == "smoke failed":
         why += ": " + ", ".join(c["name"] for c in image["smoke"] if not c["passed"])
     return why
+
+
+def record(image: dict, commit: str, at: str) -> dict:
+    """A target-platform's outcome as bench/rehearsals.json keeps it: its verdict and why, and the best
+    status of each script it ran (by the script's hash, as the report names it)."""
+    found: dict[str, str] = {}
+    for s in image["steps"]:
+        if s.get("script"):
+            found[s["script"]] = min(found.get(s["script"], "not run"), s["status"], key=STATUS_RANK.get)
+    return {"tag": image["tag"], "platform": image["platform"], "verdict": image["verdict"], "why": reason(image),
+            "seconds": image["seconds"], "commit": commit, "at": at, "scripts": dict(sorted(found.items()))}
+
+
+def keep(records: list[dict], file: Path = RECORDS) -> None:
+    """Merge records into the file, a later one of a target-platform replacing the earlier, written whole
+    (a new file moved over the old one: a bench stopped half-way leaves it as it was or complete)."""
+    kept = json.loads(file.read_text()) if file.exists() else {}
+    kept.update({f"{r['tag']} {r['platform']}": r for r in records})
+    new = file.with_suffix(".json.new")
+    new.write_text(json.dumps(dict(sorted(kept.items())), indent=1) + "\n")
+    new.replace(file)
+
+
+def commit_of_checkout() -> str:
+    """The commit the rehearsal ran at, with "+changes" when the checkout had uncommitted ones."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src", "pack"],
+                           capture_output=True, text=True)
+    return (head.stdout.strip() or "unknown") + ("+changes" if dirty.stdout.strip() else "")
 
 
 def one_by_one(argv: list[str]) -> int:
@@ -77,37 +117,35 @@ def rehearse(argv: list[str]) -> int:
     for why, n in reasons.most_common():
         print(f"{n:>4}  {why}")
     c = result["coverage"]
-    print(f"distinct scripts: {c['ran']} ran, {c['substituted']} substituted, {c['not fetchable here']} not fetchable "
-          f"here, {c['failed']} failed, {c['not run']} not run, of {c['total']} ({c['distinct_scripts_in_plan']} in the plan)")
-    print(f"report kept: {report} (add the kept reports up with --tally)")
+    print("distinct scripts: " + ", ".join(f"{c.get(k, 0)} {k}" for k in STATUS_RANK)
+          + f", of {c['total']} ({c['distinct_scripts_in_plan']} in the plan)")
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    keep([record(image, commit_of_checkout(), at) for image in result["images"]])
+    print(f"report kept: {report}; outcomes recorded in {RECORDS} (add them up with --tally)")
     return 0
 
 
-def tally(argv: list[str]) -> int:
-    """The kept reports against the plan of a matrix (--matrix, default the project's)."""
+def tally(argv: list[str], file: Path = RECORDS) -> int:
+    """The recorded outcomes against the plan of a matrix (--matrix, default the project's)."""
     from runner.compose.plan import make_plan
     from runner.compose.project import load_project
     from runner.rehearse.cover import scripts
-    from runner.rehearse.steps import STATUS_RANK, script_id
+    from runner.rehearse.steps import script_id
 
     matrix = argv[argv.index("--matrix") + 1] if "--matrix" in argv else None
     project = load_project(matrix, Path(__file__).resolve().parent.parent / "pack")  # the seed matrix beside tests/
     plan = make_plan(project.targets, project.recipes)
-    latest: dict[tuple[str, str], dict] = {}
+    records = json.loads(file.read_text()) if file.exists() else {}
     best: dict[str, str] = {}
-    kept = sorted(KEPT.glob("*.json"))
-    for file in kept:  # oldest first: a later rehearsal of an image replaces an earlier one
-        for image in json.loads(file.read_text())["images"]:
-            latest[(image["tag"], image["platform"])] = image
-            for s in image["steps"]:
-                if s.get("script"):
-                    best[s["script"]] = min(best.get(s["script"], "not run"), s["status"], key=STATUS_RANK.get)
+    for r in records.values():
+        for script, status in r["scripts"].items():
+            best[script] = min(best.get(script, "not run"), status, key=STATUS_RANK.get)
     verdicts: Counter[str] = Counter()
     for leaf in plan.leaves:
-        image = latest.get((leaf.target.tag, leaf.platform))
-        if image:
-            why = reason(image)
-            verdicts[image["verdict"]] += 1
+        r = records.get(f"{leaf.target.tag} {leaf.platform}")
+        if r:
+            why = f"{r['why']}  [{r['commit']}, {r['at'][:10]}]"
+            verdicts[r["verdict"]] += 1
         else:
             ids = [script_id(s) for s in scripts(leaf)]
             found = Counter(best.get(i, "never rehearsed") for i in ids)
@@ -117,13 +155,30 @@ def tally(argv: list[str]) -> int:
         print(f"{leaf.target.tag:<40} {leaf.platform:<12} {why}")
     every = {script_id(s) for leaf in plan.leaves for s in scripts(leaf)}
     found = Counter(best.get(i, "never rehearsed") for i in every)
-    print(f"\n{len(plan.leaves)} target-platforms, {len(kept)} kept reports: " + ", ".join(f"{n} {k}" for k, n in verdicts.most_common()))
+    print(f"\n{len(plan.leaves)} target-platforms, {len(records)} recorded in {file.name}: "
+          + ", ".join(f"{n} {k}" for k, n in verdicts.most_common()))
     print(f"distinct scripts ({len(every)}), by their best outcome: " + ", ".join(f"{n} {k}" for k, n in found.most_common()))
+    return 0
+
+
+def record_reports(argv: list[str]) -> int:
+    """Kept reports (runner rehearse --report files) into the records, rehearsed at the commit given."""
+    if "--commit" not in argv or argv.index("--commit") + 1 >= len(argv):
+        print("rehearse_all.py: --record REPORT... needs --commit C (the commit the reports were made at)", file=sys.stderr)
+        return 2
+    i = argv.index("--commit")
+    commit, files = argv[i + 1], [Path(a) for a in argv[:i] + argv[i + 2:]]
+    for f in files:
+        at = datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        keep([record(image, commit, at) for image in json.loads(f.read_text())["images"]])
+    print(f"{len(files)} reports recorded in {RECORDS}")
     return 0
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--record" in args:
+        sys.exit(record_reports([a for a in args if a != "--record"]))
     if "--tally" in args:
         sys.exit(tally([a for a in args if a != "--tally"]))
     sys.exit(one_by_one([a for a in args if a != "--cover"]) if "--cover" in args else rehearse(args))

@@ -84,6 +84,41 @@ def test_progress_is_read_per_step():
     assert steps.read(unsolvable, expected)[2].status == "failed"
 
 
+def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_here():
+    """The DTK LMCache build's own last lines, rehearsed: DTK's clang is not on the stand-in (declared in
+    pack/dtk/standin.yaml), so the step is not runnable here; on a real base (no compilers declared
+    missing) and for any other failure it stays failed."""
+    from runner.rehearse.run import Rehearsed
+    from runner.rehearse.substitutions import standin_spec
+
+    expected = [("vllm", "LMCache 0.3.11 built with hipcc", False, "x"), ("vllm", "after", False, "y")]
+    dtk = ["bash: line 11: clang: command not found",
+           "ln: failed to create symbolic link '/opt/dtk/llvm/lib/clang/lib': No such file or directory"]
+    log = "\n".join(["#7 [vllm 2/3] RUN bash -c x", *(f"#7 1.5 {line}" for line in dtk),
+                     "#7 ERROR: executor failed running [/bin/bash -c x]: exit code: 1"])
+    compilers = standin_spec(ROOT / "pack", "dtk").compilers
+    assert "clang" in compilers and "hipcc" in compilers
+    step, after = steps.read(log, expected, compilers)
+    assert (step.status, step.needs, after.status) == ("not runnable here", ["clang"], "not run")
+    assert "clang: command not found" in step.as_dict()["output"]
+    assert steps.read(log, expected)[0].status == "failed"  # a real base has its compilers: a real failure
+    assert steps.read(log, expected, ("nvcc",))[0].status == "failed"
+    # Python's and setuptools' words for a missing compiler; a compiler that ran and failed is a failure
+    for line in ("FileNotFoundError: [Errno 2] No such file or directory: '/opt/rocm/bin/hipcc'",
+                 "error: command 'hipcc' failed: No such file or directory", "/bin/sh: 1: hipcc: not found"):
+        got = steps.read(log.replace(dtk[0], line), expected, ("hipcc",))[0]
+        assert (got.status, got.needs) == ("not runnable here", ["hipcc"]), line
+    ran = log.replace(dtk[0], "hipcc: error: unknown argument: '--offload-arch=gfx908'")
+    assert steps.read(ran, expected, ("hipcc", "clang"))[0].status == "failed"
+    # the image: not runnable here, and a step that mounts the missing output fails for want of it
+    r = [steps.StepResult("lmcache-build", "build", "not runnable here", needs=["hipcc"]),
+         steps.StepResult("vllm", "install the wheels", "failed")]
+    steps.mark_starved(r, [[], ["lmcache-build"]])
+    assert r[1].starved == ["[lmcache-build] build"]
+    assert Rehearsed("dtk25.04-vllm0.11.0", "linux/amd64", steps=r).verdict == "not runnable here"
+    assert steps.STATUS_RANK["not fetchable here"] < steps.STATUS_RANK["not runnable here"] < steps.STATUS_RANK["failed"]
+
+
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
     leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
     subs = [s for ss in rw.substitutions.values() for s in ss]

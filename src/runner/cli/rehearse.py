@@ -57,7 +57,8 @@ async def _rehearse(a: argparse.Namespace, project, targets) -> int:
     say_findings(result)
     c = result["coverage"]
     print(f"runner: distinct scripts: {c['ran']} ran, {c['substituted']} substituted, {c['not fetchable here']} not "
-          f"fetchable here, {c['failed']} failed, {c['not run']} not run, of {c['total']}", file=sys.stderr)
+          f"fetchable here, {c['not runnable here']} not runnable here, {c['failed']} failed, {c['not run']} not run, "
+          f"of {c['total']}", file=sys.stderr)
     return 1 if any(i["verdict"] != "passed" for i in result["images"]) else 0
 
 
@@ -77,6 +78,10 @@ def say_findings(result: dict) -> None:
             elif step["status"] == "failed":
                 print(f"runner: {image['tag']} on {image['platform']}: step failed: [{step['stage']}] {step['title']}\n"
                       f"{step['output'][-1500:]}", file=sys.stderr)
+            elif step["status"] == "not runnable here":
+                print(f"runner: {image['tag']} on {image['platform']}: not runnable here: [{step['stage']}] "
+                      f"{step['title']}: needs {', '.join(step['needs'])}, which no CPU machine has, and no published "
+                      f"artifact stands for this build\n{step['output'][-600:]}", file=sys.stderr)
             elif step["status"] == "not fetchable here":
                 print(f"runner: {image['tag']} on {image['platform']}: not fetchable here: [{step['stage']}] "
                       f"{step['title']}: {' '.join(step['urls'])}", file=sys.stderr)

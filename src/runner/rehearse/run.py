@@ -69,12 +69,13 @@ class Rehearsed:
         if self.standin_failed:
             return "stand-in not built"
         failed = [s for s in self.steps if s.status == "failed"]
+        short = [s.status for s in self.steps if s.status in ("not fetchable here", "not runnable here")]
         if failed and all(s.starved for s in failed):
-            return "not fetchable here"  # what failed, failed for want of what the mirror could not serve
+            return short[0]  # what failed, failed for want of what could not be fetched or built here
         if failed or (self.error and not self.steps):
             return "failed step"
-        if any(s.status == "not fetchable here" for s in self.steps):  # the build may have stopped at one
-            return "not fetchable here"
+        if short:  # the build may have stopped at one
+            return short[0]
         if self.error:
             return "failed: " + self.error[:200]
         if not self.smoke or not all(c.passed for c in self.smoke):
@@ -253,7 +254,9 @@ class Rehearsal:
         except pipeline.BuildError as e:
             result.error = str(e)
             built = None
-        result.steps = steps.read((builder.progress or {}).get(image, ""), expected)
+        # on a stand-in, the vendor's device compilers are missing: a step that stops at one is not runnable here
+        compilers = standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
+        result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
         steps.mark_starved(result.steps, [[rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
                                           if isinstance(s.steps[i], Run) else [] for s, i, _ in steps_in_order(new)])
         if built is not None:

@@ -1,6 +1,8 @@
 """What each step of a rehearsed build did, read from BuildKit's plain progress output: ran (or found
 in the build cache), failed (with its own output), not fetchable here (the URLs the mirror could not
-serve), substituted (a declared device compile replaced), or not run (an earlier step stopped it)."""
+serve), not runnable here (it stopped where it calls a device compiler no CPU machine has, with no
+published artifact to stand for its build), substituted (a declared device compile replaced), or not
+run (an earlier step stopped it)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ _END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
 
 
 # A step's statuses, best first: a script rehearsed in several images counts by its best outcome.
-STATUS_RANK = {"ran": 0, "substituted": 1, "not fetchable here": 2, "failed": 3, "not run": 4}
+STATUS_RANK = {"ran": 0, "substituted": 1, "not fetchable here": 2, "not runnable here": 3, "failed": 4, "not run": 5}
 
 
 def _short(error: str) -> str:
@@ -39,6 +41,25 @@ def _unreachable(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(m["url"] or f"https://{m['host']}/" for m in _FETCH.finditer(text)))
 
 
+# A step that stops where it calls a device compiler that the stand-in base cannot carry (its
+# `pack/<backend>/standin.yaml` names them: nvcc, hipcc, DTK's clang, bisheng ...), where the index publishes
+# no artifact to stand for its build (runner.rehearse.substitutions.DEVICE_COMPILES replaces those it does),
+# is "not runnable here": it ran as written up to the compiler, and no rehearsal here can go further.
+_MISSING = (r"No such file or directory: '{tool}'",  # Python's FileNotFoundError
+            r"command '{tool}' failed: No such file or directory",  # setuptools' spawn
+            r"(?:^|[\s:]){tool}: (?:command )?not found",  # the shell's
+            r"(?:^|[\s:]){tool}: No such file or directory")
+
+
+def _missing_compilers(lines: list[str], compilers: tuple[str, ...]) -> list[str]:
+    """The device compilers a failed step's last lines say are missing, when that is how it failed."""
+    if not compilers:
+        return []
+    tool = rf"(?:[^\s'\"]*/)?(?P<tool>{'|'.join(map(re.escape, compilers))})"
+    text = "\n".join(lines[-60:])
+    return list(dict.fromkeys(m["tool"] for p in _MISSING for m in re.finditer(p.format(tool=tool), text, re.M)))
+
+
 def script_id(script: str) -> str:
     """A short name for a recipe script as the recipe writes it: reports of separate rehearsals name the
     same script alike, so their coverage adds up (bench/rehearse_all.py --tally)."""
@@ -49,29 +70,31 @@ def script_id(script: str) -> str:
 class StepResult:
     stage: str
     title: str
-    status: str = "not run"  # ran, failed, not fetchable here, substituted, not run
+    status: str = "not run"  # one of STATUS_RANK
     cached: bool = False
     urls: list[str] = field(default_factory=list)
     output: str = ""
     key: str = ""  # the step's script as the recipe writes it: what coverage counts
     starved: list[str] = field(default_factory=list)  # a failed step's mounted inputs that were not fetchable here
+    needs: list[str] = field(default_factory=list)  # a step not runnable here: the device compilers it called
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "title": self.title, "script": script_id(self.key) if self.key else "",
                 "status": self.status, "cached": self.cached,
-                "urls": self.urls, "output": self.output[-3000:] if self.status == "failed" else "",
-                "starved": self.starved}
+                "urls": self.urls, "output": self.output[-3000:] if self.status in ("failed", "not runnable here") else "",
+                "starved": self.starved, "needs": self.needs}
 
 
 def mark_starved(results: list[StepResult], mounts: list[list[str]]) -> None:
     """Note on each failed step which stages it mounts (`mounts`, per step, by Dockerfile stage name) had
-    a step not fetchable here, or starved in turn: the failure then follows from what the mirror could
-    not serve (an empty wheel folder), and the report says so instead of blaming the step alone."""
+    a step not fetchable or not runnable here, or starved in turn: the failure then follows from what
+    could not be had or built here (an empty wheel folder), and the report says so instead of blaming
+    the step alone."""
     short: dict[str, list[str]] = {}  # stage name -> its steps that left its output incomplete
     for r, mounted in zip(results, mounts):
         if r.status == "failed":
             r.starved = [f"[{m}] {t}" for m in mounted for t in short.get(m, ())]
-        if r.status == "not fetchable here" or r.starved:
+        if r.status in ("not fetchable here", "not runnable here") or r.starved:
             short.setdefault(r.stage, []).append(r.title)
 
 
@@ -84,8 +107,9 @@ class _Vertex:
     error: str = ""
 
 
-def read(progress: str, expected: list[tuple[str, str, bool, str]]) -> list[StepResult]:
-    """Results for the expected RUN steps (Dockerfile stage name, title, substituted, script), in build order."""
+def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: tuple[str, ...] = ()) -> list[StepResult]:
+    """Results for the expected RUN steps (Dockerfile stage name, title, substituted, script), in build order;
+    `compilers`: the device compilers the stand-in base lacks (none on a real base)."""
     vertices: dict[str, _Vertex] = {}
     for line in progress.splitlines():
         if m := _HEADER.match(line):
@@ -113,6 +137,9 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]]) -> list[Step
                 # a URL the recipe's source names itself (vLLM's requirements/rocm-build.txt names PyTorch's
                 # ROCm index), which the mirror map cannot point here, on a host this machine cannot resolve
                 result.status, urls = "not fetchable here", unreachable
+                result.output = "\n".join(v.lines[-60:])
+            elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
+                result.status, result.needs = "not runnable here", missing
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR":
                 result.status = "failed"

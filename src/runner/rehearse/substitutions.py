@@ -168,6 +168,9 @@ class StandinSpec:
     # folders of the vendor image that the package index publishes as a project's sdist at the image's
     # release (ROCm's /opt/rocm/share/amd_smi is AMD's `amdsmi`): (folder, project), carried from the index
     from_index: tuple[tuple[str, str], ...] = ()
+    # the device compilers the vendor image has and the stand-in cannot: a step that stops where it calls
+    # one (with no published artifact to stand for its build) is "not runnable here"
+    compilers: tuple[str, ...] = ()
 
 
 def standin_spec(pack: Path, backend: str) -> StandinSpec:
@@ -181,11 +184,11 @@ def standin_spec(pack: Path, backend: str) -> StandinSpec:
         files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
         from_index = tuple((str(k), str(v)) for k, v in (data.get("from_index") or {}).items())
         return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
-                           files, from_index)
+                           files, from_index, tuple(map(str, data.get("compilers") or ())))
     except (yaml.YAMLError, AttributeError, TypeError) as e:
         raise UserError(f"{path}: not a stand-in spec ({e})",
                         hint="write env: {NAME: value}, paths: [...], cannot_carry: [...], "
-                             "from_index: {FOLDER: PROJECT}") from None
+                             "from_index: {FOLDER: PROJECT}, compilers: [...]") from None
 
 
 def python_substitutions(wanted: str) -> list[Substitution]:

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from runner.rehearse.steps import STATUS_RANK
+
 _STATUS_STYLE = {"active": "", "deprecated": "strike dim", "polished": "bold"}
 
 
@@ -98,14 +100,14 @@ def report_table(result: dict) -> Table:
 
 def rehearsal_table(result: dict) -> Table:
     """The rehearsal report for people: one row per target and platform, its steps counted by outcome."""
-    table = Table(title="runner rehearsal", caption="steps: ran/substituted/not fetchable here/failed/not run; "
-                                                    "smoke: checks passed/run; s: seconds")
+    table = Table(title="runner rehearsal", caption="steps: ran/substituted/not fetchable here/not runnable here/"
+                                                    "failed/not run; smoke: checks passed/run; s: seconds")
     for col in ("tag", "platform", "verdict", "steps", "smoke", "s"):
         table.add_column(col, no_wrap=col in ("tag", "steps", "smoke"), overflow="fold")
     for r in result["images"]:
-        n = {k: sum(s["status"] == k for s in r["steps"]) for k in
-             ("ran", "substituted", "not fetchable here", "failed", "not run")}
-        color = "green" if r["verdict"] == "passed" else "yellow" if r["verdict"] == "not fetchable here" else "red"
+        n = {k: sum(s["status"] == k for s in r["steps"]) for k in STATUS_RANK}
+        color = ("green" if r["verdict"] == "passed" else
+                 "yellow" if r["verdict"] in ("not fetchable here", "not runnable here") else "red")
         smoke = f"{sum(c['passed'] for c in r['smoke'])}/{len(r['smoke'])}" if r["smoke"] else "none"
         table.add_row(r["tag"], r["platform"], f"[{color}]{r['verdict']}[/]", "/".join(map(str, n.values())), smoke,
                       f"{r['seconds']:.0f}")
