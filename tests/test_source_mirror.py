@@ -141,3 +141,31 @@ def test_every_clone_of_the_seed_plan_has_its_concrete_ref(project):
     assert clone_refs("git clone https://h/r.git /tmp/r && git -C /tmp/r checkout 9b680f42") == \
         [("https://h/r.git", "9b680f42")]
     assert re.fullmatch(r"[0-9.a-z]+", UPSTREAMS[VLLM].version("v0.14.1"))
+
+
+def test_the_rocm_build_reads_the_package_index_where_vllms_own_file_names_pytorchs(mirror, project, tmp_path):
+    """vLLM's requirements/rocm-build.txt names PyTorch's ROCm index, which the mirror map cannot reach:
+    the rehearsal's line before the install points the file at the package index. Run here, as bash runs
+    it, on the real file of the real release; PyTorch's CPU index (not answered) is left as it is."""
+    from runner.rehearse.substitutions import INDEX_MARK, indexes_in_sources
+
+    m, _ = mirror
+    line, args = _cuda_vllm_clone_line(project)
+    assert _run_clone(mirrors(environ={"RUNNER_MIRRORS": m.mirrors_env()}).text(line), args, tmp_path).returncode == 0
+    file = tmp_path / "vllm" / "requirements" / "rocm-build.txt"
+    assert "--extra-index-url https://download.pytorch.org/whl/rocm" in file.read_text()
+    plan = make_plan([project.target("rocm7.0-vllm0.14.1")], project.recipes)
+    step = next(st for s in plan.stages for st in s.steps if isinstance(st, Run) and "rocm-build.txt" in st.script)
+    script, subs = indexes_in_sources(step.script, "https://index.invalid/simple/")
+    edit = next(ln for ln in script.splitlines() if INDEX_MARK in ln)
+    assert script.index(INDEX_MARK) < script.index("uv pip install -r requirements/rocm-build.txt")
+    with file.open("a") as f:
+        f.write("--extra-index-url https://download.pytorch.org/whl/cpu\n")
+    subprocess.run(["bash", "-ec", edit], cwd=tmp_path / "vllm", check=True, timeout=60)
+    text = file.read_text()
+    assert "--extra-index-url https://index.invalid/simple/\n" in text and "whl/rocm" not in text
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu\n" in text
+    assert [s.what for s in subs] == ["PyTorch's wheel index where requirements/rocm-build.txt (read by the step's "
+                                      "install) names it"]
+    # a step with no install from a file is left as it is
+    assert indexes_in_sources("uv pip install vllm==0.14.1", "https://index.invalid/simple/") == ("uv pip install vllm==0.14.1", [])

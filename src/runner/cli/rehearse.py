@@ -72,8 +72,8 @@ def say_findings(result: dict) -> None:
                   f"{s['why']}", file=sys.stderr)
         for step in image["steps"]:
             if step["status"] == "failed" and step["starved"]:
-                print(f"runner: {image['tag']} on {image['platform']}: step failed for want of what was not fetchable "
-                      f"here ({', '.join(step['starved'])}): [{step['stage']}] {step['title']}\n"
+                print(f"runner: {image['tag']} on {image['platform']}: step failed for want of what could not be "
+                      f"fetched or built here ({', '.join(step['starved'])}): [{step['stage']}] {step['title']}\n"
                       f"{step['output'][-600:]}", file=sys.stderr)
             elif step["status"] == "failed":
                 print(f"runner: {image['tag']} on {image['platform']}: step failed: [{step['stage']}] {step['title']}\n"

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 
 from runner.compose.shell import word
 from runner.compose.stages import CopyFrom, File, Mount, Run, Stage, StageKind
-from runner.rehearse.substitutions import Substitution, compile_substitutions, rewrite_args, ubuntu_only
+from runner.rehearse.substitutions import (Substitution, compile_substitutions, indexes_in_sources, rewrite_args,
+                                            ubuntu_only)
 
 NOT_FETCHABLE = "runner-rehearsal: not fetchable here:"
 STANDIN_REPOSITORY = "runner-rehearsal/standin:"
@@ -36,6 +37,7 @@ class Rewriter:
     base_for: Callable[[Stage], str]
     python: str
     mirror: str
+    index: str = ""  # the package index, which answers for the declared indexes a source's own files name
     substitutions: dict[str, list[Substitution]] = field(default_factory=dict)  # new stage key -> what changed
     originals: dict[tuple[str, int], str] = field(default_factory=dict)  # (new stage key, step) -> original script
     _done: dict[str, Stage] = field(default_factory=dict)
@@ -74,6 +76,8 @@ class Rewriter:
             for i, step in enumerate(s.steps):
                 if isinstance(step, Run):
                     script, found = compile_substitutions(s, step, self._published.get(s.key, ""))
+                    script, answered = indexes_in_sources(script, self.index)
+                    found += answered
                     if self.on_standin(s):
                         script, dropped = ubuntu_only(script)
                         found += dropped

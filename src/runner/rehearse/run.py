@@ -236,7 +236,7 @@ class Rehearsal:
             return result
         stand_ins = any(c[2] for c in chosen.values())
         python = STANDIN_PYTHON if stand_ins else ""
-        rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base)
+        rw = Rewriter(lambda s: chosen[s.key][0], python or t.python, self.mirror.base, index_url())
         rw.outputs(leaf.stage)
         new = rw.stage(leaf.stage)
         result.substitutions = [s for c in chosen.values() for s in c[1]]
@@ -257,8 +257,11 @@ class Rehearsal:
         # on a stand-in, the vendor's device compilers are missing: a step that stops at one is not runnable here
         compilers = standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
-        steps.mark_starved(result.steps, [[rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
-                                          if isinstance(s.steps[i], Run) else [] for s, i, _ in steps_in_order(new)])
+        # what each step builds on: the stages it mounts, and the stages its own stage starts from (a torch
+        # that was not fetchable in a parent leaves the child's build without it)
+        steps.mark_starved(result.steps, [[rendered.stage_names.get(a.key, "") for a in s.chain()[:-1]]
+                                          + ([rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
+                                             if isinstance(s.steps[i], Run) else []) for s, i, _ in steps_in_order(new)])
         if built is not None:
             checked = replace(t, python=python) if python else t  # the checks expect the substituted python
             result.smoke = await pipeline.smoke(builder, built.handle, built.image_id, Leaf(checked, leaf.platform, new),

@@ -86,7 +86,8 @@ class StepResult:
 
 
 def mark_starved(results: list[StepResult], mounts: list[list[str]]) -> None:
-    """Note on each failed step which stages it mounts (`mounts`, per step, by Dockerfile stage name) had
+    """Note on each failed step which stages it builds on (`mounts`, per step, by Dockerfile stage name: those
+    it mounts and those its stage starts from) had
     a step not fetchable or not runnable here, or starved in turn: the failure then follows from what
     could not be had or built here (an empty wheel folder), and the report says so instead of blaming
     the step alone."""

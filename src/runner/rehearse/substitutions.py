@@ -259,6 +259,10 @@ class IndexElsewhere:
     # an index that adds builds of its own to the package index's projects (Ascend's dev builds of
     # torch-npu) is answered by the package index only where every release a step pins is published there
     pins_published: bool = False
+    # the same answer where a requirements file of the step's own source names the index (vLLM's
+    # requirements/rocm-build.txt), which the mirror map cannot reach: a `sed -E` expression that points
+    # the file's lines at {index} before the install reads it ("" where the answer depends on the pins)
+    in_files: str = ""
 
     def substitution(self, url: str) -> Substitution:
         return Substitution("source mirror", f"{self.what} {url}", "the package index", self.why)
@@ -277,13 +281,40 @@ INDEXES_ELSEWHERE = (
     IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/(?!cpu\b)[a-z0-9.]+"), "PyTorch's wheel index",
                    "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
                    "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
-                   "(which may differ from the index the recipe names)"),
+                   "(which may differ from the index the recipe names)",
+                   in_files=r"/download\.pytorch\.org\/whl\/cpu\b/!s#https://download\.pytorch\.org/whl/[a-z0-9.]+/?#{index}#g"),
     IndexElsewhere(re.compile(r"https://mirrors\.huaweicloud\.com/ascend/repos/pypi"), "Ascend's PyPI mirror",
                    "that mirror cannot be reached here; it serves the package index's projects and adds Ascend's dev "
                    "builds (of torch-npu), so the package index answers for it where every release the step pins "
                    "is published there too (a dev build is not: that step stays not fetchable here)",
                    pins_published=True),
 )
+
+
+INDEX_MARK = "# rehearsal: the package index answers for the indexes this file names"
+# a pip or uv install from a requirements file (-r FILE): the file may be the source's own
+_FROM_FILE = re.compile(r"^(?P<indent>[ \t]*)(?=[^\n]*\bpip install\b)[^\n]*?\s-r\s+(?P<file>[^\s\"';&|]+)", re.M)
+
+
+def indexes_in_sources(script: str, index: str) -> tuple[str, list[Substitution]]:
+    """A script whose installs from requirements files first point the declared indexes those files name
+    at the package index (`index`), as the mirror map does for the indexes the recipe names itself."""
+    edits = [kind for kind in INDEXES_ELSEWHERE if kind.in_files]
+    if not index or not edits:
+        return script, []
+    files: list[str] = []
+
+    def point(m: re.Match) -> str:
+        file = m["file"]
+        files.append(file)
+        sed = " ".join(f"-e '{kind.in_files.format(index=index)}'" for kind in edits)
+        return f'{m["indent"]}if [ -f "{file}" ]; then sed -i -E {sed} "{file}"; fi  {INDEX_MARK}\n{m[0]}'
+
+    new = _FROM_FILE.sub(point, script)
+    return new, [Substitution("source mirror", f"{kind.what} where {file} (read by the step's install) names it",
+                              "the package index", kind.why + "; the file's index lines are pointed at it before "
+                              "the install, as the mirror map does for the indexes a recipe names itself")
+                 for file in dict.fromkeys(files) for kind in edits]
 
 
 def mirrored_elsewhere(script: str) -> list[tuple[re.Match, ReleaseFromWheel | IndexElsewhere]]:
