@@ -89,7 +89,7 @@ def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_
     pack/dtk/standin.yaml), so the step is not runnable here; on a real base (no compilers declared
     missing) and for any other failure it stays failed."""
     from runner.rehearse.run import Rehearsed
-    from runner.rehearse.substitutions import standin_spec
+    from runner.rehearse.standin import standin_spec
 
     expected = [("vllm", "LMCache 0.3.11 built with hipcc", False, "x"), ("vllm", "after", False, "y")]
     dtk = ["bash: line 11: clang: command not found",
@@ -119,6 +119,29 @@ def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_
     assert steps.STATUS_RANK["not fetchable here"] < steps.STATUS_RANK["not runnable here"] < steps.STATUS_RANK["failed"]
 
 
+def test_a_folder_the_mirrors_partial_sdist_lacks_is_not_fetchable_here():
+    """SGLang publishes only python/ as its sdist: the ROCm build's `cd /tmp/sglang/sgl-kernel` fails on the
+    mirror's repository for want of a folder the release has, which is not fetchable here (named); a
+    missing folder inside the published part, or of a whole repository, is a failure of the recipe."""
+    project = load_project(ROOT / "matrix.yaml")
+    leaf = project.leaf_stage("rocm7.0-sglang0.5.8", "linux/amd64")
+    script = next(st.script for s, i, _ in steps_in_order(leaf) for st in [s.steps[i]]
+                  if isinstance(st, Run) and "sgl-kernel" in st.script)
+    expected = [("sglang-build", "build sglang", False, script)]
+
+    def log(line: str) -> str:
+        return "\n".join(["#9 [sglang-build 2/3] RUN bash -c x", f"#9 9.1 {line}", "#9 ERROR: exit code: 1"])
+
+    step = steps.read(log("/bin/bash: line 16: cd: /tmp/sglang/sgl-kernel: No such file or directory"), expected)[0]
+    assert step.status == "not fetchable here"
+    assert step.urls[0].startswith("https://github.com/sgl-project/sglang.git sgl-kernel/ (not in its sdist")
+    inside = log("/bin/bash: line 16: cd: /tmp/sglang/python/sglang/nope: No such file or directory")
+    assert steps.read(inside, expected)[0].status == "failed"
+    vllm = [("vllm-build", "build vllm", False, 'git clone --depth 1 "https://github.com/vllm-project/vllm.git" "/tmp/vllm"')]
+    assert steps.read(log("cd: /tmp/vllm/csrc: No such file or directory").replace("sglang-build", "vllm-build"),
+                      vllm)[0].status == "failed"
+
+
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
     leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
     subs = [s for ss in rw.substitutions.values() for s in ss]
@@ -141,7 +164,7 @@ def test_stages_others_mount_keep_their_output_folders():
 
 def test_a_stand_in_of_other_debian_packages_is_another_image(monkeypatch):
     from runner.rehearse import standin
-    from runner.rehearse.substitutions import StandinSpec
+    from runner.rehearse.standin import StandinSpec
 
     spec = StandinSpec({"CUDA_HOME": "/usr/local/cuda"}, ("/usr/local/cuda",), ())
     before = standin.tag("cuda", "linux/amd64", spec)

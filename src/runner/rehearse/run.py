@@ -28,7 +28,7 @@ from runner.model.targets import Target
 from runner.rehearse import official_standin, release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
 from runner.rehearse.substitutions import (COMPILE_MARK, STANDIN_PYTHON, IndexElsewhere, Substitution, mirrored_elsewhere,
-                                           python_substitutions, standin_spec)
+                                           python_substitutions)
 from runner.release import pipeline
 from runner.verify.source_mirror import FILES, SourceMirror
 from runner.verify.upstream import index_url, unpack, wanted_refs
@@ -166,7 +166,7 @@ class Rehearsal:
 
     async def debian(self, stage: Stage, t: Target) -> tuple[str, list[Substitution]]:
         """The backend's Debian stand-in for the base's release (built once) and its substitutions."""
-        spec = standin_spec(self.project.pack_path, t.backend)
+        spec = standin.standin_spec(self.project.pack_path, t.backend)
         version = t.original_backend_version
         sdists, carried, missing = {}, [], []
         for folder, project in spec.from_index:  # the vendor image's folders the index publishes, at its release
@@ -255,7 +255,7 @@ class Rehearsal:
             result.error = str(e)
             built = None
         # on a stand-in, the vendor's device compilers are missing: a step that stops at one is not runnable here
-        compilers = standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
+        compilers = standin.standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
         # what each step builds on: the stages it mounts, and the stages its own stage starts from (a torch
         # that was not fetchable in a parent leaves the child's build without it)

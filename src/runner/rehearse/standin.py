@@ -13,12 +13,49 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from runner.model.errors import UserError
 from runner.model.files import cache_root
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
-from runner.rehearse.substitutions import STANDIN_SUITE, StandinSpec
+from runner.rehearse.substitutions import STANDIN_SUITE
+
+@dataclass(frozen=True)
+class StandinSpec:
+    """What a backend's vendor base image gives the recipe, as far as a Debian image can carry it."""
+
+    env: dict[str, str]
+    paths: tuple[str, ...]  # folders the recipe expects
+    cannot_carry: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
+    # folders of the vendor image that the package index publishes as a project's sdist at the image's
+    # release (ROCm's /opt/rocm/share/amd_smi is AMD's `amdsmi`): (folder, project), carried from the index
+    from_index: tuple[tuple[str, str], ...] = ()
+    # the device compilers the vendor image has and the stand-in cannot: a step that stops where it calls
+    # one (with no published artifact to stand for its build) is "not runnable here"
+    compilers: tuple[str, ...] = ()
+
+
+def standin_spec(pack: Path, backend: str) -> StandinSpec:
+    """`pack/<backend>/standin.yaml` (an empty spec when the backend has none)."""
+    path = pack / backend / "standin.yaml"
+    if not path.is_file():
+        return StandinSpec({}, (), ())
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
+        files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
+        from_index = tuple((str(k), str(v)) for k, v in (data.get("from_index") or {}).items())
+        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
+                           files, from_index, tuple(map(str, data.get("compilers") or ())))
+    except (yaml.YAMLError, AttributeError, TypeError) as e:
+        raise UserError(f"{path}: not a stand-in spec ({e})",
+                        hint="write env: {NAME: value}, paths: [...], cannot_carry: [...], "
+                             "from_index: {FOLDER: PROJECT}, compilers: [...]") from None
+
 
 # What every vendor base here has that a minimal Debian lacks: bash for the recipes' SHELL, python with
 # pip (the runtime's build tools), certificates and curl for downloads before the runtime's apt step.

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from runner.rehearse.rewrite import NOT_FETCHABLE
+from runner.verify.upstream import UPSTREAMS
 
 _HEADER = re.compile(r"^#(\d+) \[([a-z0-9._-]+) (\d+)/\d+\] RUN ")
 _OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
@@ -58,6 +59,25 @@ def _missing_compilers(lines: list[str], compilers: tuple[str, ...]) -> list[str
     tool = rf"(?:[^\s'\"]*/)?(?P<tool>{'|'.join(map(re.escape, compilers))})"
     text = "\n".join(lines[-60:])
     return list(dict.fromkeys(m["tool"] for p in _MISSING for m in re.finditer(p.format(tool=tool), text, re.M)))
+
+
+_CLONE_TO = re.compile(r"""git clone\b[^\n]*?"?(?P<url>https://[^\s"]+\.git)"?\s+"?(?P<dest>/[^\s"]+)"?[ \t]*$""", re.M)
+
+
+def _outside_sdist(lines: list[str], script: str) -> list[str]:
+    """What a failed step looked for in a clone that the source mirror makes of a partial sdist (SGLang
+    publishes only python/: runner.verify.upstream.UPSTREAMS), outside the part published, when that is
+    how it failed: the repository's URL and the missing folder, for "not fetchable here"."""
+    text = "\n".join(lines[-60:])
+    found = []
+    for m in _CLONE_TO.finditer(script):
+        up = UPSTREAMS.get(m["url"])
+        if up is None or not up.subdir:
+            continue
+        for p in re.finditer(rf"{re.escape(m['dest'])}/([^\s:'\"/]+)[^\s:'\"]*: No such file or directory", text):
+            if p[1] != up.subdir:
+                found.append(f"{m['url']} {p[1]}/ (not in its sdist, which the mirror is made of: {up.missing})")
+    return list(dict.fromkeys(found))
 
 
 def script_id(script: str) -> str:
@@ -138,6 +158,9 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
                 # a URL the recipe's source names itself (vLLM's requirements/rocm-build.txt names PyTorch's
                 # ROCm index), which the mirror map cannot point here, on a host this machine cannot resolve
                 result.status, urls = "not fetchable here", unreachable
+                result.output = "\n".join(v.lines[-60:])
+            elif v.end == "ERROR" and (outside := _outside_sdist(v.lines, key)):
+                result.status, urls = "not fetchable here", outside
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
                 result.status, result.needs = "not runnable here", missing

@@ -4,7 +4,7 @@ what it replaces, by what, and why. The report prints every one that applied to 
 Four kinds, and only these:
 - stand-in bases: a vendor base image that cannot be pulled here is replaced by a Debian image made
   with debootstrap, carrying the paths and environment the recipe relies on from that base (its
-  `pack/<backend>/standin.yaml`), and listing what it cannot carry;
+  `pack/<backend>/standin.yaml`, read by runner.rehearse.standin), and listing what it cannot carry;
 - official images: a service's official image that a layered row starts from (runner.compose.official)
   and that cannot be pulled here is replaced by that Debian stand-in with the service's own wheel at
   the row's version installed from the package index, with the torch that wheel pins (OFFICIAL_STANDINS);
@@ -20,14 +20,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from runner.compose.requirements import canonical
 from runner.compose.stages import Arg, Run, Stage
-from runner.model.errors import InfrastructureError, UserError
+from runner.model.errors import InfrastructureError
 from runner.verify import package_index
 
 
@@ -155,40 +153,6 @@ def ubuntu_only(script: str) -> tuple[str, list[Substitution]]:
 
 STANDIN_SUITE = "bookworm"  # Debian 12: the distribution the stand-ins are made of
 STANDIN_PYTHON = "3.11"  # Debian 12's python
-
-
-@dataclass(frozen=True)
-class StandinSpec:
-    """What a backend's vendor base image gives the recipe, as far as a Debian image can carry it."""
-
-    env: dict[str, str]
-    paths: tuple[str, ...]  # folders the recipe expects
-    cannot_carry: tuple[str, ...]
-    files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
-    # folders of the vendor image that the package index publishes as a project's sdist at the image's
-    # release (ROCm's /opt/rocm/share/amd_smi is AMD's `amdsmi`): (folder, project), carried from the index
-    from_index: tuple[tuple[str, str], ...] = ()
-    # the device compilers the vendor image has and the stand-in cannot: a step that stops where it calls
-    # one (with no published artifact to stand for its build) is "not runnable here"
-    compilers: tuple[str, ...] = ()
-
-
-def standin_spec(pack: Path, backend: str) -> StandinSpec:
-    """`pack/<backend>/standin.yaml` (an empty spec when the backend has none)."""
-    path = pack / backend / "standin.yaml"
-    if not path.is_file():
-        return StandinSpec({}, (), ())
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
-        files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
-        from_index = tuple((str(k), str(v)) for k, v in (data.get("from_index") or {}).items())
-        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
-                           files, from_index, tuple(map(str, data.get("compilers") or ())))
-    except (yaml.YAMLError, AttributeError, TypeError) as e:
-        raise UserError(f"{path}: not a stand-in spec ({e})",
-                        hint="write env: {NAME: value}, paths: [...], cannot_carry: [...], "
-                             "from_index: {FOLDER: PROJECT}, compilers: [...]") from None
 
 
 def python_substitutions(wanted: str) -> list[Substitution]:
