@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runner.rehearse import official_standin, run, standin
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
-from runner.rehearse.substitutions import OFFICIAL_CANNOT_CARRY
+from runner.rehearse.official_standin import OFFICIAL_CANNOT_CARRY
 
 
 def _layered(project):

@@ -142,6 +142,25 @@ def test_a_folder_the_mirrors_partial_sdist_lacks_is_not_fetchable_here():
                       vllm)[0].status == "failed"
 
 
+def test_a_device_compile_with_no_published_artifact_ends_not_runnable_here():
+    """ROCm's flash-attn (CK) and AITER builds need hipcc, and the index has only their sdists: the compile
+    line gives way to a note (the clone before it still runs), declared, and the step ends not runnable here."""
+    from runner.rehearse.substitutions import NOT_RUNNABLE
+
+    leaf, new, rw = _rewritten("rocm7.0-vllm0.14.1")
+    subs = [s for ss in rw.substitutions.values() for s in ss]
+    assert {s.what for s in subs if s.kind == "device compile" and s.by.startswith("nothing")} == {
+        "flash-attn-build's compile", "aiter-build's compile"}
+    fa = next(st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]]
+              if s.name == "flash-attn-build" and isinstance(st, Run) and "flash-attention.git" in st.script)
+    assert f'cd /tmp/fa && echo "{NOT_RUNNABLE} hipcc"' in fa and "BUILD_TARGET=rocm" not in fa
+    assert "git clone" in fa  # the lines before the compile run as written
+    log = "\n".join(["#8 [flash-attn-build 2/3] RUN bash -c x", "#8 3.0 Cloning into '/tmp/fa'...",
+                     f"#8 9.0 {NOT_RUNNABLE} hipcc", "#8 DONE 9.1s"])
+    step = steps.read(log, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0]
+    assert (step.status, step.needs) == ("not runnable here", ["hipcc"])
+
+
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
     leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
     subs = [s for ss in rw.substitutions.values() for s in ss]

@@ -3,16 +3,107 @@
 and the service's own wheel at the row's exact version from the package index, the resolver taking
 the torch that wheel pins. A vendor image whose recipe checks the service and torch it ships stands
 in the same way, torch held at the vendor's version. What such a stand-in cannot carry is declared
-with its substitution (runner.rehearse.substitutions.OfficialStandin)."""
+with its substitution (OfficialStandin, declared here)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
-from runner.rehearse.substitutions import OfficialStandin
+from runner.rehearse.substitutions import STANDIN_PYTHON, STANDIN_SUITE, Substitution
+
+@dataclass(frozen=True)
+class OfficialStandin:
+    """What stands for a service's official image here: the backend's Debian stand-in, uv from the package
+    index, and the service's wheel at the row's exact version with the torch that wheel pins (the resolver
+    takes the wheel's own pin, as the official image carries it)."""
+
+    image: str  # the official image by tag (a vendor image: its reference)
+    service: str
+    version: str
+    backend: str
+    torch: str = ""  # a vendor image's: the torch it ships, held over the service's own pin
+
+    @property
+    def vendor(self) -> bool:
+        return bool(self.torch)
+
+    @property
+    def requirement(self) -> str:
+        extra = VENDOR_EXTRAS.get(self.service, "") if self.vendor else ""
+        return f"{self.service}{extra}=={self.version}"
+
+    @property
+    def also(self) -> tuple[str, ...]:
+        """What the official image holds besides the service that the stand-in installs with it (a vendor
+        image: its torch, which a service's wheel may not require)."""
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
+
+    @property
+    def leaves_out(self) -> dict[str, str]:
+        """The service's dependencies the stand-in leaves out, with why."""
+        return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """uv overrides: the left-out dependencies (a marker that is never true), a vendor image's torch."""
+        return (tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out))
+                + ((f"torch=={self.torch}",) if self.torch else ()))
+
+    def substitution(self, tag: str, torch: str) -> Substitution:
+        if self.vendor:
+            return Substitution("stand-in base", self.image,
+                                f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.requirement} and torch {torch} "
+                                "from the package index (uv; torch held at the vendor's version over the service's pin)",
+                                "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
+                                "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
+                                "vendor's toolkit and its builds of torch and of the service")
+        carried = " and ".join((self.requirement, *self.also))
+        carried += f", with the torch {torch} the service's wheel pins" if torch else ""
+        cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
+                           + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
+                           + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
+        return Substitution("official image", self.image,
+                            f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
+                            f"the official image cannot be pulled here; it cannot carry: {cannot}")
+
+
+# What no stand-in of an official image carries, per backend, and on every backend
+OFFICIAL_CANNOT_CARRY = {
+    "cuda": ("the image's CUDA toolkit and libraries outside the index's wheels (/usr/local/cuda, nvcc)",
+             "the kernels the image builds or fetches itself (its FlashInfer and DeepGEMM builds, "
+             "its JIT caches)"),
+    "rocm": ("ROCm and its libraries (/opt/rocm)", "the image's ROCm build of the service and of torch "
+             "(the index's wheels are the CUDA builds of the same releases)"),
+    "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
+             "(the index's wheels are the CUDA builds of the same releases)",
+             "the transformers release the plugin pins (vllm-ascend 0.20.2rc1: ==5.5.3; the stand-in has the one "
+             "vLLM alone resolves to, which a later install may move: pip-check then says so)"),
+}
+# vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
+# installed over the wheel, which the index's wheel alone does not bring
+OFFICIAL_SERVICE_CANNOT_CARRY = {
+    ("cuda", "vllm"): ("NIXL, CuPy and Mooncake of the KV-cache connectors the release image installs",),
+}
+# What the stand-in installs with the service because the official image has it too, from the index:
+# LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
+# A vendor image is the service's whole runtime: SGLang before 0.5.5 keeps that (torch among it) in its srt
+# extra, which a later release no longer declares (uv then warns and installs the release alone); found by
+# rehearsing musa4.3-sglang0.5.2, whose stand-in had no torch
+VENDOR_EXTRAS = {"sglang": "[srt]"}
+OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
+OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
+                             f"python {STANDIN_PYTHON})",)
+# Dependencies of a service that the index cannot install on a stand-in, left out of its install (an
+# override that never applies) and said with the substitution; pip-check then names them as missing
+OFFICIAL_STANDIN_LEAVES_OUT = {
+    "sglang": {"cuda-tile": "SGLang pins a pre-release of which the index has only the sdist, whose build "
+                            "needs the CUDA toolkit"},
+}
+
 
 # The services a vendor image ships that the index has under the name the recipe's check asks pip for
 VENDOR_SERVICES = ("vllm", "sglang")

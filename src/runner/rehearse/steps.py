@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from runner.rehearse.rewrite import NOT_FETCHABLE
+from runner.rehearse.substitutions import NOT_RUNNABLE
 from runner.verify.upstream import UPSTREAMS
 
 _HEADER = re.compile(r"^#(\d+) \[([a-z0-9._-]+) (\d+)/\d+\] RUN ")
@@ -152,7 +153,10 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
             v = found[n]
             urls = [x.split(NOT_FETCHABLE, 1)[1].strip() for x in v.lines if NOT_FETCHABLE in x]
             result.cached = v.end == "CACHED"
-            if v.end in ("DONE", "CACHED"):
+            tools = [x.split(NOT_RUNNABLE, 1)[1].strip() for x in v.lines if NOT_RUNNABLE in x]
+            if v.end in ("DONE", "CACHED") and tools and not urls:  # a declared device compile with no artifact
+                result.status, result.needs = "not runnable here", list(dict.fromkeys(tools))
+            elif v.end in ("DONE", "CACHED"):
                 result.status = "not fetchable here" if urls else ("substituted" if substituted else "ran")
             elif v.end == "ERROR" and (unreachable := _unreachable(v.lines)):
                 # a URL the recipe's source names itself (vLLM's requirements/rocm-build.txt names PyTorch's

@@ -1,5 +1,6 @@
-"""Everything a rehearsal runs differently from a release, declared here and nowhere else, each with
-what it replaces, by what, and why. The report prints every one that applied to an image.
+"""Everything a rehearsal runs differently from a release, declared here (and, for the stand-ins of
+official images, in runner.rehearse.official_standin) and nowhere else, each with what it replaces, by
+what, and why. The report prints every one that applied to an image.
 
 Four kinds, and only these:
 - stand-in bases: a vendor base image that cannot be pulled here is replaced by a Debian image made
@@ -7,12 +8,14 @@ Four kinds, and only these:
   `pack/<backend>/standin.yaml`, read by runner.rehearse.standin), and listing what it cannot carry;
 - official images: a service's official image that a layered row starts from (runner.compose.official)
   and that cannot be pulled here is replaced by that Debian stand-in with the service's own wheel at
-  the row's version installed from the package index, with the torch that wheel pins (OFFICIAL_STANDINS);
+  the row's version installed from the package index, with the torch that wheel pins
+  (runner.rehearse.official_standin.OfficialStandin);
 - the source mirror: every declared Download and Git URL is served from 127.0.0.1 (a file that cannot
   be had here answers 404, and its step is reported "not fetchable here" with the exact URL);
 - device compiles: a build line that needs an accelerator's compiler, or a build whose source is on
   GitHub only (Mooncake, vllm-omni), is replaced by the published artifact of the same version (or the
-  release a resolve reads in its place), where the package index has one.
+  release a resolve reads in its place), where the package index has one; where it has none, the
+  compile line gives way to a note (DEVICE_ONLY) and the step ends "not runnable here".
 Everything else runs as the release writes it."""
 
 from __future__ import annotations
@@ -130,6 +133,36 @@ DEVICE_COMPILES = (
                   "that the recipe's sed drops from the source, so the install brings that too)", kind="source build"),
 )
 
+NOT_RUNNABLE = "runner-rehearsal: not runnable here:"
+
+
+@dataclass(frozen=True)
+class DeviceOnly:
+    """A device compile the index publishes no artifact for: its line gives way to a note, so the lines
+    before it (the clone through the mirror) run as written, the step ends "not runnable here" naming the
+    compiler, and what mounts its output goes without it (said so)."""
+
+    stage: str
+    line: re.Pattern  # the build line; group "cd" (if any) the `cd DIR && ` it starts with, which still runs
+    compiler: str
+    why: str
+
+    def replace(self, script: str) -> tuple[str, bool]:
+        new, n = self.line.subn(lambda m: f'{m["indent"]}{m["cd"] or ""}echo "{NOT_RUNNABLE} {self.compiler}"', script)
+        return new, bool(n)
+
+
+DEVICE_ONLY = (
+    DeviceOnly("flash-attn-build", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>cd \S+ && )?GPU_ARCHS=\S+ BUILD_TARGET=rocm "
+                                              r"python3 -m build --wheel --no-isolation --outdir \S+$", re.M),
+               "hipcc", "flash-attn's Composable Kernel build for ROCm compiles with hipcc against ROCm's torch, and "
+               "the index publishes no build of flash-attn (only its sdist)"),
+    DeviceOnly("aiter-build", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>cd \S+ && )?GPU_ARCHS=\S+ BUILD_TARGET=rocm "
+                                         r"PREBUILD_KERNELS=1 python3 setup\.py bdist_wheel --dist-dir \S+$", re.M),
+               "hipcc", "AITER's prebuilt kernels compile with hipcc, and the index publishes no build of amd-aiter "
+               "(only its sdist)"),
+)
+
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
 # a stand-in (the stand-in cannot carry them), with the reason
 UBUNTU_ONLY = {"libmpdec-dev": "Debian 12 has no package of mpdecimal's headers (Ubuntu 22.04 has)"}
@@ -182,6 +215,12 @@ def compile_substitutions(stage: Stage, run: Run, published: str = "") -> tuple[
             script, _ = dc.replace(script, published)
             what = f"{dc.stage}'s compile" if dc.kind == "device compile" else f"{dc.stage}'s build from its source"
             found.append(Substitution(dc.kind, what, f"the published {artifact}", dc.why))
+    for only in DEVICE_ONLY:
+        if stage.name == only.stage:
+            script, done = only.replace(script)
+            if done:
+                found.append(Substitution("device compile", f"{only.stage}'s compile", "nothing: the step ends not "
+                                          f"runnable here (it needs {only.compiler})", only.why))
     return script, found
 
 
@@ -284,93 +323,3 @@ def indexes_in_sources(script: str, index: str) -> tuple[str, list[Substitution]
 def mirrored_elsewhere(script: str) -> list[tuple[re.Match, ReleaseFromWheel | IndexElsewhere]]:
     """Every release file and wheel index in a script that the source mirror answers from elsewhere."""
     return [(m, kind) for kind in (*RELEASE_FILES, *INDEXES_ELSEWHERE) for m in kind.url.finditer(script)]
-
-
-@dataclass(frozen=True)
-class OfficialStandin:
-    """What stands for a service's official image here: the backend's Debian stand-in, uv from the package
-    index, and the service's wheel at the row's exact version with the torch that wheel pins (the resolver
-    takes the wheel's own pin, as the official image carries it)."""
-
-    image: str  # the official image by tag (a vendor image: its reference)
-    service: str
-    version: str
-    backend: str
-    torch: str = ""  # a vendor image's: the torch it ships, held over the service's own pin
-
-    @property
-    def vendor(self) -> bool:
-        return bool(self.torch)
-
-    @property
-    def requirement(self) -> str:
-        extra = VENDOR_EXTRAS.get(self.service, "") if self.vendor else ""
-        return f"{self.service}{extra}=={self.version}"
-
-    @property
-    def also(self) -> tuple[str, ...]:
-        """What the official image holds besides the service that the stand-in installs with it (a vendor
-        image: its torch, which a service's wheel may not require)."""
-        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
-
-    @property
-    def leaves_out(self) -> dict[str, str]:
-        """The service's dependencies the stand-in leaves out, with why."""
-        return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
-
-    @property
-    def overrides(self) -> tuple[str, ...]:
-        """uv overrides: the left-out dependencies (a marker that is never true), a vendor image's torch."""
-        return (tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out))
-                + ((f"torch=={self.torch}",) if self.torch else ()))
-
-    def substitution(self, tag: str, torch: str) -> Substitution:
-        if self.vendor:
-            return Substitution("stand-in base", self.image,
-                                f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.requirement} and torch {torch} "
-                                "from the package index (uv; torch held at the vendor's version over the service's pin)",
-                                "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
-                                "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
-                                "vendor's toolkit and its builds of torch and of the service")
-        carried = " and ".join((self.requirement, *self.also))
-        carried += f", with the torch {torch} the service's wheel pins" if torch else ""
-        cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
-                           + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
-                           + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
-        return Substitution("official image", self.image,
-                            f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
-                            f"the official image cannot be pulled here; it cannot carry: {cannot}")
-
-
-# What no stand-in of an official image carries, per backend, and on every backend
-OFFICIAL_CANNOT_CARRY = {
-    "cuda": ("the image's CUDA toolkit and libraries outside the index's wheels (/usr/local/cuda, nvcc)",
-             "the kernels the image builds or fetches itself (its FlashInfer and DeepGEMM builds, "
-             "its JIT caches)"),
-    "rocm": ("ROCm and its libraries (/opt/rocm)", "the image's ROCm build of the service and of torch "
-             "(the index's wheels are the CUDA builds of the same releases)"),
-    "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
-             "(the index's wheels are the CUDA builds of the same releases)",
-             "the transformers release the plugin pins (vllm-ascend 0.20.2rc1: ==5.5.3; the stand-in has the one "
-             "vLLM alone resolves to, which a later install may move: pip-check then says so)"),
-}
-# vLLM's CUDA release images are built with INSTALL_KV_CONNECTORS=true: its requirements/kv_connectors.txt
-# installed over the wheel, which the index's wheel alone does not bring
-OFFICIAL_SERVICE_CANNOT_CARRY = {
-    ("cuda", "vllm"): ("NIXL, CuPy and Mooncake of the KV-cache connectors the release image installs",),
-}
-# What the stand-in installs with the service because the official image has it too, from the index:
-# LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
-# A vendor image is the service's whole runtime: SGLang before 0.5.5 keeps that (torch among it) in its srt
-# extra, which a later release no longer declares (uv then warns and installs the release alone); found by
-# rehearsing musa4.3-sglang0.5.2, whose stand-in had no torch
-VENDOR_EXTRAS = {"sglang": "[srt]"}
-OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
-OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
-                             f"python {STANDIN_PYTHON})",)
-# Dependencies of a service that the index cannot install on a stand-in, left out of its install (an
-# override that never applies) and said with the substitution; pip-check then names them as missing
-OFFICIAL_STANDIN_LEAVES_OUT = {
-    "sglang": {"cuda-tile": "SGLang pins a pre-release of which the index has only the sdist, whose build "
-                            "needs the CUDA toolkit"},
-}
