@@ -79,7 +79,9 @@ OFFICIAL_CANNOT_CARRY = {
     "rocm": ("ROCm and its libraries (/opt/rocm)", "the image's ROCm build of the service and of torch "
              "(the index's wheels are the CUDA builds of the same releases)"),
     "cann": ("CANN and the Ascend toolkit (/usr/local/Ascend)", "the image's Ascend plugin and torch_npu "
-             "(the index's wheels are the CUDA builds of the same releases)",
+             "(the index has vllm-ascend 0.20.2rc1's wheel, but it pins triton-ascend==3.2.1, which only Ascend's "
+             "mirror publishes (the index has 3.2.0), and torch 2.10.0 under vLLM 0.20.2's 2.11.0: uv finds no "
+             "solution even with torch held; the index's vLLM and torch are the CUDA builds of the same releases)",
              "the transformers release the plugin pins (vllm-ascend 0.20.2rc1: ==5.5.3; the stand-in has the one "
              "vLLM alone resolves to, which a later install may move: pip-check then says so)"),
 }
