@@ -67,7 +67,13 @@ def test_rows_after_the_seed_era_layer_the_official_image_and_seed_rows_still_co
     CONNECTORS = {"rocm7.2-vllm0.32.0": {"lmcache-build", "mooncake-build"},
                   "cann9.0-910b-vllm0.20.2": {"mooncake-build", "vllm-omni-build"},
                   "cann9.0-a3-vllm0.20.2": {"mooncake-build", "vllm-omni-build"},
-                  "cann9.2-950-vllm0.30.0": {"mooncake-build"}}
+                  "cann9.2-950-vllm0.30.0": {"mooncake-build"},
+                  # LMCache-Ascend where upstream builds it: CANN 8.5 (vLLM 0.18, SGLang 0.5.12), SGLang on 9.0
+                  "cann8.5-a3-sglang0.5.12.post1": {"lmcache-ascend-build"}}
+    for tag, built in {"cann8.5-910b-vllm0.18.0": {"mooncake-build", "vllm-omni-build", "lmcache-ascend-build"},
+                       "cann9.0-a3-sglang0.5.15.post1": {"lmcache-ascend-build"}, "cann9.1-a3-sglang0.5.22": set(),
+                       "cann8.5-310p-vllm0.18.0": {"vllm-omni-build"}, "cann8.5-a3-sglang0.5.9": set()}.items():
+        assert {s.name for s in p.leaf_stage(tag).dependencies() if s.compiles} == built, tag
     for tag, image in layered.items():
         leaf = p.leaf_stage(tag)
         (base,) = [s for s in leaf.chain() if s.kind == "base"]

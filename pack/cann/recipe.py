@@ -7,7 +7,8 @@ SGLang image (runner.compose.official). MindIE always installs from its installe
 
 from pathlib import Path
 
-from runner.compose.builds import mooncake_source, sglang_router, vllm_patches
+from runner.compose.builds import (LMCACHE_ASCEND_LIBRARIES, lmcache_ascend_source, mooncake_source, sglang_router,
+                                   vllm_patches)
 from runner.compose.components import LeftOut, native, python
 from runner.compose.official import Official
 from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, BuiltWheels, built_wheels, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
@@ -87,8 +88,9 @@ LEFT_OUT = (
     LeftOut("rows after the seed era: vLLM, vllm-ascend and SGLang installed here", "they layer the official "
             "vllm-ascend or SGLang image (OFFICIAL): torch and torch-npu are the image's, and the vLLM patches are "
             "not carried (not proven here against those versions' sources)", ("vllm", "sglang")),
-    LeftOut("LMCache with LMCache-Ascend on a layered vLLM row", "upstream installs them from source on CANN 8 "
-            "only (kvcache-ops does not build on CANN 9); that build is not carried here yet", ("vllm",)),
+    LeftOut("LMCache with LMCache-Ascend on a vLLM row of CANN 9, and on CANN 9.1", "kvcache-ops builds on CANN 8.5 "
+            "only (upstream skips it on CANN 9 for vLLM); SGLang's CANN 9.0 build is at a commit of LMCache-Ascend's main "
+            "that upstream has not carried to CANN 9.1", ("vllm", "sglang")),
     LeftOut("vllm-omni on a vLLM row of 0.23 or later", "upstream built vllm-omni commits for Ascend up to vLLM 0.20; "
             "the index's releases are not known to run on Ascend", ("vllm",)),
 )
@@ -98,6 +100,10 @@ LEFT_OUT = (
 OFFICIAL_ASCEND = {"9.2": {"0.30.0": "0.30.0rc2"},
                    "*": {"0.30.0": "0.30.0rc1", "0.27.1": "0.27.1rc1", "0.23.0": "0.23.0", "0.20.2": "0.20.2rc1",
                          "0.18.0": "0.18.0", "0.17.0": "0.17.0rc1", "0.16.0": "0.16.0rc1", "0.15.0": "0.15.0rc1"}}
+# LMCache with LMCache-Ascend on a layered row's official image, as upstream builds it (not on 310P): (service, CANN)
+# -> {versions: (lmcache, LMCache-Ascend tag or commit: CANN 9 support landed on its main after v0.4.3)}
+LMCACHE_ASCEND = {("vllm", "8.5"): {">=0.18": ("0.4.2", "v0.4.2")}, ("sglang", "8.5"): {">=0.5.12": ("0.4.2", "v0.4.2")},
+                  ("sglang", "9.0"): {">=0.5.14": ("0.4.2", "dbd6545")}}
 # the CANN release the SGLang images name: 8.5.1 rows take the 8.5.0 images, as the released ones do
 OFFICIAL_SGLANG_CANN = {"8.5.1": "8.5.0"}
 
@@ -124,7 +130,8 @@ OFFICIAL = Official(
     HERE, compiled={"vllm": ">=0.9.1,<=0.14.1", "sglang": ">=0.5.1,<=0.5.8"},
     images={"vllm": vllm_image, "sglang": sglang_image}, ray="2.48.0",
     env={"vllm": {**NPU_ENV, "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES": "1"}, "sglang": NPU_ENV},
-    builds={"vllm": lambda t, runtime: connectors(t, runtime)}, wrappers={"vllm": lambda b: vllm_wrapper(b)})
+    builds={"vllm": lambda t, runtime: connectors(t, runtime), "sglang": lambda t, runtime: lmcache_ascend(t, runtime)},
+    wrappers={"vllm": lambda b: vllm_wrapper(b)})
 
 
 def base(t: Target, platform: str) -> Stage:
@@ -180,6 +187,28 @@ def mooncake_build(t: Target, parent: Stage, version: str) -> Stage:
 
 
 @shared
+def lmcache_ascend_build(t: Target, parent: Stage, ref: str) -> Stage:
+    b = StageBuilder(f"{t.service}-build", "lmcache-ascend-build", parent)
+    # its compile jobs take ~2 GB each; CANN's atb set_env.sh stops under `set -e` on torch >= 2.7.1 (a grep)
+    b.run(f"""
+        {max_jobs(2)}
+        set +e; {_build_env(b, t)}; set -e{lmcache_ascend_source(ref)}
+        """, caches=caches(t, parent.platform, "uv", "ccache"), title=f"build LMCache-Ascend {ref}")
+    return b.build()
+
+
+def lmcache_ascend(t: Target, parent: Stage) -> list[BuiltWheels]:
+    """LMCache and LMCache-Ascend for a layered row (LMCACHE_ASCEND), built on its official image."""
+    found = pick_or(t.service_version, LMCACHE_ASCEND.get((t.service, t.backend_version), {}), None)
+    if t.variant == "310p" or not OFFICIAL.layers(t) or not found:
+        return []
+    lmcache, ref = found
+    return [built_wheels(lmcache_ascend_build(t, parent, ref), "lmcache-ascend", ("lmcache-ascend", "*.whl"),
+                         also=(pkg(f"lmcache=={lmcache}"),), after=LMCACHE_ASCEND_LIBRARIES,
+                         components=[python("lmcache", lmcache), python("lmcache-ascend", "", imports=("lmcache_ascend",))])]
+
+
+@shared
 def omni_build(t: Target, parent: Stage, commit: str) -> Stage:
     b = StageBuilder("vllm-build", "vllm-omni-build", parent)
     b.run(f"""
@@ -205,7 +234,7 @@ def connectors(t: Target, parent: Stage) -> list[BuiltWheels]:
                                   resolve_as=f"vllm-omni<={v.rsplit('.', 1)[0]}.0", without=("onnxruntime", "torch", "fa3-fwd"),
                                   also=(pkg("onnxruntime-cann"), pkg("sox")),
                                   components=[python("vllm-omni", omni, dist="", imports=()), python("onnxruntime-cann", "")]))
-    return built
+    return built + lmcache_ascend(t, parent)
 
 
 def vllm(t: Target, runtime: Stage) -> Stage:
@@ -290,26 +319,7 @@ def mindie(t: Target, runtime: Stage) -> Stage:
 DAEMON = "/usr/local/Ascend/mindie/latest/mindie-service/bin/mindieservice_daemon"
 # Runs the real daemon with CANN's, ATB's and MindIE's environment, every component logging to stdout (the
 # consumer reads the container's output), from the service folder the daemon resolves its files from.
-DAEMON_WRAPPER = """#!/usr/bin/bash
-for script in "${CANN_HOME}/ascend-toolkit/set_env.sh" "${CANN_HOME}/nnal/atb/set_env.sh" \\
-              "${CANN_HOME}/atb-models/set_env.sh" "${CANN_HOME}/mindie/set_env.sh"; do
-    if [[ -f "$script" ]]; then source "$script"; fi
-done
-python_prefix="$(python3 -c 'import sys; print(sys.base_prefix)')"
-export LD_LIBRARY_PATH="${python_prefix}/lib:${python_prefix}/lib64:${LD_LIBRARY_PATH:-}"
-export MINDIE_LOG_LEVEL="${MINDIE_LOG_LEVEL:-INFO}" MINDIE_LLM_LOG_LEVEL="${MINDIE_LLM_LOG_LEVEL:-WARN}" \\
-       MINDIE_LLM_PYTHON_LOG_LEVEL="${MINDIE_LLM_PYTHON_LOG_LEVEL:-WARN}" ASCEND_GLOBAL_LOG_LEVEL="${ASCEND_GLOBAL_LOG_LEVEL:-3}" \\
-       ASCEND_SLOG_LEVEL="${ASCEND_SLOG_LEVEL:-WARN}" ATB_LOG_LEVEL="${ATB_LOG_LEVEL:-ERROR}" \\
-       ASDOPS_LOG_LEVEL="${ASDOPS_LOG_LEVEL:-ERROR}" ASCEND_GLOBAL_EVENT_ENABLE=0 ATB_STREAM_SYNC_EVERY_KERNEL_ENABLE=0
-for part in MINDIE MIES_CERTS MINDIE_LLM MINDIE_LLM_PYTHON ATB ASDOPS OCK LOG; do
-    export "${part}_LOG_TO_STDOUT=1" "${part}_LOG_TO_FILE=0"
-done
-for part in ASCEND_SLOG MINDIE_RT TORCH_AIE; do
-    export "${part}_PRINT_TO_STDOUT=1" "${part}_PRINT_TO_FILE=0"
-done
-cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
-exec "./bin/$(basename "${BASH_SOURCE[0]}")_" "$@"
-"""
+DAEMON_WRAPPER = (HERE / "mindieservice_daemon.sh").read_text()
 
 
 @shared

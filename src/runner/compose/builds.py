@@ -65,6 +65,19 @@ def lmcache_source(version: str, env: str = "", indent: int = 8) -> str:
                  """cd /tmp/lmcache && sed -i 's/"torch==[^"]*"/"torch"/' pyproject.toml""", wheel("lmcache", env), indent=indent)
 
 
+def lmcache_ascend_source(ref: str, indent: int = 8) -> str:
+    """LMCache-Ascend (LMCache's Ascend kernels and connector) from its tag or commit, its wheel built into
+    /workspace/lmcache-ascend against the image's torch-npu and CANN (after CANN's set_env.sh)."""
+    return lines(github("LMCache/LMCache-Ascend", ref).clone("/tmp/lmcache-ascend"),
+                 f"cd /tmp/lmcache-ascend && {wheel('lmcache-ascend')}", "rm -rf /tmp/lmcache-ascend", indent=indent)
+
+
+# LMCache-Ascend's c_ops library names a RUNPATH that does not resolve once installed: the loader is told
+# the package's folder instead (after the install)
+LMCACHE_ASCEND_LIBRARIES = ('echo "$(python3 -m pip show lmcache-ascend | awk \'/^Location:/{print $2}\')/lmcache_ascend" '
+                            "> /etc/ld.so.conf.d/lmcache_ascend.conf && ldconfig")
+
+
 def mooncake_source(version: str, transport: str, indent: int = 8) -> str:
     """Mooncake's transfer engine from its tag, with `transport` (a CMake option such as -DUSE_HIP=ON),
     built and installed; its wheel is then in /tmp/mooncake/mooncake-wheel/dist."""
