@@ -82,6 +82,12 @@ def test_progress_is_read_per_step():
     assert (step.status, step.urls) == ("not fetchable here", ["https://download.pytorch.org/whl/rocm6.4/jinja2/"])
     unsolvable = progress.replace("#7 0.5 boom", "#7 0.5 Because torch-npu==2.6.0 depends on torch==2.6.0+cpu ... unsatisfiable")
     assert steps.read(unsolvable, expected)[2].status == "failed"
+    # the source's files whose indexes a step pointed at the package index, as it said (the report keeps
+    # those substitutions only)
+    from runner.rehearse.substitutions import ANSWERED_IN
+    answered = progress.replace("#5 0.1 hello", f"#5 0.1 {ANSWERED_IN} requirements/rocm-build.txt")
+    assert steps.read(answered, expected)[0].answered_in == ["requirements/rocm-build.txt"]
+    assert steps.read(progress, expected)[0].answered_in == []
 
 
 def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_here():

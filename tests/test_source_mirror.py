@@ -147,7 +147,7 @@ def test_the_rocm_build_reads_the_package_index_where_vllms_own_file_names_pytor
     """vLLM's requirements/rocm-build.txt names PyTorch's ROCm index, which the mirror map cannot reach:
     the rehearsal's line before the install points the file at the package index. Run here, as bash runs
     it, on the real file of the real release; PyTorch's CPU index (not answered) is left as it is."""
-    from runner.rehearse.substitutions import INDEX_MARK, indexes_in_sources
+    from runner.rehearse.substitutions import ANSWERED_IN, INDEX_MARK, indexes_in_sources
 
     m, _ = mirror
     line, args = _cuda_vllm_clone_line(project)
@@ -161,11 +161,20 @@ def test_the_rocm_build_reads_the_package_index_where_vllms_own_file_names_pytor
     assert script.index(INDEX_MARK) < script.index("uv pip install -r requirements/rocm-build.txt")
     with file.open("a") as f:
         f.write("--extra-index-url https://download.pytorch.org/whl/cpu\n")
-    subprocess.run(["bash", "-ec", edit], cwd=tmp_path / "vllm", check=True, timeout=60)
+    done = subprocess.run(["bash", "-ec", edit], cwd=tmp_path / "vllm", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == f"{ANSWERED_IN} requirements/rocm-build.txt\n", done
     text = file.read_text()
     assert "--extra-index-url https://index.invalid/simple/\n" in text and "whl/rocm" not in text
     assert "--extra-index-url https://download.pytorch.org/whl/cpu\n" in text
-    assert [s.what for s in subs] == ["PyTorch's wheel index where requirements/rocm-build.txt (read by the step's "
-                                      "install) names it"]
+    assert not list(file.parent.glob("*.runner"))  # the copy it compared with is gone
+    assert [(s.what, s.file) for s in subs] == [("PyTorch's wheel index named in requirements/rocm-build.txt (read by "
+                                                 "the step's install)", "requirements/rocm-build.txt")]
+    # a file that names no such index (CUDA's requirements/build.txt) is left as it was, and said so by silence:
+    # the rehearsal then drops the substitution from the report
+    build = file.parent / "build.txt"
+    before = build.read_text()
+    edit = edit.replace("requirements/rocm-build.txt", "requirements/build.txt")
+    done = subprocess.run(["bash", "-ec", edit], cwd=tmp_path / "vllm", capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, build.read_text()) == (0, "", before)
     # a step with no install from a file is left as it is
     assert indexes_in_sources("uv pip install vllm==0.14.1", "https://index.invalid/simple/") == ("uv pip install vllm==0.14.1", [])

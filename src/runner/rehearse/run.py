@@ -259,6 +259,9 @@ class Rehearsal:
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
         # what each step builds on: the stages it mounts, and the stages its own stage starts from (a torch
         # that was not fetchable in a parent leaves the child's build without it)
+        # a substitution in a source's file applied only where the file named what it replaces (said by the step)
+        answered = {f for st in result.steps for f in st.answered_in}
+        result.substitutions = [s for s in result.substitutions if not s.file or s.file in answered]
         steps.mark_starved(result.steps, [[rendered.stage_names.get(a.key, "") for a in s.chain()[:-1]]
                                           + ([rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
                                              if isinstance(s.steps[i], Run) else []) for s, i, _ in steps_in_order(new)])

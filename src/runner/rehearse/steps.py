@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from runner.rehearse.rewrite import NOT_FETCHABLE
-from runner.rehearse.substitutions import NOT_RUNNABLE
+from runner.rehearse.substitutions import ANSWERED_IN, NOT_RUNNABLE
 from runner.verify.upstream import UPSTREAMS
 
 _HEADER = re.compile(r"^#(\d+) \[([a-z0-9._-]+) (\d+)/\d+\] RUN ")
@@ -98,6 +98,7 @@ class StepResult:
     key: str = ""  # the step's script as the recipe writes it: what coverage counts
     starved: list[str] = field(default_factory=list)  # a failed step's mounted inputs that were not fetchable here
     needs: list[str] = field(default_factory=list)  # a step not runnable here: the device compilers it called
+    answered_in: list[str] = field(default_factory=list)  # the source's files whose indexes it pointed elsewhere
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "title": self.title, "script": script_id(self.key) if self.key else "",
@@ -154,6 +155,7 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
             urls = [x.split(NOT_FETCHABLE, 1)[1].strip() for x in v.lines if NOT_FETCHABLE in x]
             result.cached = v.end == "CACHED"
             tools = [x.split(NOT_RUNNABLE, 1)[1].strip() for x in v.lines if NOT_RUNNABLE in x]
+            result.answered_in = [x.split(ANSWERED_IN, 1)[1].strip() for x in v.lines if ANSWERED_IN in x]
             if v.end in ("DONE", "CACHED") and tools and not urls:  # a declared device compile with no artifact
                 result.status, result.needs = "not runnable here", list(dict.fromkeys(tools))
             elif v.end in ("DONE", "CACHED"):

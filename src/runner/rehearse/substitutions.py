@@ -40,6 +40,9 @@ class Substitution:
     what: str
     by: str
     why: str
+    # a file of the source that applies it only where it names what is replaced: it applied where a step
+    # printed ANSWERED_IN with this file (runner.rehearse.run keeps it then, and only then)
+    file: str = ""
 
     def __str__(self) -> str:
         return f"substituted: {self.what}, by {self.by}, because {self.why}"
@@ -295,6 +298,7 @@ INDEXES_ELSEWHERE = (
 
 
 INDEX_MARK = "# rehearsal: the package index answers for the indexes this file names"
+ANSWERED_IN = "runner-rehearsal: answered in the source's file:"
 # a pip or uv install from a requirements file (-r FILE): the file may be the source's own
 _FROM_FILE = re.compile(r"^(?P<indent>[ \t]*)(?=[^\n]*\bpip install\b)[^\n]*?\s-r\s+(?P<file>[^\s\"';&|]+)", re.M)
 
@@ -311,12 +315,13 @@ def indexes_in_sources(script: str, index: str) -> tuple[str, list[Substitution]
         file = m["file"]
         files.append(file)
         sed = " ".join(f"-e '{kind.in_files.format(index=index)}'" for kind in edits)
-        return f'{m["indent"]}if [ -f "{file}" ]; then sed -i -E {sed} "{file}"; fi  {INDEX_MARK}\n{m[0]}'
+        return (f'{m["indent"]}if [ -f "{file}" ]; then sed -i.runner -E {sed} "{file}"; cmp -s "{file}" "{file}.runner" '
+                f'|| echo "{ANSWERED_IN} {file}"; rm -f "{file}.runner"; fi  {INDEX_MARK}\n{m[0]}')
 
     new = _FROM_FILE.sub(point, script)
-    return new, [Substitution("source mirror", f"{kind.what} where {file} (read by the step's install) names it",
+    return new, [Substitution("source mirror", f"{kind.what} named in {file} (read by the step's install)",
                               "the package index", kind.why + "; the file's index lines are pointed at it before "
-                              "the install, as the mirror map does for the indexes a recipe names itself")
+                              "the install, as the mirror map does for the indexes a recipe names itself", file)
                  for file in dict.fromkeys(files) for kind in edits]
 
 
