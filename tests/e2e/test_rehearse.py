@@ -52,7 +52,7 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     assert done.returncode == 1, done.stderr[-3000:]  # echo 0.3.0's step fails on purpose
     result = json.loads(report.read_text())
     images = {i["tag"]: i for i in result["images"]}
-    assert set(images) == {"vendor1.0-echo0.1.0", "vendor1.0-echo0.2.0", "vendor1.0-echo0.3.0"}
+    assert set(images) == {"vendor1.0-echo0.1.0", "vendor1.0-echo0.2.0", "vendor1.0-echo0.3.0", "vendor1.0-echo0.4.0"}
 
     whole = images["vendor1.0-echo0.1.0"]
     assert whole["verdict"] == "passed", whole
@@ -79,9 +79,17 @@ def test_rehearse_reports_every_step_and_smoke_tests_the_images(e2e, tmp_path):
     failed = next(s for s in broken["steps"] if s["status"] == "failed")
     assert "echo 0.3.0 is not supported" in failed["output"]
 
+    # the vendor's compiler, declared in the stand-in spec as one it cannot carry: the step ran up to it
+    compiled = images["vendor1.0-echo0.4.0"]
+    assert compiled["verdict"] == "not runnable here", compiled
+    (kernels,) = [s for s in compiled["steps"] if s["title"] == "the echo kernels built with the vendor's compiler"]
+    assert kernels["status"] == "not runnable here" and kernels["needs"] == ["vendorcc"], kernels
+    assert "vendorcc: command not found" in kernels["output"]
+    assert compiled["steps"][-1]["status"] == "not run" and not compiled["smoke"]
+
     c = result["coverage"]
-    assert (c["ran"], c["not fetchable here"], c["failed"], c["total"]) == (3, 2, 1, 6)
-    assert c["distinct_scripts_in_plan"] == 6
+    assert (c["ran"], c["not fetchable here"], c["not runnable here"], c["failed"], c["total"]) == (3, 2, 1, 1, 7)
+    assert c["distinct_scripts_in_plan"] == 7
     assert "substituted: vendor.invalid/base:1.0.0" in done.stderr and NOT_FETCHABLE.split(":")[0] not in done.stdout
     print(f"[rehearse] coverage: {c}")
     # nothing the rehearsal built is left on the daemon
