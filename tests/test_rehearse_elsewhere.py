@@ -6,6 +6,7 @@ real recipes' lines are what the declarations must match."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -115,10 +116,55 @@ def test_ascends_pypi_mirror_is_answered_by_the_index_only_where_every_pinned_re
 
     current = runs("cann8.5-a3-vllm0.14.1")
     assert ascend in answered_indexes(current)
-    # PyTorch's CPU index serves torch's +cpu builds, which torch-npu on amd64 pins and the index lacks: left to 404
-    assert not any("whl/cpu" in u for u in answered_indexes(current))
+    # PyTorch's CPU index is answered too, with an override for its +cpu builds (the test below)
+    assert "https://download.pytorch.org/whl/cpu" in answered_indexes(current)
     assert "torch-npu==2.9.0.*" in asked
     dev = runs("cann8.2-a3-vllm0.10.1.1")  # torch-npu 2.7.1.dev20250724: only Ascend's mirror has it
     assert ascend not in answered_indexes(dev) and "torch-npu==2.7.1.dev20250724" in asked
     # one rehearsal of both: the mirror serves the index's URL for every step or for none
     assert ascend not in answered_indexes(current + dev)
+
+
+def test_pytorchs_cpu_index_is_answered_by_the_same_torch_release_with_an_override(tmp_path):
+    """torch-npu on amd64 pins torch==X+cpu, a build only PyTorch's CPU index has: a rehearsal answers that
+    index with the package index and tells uv (UV_OVERRIDE) that torch is X. The step's own prelude runs
+    here as bash runs it (no torch yet: the stage's pin; torch installed: its release), then uv resolves
+    torch-npu with it against the package index."""
+    import os
+    import shutil
+
+    from runner.rehearse.run import answered_indexes
+    from runner.rehearse.substitutions import OVERRIDE_MARK, local_builds_override
+
+    steps = _scripts("cann8.5-a3-vllm0.14.1")
+    cpu = "https://download.pytorch.org/whl/cpu"
+    assert cpu in answered_indexes(steps)
+    torch_step = next(st for st in steps if st.requirements and any(p.name == "torch-npu" for p in st.requirements.packages))
+    script = local_builds_override(torch_step.script, torch_step.requirements)
+    assert script.endswith(torch_step.script) and OVERRIDE_MARK in script
+    prelude = script[:script.index(OVERRIDE_MARK) + len(OVERRIDE_MARK)]
+    assert local_builds_override("uv pip install ray", None) == "uv pip install ray"
+
+    def run(python_prints: str) -> str:
+        fake = tmp_path / "bin"
+        fake.mkdir(exist_ok=True)
+        (fake / "python3").write_text(f"#!/bin/sh\n{python_prints}\n")
+        (fake / "python3").chmod(0o755)
+        env = {"PATH": f"{fake}:/usr/bin:/bin", "TORCH_VERSION": "2.9.0"}
+        try:
+            done = subprocess.run(["bash", "-ec", f'{prelude}\necho "$UV_OVERRIDE"; cat "$UV_OVERRIDE"'], env=env,
+                                  capture_output=True, text=True, timeout=60)
+        finally:
+            Path("/tmp/runner-overrides.txt").unlink(missing_ok=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("exit 1") == "/tmp/runner-overrides.txt\ntorch==2.9.0\n"  # no torch yet: the step's pin
+    assert run("echo 2.8.0+cpu") == "/tmp/runner-overrides.txt\ntorch==2.8.0\n"  # the image's torch, its local part off
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    (tmp_path / "overrides.txt").write_text("torch==2.9.0\n")
+    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(tmp_path / "venv")], check=True, timeout=120)
+    done = subprocess.run([uv, "pip", "install", "--dry-run", "--python", str(tmp_path / "venv"), "torch-npu==2.9.0",
+                           "torch==2.9.0"], env={**os.environ, "UV_OVERRIDE": str(tmp_path / "overrides.txt")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "torch-npu==2.9.0" in done.stderr and "torch==2.9.0" in done.stderr, done.stderr[-1500:]

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 from runner.compose.shell import word
 from runner.compose.stages import CopyFrom, File, Mount, Run, Stage, StageKind
-from runner.rehearse.substitutions import (Substitution, compile_substitutions, indexes_in_sources, rewrite_args,
-                                            ubuntu_only)
+from runner.rehearse.substitutions import (Substitution, compile_substitutions, indexes_in_sources, local_builds_override,
+                                            rewrite_args, ubuntu_only)
 
 NOT_FETCHABLE = "runner-rehearsal: not fetchable here:"
 STANDIN_REPOSITORY = "runner-rehearsal/standin:"
@@ -77,6 +77,7 @@ class Rewriter:
                 if isinstance(step, Run):
                     script, found = compile_substitutions(s, step, self._published.get(s.key, ""))
                     script, answered = indexes_in_sources(script, self.index)
+                    script = local_builds_override(script, step.requirements)
                     found += answered
                     if self.on_standin(s):
                         script, dropped = ubuntu_only(script)

@@ -269,6 +269,10 @@ class IndexElsewhere:
     # requirements/rocm-build.txt), which the mirror map cannot reach: a `sed -E` expression that points
     # the file's lines at {index} before the install reads it ("" where the answer depends on the pins)
     in_files: str = ""
+    # an index of local builds (PyTorch's CPU index: torch X+cpu) that the package index answers with its
+    # build of the same release: each step naming it tells uv (UV_OVERRIDE) that a pin on torch's local build
+    # means that release (torch-npu on amd64 pins torch==X+cpu)
+    local_builds: bool = False
 
     def substitution(self, url: str) -> Substitution:
         return Substitution("source mirror", f"{self.what} {url}", "the package index", self.why)
@@ -282,8 +286,7 @@ class IndexElsewhere:
 
 
 INDEXES_ELSEWHERE = (
-    # not its CPU index (/whl/cpu): that one's torch is the +cpu build (torch==2.6.0+cpu, which torch-npu
-    # on amd64 requires exactly), which the package index does not publish: its steps stay not fetchable here
+    # its CPU index (/whl/cpu) serves torch's +cpu builds, which the package index does not publish: below
     IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/(?!cpu\b)[a-z0-9.]+"), "PyTorch's wheel index",
                    "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
                    "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
@@ -294,7 +297,26 @@ INDEXES_ELSEWHERE = (
                    "builds (of torch-npu), so the package index answers for it where every release the step pins "
                    "is published there too (a dev build is not: that step stays not fetchable here)",
                    pins_published=True),
+    IndexElsewhere(re.compile(r"https://download\.pytorch\.org/whl/cpu\b"), "PyTorch's CPU wheel index",
+                   "that index cannot be reached here and the package index publishes no `+cpu` builds: its build of "
+                   "the same torch release (for CUDA: the same Python API, with CUDA's libraries beside it) stands for "
+                   "the `+cpu` one, uv told (UV_OVERRIDE) that a pin on torch X+cpu (torch-npu's, on amd64) means X; "
+                   "pip check then names that pin against the stand-in", local_builds=True),
 )
+OVERRIDE_MARK = "# rehearsal: torch's local build (+cpu) stood for by the same release"
+
+
+def local_builds_override(script: str, requirements) -> str:
+    """A step naming an index of local builds (IndexElsewhere.local_builds), with uv told first that torch is
+    the release the image has (else the one the step pins): the package index's build of it stands for X+cpu."""
+    urls = (requirements.index_url, *requirements.extra_index_urls, *requirements.find_links) if requirements else ()
+    if not any(kind.local_builds and kind.url.match(u) for kind in INDEXES_ELSEWHERE for u in urls):
+        return script
+    pin = next((p.spec[2:] for p in requirements.packages if p.name == "torch" and p.spec.startswith("==")), "")
+    installed = "$(python3 -c 'import importlib.metadata as m; print(m.version(\"torch\"))' 2>/dev/null || true)"
+    return (f'runner_torch="{installed}"; runner_torch="${{runner_torch:-{pin}}}"\n'
+            'if [ -n "$runner_torch" ]; then printf \'torch==%s\\n\' "${runner_torch%%+*}" > /tmp/runner-overrides.txt; '
+            f'export UV_OVERRIDE=/tmp/runner-overrides.txt; fi  {OVERRIDE_MARK}\n{script}')
 
 
 INDEX_MARK = "# rehearsal: the package index answers for the indexes this file names"
