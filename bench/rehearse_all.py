@@ -48,6 +48,8 @@ def reason(image: dict) -> str:
         why += ": " + (image["error"].strip().splitlines() or [""])[-1][:160]
     elif why == "smoke failed":
         why += ": " + ", ".join(c["name"] for c in image["smoke"] if not c["passed"])
+    if image["smoke"]:  # an image that was built despite a step it lacks: how far its checks went
+        why += f" (smoke {sum(c['passed'] for c in image['smoke'])}/{len(image['smoke'])})"
     return why
 
 

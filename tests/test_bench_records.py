@@ -48,4 +48,6 @@ def test_a_later_record_replaces_the_earlier_and_the_tally_reads_them(tmp_path, 
     assert bench.tally(["--matrix", str(ROOT / "tests" / "fixtures" / "matrix-seed.yaml")], file) == 0
     out = capsys.readouterr().out
     assert "cuda12.8-voxbox0.0.21" in out and "passed  [c2, 2026-12-02]" in out
+    smoked = dict(later, verdict="not fetchable here", smoke=[{"passed": True}, {"passed": False}])
+    assert bench.reason(smoked) == "not fetchable here:  (smoke 1/2)"
     assert "1 recorded in rehearsals.json: " in out and "1 passed" in out
