@@ -10,7 +10,7 @@ from runner.compose.project import load_project
 from runner.compose.stages import Run
 from runner.rehearse import steps
 from runner.rehearse.rewrite import NOT_FETCHABLE, Rewriter, steps_in_order
-from runner.rehearse.substitutions import COMPILE_MARK
+from runner.rehearse.substitutions import COMPILE_MARK, NOT_RUNNABLE, OVERRIDE_MARK
 from tests.conftest import ROOT
 
 
@@ -39,16 +39,20 @@ def test_every_script_runs_as_written_inside_the_wrapper_but_the_declared_substi
     originals = [st.script for s, i, _ in steps_in_order(leaf) for st in [s.steps[i]] if isinstance(st, Run)]
     wrapped = [(s.name, st.script) for s, i, _ in steps_in_order(new) for st in [s.steps[i]] if isinstance(st, Run)]
     assert len(originals) == len(wrapped)
-    substituted = []
+    substituted, device_only = [], []
     for old, (stage, script) in zip(originals, wrapped):
         assert NOT_FETCHABLE in script
         if COMPILE_MARK in script:  # a declared substitution: its lines before the build still run as written
             substituted.append(stage)
             assert old.split("git clone")[0] in script
-        else:
-            assert old in script
+        elif NOT_RUNNABLE in script:  # a declared compile with no artifact: every other line as written
+            device_only.append(stage)
+            assert [ln for ln in old.splitlines() if ln not in script] == [
+                ln for ln in old.splitlines() if ln.startswith("uv pip install") and ln.endswith("/tmp/vllm-ascend")]
+        else:  # as written (after the CPU index's override, where the step names that index)
+            assert old in script and (OVERRIDE_MARK in script) == ("download.pytorch.org/whl/cpu" in old)
     # the builds whose sources are on GitHub only, which the index has releases of; nothing else
-    assert substituted == ["mooncake-build", "vllm-omni-build"]
+    assert substituted == ["mooncake-build", "vllm-omni-build"] and device_only == ["vllm"]
     runtime = next(s for s in new.chain() if s.kind == "runtime")
     assert dict((a.name, a.value) for a in runtime.args)["PYTHON_VERSION"] == "3.11"
 
@@ -165,6 +169,15 @@ def test_a_device_compile_with_no_published_artifact_ends_not_runnable_here():
                      f"#8 9.0 {NOT_RUNNABLE} hipcc", "#8 DONE 9.1s"])
     step = steps.read(log, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0]
     assert (step.status, step.needs) == ("not runnable here", ["hipcc"])
+    # a line after the note that wants the compile's output fails for want of it: still not runnable here
+    after = log.replace("#8 DONE 9.1s", "#8 9.2 mv: cannot stat '/tmp/kernel/output/deep_ep*.whl'\n#8 ERROR: exit code: 1")
+    step = steps.read(after, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0]
+    assert (step.status, step.needs) == ("not runnable here", ["hipcc"]) and "cannot stat" in step.output
+    # CANN: vllm-ascend's tag build compiles Ascend C kernels; the index has no wheel of those releases
+    leaf, new, rw = _rewritten("cann8.5-a3-vllm0.14.1")
+    ascend = next(st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]]
+                  if isinstance(st, Run) and "vllm-ascend.git" in st.script)
+    assert f'echo "{NOT_RUNNABLE} bisheng"' in ascend and "uv pip install" not in ascend.split("vllm-ascend.git")[1]
 
 
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():

@@ -168,6 +168,9 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
             elif v.end == "ERROR" and (outside := _outside_sdist(v.lines, key)):
                 result.status, urls = "not fetchable here", outside
                 result.output = "\n".join(v.lines[-60:])
+            elif v.end == "ERROR" and tools:  # what failed after a declared compile's note lacked its output
+                result.status, result.needs = "not runnable here", list(dict.fromkeys(tools))
+                result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
                 result.status, result.needs = "not runnable here", missing
                 result.output = "\n".join(v.lines[-60:])

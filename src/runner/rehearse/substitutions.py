@@ -164,6 +164,13 @@ DEVICE_ONLY = (
                                          r"PREBUILD_KERNELS=1 python3 setup\.py bdist_wheel --dist-dir \S+$", re.M),
                "hipcc", "AITER's prebuilt kernels compile with hipcc, and the index publishes no build of amd-aiter "
                "(only its sdist)"),
+    DeviceOnly("vllm", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>)uv pip install\b[^\n]*\s/tmp/vllm-ascend$", re.M),
+               "bisheng", "vllm-ascend's build compiles its Ascend C kernels with CANN's toolchain (CMake, bisheng), "
+               "and the index publishes no wheel of the releases the compiled rows build for their python"),
+    DeviceOnly("sgl-kernel-npu-build", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>unset ASCEND_HOME_PATH && cd /tmp/kernel && )"
+                                                  r"\./build\.sh$", re.M),
+               "bisheng", "sgl-kernel-npu and its DeepEP build with CANN's toolchain, and the index publishes no build "
+               "of them"),
 )
 
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
