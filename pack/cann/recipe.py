@@ -48,6 +48,10 @@ OMNI = {"~=0.20.0": "4a24a517", "~=0.18.0": "f55ea280", "~=0.17.0": "155856ff", 
 SGLANG_TORCH = {">=0.5.6": "2.8.0", ">=0.5": "2.6.0"}
 SGL_KERNEL_NPU = {">=0.5.8": "2026.01.28", ">=0.5.6": "2025.12.31", ">=0.5": "2025.09.15"}
 SGLANG_VLLM = "0.10.2"  # the vLLM SGLang's NPU backend imports (device "empty")
+# SGLang's pins that vLLM 0.10.2 forbids (uv, resolving its requirements/common.txt with each sglang[srt_npu]
+# 0.5.1.post3..0.5.8: xgrammar 0.1.24/0.1.27 against 0.1.23, outlines-core 0.1.26 via outlines 0.1.11 against
+# 0.2.11): installed after vLLM, as upstream does, SGLang's win and pip check allows exactly these unmet
+SGLANG_OVER_VLLM_NPU = ("xgrammar", "outlines-core")
 MINDIE_TORCH = "2.1.0"
 # the download host names releases in capitals (2.2.RC1): the version given is that spelling
 MINDIE_URL = "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/MindIE/MindIE%20{version}/Ascend-mindie_{version}_linux-{arch}_abi0.run"
@@ -350,20 +354,23 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
     deps = ("attrs==25.4.0", "decorator==5.2.1", "psutil==7.1.3", "pyyaml==6.0.3", "memfabric-hybrid==1.0.0",
             "triton-ascend==3.2.0")
-    reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={SGLANG_VLLM}",
-                             without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "triton")),
-                         *(pkg(d) for d in deps),
-                         pkg("sglang", extras=("srt_npu",), built='"/tmp/sglang/python[srt_npu]"', resolve_as=f"sglang=={v}",
-                             without=("torch", "torchaudio", "torchvision", "sgl-kernel", "flashinfer-python"))),
-                        extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS,
-                        title=f"SGLang {v} with its NPU extras (its project file), on vLLM {SGLANG_VLLM} (device empty)")
-    install(b, t, reqs, tools=("uv", "ccache"), before=f"""
+    vllm_reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={SGLANG_VLLM}",
+                                  without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "triton")),
+                              *(pkg(d) for d in deps)), extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS,
+                             title=f"vLLM {SGLANG_VLLM} (device empty), which SGLang's NPU backend imports")
+    install(b, t, vllm_reqs, tools=("uv", "ccache"), before=f"""
         {_build_env(b, t)}
         {github("vllm-project/vllm", f"v{SGLANG_VLLM}").clone("/tmp/vllm")}
-        sed -i 's/"torch ==[^"]*"/"torch"/' /tmp/vllm/pyproject.toml && export VLLM_TARGET_DEVICE=empty
+        sed -i 's/"torch ==[^"]*"/"torch"/' /tmp/vllm/pyproject.toml && export VLLM_TARGET_DEVICE=empty""", after="rm -rf /tmp/vllm")
+    reqs = Requirements((pkg("sglang", extras=("srt_npu",), built='"/tmp/sglang/python[srt_npu]"', resolve_as=f"sglang=={v}",
+                             without=("torch", "torchaudio", "torchvision", "sgl-kernel", "flashinfer-python")),),
+                        extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS, upgrade=SGLANG_OVER_VLLM_NPU,
+                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM_NPU),
+                        title=f"SGLang {v} with its NPU extras (its project file), over vLLM's pins")
+    install(b, t, reqs, before=f"""
         {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
         if [[ -f /tmp/sglang/python/pyproject_other.toml ]]; then mv /tmp/sglang/python/pyproject_other.toml /tmp/sglang/python/pyproject.toml; fi""",
-            after="rm -rf /tmp/vllm /tmp/sglang")
+            after="rm -rf /tmp/sglang")
     kernels = Requirements((pkg("deep-ep", built="/mnt/sglang/deep_ep*.whl"),
                             pkg("sgl-kernel-npu", built="/mnt/sglang/sgl_kernel_npu*.whl"),
                             pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
