@@ -68,7 +68,10 @@ def keep(records: list[dict], file: Path = RECORDS) -> None:
     """Merge records into the file, a later one of a target-platform replacing the earlier, written whole
     (a new file moved over the old one: a bench stopped half-way leaves it as it was or complete)."""
     kept = json.loads(file.read_text()) if file.exists() else {}
-    kept.update({f"{r['tag']} {r['platform']}": r for r in records})
+    for r in records:  # a report recorded late (--record) does not replace a later rehearsal's record
+        key = f"{r['tag']} {r['platform']}"
+        if key not in kept or r["at"] >= kept[key]["at"]:
+            kept[key] = r
     new = file.with_suffix(".json.new")
     new.write_text(json.dumps(dict(sorted(kept.items())), indent=1) + "\n")
     new.replace(file)
@@ -105,6 +108,7 @@ def rehearse(argv: list[str]) -> int:
     KEPT.mkdir(parents=True, exist_ok=True)
     report = KEPT / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + ".json")
     start = time.monotonic()
+    commit, at = commit_of_checkout(), datetime.now(timezone.utc).isoformat(timespec="seconds")  # what the run ran
     done = subprocess.run([sys.executable, "-m", "runner", "rehearse", "--report", str(report), *(argv or ["--all"])], text=True)
     elapsed = time.monotonic() - start
     if not report.exists():
@@ -121,8 +125,7 @@ def rehearse(argv: list[str]) -> int:
     c = result["coverage"]
     print("distinct scripts: " + ", ".join(f"{c.get(k, 0)} {k}" for k in STATUS_RANK)
           + f", of {c['total']} ({c['distinct_scripts_in_plan']} in the plan)")
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    keep([record(image, commit_of_checkout(), at) for image in result["images"]])
+    keep([record(image, commit, at) for image in result["images"]])
     print(f"report kept: {report}; outcomes recorded in {RECORDS} (add them up with --tally)")
     return 0
 
@@ -170,8 +173,11 @@ def record_reports(argv: list[str]) -> int:
         return 2
     i = argv.index("--commit")
     commit, files = argv[i + 1], [Path(a) for a in argv[:i] + argv[i + 2:]]
-    for f in files:
-        at = datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    for f in files:  # a kept report is named by when its rehearsal started
+        try:
+            at = datetime.strptime(f.stem, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
+        except ValueError:
+            at = datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
         keep([record(image, commit, at) for image in json.loads(f.read_text())["images"]])
     print(f"{len(files)} reports recorded in {RECORDS}")
     return 0

@@ -45,6 +45,9 @@ def test_a_later_record_replaces_the_earlier_and_the_tally_reads_them(tmp_path, 
     kept = json.loads(file.read_text())
     assert list(kept) == ["cuda12.8-voxbox0.0.21 linux/amd64"] and kept["cuda12.8-voxbox0.0.21 linux/amd64"]["commit"] == "c2"
     assert not file.with_suffix(".json.new").exists()
+    # an older report recorded late does not replace the later rehearsal's record
+    bench.keep([bench.record(first, "c0", "2026-11-01T00:00:00+00:00")], file)
+    assert json.loads(file.read_text())["cuda12.8-voxbox0.0.21 linux/amd64"]["commit"] == "c2"
     assert bench.tally(["--matrix", str(ROOT / "tests" / "fixtures" / "matrix-seed.yaml")], file) == 0
     out = capsys.readouterr().out
     assert "cuda12.8-voxbox0.0.21" in out and "passed  [c2, 2026-12-02]" in out

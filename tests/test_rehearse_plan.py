@@ -120,6 +120,10 @@ def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_
         assert (got.status, got.needs) == ("not runnable here", ["hipcc"]), line
     ran = log.replace(dtk[0], "hipcc: error: unknown argument: '--offload-arch=gfx908'")
     assert steps.read(ran, expected, ("hipcc", "clang"))[0].status == "failed"
+    # a probe that found no compiler long before a failure of another kind: that failure stands
+    probe = log.replace(dtk[0], "\n".join(["#7 1.0 sh: 1: hipconfig: not found"] + [f"#7 1.1 line {i}" for i in range(12)]
+                                          + ["#7 1.2 ModuleNotFoundError: No module named 'setuptools_scm'"]))
+    assert steps.read(probe, expected, ("hipconfig",))[0].status == "failed"
     # the image: not runnable here, and a step that mounts the missing output fails for want of it
     r = [steps.StepResult("lmcache-build", "build", "not runnable here", needs=["hipcc"]),
          steps.StepResult("vllm", "install the wheels", "failed")]
@@ -169,15 +173,20 @@ def test_a_device_compile_with_no_published_artifact_ends_not_runnable_here():
                      f"#8 9.0 {NOT_RUNNABLE} hipcc", "#8 DONE 9.1s"])
     step = steps.read(log, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0]
     assert (step.status, step.needs) == ("not runnable here", ["hipcc"])
-    # a line after the note that wants the compile's output fails for want of it: still not runnable here
-    after = log.replace("#8 DONE 9.1s", "#8 9.2 mv: cannot stat '/tmp/kernel/output/deep_ep*.whl'\n#8 ERROR: exit code: 1")
-    step = steps.read(after, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0]
-    assert (step.status, step.needs) == ("not runnable here", ["hipcc"]) and "cannot stat" in step.output
+    # a line after the note that fails is a failure of its own (the note covers what wants the compile's output)
+    after = log.replace("#8 DONE 9.1s", "#8 9.2 error: failed to run custom build command for `openssl-sys`\n"
+                                        "#8 ERROR: exit code: 1")
+    assert steps.read(after, [("flash-attn-build", "build flash-attn 2.8.3", True, "x")])[0].status == "failed"
     # CANN: vllm-ascend's tag build compiles Ascend C kernels; the index has no wheel of those releases
     leaf, new, rw = _rewritten("cann8.5-a3-vllm0.14.1")
     ascend = next(st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]]
                   if isinstance(st, Run) and "vllm-ascend.git" in st.script)
     assert f'echo "{NOT_RUNNABLE} bisheng"' in ascend and "uv pip install" not in ascend.split("vllm-ascend.git")[1]
+    # LMCache-Ascend on a layered row's official image: the same, after its clone
+    leaf, new, rw = _rewritten("cann8.5-910b-vllm0.18.0")
+    lmc = next(st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]]
+               if s.name == "lmcache-ascend-build" and isinstance(st, Run) and "LMCache-Ascend.git" in st.script)
+    assert f'cd /tmp/lmcache-ascend && echo "{NOT_RUNNABLE} bisheng"' in lmc and "export SOC_VERSION=Ascend910B3" in lmc
 
 
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():

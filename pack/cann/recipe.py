@@ -108,6 +108,8 @@ OFFICIAL_ASCEND = {"9.2": {"0.30.0": "0.30.0rc2"},
 # -> {versions: (lmcache, LMCache-Ascend tag or commit: CANN 9 support landed on its main after v0.4.3)}
 LMCACHE_ASCEND = {("vllm", "8.5"): {">=0.18": ("0.4.2", "v0.4.2")}, ("sglang", "8.5"): {">=0.5.12": ("0.4.2", "v0.4.2")},
                   ("sglang", "9.0"): {">=0.5.14": ("0.4.2", "dbd6545")}}
+# the chip LMCache-Ascend builds for, in the case its platform_config/<SoC>.ini files are named (upstream's)
+LMCACHE_ASCEND_SOC = {"a3": "Ascend910_9382", "910b": "Ascend910B3"}
 # the CANN release the SGLang images name: 8.5.1 rows take the 8.5.0 images, as the released ones do
 OFFICIAL_SGLANG_CANN = {"8.5.1": "8.5.0"}
 
@@ -196,7 +198,8 @@ def lmcache_ascend_build(t: Target, parent: Stage, ref: str) -> Stage:
     # its compile jobs take ~2 GB each; CANN's atb set_env.sh stops under `set -e` on torch >= 2.7.1 (a grep)
     b.run(f"""
         {max_jobs(2)}
-        set +e; {_build_env(b, t)}; set -e{lmcache_ascend_source(ref)}
+        set +e; {_build_env(b, t)}; set -e
+        export SOC_VERSION={LMCACHE_ASCEND_SOC[t.variant]}{lmcache_ascend_source(ref)}
         """, caches=caches(t, parent.platform, "uv", "ccache"), title=f"build LMCache-Ascend {ref}")
     return b.build()
 
@@ -209,6 +212,7 @@ def lmcache_ascend(t: Target, parent: Stage) -> list[BuiltWheels]:
     lmcache, ref = found
     return [built_wheels(lmcache_ascend_build(t, parent, ref), "lmcache-ascend", ("lmcache-ascend", "*.whl"),
                          also=(pkg(f"lmcache=={lmcache}"),), after=LMCACHE_ASCEND_LIBRARIES,
+                         before="export NO_CUDA_EXT=1  # LMCache's sdist (arm64 has no wheel) builds no CUDA kernels",
                          components=[python("lmcache", lmcache), python("lmcache-ascend", "", imports=("lmcache_ascend",))])]
 
 

@@ -260,11 +260,12 @@ class BuiltWheels:
     packages: tuple[Package, ...]
     components: tuple[Component, ...] = ()
     after: str = ""  # shell the install step runs once the wheels are in (registering their libraries)
+    before: str = ""  # shell the install step runs first (the environment an sdist among them builds with)
 
 
 def built_wheels(stage: Stage, folder: str, *wheels: tuple[str, str] | Package, components: Iterable[Component] = (),
                  resolve_as: str = "", without: Iterable[str] = (), also: Iterable[Package] = (),
-                 after: str = "") -> BuiltWheels:
+                 after: str = "", before: str = "") -> BuiltWheels:
     """A build stage's wheels in /workspace/<folder>, mounted at /mnt/<folder>: each wheel is
     (distribution, file pattern in the folder) or a ready Package; `resolve_as` and `without` describe the
     first wheel (what a resolve reads in its place), `also` are index packages installed with them."""
@@ -276,7 +277,7 @@ def built_wheels(stage: Stage, folder: str, *wheels: tuple[str, str] | Package, 
                    without=tuple(without) if first else ())
 
     return BuiltWheels(Mount(stage, f"/workspace/{folder}", f"/mnt/{folder}"),
-                       (*(package(w, i == 0) for i, w in enumerate(wheels)), *also), tuple(components), after)
+                       (*(package(w, i == 0) for i, w in enumerate(wheels)), *also), tuple(components), after, before)
 
 
 def install_built(b: StageBuilder, t: Target, built: Iterable[BuiltWheels], **requirements) -> StageBuilder:
@@ -284,7 +285,8 @@ def install_built(b: StageBuilder, t: Target, built: Iterable[BuiltWheels], **re
     the components they bring are recorded in their order. `requirements`: Requirements' options."""
     built = list(built)
     install(b, t, Requirements(tuple(p for w in built for p in w.packages), **requirements),
-            mounts=[w.mount for w in built], after="\n".join(w.after for w in built if w.after))
+            mounts=[w.mount for w in built], after="\n".join(w.after for w in built if w.after),
+            before="\n".join(w.before for w in built if w.before))
     components = tuple(c for w in built for c in w.components)
     return b.component(*components) if components else b
 

@@ -58,7 +58,7 @@ def _missing_compilers(lines: list[str], compilers: tuple[str, ...]) -> list[str
     if not compilers:
         return []
     tool = rf"(?:[^\s'\"]*/)?(?P<tool>{'|'.join(map(re.escape, compilers))})"
-    text = "\n".join(lines[-60:])
+    text = "\n".join(lines[-10:])  # the lines just before the error: an earlier one may be a probe that failed
     return list(dict.fromkeys(m["tool"] for p in _MISSING for m in re.finditer(p.format(tool=tool), text, re.M)))
 
 
@@ -167,9 +167,6 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (outside := _outside_sdist(v.lines, key)):
                 result.status, urls = "not fetchable here", outside
-                result.output = "\n".join(v.lines[-60:])
-            elif v.end == "ERROR" and tools:  # what failed after a declared compile's note lacked its output
-                result.status, result.needs = "not runnable here", list(dict.fromkeys(tools))
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
                 result.status, result.needs = "not runnable here", missing

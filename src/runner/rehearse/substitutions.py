@@ -167,10 +167,14 @@ DEVICE_ONLY = (
     DeviceOnly("vllm", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>)uv pip install\b[^\n]*\s/tmp/vllm-ascend$", re.M),
                "bisheng", "vllm-ascend's build compiles its Ascend C kernels with CANN's toolchain (CMake, bisheng), "
                "and the index publishes no wheel of the releases the compiled rows build for their python"),
+    # the build and the move of its wheels: what follows (the router) runs as written
     DeviceOnly("sgl-kernel-npu-build", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>unset ASCEND_HOME_PATH && cd /tmp/kernel && )"
-                                                  r"\./build\.sh$", re.M),
+                                                  r"\./build\.sh\n[ \t]*mv /tmp/kernel/output/[^\n]*$", re.M),
                "bisheng", "sgl-kernel-npu and its DeepEP build with CANN's toolchain, and the index publishes no build "
                "of them"),
+    DeviceOnly("lmcache-ascend-build", re.compile(r"^(?P<indent>[ \t]*)(?P<cd>cd /tmp/lmcache-ascend && )python3 -m build "
+                                                  r"--wheel --no-isolation --outdir \S+$", re.M),
+               "bisheng", "LMCache-Ascend's kvcache-ops compile with CANN's toolchain, and the index publishes no build of it"),
 )
 
 # Ubuntu 22.04 packages the recipes install that Debian 12 has no package for: left out of the apt line on
@@ -298,7 +302,7 @@ INDEXES_ELSEWHERE = (
                    "PyTorch's own index cannot be reached here; the package index publishes the same torch, "
                    "torchvision and torchaudio releases, built for the CUDA release PyTorch chose as its default "
                    "(which may differ from the index the recipe names)",
-                   in_files=r"/download\.pytorch\.org\/whl\/cpu\b/!s#https://download\.pytorch\.org/whl/[a-z0-9.]+/?#{index}#g"),
+                   in_files=r"/download\.pytorch\.org\/whl\/cpu\b/!s#https://download\.pytorch\.org/whl/[^[:space:]]*#{index}#g"),
     IndexElsewhere(re.compile(r"https://mirrors\.huaweicloud\.com/ascend/repos/pypi"), "Ascend's PyPI mirror",
                    "that mirror cannot be reached here; it serves the package index's projects and adds Ascend's dev "
                    "builds (of torch-npu), so the package index answers for it where every release the step pins "
