@@ -69,7 +69,7 @@ class Rehearsed:
         if self.standin_failed:
             return "stand-in not built"
         failed = [s for s in self.steps if s.status == "failed"]
-        short = [s.status for s in self.steps if s.status in ("not fetchable here", "not runnable here")]
+        short = [s.status for s in self.steps if s.status in steps.SHORT]
         if failed and all(s.starved for s in failed):
             return short[0]  # what failed, failed for want of what could not be fetched or built here
         if failed or (self.error and not self.steps):
@@ -257,11 +257,11 @@ class Rehearsal:
         # on a stand-in, the vendor's device compilers are missing: a step that stops at one is not runnable here
         compilers = standin.standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
         result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
-        # what each step builds on: the stages it mounts, and the stages its own stage starts from (a torch
-        # that was not fetchable in a parent leaves the child's build without it)
         # a substitution in a source's file applied only where the file named what it replaces (said by the step)
         answered = {f for st in result.steps for f in st.answered_in}
         result.substitutions = [s for s in result.substitutions if not s.file or s.file in answered]
+        # what each step builds on: the stages it mounts, and the stages its own stage starts from (a torch
+        # that was not fetchable in a parent leaves the child's build without it)
         steps.mark_starved(result.steps, [[rendered.stage_names.get(a.key, "") for a in s.chain()[:-1]]
                                           + ([rendered.stage_names.get(m.stage.key, "") for m in s.steps[i].mounts]
                                              if isinstance(s.steps[i], Run) else []) for s, i, _ in steps_in_order(new)])

@@ -21,6 +21,8 @@ _END = re.compile(r"^#(\d+) (DONE|CACHED|ERROR|CANCELED)\b(.*)$")
 
 # A step's statuses, best first: a script rehearsed in several images counts by its best outcome.
 STATUS_RANK = {"ran": 0, "substituted": 1, "not fetchable here": 2, "not runnable here": 3, "failed": 4, "not run": 5}
+# the statuses of a step that could not be had or built here: what depends on it goes without
+SHORT = ("not fetchable here", "not runnable here")
 
 
 def _short(error: str) -> str:
@@ -109,15 +111,14 @@ class StepResult:
 
 def mark_starved(results: list[StepResult], mounts: list[list[str]]) -> None:
     """Note on each failed step which stages it builds on (`mounts`, per step, by Dockerfile stage name: those
-    it mounts and those its stage starts from) had
-    a step not fetchable or not runnable here, or starved in turn: the failure then follows from what
-    could not be had or built here (an empty wheel folder), and the report says so instead of blaming
-    the step alone."""
+    it mounts and those its stage starts from) had a step short here (SHORT), or starved in turn: the
+    failure then follows from what could not be had or built here (an empty wheel folder), and the report
+    says so instead of blaming the step alone."""
     short: dict[str, list[str]] = {}  # stage name -> its steps that left its output incomplete
     for r, mounted in zip(results, mounts):
         if r.status == "failed":
             r.starved = [f"[{m}] {t}" for m in mounted for t in short.get(m, ())]
-        if r.status in ("not fetchable here", "not runnable here") or r.starved:
+        if r.status in SHORT or r.starved:
             short.setdefault(r.stage, []).append(r.title)
 
 

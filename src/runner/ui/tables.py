@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from runner.rehearse.steps import STATUS_RANK
+from runner.rehearse.steps import SHORT, STATUS_RANK
 
 _STATUS_STYLE = {"active": "", "deprecated": "strike dim", "polished": "bold"}
 
@@ -107,7 +107,7 @@ def rehearsal_table(result: dict) -> Table:
     for r in result["images"]:
         n = {k: sum(s["status"] == k for s in r["steps"]) for k in STATUS_RANK}
         color = ("green" if r["verdict"] == "passed" else
-                 "yellow" if r["verdict"] in ("not fetchable here", "not runnable here") else "red")
+                 "yellow" if r["verdict"] in SHORT else "red")
         smoke = f"{sum(c['passed'] for c in r['smoke'])}/{len(r['smoke'])}" if r["smoke"] else "none"
         table.add_row(r["tag"], r["platform"], f"[{color}]{r['verdict']}[/]", "/".join(map(str, n.values())), smoke,
                       f"{r['seconds']:.0f}")
