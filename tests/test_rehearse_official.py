@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+from runner.compose.kit import TORCHVISION
 from runner.rehearse import official_standin, run, standin
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
 from runner.rehearse.official_standin import OFFICIAL_CANNOT_CARRY
@@ -85,7 +86,8 @@ def _leaf(project, t, platform="linux/amd64"):
 
 
 class _Docker:
-    """Answers a rehearsal's daemon calls: nothing is there or pullable, builds succeed, torch is 2.13.0."""
+    """Answers a rehearsal's daemon calls: nothing is there or pullable, builds succeed, torch is 2.13.0
+    and the service's wheel requires torch==2.14.0."""
 
     def __init__(self):
         self.calls: list[tuple[str, ...]] = []
@@ -93,7 +95,7 @@ class _Docker:
     async def run(self, *args, check=True, timeout=None):
         self.calls.append(args)
         if args[0] == "run":
-            return 0, "2.13.0\n", ""
+            return 0, ("torch==2.14.0\n" if official_standin.TORCH_WANTED in args else "2.13.0\n"), ""
         return (0, "", "") if args[0] == "build" else (1, "", "no such image")
 
 
@@ -211,6 +213,9 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
             base.image, f"{service}=={t.service_version}", torch), t.tag
         text = official_standin.dockerfile("runner-rehearsal/standin:x", found)
         assert "--override /tmp/leave-out.txt" in text and f"torch=={torch}\\n" in text  # held over the service's pin
+        # with its companions of the same release: today's torchvision would require a later torch
+        assert f"torchaudio=={torch}\\n" in text and f"torchvision=={TORCHVISION[torch]}\\n" in text, t.tag
+        assert "--exclude-newer" not in text  # no era known: today's index (said so in the substitution)
         assert f'"{service}=={t.service_version}" "torch=={torch}"' in text  # and installed: the image ships it
         seen[t.backend] = found
     assert set(seen) == {"corex", "dtk", "hggc", "maca", "musa"}
@@ -220,10 +225,18 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
     t = project.target("maca3.3-vllm0.11.2") if any(x.tag == "maca3.3-vllm0.11.2" for x in project.targets) else \
         next(x for x in project.targets if x.backend == "maca" and x.service == "vllm")
     leaf = _leaf(project, t, t.platforms[0])
+    asked = []
+    monkeypatch.setattr(official_standin, "release_day", lambda *a: asked.append(a) or "2025-11-20T23:59:59Z")
     tag, subs, stood_in = asyncio.run(r.base(leaf.chain()[0], t, leaf))
     assert stood_in and tag.startswith(f"{STANDIN_REPOSITORY}vendor-vllm{t.service_version}-")
+    assert asked == [("vllm", t.service_version)]
     assert subs[0].what == leaf.chain()[0].image and "torch 2.13.0" in subs[0].by
+    assert "as the index stood on 2025-11-20, the day of the service's release" in subs[0].by
     assert "cannot carry: the vendor's toolkit" in subs[0].why
+    # the index's build of the service wants another torch than the vendor's: said, with what it means
+    assert f"vllm {t.service_version} requires torch==2.14.0, the vendor's build of it runs on its torch 2.13.0" in subs[0].why
+    made = (r.workdir / tag.rsplit(":", 1)[1] / "Dockerfile").read_text()
+    assert "--exclude-newer 2025-11-20T23:59:59Z" in made  # the stand-in built is the one of that era
     shutil.rmtree(r.workdir)
 
 

@@ -311,3 +311,32 @@ def test_a_stand_in_not_built_is_said_with_its_error(capsys):
              "substitutions": [], "smoke": [], "error": "the stand-in for x could not be built:\n#6 No space left on device"}
     say_findings({"images": [image]})
     assert "hggc12.3-vllm0.11.1 on linux/amd64: the stand-in for x could not be built" in capsys.readouterr().err
+
+
+def test_a_vendor_stand_in_carries_the_versioned_folder_its_recipe_links_at_the_backends_home():
+    """The vendor images install their toolkit in a versioned folder (/opt/maca-3.3.0) that the runtime
+    links at the backend's home only where it exists: the stand-in carries that folder for the target's
+    own release (pack/<backend>/standin.yaml, {version}), so the link step and the environment-places
+    and backend-home checks meet what the vendor image gives, not a Debian that lacks it."""
+    import re
+
+    from runner.compose.dockerfile import stages_for
+    from runner.compose.plan import make_plan
+    from runner.rehearse.standin import dockerfile, standin_spec
+
+    project = load_project(ROOT / "matrix.yaml", ROOT / "pack")
+    checked = set()
+    for leaf in make_plan(project.targets, project.recipes).leaves:
+        t = leaf.target
+        links = [m for s in stages_for(leaf.stage) for step in s.steps if isinstance(step, Run)
+                 for m in re.finditer(r"-d (\S+_VERSION\}) \]\]; then ln -s \S+ (\S+);", step.script)]
+        if not links or t.backend in checked:
+            continue
+        spec = standin_spec(ROOT / "pack", t.backend, t.original_backend_version)
+        for m in links:
+            folder = re.sub(r"\$\{\w+_VERSION\}", t.original_backend_version, m.group(1))
+            assert folder in spec.paths, (t.tag, folder, spec.paths)
+            assert re.search(rf'^RUN mkdir -p .*"{re.escape(folder)}"', dockerfile(spec), re.M)
+        checked.add(t.backend)
+    assert {"corex", "dtk", "maca", "musa"} <= checked
+    assert standin_spec(ROOT / "pack", "maca", "3.3.0").paths == ("/opt/maca-3.3.0",)

@@ -40,8 +40,8 @@ BUILD_TOOLS = Requirements(tuple(pkg(p) for p in (
     "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)), installer="pip",
     title="the Python build tools and uv, with the image's pip")
 # torch's companions, released together with it (an unpinned torchvision resolves to one that needs another torch)
-TORCHVISION = {"2.9.1": "0.24.1", "2.9.0": "0.24.0", "2.8.0": "0.23.0", "2.7.1": "0.22.1", "2.6.0": "0.21.0",
-               "2.5.1": "0.20.1", "2.4.1": "0.19.1", "2.1.0": "0.16.0"}
+TORCHVISION = {"2.10.0": "0.25.0", "2.9.1": "0.24.1", "2.9.0": "0.24.0", "2.8.0": "0.23.0", "2.7.1": "0.22.1",
+               "2.6.0": "0.21.0", "2.5.1": "0.20.1", "2.5.0": "0.20.0", "2.4.1": "0.19.1", "2.1.0": "0.16.0"}
 
 _CACHE_PATHS = {
     "apt": ("/var/cache/apt", "/var/lib/apt/lists"),

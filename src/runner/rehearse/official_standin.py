@@ -2,14 +2,16 @@
 (runner.compose.official) which cannot be pulled here builds on the backend's Debian stand-in with uv
 and the service's own wheel at the row's exact version from the package index, the resolver taking
 the torch that wheel pins. A vendor image whose recipe checks the service and torch it ships stands
-in the same way, torch held at the vendor's version. What such a stand-in cannot carry is declared
-with its substitution (OfficialStandin, declared here)."""
+in the same way, torch (and its companions) held at the vendor's version, from the index as it stood on
+the day of the service's release, the era the vendor's image was made in. What such a stand-in cannot
+carry is declared with its substitution (OfficialStandin, declared here)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
+from runner.compose.kit import TORCHVISION
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
@@ -26,6 +28,9 @@ class OfficialStandin:
     version: str
     backend: str
     torch: str = ""  # a vendor image's: the torch it ships, held over the service's own pin
+    # a vendor image's era: the index as it stood on the day of the service's release (uv's
+    # --exclude-newer), so what the service leaves open resolves as it did then, not to today's releases
+    era: str = ""
 
     @property
     def vendor(self) -> bool:
@@ -49,18 +54,33 @@ class OfficialStandin:
 
     @property
     def overrides(self) -> tuple[str, ...]:
-        """uv overrides: the left-out dependencies (a marker that is never true), a vendor image's torch."""
-        return (tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out))
-                + ((f"torch=={self.torch}",) if self.torch else ()))
+        """uv overrides: the left-out dependencies (a marker that is never true), a vendor image's torch
+        with the torchvision and torchaudio of its release (an override of torch alone lets a companion
+        resolve to today's release, which requires a later torch)."""
+        held = ()
+        if self.torch:
+            held = (f"torch=={self.torch}", f"torchaudio=={self.torch}")
+            held += (f"torchvision=={TORCHVISION[self.torch]}",) if self.torch in TORCHVISION else ()
+        return tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out)) + held
 
-    def substitution(self, tag: str, torch: str) -> Substitution:
+    def substitution(self, tag: str, torch: str, wants: str = "") -> Substitution:
+        """What stands for the image; `wants`: the torch requirement of the service's own wheel, said where
+        a vendor's torch is held over it (the index's build of the service was made for that one)."""
         if self.vendor:
+            era = (f", as the index stood on {self.era[:10]}, the day of the service's release" if self.era
+                   else ", as the index stands today (the day of the service's release could not be read)")
+            apart = ""
+            if wants and wants != f"torch=={torch}":
+                apart = (f"; the index's {self.service} {self.version} requires {wants}, the vendor's build of it runs on "
+                         f"its torch {torch}: what imports the service may fail on the stand-in alone, and pip-check "
+                         "names that requirement")
             return Substitution("stand-in base", self.image,
                                 f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.requirement} and torch {torch} "
-                                "from the package index (uv; torch held at the vendor's version over the service's pin)",
+                                f"from the package index{era} (uv; torch, torchvision and torchaudio held at the "
+                                "vendor's release over the service's pins)",
                                 "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
                                 "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
-                                "vendor's toolkit and its builds of torch and of the service")
+                                f"vendor's toolkit and its builds of torch and of the service{apart}")
         carried = " and ".join((self.requirement, *self.also))
         carried += f", with the torch {torch} the service's wheel pins" if torch else ""
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
@@ -111,6 +131,28 @@ OFFICIAL_STANDIN_LEAVES_OUT = {
 VENDOR_SERVICES = ("vllm", "sglang")
 # Reads the torch the install left in the image, for the substitution's text
 TORCH_VERSION = "import importlib.metadata as m; print(m.version('torch'))"
+# Reads the torch requirement of a service's own wheel (an extra's, where its runtime is an extra), for the same
+TORCH_WANTED = ("import importlib.metadata as m, re, sys; print(next((r.split(';')[0].replace(' ', '') for r in "
+                "m.requires(sys.argv[1]) or [] if re.match(r'torch(?![\\w.-])', r)), ''))")
+
+
+def release_day(service: str, version: str) -> str:
+    """The upload time of the service's release on the package index (ISO, UTC), "" where it cannot be
+    read: the era a vendor's image of that release was made in."""
+    import httpx
+
+    from runner.verify.upstream import index_url
+
+    try:
+        r = httpx.get(f"{index_url()}{service}/", timeout=60, follow_redirects=True,
+                      headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        files = r.json().get("files", []) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return ""
+    times = sorted(f["upload-time"] for f in files if f.get("upload-time") and
+                   (f["filename"].startswith(f"{service}-{version}-") or f["filename"] == f"{service}-{version}.tar.gz"))
+    # the end of that day: what was uploaded with the release (its own dependencies' releases) is in
+    return f"{times[0][:10]}T23:59:59Z" if times else ""
 
 
 def official_of(recipes, t: Target, base: Stage) -> OfficialStandin | None:
@@ -138,6 +180,7 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
     """The stand-in on the backend's Debian stand-in `base`: uv from the index, then exactly the service's
     release; no cache is left in a layer (the image's own smoke checks look)."""
     override, tidy = (" --override /tmp/leave-out.txt", " && rm /tmp/leave-out.txt") if official.overrides else ("", "")
+    override += f" --exclude-newer {official.era}" if official.era else ""
     return "\n".join([
         f"FROM {base}",
         "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv",

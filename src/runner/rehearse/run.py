@@ -156,8 +156,11 @@ class Rehearsal:
         try:
             tag, subs = await self.debian(stage, t)
             if official is not None:
-                tag, torch = await self.official(tag, official, stage.platform)
-                subs = [official.substitution(tag, torch), *subs[1:]]
+                if official.vendor:  # the index as it stood when the service came out, the vendor image's era
+                    official = replace(official, era=await anyio.to_thread.run_sync(
+                        official_standin.release_day, official.service, official.version))
+                tag, torch, wants = await self.official(tag, official, stage.platform)
+                subs = [official.substitution(tag, torch, wants), *subs[1:]]
         except StandinFailed as e:
             self.failed[key] = str(e)
             raise
@@ -166,8 +169,8 @@ class Rehearsal:
 
     async def debian(self, stage: Stage, t: Target) -> tuple[str, list[Substitution]]:
         """The backend's Debian stand-in for the base's release (built once) and its substitutions."""
-        spec = standin.standin_spec(self.project.pack_path, t.backend)
         version = t.original_backend_version
+        spec = standin.standin_spec(self.project.pack_path, t.backend, version)
         sdists, carried, missing = {}, [], []
         for folder, project in spec.from_index:  # the vendor image's folders the index publishes, at its release
             try:
@@ -203,8 +206,9 @@ class Rehearsal:
                                      "the network here re-signs TLS with an authority of its own"))
         return tag, subs
 
-    async def official(self, debian: str, official, platform: str) -> tuple[str, str]:
-        """The stand-in of an official image on the Debian stand-in (built once), and the torch it carries."""
+    async def official(self, debian: str, official, platform: str) -> tuple[str, str, str]:
+        """The stand-in of an official image on the Debian stand-in (built once), the torch it carries and
+        the torch its service's own wheel requires."""
         tag = official_standin.tag(debian, official, platform)
         if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
             ctx = self.workdir / tag.rsplit(":", 1)[1]
@@ -213,7 +217,9 @@ class Rehearsal:
             await self._build(tag, ctx, Stage(kind=StageKind.BASE, name="base", platform=platform, image=official.image))
         code, out, _ = await self.docker.run("run", "--rm", "--network", "none", "--entrypoint", "python3", tag, "-c",
                                              official_standin.TORCH_VERSION, check=False, timeout=300)
-        return tag, out.strip() if code == 0 else ""
+        wanted, wants, _ = await self.docker.run("run", "--rm", "--network", "none", "--entrypoint", "python3", tag, "-c",
+                                                 official_standin.TORCH_WANTED, official.service, check=False, timeout=300)
+        return tag, out.strip() if code == 0 else "", wants.strip() if wanted == 0 else ""
 
     async def _build(self, tag: str, ctx: Path, stage: Stage) -> None:
         code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,

@@ -28,7 +28,7 @@ class StandinSpec:
     """What a backend's vendor base image gives the recipe, as far as a Debian image can carry it."""
 
     env: dict[str, str]
-    paths: tuple[str, ...]  # folders the recipe expects
+    paths: tuple[str, ...]  # folders the recipe expects ({version}: the base's backend release)
     cannot_carry: tuple[str, ...]
     files: tuple[tuple[str, str], ...] = ()  # files the recipe reads (environment scripts), as stand-ins
     # folders of the vendor image that the package index publishes as a project's sdist at the image's
@@ -39,8 +39,9 @@ class StandinSpec:
     compilers: tuple[str, ...] = ()
 
 
-def standin_spec(pack: Path, backend: str) -> StandinSpec:
-    """`pack/<backend>/standin.yaml` (an empty spec when the backend has none)."""
+def standin_spec(pack: Path, backend: str, version: str = "") -> StandinSpec:
+    """`pack/<backend>/standin.yaml` (an empty spec when the backend has none), `{version}` in its paths
+    read as the backend release (a vendor image installs its toolkit in a versioned folder)."""
     path = pack / backend / "standin.yaml"
     if not path.is_file():
         return StandinSpec({}, (), ())
@@ -49,7 +50,8 @@ def standin_spec(pack: Path, backend: str) -> StandinSpec:
         env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
         files = tuple((str(k), str(v)) for k, v in (data.get("files") or {}).items())
         from_index = tuple((str(k), str(v)) for k, v in (data.get("from_index") or {}).items())
-        return StandinSpec(env, tuple(map(str, data.get("paths") or ())), tuple(map(str, data.get("cannot_carry") or ())),
+        paths = tuple(str(p).replace("{version}", version) for p in data.get("paths") or ())
+        return StandinSpec(env, paths, tuple(map(str, data.get("cannot_carry") or ())),
                            files, from_index, tuple(map(str, data.get("compilers") or ())))
     except (yaml.YAMLError, AttributeError, TypeError) as e:
         raise UserError(f"{path}: not a stand-in spec ({e})",
