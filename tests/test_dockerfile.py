@@ -87,3 +87,28 @@ def test_unused_required_arg_is_a_placeholder(leaves):
     text = render(leaf.stage).text
     line = next(x for x in text.splitlines() if x.startswith("ARG CMAKE_MAX_JOBS="))
     assert ("${CMAKE_MAX_JOBS" in text) != line.endswith("# REQUIRED (PLACEHOLDER)")
+
+
+def test_every_cann_install_after_the_torch_stage_holds_the_images_torch(leaves):
+    """CANN's device-empty vLLM and SGLang's NPU extras ask for no torch, and uv leaves what a step does not
+    ask for unguarded: each install of a compiled CANN service stage carries the image's torch as a
+    constraint (rehearsing cann8.5-a3-vllm0.14.1 found torch replaced by a later CUDA build after the torch stage)."""
+    import re
+
+    from runner.compose.stages import Run
+
+    checked = 0
+    for leaf in leaves:
+        t = leaf.target
+        torch_stage = next((s for s in leaf.stage.chain() if s.name.startswith("torch")), None)
+        if t.backend != "cann" or torch_stage is None:
+            continue
+        torch = next(a.value for a in torch_stage.args if a.name == "TORCH_VERSION")
+        installs = [s.script for s in leaf.stage.steps if isinstance(s, Run) and "uv pip install" in s.script]
+        assert installs, t.tag
+        for script in installs:
+            pins = re.search(r"cat > /tmp/runner-constraints.txt <<'RUNNER_PINS'\n(.*?)\nRUNNER_PINS", script, re.S)
+            assert pins and f"torch=={torch}" in pins.group(1).splitlines(), (t.tag, script[:300])
+            assert "--constraint /tmp/runner-constraints.txt" in script
+        checked += 1
+    assert checked >= 4

@@ -12,7 +12,7 @@ from runner.compose.builds import (LMCACHE_ASCEND_LIBRARIES, lmcache_ascend_sour
 from runner.compose.components import LeftOut, native, python
 from runner.compose.official import Official
 from runner.compose.kit import (OTEL_BETAS, WITH_CACHES, BuiltWheels, built_wheels, max_jobs, rust_toolchain, caches, finish, install, pick, pick_or,
-                                runtime_builder, service_builder, shared, torch_stage)
+                                runtime_builder, service_builder, shared, torch_held, torch_stage)
 from runner.compose.requirements import Requirements, pkg
 from runner.compose.shell import word
 from runner.compose.sources import Download, github
@@ -251,16 +251,16 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     with_torch = npu_torch(t, runtime, torch, npu)
     b = service_builder(t, with_torch)
     b.arg("VLLM_ASCEND_VERSION", ascend, doc="vllm-ascend release")
-    cpu = (CPU_INDEX,) if p == "linux/amd64" else ()
+    cpu, hold = (CPU_INDEX,) if p == "linux/amd64" else (), (*TRANSFORMERS, *torch_held(torch))
     device_empty = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "numba", "ray", "triton")
     reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={v}", without=device_empty),),
-                        extra_index_urls=cpu, prereleases=OTEL_BETAS, constraints=TRANSFORMERS,
+                        extra_index_urls=cpu, prereleases=OTEL_BETAS, constraints=hold,
                         title=f"vLLM {v} from its tag (device empty)")
     install(b, t, reqs, before=f'{github("vllm-project/vllm", "v${VLLM_VERSION}").clone("/tmp/vllm")}\nexport VLLM_TARGET_DEVICE=empty',
             after="uv pip uninstall triton || true  # vllm-ascend brings triton-ascend\nrm -rf /tmp/vllm")
     ascend_reqs = Requirements((pkg("vllm-ascend", built="/tmp/vllm-ascend", resolve_as=f"vllm-ascend=={ascend}",
                                     prerelease="rc" in ascend),),
-                               extra_index_urls=(*cpu, ASCEND_INDEX), no_build_isolation=False, constraints=TRANSFORMERS,
+                               extra_index_urls=(*cpu, ASCEND_INDEX), no_build_isolation=False, constraints=hold,
                                title=f"vllm-ascend {ascend} from its tag")
     install(b, t, ascend_reqs, tools=("uv", "ccache"), before=f'{_build_env(b, t)}\n'
             f'{github("vllm-project/vllm-ascend", "v${VLLM_ASCEND_VERSION}").clone("/tmp/vllm-ascend")}',
@@ -273,7 +273,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     ray = ">=2.47.1,<=2.48.0"  # installed and declared alike
     extras = ["accelerate", "hf_transfer", "modelscope", f"ray[client,default]{ray}", "protobuf>3.20.0",
               *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]"]
-    install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels), constraints=TRANSFORMERS,
+    install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels), constraints=hold,
                                title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
             mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
     b.component(python("ray", ray, imports=("ray",)))
@@ -307,7 +307,7 @@ def mindie(t: Target, runtime: Stage) -> Stage:
     atb = Download("ATB models", ATB_URL.replace("{commit}", ATB_MODELS[v]), v)
     b = service_builder(t, with_torch)
     reqs = Requirements((*(pkg(x) for x in MINDIE_PINS), pkg("atb-llm", built="${CANN_HOME}/atb-models/*.whl")),
-                        title=f"MindIE {v}'s pinned dependencies and ATB models")
+                        constraints=torch_held(MINDIE_TORCH), title=f"MindIE {v}'s pinned dependencies and ATB models")
     install(b, t, reqs, before=f"""
         test "${{MINDIE_VERSION}}" = {v}
         mkdir -p "${{CANN_HOME}}/atb-models" && {atb.fetch(arch=arch)} | tar -xz -C "${{CANN_HOME}}/atb-models"
@@ -361,7 +361,7 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     vllm_reqs = Requirements((pkg("vllm", built="/tmp/vllm", resolve_as=f"vllm=={SGLANG_VLLM}",
                                   without=("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "triton")),
                               *(pkg(d) for d in deps)), extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS,
-                             title=f"vLLM {SGLANG_VLLM} (device empty), which SGLang's NPU backend imports")
+                             constraints=torch_held(torch), title=f"vLLM {SGLANG_VLLM} (device empty), which SGLang's NPU backend imports")
     install(b, t, vllm_reqs, tools=("uv", "ccache"), before=f"""
         {_build_env(b, t)}
         {github("vllm-project/vllm", f"v{SGLANG_VLLM}").clone("/tmp/vllm")}
@@ -369,7 +369,7 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     reqs = Requirements((pkg("sglang", extras=("srt_npu",), built='"/tmp/sglang/python[srt_npu]"', resolve_as=f"sglang=={v}",
                              without=("torch", "torchaudio", "torchvision", "sgl-kernel", "flashinfer-python")),),
                         extra_index_urls=(*cpu, ASCEND_INDEX), prereleases=OTEL_BETAS, upgrade=SGLANG_OVER_VLLM_NPU,
-                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM_NPU),
+                        supersedes=tuple(("vllm", n) for n in SGLANG_OVER_VLLM_NPU), constraints=torch_held(torch),
                         title=f"SGLang {v} with its NPU extras (its project file), over vLLM's pins")
     install(b, t, reqs, before=f"""
         {github("sgl-project/sglang", "v${SGLANG_VERSION}").clone("/tmp/sglang")}
@@ -378,12 +378,13 @@ def sglang(t: Target, runtime: Stage) -> Stage:
     kernels = Requirements((pkg("deep-ep", built="/mnt/sglang/deep_ep*.whl"),
                             pkg("sgl-kernel-npu", built="/mnt/sglang/sgl_kernel_npu*.whl"),
                             pkg("sglang-router", built="/mnt/sglang/sglang_router*.whl")),
-                           reinstall=("sglang-router",), title="sgl-kernel-npu (with DeepEP) and the SGLang router")
+                           reinstall=("sglang-router",), constraints=torch_held(torch),
+                           title="sgl-kernel-npu (with DeepEP) and the SGLang router")
     install(b, t, kernels, mounts=[Mount(sglang_npu_build(t, with_torch, v), "/workspace/sglang", "/mnt/sglang")],
             after='cd "$(python3 -m pip show deep-ep | sed -n \'s/^Location: //p\')" && ln -sf deep_ep/deep_ep_cpp*.so .')
     extras = Requirements((pkg("librosa"), pkg("soundfile"), pkg("mistral_common[audio]"),
                            pkg("custom-ops", built=word(CUSTOM_OPS.href(variant=t.variant, arch="$(uname -m)")))),
-                          title="audio extras and Ascend custom ops")
+                          constraints=torch_held(torch), title="audio extras and Ascend custom ops")
     install(b, t, extras, before="export UV_SKIP_WHEEL_FILENAME_CHECK=1")
     b.component(python("sglang", v, imports=()), python("sgl-kernel-npu", "", dist="sgl_kernel_npu"),
                 python("deep-ep", "", dist="deep-ep"), python("sglang-router", ""), python("triton-ascend", "3.2.0"),

@@ -39,6 +39,13 @@ BUILD_TOOLS = Requirements(tuple(pkg(p) for p in (
     "build", "cmake<4", "ninja<1.11", "setuptools>=77.0.3,<80", "setuptools-scm", "packaging<25", "wheel==0.45.1",
     "pybind11<3", "Cython", "psutil", "pipx<=1.8.0", UV_SPEC)), installer="pip",
     title="the Python build tools and uv, with the image's pip")
+# torch held in an install after the torch stage: where the service asks for no torch (CANN's device-empty
+# vLLM, SGLang's NPU extras) nothing else holds it, and rehearsing cann8.5-a3-vllm0.14.1 found it replaced by
+# the index's CUDA 2.15.0 after the torch stage, which torch-npu's exact pin forbids; `==X` holds +cpu too
+def torch_held(torch: str) -> tuple[str, ...]:
+    return (f"torch=={torch}",)
+
+
 # torch's companions, released together with it (an unpinned torchvision resolves to one that needs another torch)
 TORCHVISION = {"2.10.0": "0.25.0", "2.9.1": "0.24.1", "2.9.0": "0.24.0", "2.8.0": "0.23.0", "2.7.1": "0.22.1",
                "2.6.0": "0.21.0", "2.5.1": "0.20.1", "2.5.0": "0.20.0", "2.4.1": "0.19.1", "2.1.0": "0.16.0"}
