@@ -54,3 +54,29 @@ def test_a_later_record_replaces_the_earlier_and_the_tally_reads_them(tmp_path, 
     smoked = dict(later, verdict="not fetchable here", smoke=[{"passed": True}, {"passed": False}])
     assert bench.reason(smoked) == "not fetchable here:  (smoke 1/2)"
     assert "1 recorded in rehearsals.json: " in out and "1 passed" in out
+
+
+def test_the_committed_records_add_up_over_the_seed_matrix_and_ci_prints_their_coverage(capsys):
+    """The whole seed matrix is rehearsed by the bench (hours), not in CI: CI reads the outcomes the bench
+    committed (bench/rehearsals.json) against the current plan, where a script changed since it was
+    rehearsed counts as never rehearsed, and prints the figures (target-platforms by verdict, distinct
+    scripts by best outcome) with the others the tests measure."""
+    import re
+
+    from runner.rehearse.steps import STATUS_RANK
+
+    bench = _bench()
+    records = json.loads(bench.RECORDS.read_text())
+    assert records and all(r["verdict"] and r["commit"] and r["scripts"] for r in records.values())
+    assert all(s in STATUS_RANK for r in records.values() for s in r["scripts"].values())
+    assert bench.tally(["--matrix", str(ROOT / "tests" / "fixtures" / "matrix-seed.yaml")]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    every, scripts = lines[-2], lines[-1]
+    leaves = int(re.match(r"(\d+) target-platforms", every).group(1))
+    # each target-platform is counted once, and each distinct script once
+    assert sum(int(n) for n in re.findall(r"(\d+) [a-z]", every.split(": ", 1)[1])) == leaves
+    total = int(re.search(r"distinct scripts \((\d+)\)", scripts).group(1))
+    assert sum(int(n) for n in re.findall(r"(\d+) [a-z]", scripts.split(": ", 1)[1])) == total
+    print(f"[rehearsals] seed matrix, from bench/rehearsals.json: {every}")
+    print(f"[rehearsals] {scripts}")
