@@ -35,14 +35,16 @@ VLLM_ASCEND = {">=0.14": ("2.9.0", "2.9.0", "0.14.0rc1"), ">=0.13": ("2.8.0", "2
 # both on the vllm-ascend image too (its layered rows: vLLM 0.18 and 0.20; 0.15 to 0.17 it compiled); a later
 # vLLM takes the newest Mooncake range, vllm-omni only a minor a commit was built for (LEFT_OUT)
 MOONCAKE = {">=0.20": "0.3.11", ">=0.18": "0.3.9", ">=0.15": "0.3.8.post1", ">=0.10": "0.3.7.post2"}
-# Mooncake releases the resolver cannot read from the index for this image, taken as given (the wheel built
-# here is what installs; its requirements, aiohttp and requests, are the image's), with why
+# Mooncake releases the resolver cannot read from the index for this image, taken as given (the wheel built here installs)
 MOONCAKE_UNREADABLE = {"0.3.11": "the index's aarch64 wheel needs glibc 2.39; the CANN images have 2.35"}
 # the released images pin grpcio 1.71.0; vLLM 0.14 requires grpcio>=1.76, so from there vLLM's own pin holds
 GRPCIO = {">=0.14": "", ">=0.9": "1.71.0"}
 # vLLM before 0.14 and vllm-ascend leave transformers unbounded, and the index now serves 5.x, which these
 # releases predate (vLLM 0.14 itself asks for <5): every vLLM image keeps to 4.x
 TRANSFORMERS = ("transformers<5",)
+# asked for beside vllm-omni at vLLM's own requirement: uv, installing vllm-omni's gradio (starlette<1), downgraded
+# starlette under the 8.x vLLM's step chose (it needs >=1); asked for, it takes 7.1.0 (rehearsing vLLM 0.14.1)
+OMNI_BESIDE_VLLM = "prometheus-fastapi-instrumentator>=7.0.0"
 OMNI = {"~=0.20.0": "4a24a517", "~=0.18.0": "f55ea280", "~=0.17.0": "155856ff", "~=0.16.0": "3d9fa8d5",
         "~=0.15.0": "630e84ef", "~=0.14.0": "b11d436"}
 SGLANG_TORCH = {">=0.5.6": "2.8.0", ">=0.5": "2.6.0"}
@@ -104,8 +106,8 @@ LEFT_OUT = (
 OFFICIAL_ASCEND = {"9.2": {"0.30.0": "0.30.0rc2"},
                    "*": {"0.30.0": "0.30.0rc1", "0.27.1": "0.27.1rc1", "0.23.0": "0.23.0", "0.20.2": "0.20.2rc1",
                          "0.18.0": "0.18.0", "0.17.0": "0.17.0rc1", "0.16.0": "0.16.0rc1", "0.15.0": "0.15.0rc1"}}
-# LMCache with LMCache-Ascend on a layered row's official image, as upstream builds it (not on 310P): (service, CANN)
-# -> {versions: (lmcache, LMCache-Ascend tag or commit: CANN 9 support landed on its main after v0.4.3)}
+# LMCache with LMCache-Ascend on layered rows as upstream builds it, not on 310P: (service, CANN) -> {versions: (lmcache,
+# LMCache-Ascend tag or commit: CANN 9 support landed on its main after v0.4.3)}
 LMCACHE_ASCEND = {("vllm", "8.5"): {">=0.18": ("0.4.2", "v0.4.2")}, ("sglang", "8.5"): {">=0.5.12": ("0.4.2", "v0.4.2")},
                   ("sglang", "9.0"): {">=0.5.14": ("0.4.2", "dbd6545")}}
 # the chip LMCache-Ascend builds for, in the case its platform_config/<SoC>.ini files are named (upstream's)
@@ -272,7 +274,8 @@ def vllm(t: Target, runtime: Stage) -> Stage:
     b.component(*(c for w in built for c in w.components))
     ray = ">=2.47.1,<=2.48.0"  # installed and declared alike
     extras = ["accelerate", "hf_transfer", "modelscope", f"ray[client,default]{ray}", "protobuf>3.20.0",
-              *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]"]
+              *([f"grpcio=={grpc}"] if (grpc := pick_or(v, GRPCIO)) else []), "librosa", "soundfile", "mistral_common[audio]",
+              *([OMNI_BESIDE_VLLM] if omni else [])]
     install(b, t, Requirements((*wheels, *(pkg(e) for e in extras)), no_build_isolation=bool(wheels), constraints=hold,
                                title="Mooncake, vllm-omni, Ray and the audio and model-hub extras"),
             mounts=mounts, before="uv pip uninstall onnxruntime || true" if omni else "")
@@ -283,9 +286,7 @@ def vllm(t: Target, runtime: Stage) -> Stage:
 
 
 def vllm_wrapper(b: StageBuilder) -> StageBuilder:
-    """The `vllm` command replaced by a wrapper that sources CANN's environment and preloads jemalloc, then
-    runs the real one (`vllm_`), on the compiled rows and the vllm-ascend image alike (a container GPUStack
-    starts runs `vllm` with no login shell to source it)."""
+    """`vllm` as a wrapper that sources CANN's environment and preloads jemalloc, then runs the real `vllm_`."""
     return b.run(f"""
         real="$(command -v vllm)"
         mv "$real" "${{real}}_"
@@ -325,8 +326,7 @@ def mindie(t: Target, runtime: Stage) -> Stage:
 
 
 DAEMON = "/usr/local/Ascend/mindie/latest/mindie-service/bin/mindieservice_daemon"
-# Runs the real daemon with CANN's, ATB's and MindIE's environment, every component logging to stdout (the
-# consumer reads the container's output), from the service folder the daemon resolves its files from.
+# the real daemon with CANN's, ATB's and MindIE's environment, logging to stdout, run from its service folder
 DAEMON_WRAPPER = (HERE / "mindieservice_daemon.sh").read_text()
 
 
