@@ -73,6 +73,12 @@ def test_the_cuda_recipes_clone_line_checks_out_the_real_vllm_release(mirror, pr
     assert "0.14.1" in (tree / "PKG-INFO").read_text()
     described = subprocess.run(["git", "-C", str(tree), "describe", "--tags"], capture_output=True, text=True)
     assert described.stdout.strip() == "v0.14.1"
+    # as a clone of the repository: the file vLLM's build generates is not tracked, so writing it (as the
+    # build does) leaves the tree clean and setuptools-scm names the release, not a dirty next pre-release
+    assert not (tree / "vllm" / "_version.py").exists()
+    (tree / "vllm" / "_version.py").write_text("__version__ = version = '0.14.1'\n")
+    status = subprocess.run(["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout == ""
     assert any(r.path.endswith("/git-upload-pack") and r.status == 200 for r in m.requests)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from runner.compose import sources
-from runner.verify.upstream import Obtained, Upstreams, sources_dir
+from runner.verify.upstream import REPOS, Obtained, Upstreams, sources_dir
 
 GIT = "/git/"
 FILES = "/files/"
@@ -196,10 +196,10 @@ def _handler(mirror: SourceMirror) -> type[BaseHTTPRequestHandler]:
         def _git(self, path: str) -> None:
             rest = path[len(GIT):]
             repo = re.match(r"(.+?\.git)(/.*)?$", rest)
-            if not repo or not (mirror.upstreams.root / "git" / repo[1] / "HEAD").exists():
+            if not repo or not (mirror.upstreams.root / REPOS / repo[1] / "HEAD").exists():
                 return self._status(404, path)
             data = self._body()
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(mirror.upstreams.root / "git"),
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(mirror.upstreams.root / REPOS),
                    "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": "/" + rest,
                    "QUERY_STRING": urlsplit(self.path).query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                    "CONTENT_LENGTH": str(len(data)), "REMOTE_ADDR": self.client_address[0],

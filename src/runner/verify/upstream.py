@@ -61,6 +61,11 @@ _CLONE = re.compile(r"git clone\b[^\n]*")
 _QUOTED = r"""('[^']*'|"[^"]*"|[^\s'"&;|]+)"""
 
 
+# the bare repositories made of sdists, under the sources folder (git/ held an earlier layout, which force-added
+# the files a clone lacks; it is not read)
+REPOS = "repos"
+
+
 def sources_dir() -> Path:
     """Where sdists and the repositories made of them are kept: $RUNNER_SOURCES_DIR, else the cache's
     sources/ (they are large and never change, so a test run may share one folder across caches)."""
@@ -137,9 +142,9 @@ class Upstreams:
         self._files: dict[str, list[dict]] = {}
 
     def repo_dir(self, url: str) -> Path:
-        """Where the bare repository for a URL lives: git/<host>/<path>.git."""
+        """Where the bare repository for a URL lives: repos/<host>/<path>.git."""
         rest = re.sub(r"^[a-z]+://", "", url).rstrip("/")
-        return self.root / "git" / (rest if rest.endswith(".git") else rest + ".git")
+        return self.root / REPOS / (rest if rest.endswith(".git") else rest + ".git")
 
     def obtain(self, url: str, ref: str) -> Obtained:
         """The repository at `ref`, made from the sdist of that release when it is not made yet."""
@@ -257,7 +262,10 @@ class Upstreams:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(tree, target)
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(work)}
-            self._git(repo, "add", "--all", "--force", ".", env=env, cwd=work)
+            # what the sdist's own .gitignore ignores is left out, as a clone of the repository lacks it: a file
+            # the build generates (vLLM's vllm/_version.py) tracked here made the clone dirty once built, and
+            # setuptools-scm then named the release 0.14.2.dev0+g<commit>.d<date> (a pre-release)
+            self._git(repo, "add", "--all", ".", env=env, cwd=work)
             tree_id = self._git(repo, "write-tree", env=env)
             commit = self._git(repo, "commit-tree", tree_id, "-m", f"release {sdist.name}", env=env)
         self._git(repo, "tag", "--force", tag, commit)
