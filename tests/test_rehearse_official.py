@@ -10,6 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
+from packaging.version import Version
+
 from runner.compose.kit import TORCHVISION
 from runner.rehearse import official_standin, run, standin
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
@@ -217,6 +219,8 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
         assert f"torchaudio=={torch}\\n" in text and f"torchvision=={TORCHVISION[torch]}\\n" in text, t.tag
         assert "--exclude-newer" not in text  # no era known: today's index (said so in the substitution)
         assert f'"{service}=={t.service_version}" "torch=={torch}"' in text  # and installed: the image ships it
+        # what `sglang serve` imports from 0.5.5 on (its diffusion CLI), which GPUStack's start runs
+        assert ('"diffusers"' in text) == (t.service == "sglang" and Version(t.service_version) >= Version("0.5.5")), t.tag
         seen[t.backend] = found
     assert set(seen) == {"corex", "dtk", "hggc", "maca", "musa"}
     # a row whose recipe checks nothing of the image gets none, nor does a base outside the leaf's chain

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from runner.compose.kit import TORCHVISION
+from runner.compose.kit import TORCHVISION, at_least
 from runner.compose.stages import Stage
 from runner.model.targets import Target
 from runner.rehearse.rewrite import STANDIN_REPOSITORY
@@ -45,7 +45,9 @@ class OfficialStandin:
     def also(self) -> tuple[str, ...]:
         """What the official image holds besides the service that the stand-in installs with it (a vendor
         image: its torch, which a service's wheel may not require)."""
-        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
+        vendor = ((f"torch=={self.torch}",) + tuple(p for floor, p in VENDOR_ALSO.get(self.service, ())
+                                                   if at_least(self.version, floor))) if self.vendor else ()
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + vendor
 
     @property
     def leaves_out(self) -> dict[str, str]:
@@ -116,6 +118,10 @@ OFFICIAL_SERVICE_CANNOT_CARRY = {
 # extra, which a later release no longer declares (uv then warns and installs the release alone); found by
 # rehearsing musa4.3-sglang0.5.2, whose stand-in had no torch
 VENDOR_EXTRAS = {"sglang": "[srt]"}
+# What a vendor image GPUStack starts runs on every start, from a release on: SGLang 0.5.5's `sglang serve`
+# imports its diffusion CLI, hence diffusers (its diffusion extra's pin, an extra the vendor's build is not
+# known to declare), found rehearsing hggc12.3-sglang0.5.5, whose every deployment failed without it
+VENDOR_ALSO = {"sglang": (("0.5.5", "diffusers"),)}
 OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
