@@ -252,3 +252,42 @@ def test_a_chip_variants_hosts_add_their_own_devices_to_the_backends_lines(capsy
     (tmp_path / "cann" / "profile.yaml").write_text(text)
     with pytest.raises(UserError, match="malformed device path"):
         load_profile(tmp_path, "cann", "950")
+
+
+def test_a_start_declared_known_to_fail_below_a_release_is_marked_for_those_images_only(project):
+    """GPUStack 2.3.0 starts a cross-node mp deployment with --nnodes whatever the image's vLLM, which vLLM
+    takes from 0.11.1 on (deployments.yaml, known_failure): an older image's case carries the declaration,
+    a newer one's does not."""
+    old = project.target("cann8.3-a3-vllm0.11.0")
+    cases = {c["name"]: c for c in probe_input(PACK, old, ())["cases"]}
+    assert cases["mp-leader"]["known"]["says"] == "unrecognized arguments: --nnodes"
+    assert "--nnodes" in cases["mp-leader"]["argv"] and "known" in cases["mp-follower"]
+    assert not any("known" in c for name, c in cases.items() if not name.startswith("mp-leader") and name != "mp-follower")
+    new = project.target("cann8.5-a3-vllm0.14.1")
+    assert not any("known" in c for c in probe_input(PACK, new, ())["cases"])
+
+
+def test_the_probe_lets_only_the_declared_failure_pass(tmp_path):
+    """The consumer_lines probe, run as in an image: a declared start that fails as declared is said and
+    does not fail the check; the same start failing otherwise, or an undeclared failure, does."""
+    import subprocess
+    import sys
+
+    from runner.verify.probes import script
+
+    known = {"says": "unrecognized arguments: --nnodes", "why": "GPUStack passes --nnodes"}
+
+    def run(*cases):
+        data = {"cases": [{"name": n, "argv": [], "env": {}, "cwd": None, "files": {}, "program": "none",
+                           "problem": p, **({"known": known} if k else {})} for n, p, k in cases],
+                "model_files": {}, "hooks": {}}
+        text = script("consumer_lines", data, sys.executable)
+        return subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=120)
+
+    declared = "the program ended (exit 2) before serving: vllm: error: unrecognized arguments: --nnodes 2"
+    done = run(("mp-leader", declared, True))
+    assert done.returncode == 0 and "known to fail (pack/_consumer/deployments.yaml): GPUStack passes" in done.stdout
+    other = run(("mp-leader", "the program ended (exit 1) before serving: ImportError", True))
+    assert other.returncode == 1 and "FAILED: the program ended (exit 1)" in other.stdout
+    undeclared = run(("mp-leader", declared, True), ("single", declared, False))
+    assert undeclared.returncode == 1 and "single" in undeclared.stdout.splitlines()[-1]

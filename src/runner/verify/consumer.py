@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.model.errors import UserError
@@ -65,6 +66,20 @@ class ModelSettings(_Strict):
     loras: list[Lora] = Field(default_factory=list)
 
 
+class KnownFailure(BaseModel):
+    """A start of GPUStack's that an image below a service release cannot take, whatever the image holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    below: dict[str, str] = Field(min_length=1, description="service -> the first release that takes the start")
+    says: str = Field(min_length=1, description="what the failure's output holds: any other failure still fails")
+    why: str = Field(min_length=1)
+
+    def applies_to(self, t: Target) -> bool:
+        first = self.below.get(t.service)
+        return first is not None and Version(t.service_version) < Version(first)
+
+
 class Deployment(BaseModel):
     """One way GPUStack deploys a model (see deployments.yaml for the fields)."""
 
@@ -77,6 +92,7 @@ class Deployment(BaseModel):
     follower: int | None = Field(None, ge=0)
     model: ModelSettings = Field(default_factory=ModelSettings)
     needs: list[str] = Field(default_factory=list, description="components the image must ship")
+    known_failure: KnownFailure | None = None
 
     def applies_to(self, t: Target, components: frozenset[str]) -> bool:
         return t.service in self.services and set(self.needs) <= components
@@ -219,7 +235,10 @@ def probe_input(pack: Path, t: Target, entrypoint: tuple[str, ...], timeout: int
     cases: list[dict] = []
     seen: dict[str, dict] = {}
     model_files: dict[str, str] = {}
-    for name, started in started_for(pack, t):
+    started = started_for(pack, t)
+    known = {d.name: d.known_failure for d in load_spec(pack).deployments
+             if d.known_failure and d.known_failure.applies_to(t)} if started and (pack / FOLDER / SPEC).is_file() else {}
+    for name, started in started:
         if started.error:
             cases.append({"name": name, "argv": [], "env": {}, "cwd": None, "files": {}, "program": "none",
                           "problem": f"GPUStack cannot start it: {started.error}"})
@@ -230,6 +249,8 @@ def probe_input(pack: Path, t: Target, entrypoint: tuple[str, ...], timeout: int
             case = {"name": name if len(started.containers) == 1 else f"{name}/{c.name}", "argv": argv,
                     "env": c.env, "cwd": c.working_dir, "files": c.files, "program": program_of(argv),
                     "timeout": timeout}
+            if (k := known.get(name)) is not None:
+                case["known"] = {"says": k.says, "why": k.why}
             key = json.dumps([argv, c.env, c.working_dir, c.files], sort_keys=True)
             if key in seen:
                 seen[key].setdefault("also", []).append(case["name"])

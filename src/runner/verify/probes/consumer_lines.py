@@ -262,12 +262,21 @@ def main():
             print("    " + problem.replace("\n", "\n    "))
     print("%d starts in %.0f s" % (len(cases), time.monotonic() - start))
     # the summary comes last, so the report's excerpt (the output's end) keeps it
+    failed = 0
     for case, (problem, _) in zip(cases, results):
         if needs_device(problem):
             print("%-28s not checked here (needs a CUDA device): %s" % (case["name"], brief(problem)))
+        elif problem and known(case, problem):
+            print("%-28s known to fail (pack/_consumer/deployments.yaml): %s" % (case["name"], case["known"]["why"]))
         else:
+            failed += bool(problem)
             print("%-28s %s" % (case["name"], "ok" if not problem else "FAILED: " + brief(problem)))
-    return 1 if any(problem and not needs_device(problem) for problem, _ in results) else 0
+    return 1 if failed else 0
+
+
+def known(case, problem):
+    """Whether a failure is the one deployments.yaml declares for this start (any other still fails)."""
+    return bool(case.get("known")) and case["known"]["says"] in problem
 
 
 sys.exit(main())
