@@ -38,21 +38,20 @@ class OfficialStandin:
 
     @property
     def requirement(self) -> str:
-        extra = VENDOR_EXTRAS.get(self.service, "") if self.vendor else ""
-        return f"{self.service}{extra}=={self.version}"
+        extras = [x for floor, x in VENDOR_EXTRAS.get(self.service, ()) if at_least(self.version, floor)]
+        return f"{self.service}{extras[-1] if extras and self.vendor else ''}=={self.version}"
 
     @property
     def also(self) -> tuple[str, ...]:
         """What the official image holds besides the service that the stand-in installs with it (a vendor
         image: its torch, which a service's wheel may not require)."""
-        vendor = ((f"torch=={self.torch}",) + tuple(p for floor, p in VENDOR_ALSO.get(self.service, ())
-                                                   if at_least(self.version, floor))) if self.vendor else ()
-        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + vendor
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
 
     @property
     def leaves_out(self) -> dict[str, str]:
         """The service's dependencies the stand-in leaves out, with why."""
-        return OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {})
+        vendor = VENDOR_LEAVES_OUT.get(self.service, {}) if self.vendor and "[diffusion]" in self.requirement else {}
+        return {**OFFICIAL_STANDIN_LEAVES_OUT.get(self.service, {}), **vendor}
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -82,7 +81,8 @@ class OfficialStandin:
                                 "vendor's release over the service's pins)",
                                 "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
                                 "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
-                                f"vendor's toolkit and its builds of torch and of the service{apart}")
+                                "vendor's toolkit and its builds of torch and of the service"
+                                + "".join(f", {name} ({why})" for name, why in self.leaves_out.items()) + apart)
         carried = " and ".join((self.requirement, *self.also))
         carried += f", with the torch {torch} the service's wheel pins" if torch else ""
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
@@ -114,14 +114,16 @@ OFFICIAL_SERVICE_CANNOT_CARRY = {
 }
 # What the stand-in installs with the service because the official image has it too, from the index:
 # LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
-# A vendor image is the service's whole runtime: SGLang before 0.5.5 keeps that (torch among it) in its srt
-# extra, which a later release no longer declares (uv then warns and installs the release alone); found by
-# rehearsing musa4.3-sglang0.5.2, whose stand-in had no torch
-VENDOR_EXTRAS = {"sglang": "[srt]"}
-# What a vendor image GPUStack starts runs on every start, from a release on: SGLang 0.5.5's `sglang serve`
-# imports its diffusion CLI, hence diffusers (its diffusion extra's pin, an extra the vendor's build is not
-# known to declare), found rehearsing hggc12.3-sglang0.5.5, whose every deployment failed without it
-VENDOR_ALSO = {"sglang": (("0.5.5", "diffusers"),)}
+# A vendor image is the service's whole runtime, per release from the floor on: SGLang before 0.5.5 keeps that
+# (torch among it) in its srt extra, which a later release no longer declares (found rehearsing
+# musa4.3-sglang0.5.2, whose stand-in had no torch); from 0.5.5 `sglang serve`, which GPUStack runs, imports
+# its diffusion CLI on every start, hence the diffusion extra (found rehearsing hggc12.3-sglang0.5.5: every
+# deployment failed on diffusers, then imageio), but for its CUDA kernels (VENDOR_LEAVES_OUT)
+VENDOR_EXTRAS = {"sglang": (("0", "[srt]"), ("0.5.5", "[diffusion]"))}
+VENDOR_LEAVES_OUT = {"sglang": {
+    "st-attn": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not (0.0.7 reached "
+               "the index a week after SGLang 0.5.5)",
+    "vsa": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not"}}
 OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
