@@ -222,6 +222,8 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
         assert "--exclude-newer" not in text  # no era known: today's index (said so in the substitution)
         assert f'"{service}=={t.service_version}" "torch=={torch}"' in text  # and installed: the image ships it
         assert ("st-attn; sys_platform == 'never'" in text) == late, t.tag
+        why = found.substitution("runner-rehearsal/standin:x", torch).why
+        assert ("loads the CUDA driver (libcuda.so.1)" in why) == (t.service == "sglang"), t.tag
         seen[t.backend] = found
     assert set(seen) == {"corex", "dtk", "hggc", "maca", "musa"}
     # a row whose recipe checks nothing of the image gets none, nor does a base outside the leaf's chain

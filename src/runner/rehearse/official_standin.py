@@ -82,7 +82,8 @@ class OfficialStandin:
                                 "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
                                 "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
                                 "vendor's toolkit and its builds of torch and of the service"
-                                + "".join(f", {name} ({why})" for name, why in self.leaves_out.items()) + apart)
+                                + "".join(f", {name} ({why})" for name, why in self.leaves_out.items())
+                                + VENDOR_STARTS.get(self.service, "") + apart)
         carried = " and ".join((self.requirement, *self.also))
         carried += f", with the torch {torch} the service's wheel pins" if torch else ""
         cannot = ", ".join(OFFICIAL_CANNOT_CARRY.get(self.backend, ()) + OFFICIAL_CANNOT_CARRY_ANY
@@ -120,6 +121,10 @@ OFFICIAL_SERVICE_CANNOT_CARRY = {
 # its diffusion CLI on every start, hence the diffusion extra (found rehearsing hggc12.3-sglang0.5.5: every
 # deployment failed on diffusers, then imageio), but for its CUDA kernels (VENDOR_LEAVES_OUT)
 VENDOR_EXTRAS = {"sglang": (("0", "[srt]"), ("0.5.5", "[diffusion]"))}
+# What a vendor stand-in of a service cannot start with, whatever the versions (found rehearsing
+# hggc12.3-sglang0.5.5, whose every start failed loading sgl_kernel's common_ops for want of libcuda.so.1)
+VENDOR_STARTS = {"sglang": "; the index's sgl-kernel is CUDA's and loads the CUDA driver (libcuda.so.1) as SGLang "
+                           "starts, which no stand-in has (the vendor's build is its own): GPUStack's starts fail on it"}
 VENDOR_LEAVES_OUT = {"sglang": {
     "st-attn": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not (0.0.7 reached "
                "the index a week after SGLang 0.5.5)",
