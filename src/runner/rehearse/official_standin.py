@@ -152,11 +152,15 @@ TORCH_WANTED = ("import importlib.metadata as m, re, sys; print(next((r.split(';
 def release_day(service: str, version: str) -> str:
     """The upload time of the service's release on the package index (ISO, UTC), "" where it cannot be
     read: the era a vendor's image of that release was made in."""
-    from runner.verify.upstream import Upstreams
+    import httpx
+
+    from runner.verify.upstream import index_url
 
     try:
-        files = Upstreams().index_files(service)
-    except LookupError:
+        r = httpx.get(f"{index_url()}{service}/", timeout=60, follow_redirects=True,
+                      headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        files = r.json().get("files", []) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
         return ""
     times = sorted(f["upload-time"] for f in files if f.get("upload-time") and
                    (f["filename"].startswith(f"{service}-{version}-") or f["filename"] == f"{service}-{version}.tar.gz"))
