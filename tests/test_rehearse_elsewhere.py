@@ -38,7 +38,7 @@ class _Index(Upstreams):
         super().__init__(root, index="http://index.invalid/")
         self.names = names
 
-    def _index_files(self, project: str) -> list[dict]:
+    def index_files(self, project: str) -> list[dict]:
         return [{"filename": n, "url": n} for n in self.names]
 
     def _download(self, f: dict) -> Path:

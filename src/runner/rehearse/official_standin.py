@@ -113,8 +113,6 @@ OFFICIAL_CANNOT_CARRY = {
 OFFICIAL_SERVICE_CANNOT_CARRY = {
     ("cuda", "vllm"): ("NIXL, CuPy and Mooncake of the KV-cache connectors the release image installs",),
 }
-# What the stand-in installs with the service because the official image has it too, from the index:
-# LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
 # A vendor image is the service's whole runtime, per release from the floor on: SGLang before 0.5.5 keeps that
 # (torch among it) in its srt extra, which a later release no longer declares (found rehearsing
 # musa4.3-sglang0.5.2, whose stand-in had no torch); from 0.5.5 `sglang serve`, which GPUStack runs, imports
@@ -129,6 +127,8 @@ VENDOR_LEAVES_OUT = {"sglang": {
     "st-attn": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not (0.0.7 reached "
                "the index a week after SGLang 0.5.5)",
     "vsa": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not"}}
+# What the stand-in installs with the service because the official image has it too, from the index:
+# LMCache from those KV-cache connectors (GPUStack's kv-cache deployment names it)
 OFFICIAL_STANDIN_ALSO = {("cuda", "vllm"): ("lmcache",)}
 OFFICIAL_CANNOT_CARRY_ANY = ("the official image's Ubuntu base and its python (the stand-in's is Debian 12's "
                              f"python {STANDIN_PYTHON})",)
@@ -152,15 +152,11 @@ TORCH_WANTED = ("import importlib.metadata as m, re, sys; print(next((r.split(';
 def release_day(service: str, version: str) -> str:
     """The upload time of the service's release on the package index (ISO, UTC), "" where it cannot be
     read: the era a vendor's image of that release was made in."""
-    import httpx
-
-    from runner.verify.upstream import index_url
+    from runner.verify.upstream import Upstreams
 
     try:
-        r = httpx.get(f"{index_url()}{service}/", timeout=60, follow_redirects=True,
-                      headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-        files = r.json().get("files", []) if r.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
+        files = Upstreams().index_files(service)
+    except LookupError:
         return ""
     times = sorted(f["upload-time"] for f in files if f.get("upload-time") and
                    (f["filename"].startswith(f"{service}-{version}-") or f["filename"] == f"{service}-{version}.tar.gz"))

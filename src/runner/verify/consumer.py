@@ -235,10 +235,10 @@ def probe_input(pack: Path, t: Target, entrypoint: tuple[str, ...], timeout: int
     cases: list[dict] = []
     seen: dict[str, dict] = {}
     model_files: dict[str, str] = {}
-    started = started_for(pack, t)
-    known = {d.name: d.known_failure for d in load_spec(pack).deployments
-             if d.known_failure and d.known_failure.applies_to(t)} if started and (pack / FOLDER / SPEC).is_file() else {}
-    for name, started in started:
+    recorded = started_for(pack, t)
+    declared = load_spec(pack).deployments if recorded and (pack / FOLDER / SPEC).is_file() else []
+    known = {d.name: d.known_failure for d in declared if d.known_failure and d.known_failure.applies_to(t)}
+    for name, started in recorded:
         if started.error:
             cases.append({"name": name, "argv": [], "env": {}, "cwd": None, "files": {}, "program": "none",
                           "problem": f"GPUStack cannot start it: {started.error}"})

@@ -177,7 +177,7 @@ class Upstreams:
         from packaging.utils import canonicalize_name, parse_sdist_filename
         from packaging.version import Version
 
-        files = [f for f in self._index_files(project) if f["filename"].endswith(_SDIST) and not f.get("yanked")]
+        files = [f for f in self.index_files(project) if f["filename"].endswith(_SDIST) and not f.get("yanked")]
         for f in files:
             try:
                 name, found = parse_sdist_filename(f["filename"])
@@ -196,7 +196,7 @@ class Upstreams:
 
         want = Version(version)
         found: dict[Version, dict] = {}
-        for f in self._index_files(project):
+        for f in self.index_files(project):
             try:
                 _, v, _, tags = parse_wheel_filename(f["filename"])
             except (ValueError, InvalidVersion):
@@ -209,7 +209,8 @@ class Upstreams:
         best = min(found, key=lambda v: (abs(v.micro - want.micro), -v.micro))
         return self._download(found[best]), str(best)
 
-    def _index_files(self, project: str) -> list[dict]:
+    def index_files(self, project: str) -> list[dict]:
+        """The index's files of a project (its JSON simple page), read once; LookupError where it cannot be."""
         if project not in self._files:
             import httpx
 
