@@ -220,10 +220,24 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
         # with its companions of the same release: today's torchvision would require a later torch
         assert f"torchaudio=={torch}\\n" in text and f"torchvision=={TORCHVISION[torch]}\\n" in text, t.tag
         assert "--exclude-newer" not in text  # no era known: today's index (said so in the substitution)
-        assert f'"{service}=={t.service_version}" "torch=={torch}"' in text  # and installed: the image ships it
+        # and installed: the image ships it (a vendor's vLLM: its release's sdist built, see below)
+        wanted = f"{t.service}-{t.service_version}.tar.gz" if t.service == "vllm" else f'"{service}=={t.service_version}"'
+        assert f'{wanted} && uv pip install' in text or f'{wanted} "torch=={torch}"' in text, t.tag
         assert ("st-attn; sys_platform == 'never'" in text) == late, t.tag
         why = found.substitution("runner-rehearsal/standin:x", torch).why
         assert ("loads the CUDA driver (libcuda.so.1)" in why) == (t.service == "sglang"), t.tag
+        # a vendor's vLLM: its release's sdist built with no device on the vendor's torch, installed first
+        lines = text.splitlines()
+        built = [i for i, line in enumerate(lines) if "VLLM_TARGET_DEVICE=empty" in line]
+        if t.service == "vllm":  # from the build context: pip refuses the wheel's version 0.9.2+empty for ==0.9.2
+            assert len(built) == 1 and f"--mount=type=bind,source={found.sdist_name}," in lines[built[0]], t.tag
+            assert "--no-build-isolation" in lines[built[0]] and f'/tmp/built/*.whl "torch=={torch}"' in lines[built[0]]
+            assert f'"torch=={torch}" "setuptools' in lines[built[0] - 1], t.tag  # the build's torch, before it
+            assert "built from its sdist with no device" in found.substitution("x", torch).by
+        else:  # the index's build of the service, which may want another torch: said, with what it means
+            assert not built, t.tag
+            why = found.substitution("x", torch, wants="torch==9.9.9").why
+            assert f"sglang {t.service_version} requires torch==9.9.9, the vendor's build of it runs on its torch" in why
         seen[t.backend] = found
     assert set(seen) == {"corex", "dtk", "hggc", "maca", "musa"}
     # a row whose recipe checks nothing of the image gets none, nor does a base outside the leaf's chain
@@ -234,16 +248,20 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
     leaf = _leaf(project, t, t.platforms[0])
     asked = []
     monkeypatch.setattr(official_standin, "release_day", lambda *a: asked.append(a) or "2025-11-20T23:59:59Z")
+    sdist = tmp_path / "sdist.tar.gz"
+    sdist.write_bytes(b"the release's sdist")
+    monkeypatch.setattr(r.mirror.upstreams, "sdist", lambda *a: asked.append(a) or sdist)
     tag, subs, stood_in = asyncio.run(r.base(leaf.chain()[0], t, leaf))
     assert stood_in and tag.startswith(f"{STANDIN_REPOSITORY}vendor-vllm{t.service_version}-")
-    assert asked == [("vllm", t.service_version)]
+    assert asked == [("vllm", t.service_version)] * 2  # its release day, its sdist
     assert subs[0].what == leaf.chain()[0].image and "torch 2.13.0" in subs[0].by
     assert "as the index stood on 2025-11-20, the day of the service's release" in subs[0].by
     assert "cannot carry: the vendor's toolkit" in subs[0].why
-    # the index's build of the service wants another torch than the vendor's: said, with what it means
-    assert f"vllm {t.service_version} requires torch==2.14.0, the vendor's build of it runs on its torch 2.13.0" in subs[0].why
+    assert (f"vllm {t.service_version} built from its sdist with no device (VLLM_TARGET_DEVICE=empty) on torch 2.13.0"
+            in subs[0].by)
     made = (r.workdir / tag.rsplit(":", 1)[1] / "Dockerfile").read_text()
     assert "--exclude-newer 2025-11-20T23:59:59Z" in made  # the stand-in built is the one of that era
+    assert (r.workdir / tag.rsplit(":", 1)[1] / f"vllm-{t.service_version}.tar.gz").read_bytes() == b"the release's sdist"
     shutil.rmtree(r.workdir)
 
 

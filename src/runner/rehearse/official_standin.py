@@ -48,6 +48,17 @@ class OfficialStandin:
         return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
 
     @property
+    def built_without_device(self) -> tuple[str, ...]:
+        """For a vendor's service that stands in as its release's source built with no device: what the
+        build needs beside torch (installed first: the build runs on the vendor's torch); else ()."""
+        return VENDOR_BUILT_WITHOUT_DEVICE.get(self.service, ()) if self.vendor else ()
+
+    @property
+    def sdist_name(self) -> str:
+        """The file name of the release's sdist, which a stand-in built from it finds in its build context."""
+        return f"{self.service}-{self.version}.tar.gz"
+
+    @property
     def leaves_out(self) -> dict[str, str]:
         """The service's dependencies the stand-in leaves out, with why."""
         vendor = VENDOR_LEAVES_OUT.get(self.service, {}) if self.vendor and "[diffusion]" in self.requirement else {}
@@ -64,12 +75,24 @@ class OfficialStandin:
             held += (f"torchvision=={TORCHVISION[self.torch]}",) if self.torch in TORCHVISION else ()
         return tuple(f"{name}; sys_platform == 'never'" for name in sorted(self.leaves_out)) + held
 
+    def _era(self) -> str:
+        return (f", as the index stood on {self.era[:10]}, the day of the service's release" if self.era
+                else ", as the index stands today (the day of the service's release could not be read)")
+
     def substitution(self, tag: str, torch: str, wants: str = "") -> Substitution:
         """What stands for the image; `wants`: the torch requirement of the service's own wheel, said where
         a vendor's torch is held over it (the index's build of the service was made for that one)."""
+        if self.vendor and self.built_without_device:
+            return Substitution("stand-in base", self.image,
+                                f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.service} {self.version} built from its "
+                                f"sdist with no device ({DEVICE_EMPTY}) on torch {torch}, from the package index"
+                                + self._era() + " (uv; torch, torchvision and torchaudio held at the vendor's release)",
+                                "the vendor image cannot be pulled here; its service is the vendor's own build for its "
+                                "device on the vendor's torch, which the release's source built with no device stands "
+                                "for (no kernels, no torch pin of another build), so its service check and every "
+                                "start run; it cannot carry: the vendor's toolkit and its builds of torch and of the "
+                                "service's kernels")
         if self.vendor:
-            era = (f", as the index stood on {self.era[:10]}, the day of the service's release" if self.era
-                   else ", as the index stands today (the day of the service's release could not be read)")
             apart = ""
             if wants and wants != f"torch=={torch}":
                 apart = (f"; the index's {self.service} {self.version} requires {wants}, the vendor's build of it runs on "
@@ -77,7 +100,7 @@ class OfficialStandin:
                          "names that requirement")
             return Substitution("stand-in base", self.image,
                                 f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.requirement} and torch {torch} "
-                                f"from the package index{era} (uv; torch, torchvision and torchaudio held at the "
+                                f"from the package index{self._era()} (uv; torch, torchvision and torchaudio held at the "
                                 "vendor's release over the service's pins)",
                                 "the vendor image cannot be pulled here; the index's CUDA builds of the versions it "
                                 "ships stand for the vendor's own, so its service check runs; it cannot carry: the "
@@ -119,6 +142,13 @@ OFFICIAL_SERVICE_CANNOT_CARRY = {
 # its diffusion CLI on every start, hence the diffusion extra (found rehearsing hggc12.3-sglang0.5.5: every
 # deployment failed on diffusers, then imageio), but for its CUDA kernels (VENDOR_LEAVES_OUT)
 VENDOR_EXTRAS = {"sglang": (("0", "[srt]"), ("0.5.5", "[diffusion]"))}
+# A vendor's vLLM is its own build for its device on its torch: the index's wheel is CUDA's, pins another
+# torch and carries kernels built against it (maca3.3-vllm0.11.2: vllm._C of torch 2.9.0 aborted with
+# std::bad_alloc under the vendor's 2.8.0 on every start; musa4.1-vllm0.9.2: pip-check named the pin). Its
+# release's sdist built with no device, as CANN's recipe builds vLLM, stands for it; what the build needs
+# beside torch (vLLM's pyproject build requirements but cmake and ninja: nothing is compiled)
+DEVICE_EMPTY = "VLLM_TARGET_DEVICE=empty"
+VENDOR_BUILT_WITHOUT_DEVICE = {"vllm": ("setuptools>=77.0.3,<80", "setuptools-scm>=8", "wheel", "jinja2", "packaging")}
 # What a vendor stand-in of a service cannot start with, whatever the versions (found rehearsing
 # hggc12.3-sglang0.5.5, whose every start failed loading sgl_kernel's common_ops for want of libcuda.so.1)
 VENDOR_STARTS = {"sglang": "; the index's sgl-kernel is CUDA's and loads the CUDA driver (libcuda.so.1) as SGLang "
@@ -190,15 +220,24 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
     release; no cache is left in a layer (the image's own smoke checks look)."""
     override, tidy = (" --override /tmp/leave-out.txt", " && rm /tmp/leave-out.txt") if official.overrides else ("", "")
     override += f" --exclude-newer {official.era}" if official.era else ""
-    return "\n".join([
-        f"FROM {base}",
-        "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv",
-        # the official images install the service into the system python with uv
-        f'RUN {_overrides(official)}uv pip install --system --no-cache{override} '
-        + " ".join(f'"{r}"' for r in (official.requirement, *official.also)) + tidy,
-        f'RUN python3 -c "{TORCH_VERSION}"',
-        'CMD ["bash"]',
-    ]) + "\n"
+    install = f"uv pip install --system --no-cache{override} "
+    wanted = " ".join(f'"{r}"' for r in (official.requirement, *official.also))
+    if official.built_without_device:
+        # torch and the build's needs first, then the sdist built on them into a wheel, and that installed:
+        # a resolver reading the sdist's PKG-INFO would take the CUDA build's requirements (xformers and its
+        # torch pin came in so), the wheel has the ones of the build with no device
+        # the wheel of a built sdist is named by its metadata's version (0.9.2+empty), which pip refuses for a
+        # requirement ==0.9.2 from the index: the sdist comes from the build context (sdist_name), bound in
+        also = " ".join(f'"{r}"' for r in official.also)
+        steps = [f"RUN {_overrides(official)}{install}"
+                 + " ".join(f'"{r}"' for r in (f"torch=={official.torch}", *official.built_without_device)),
+                 f"RUN --mount=type=bind,source={official.sdist_name},target=/tmp/{official.sdist_name} {DEVICE_EMPTY} "
+                 "python3 -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/built "
+                 f"/tmp/{official.sdist_name} && {install}/tmp/built/*.whl {also}{tidy} && rm -rf /tmp/built"]
+    else:  # the official images install the service into the system python with uv
+        steps = [f"RUN {_overrides(official)}{install}{wanted}{tidy}"]
+    return "\n".join([f"FROM {base}", "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv", *steps,
+                      f'RUN python3 -c "{TORCH_VERSION}"', 'CMD ["bash"]']) + "\n"
 
 
 def _overrides(official: OfficialStandin) -> str:

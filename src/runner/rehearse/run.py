@@ -214,6 +214,13 @@ class Rehearsal:
             ctx = self.workdir / tag.rsplit(":", 1)[1]
             ctx.mkdir(parents=True, exist_ok=True)
             (ctx / "Dockerfile").write_text(official_standin.dockerfile(debian, official))
+            if official.built_without_device:  # the release's sdist, which the stand-in builds with no device
+                try:
+                    sdist = await anyio.to_thread.run_sync(self.mirror.upstreams.sdist, official.service, official.version)
+                    shutil.copyfile(sdist, ctx / official.sdist_name)
+                except LookupError as e:
+                    raise StandinFailed(f"the stand-in for {official.image} needs the sdist of {official.service} "
+                                        f"{official.version}: {e}") from None
             await self._build(tag, ctx, Stage(kind=StageKind.BASE, name="base", platform=platform, image=official.image))
         code, out, _ = await self.docker.run("run", "--rm", "--network", "none", "--entrypoint", "python3", tag, "-c",
                                              official_standin.TORCH_VERSION, check=False, timeout=300)
