@@ -45,7 +45,10 @@ class OfficialStandin:
     def also(self) -> tuple[str, ...]:
         """What the official image holds besides the service that the stand-in installs with it (a vendor
         image: its torch, which a service's wheel may not require)."""
-        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ()) + ((f"torch=={self.torch}",) if self.vendor else ())
+        if self.vendor:
+            return (*(VENDOR_BUILD_RUNS_WITH.get(self.service, ()) if self.built_without_device else ()),
+                    f"torch=={self.torch}")
+        return OFFICIAL_STANDIN_ALSO.get((self.backend, self.service), ())
 
     @property
     def built_without_device(self) -> tuple[str, ...]:
@@ -85,7 +88,9 @@ class OfficialStandin:
         if self.vendor and self.built_without_device:
             return Substitution("stand-in base", self.image,
                                 f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.service} {self.version} built from its "
-                                f"sdist with no device ({DEVICE_EMPTY}) on torch {torch}, from the package index"
+                                f"sdist with no device ({DEVICE_EMPTY}) on torch {torch}, with "
+                                + " and ".join(VENDOR_BUILD_RUNS_WITH.get(self.service, ()))
+                                + " as its device builds require them, from the package index"
                                 + self._era() + " (uv; torch, torchvision and torchaudio held at the vendor's release)",
                                 "the vendor image cannot be pulled here; its service is the vendor's own build for its "
                                 "device on the vendor's torch, which the release's source built with no device stands "
@@ -149,6 +154,11 @@ VENDOR_EXTRAS = {"sglang": (("0", "[srt]"), ("0.5.5", "[diffusion]"))}
 # beside torch (vLLM's pyproject build requirements but cmake and ninja: nothing is compiled)
 DEVICE_EMPTY = "VLLM_TARGET_DEVICE=empty"
 VENDOR_BUILT_WITHOUT_DEVICE = {"vllm": ("setuptools>=77.0.3,<80", "setuptools-scm>=8", "wheel", "jinja2", "packaging")}
+# What a device build of vLLM requires beside its common requirements and that no device-empty build does:
+# Ray and numba, in every device's requirements file (cuda.txt, rocm.txt); the vendor images carry Ray, which
+# their recipes do not install and GPUStack starts (found rehearsing musa4.1-vllm0.9.2: `ray` not found).
+# Ray without the cgraph extra that cuda.txt asks, which is CUDA's CuPy
+VENDOR_BUILD_RUNS_WITH = {"vllm": ("ray", "numba")}
 # What a vendor stand-in of a service cannot start with, whatever the versions (found rehearsing
 # hggc12.3-sglang0.5.5, whose every start failed loading sgl_kernel's common_ops for want of libcuda.so.1)
 VENDOR_STARTS = {"sglang": "; the index's sgl-kernel is CUDA's and loads the CUDA driver (libcuda.so.1) as SGLang "
