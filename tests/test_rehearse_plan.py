@@ -94,6 +94,26 @@ def test_progress_is_read_per_step():
     assert steps.read(progress, expected)[0].answered_in == []
 
 
+def test_a_step_whose_program_crashed_under_qemu_is_not_runnable_here():
+    """The arm64 cann8.5-a3-sglang0.5.8's vLLM build as rehearsed on amd64: torch's aarch64 build crashed
+    at import under qemu-user. The step needs a machine of the image's platform, said with qemu's line;
+    the same crash with no word from qemu (a native machine) is a failure."""
+    expected = [("sglang", "vLLM 0.10.2 (device empty)", False, "x"), ("sglang", "after", False, "y")]
+    said = ["  × Failed to build `vllm @ file:///tmp/vllm`",
+            "  ╰─▶ Call to `setuptools.build_meta.build_wheel` failed (signal: 11",
+            "      /__w/pytorch/pytorch/third_party/ideep/mkl-dnn/third_party/xbyak_aarch64/src/util_impl_linux.h,",
+            "      477: Can't open MIDR_EL1 sysfs entry",
+            "      qemu: uncaught target signal 11 (Segmentation fault) - core dumped"]
+    log = "\n".join(["#9 [sglang 3/4] RUN bash -c x", *(f"#9 80.5 {line}" for line in said),
+                     "#9 ERROR: executor failed running [/bin/bash -c x]: exit code: 1"])
+    step, after = steps.read(log, expected)
+    assert (step.status, after.status) == ("not runnable here", "not run")
+    assert step.needs == ["a machine of the image's platform (under qemu-user here: qemu: uncaught target signal 11 "
+                          "(Segmentation fault))"]
+    assert "MIDR_EL1" in step.as_dict()["output"]
+    assert steps.read(log.replace(said[-1], "      Segmentation fault (core dumped)"), expected)[0].status == "failed"
+
+
 def test_a_step_stopped_at_a_device_compiler_the_stand_in_lacks_is_not_runnable_here():
     """The DTK LMCache build's own last lines, rehearsed: DTK's clang is not on the stand-in (declared in
     pack/dtk/standin.yaml), so the step is not runnable here; on a real base (no compilers declared

@@ -1,7 +1,8 @@
 """What each step of a rehearsed build did, read from BuildKit's plain progress output: ran (or found
 in the build cache), failed (with its own output), not fetchable here (the URLs the mirror could not
 serve), not runnable here (it stopped where it calls a device compiler no CPU machine has, with no
-published artifact to stand for its build), substituted (a declared device compile replaced), or not
+published artifact to stand for its build, or where what it ran crashed under the emulator of another
+machine), substituted (a declared device compile replaced), or not
 run (an earlier step stopped it)."""
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ def _missing_compilers(lines: list[str], compilers: tuple[str, ...]) -> list[str
     tool = rf"(?:[^\s'\"]*/)?(?P<tool>{'|'.join(map(re.escape, compilers))})"
     text = "\n".join(lines[-10:])  # the lines just before the error: an earlier one may be a probe that failed
     return list(dict.fromkeys(m["tool"] for p in _MISSING for m in re.finditer(p.format(tool=tool), text, re.M)))
+
+
+# qemu-user runs another machine's programs here (an arm64 image on amd64) and says so when one crashes:
+# torch 2.8's aarch64 build crashes at import under it (oneDNN's xbyak_aarch64 "Can't open MIDR_EL1 sysfs
+# entry", then SIGSEGV: cann8.5-a3-sglang0.5.8, building vLLM). Such a step needs the machine itself.
+_EMULATOR_CRASH = re.compile(r"qemu: uncaught target signal \d+ \([^)]*\)")
+
+
+def _emulator_crash(lines: list[str]) -> list[str]:
+    """What a failed step needs when the program it ran crashed under qemu-user, said with qemu's words."""
+    found = [m[0] for m in map(_EMULATOR_CRASH.search, lines[-20:]) if m]
+    return [f"a machine of the image's platform (under qemu-user here: {found[-1]})"] if found else []
 
 
 _CLONE_TO = re.compile(r"""git clone\b[^\n]*?"?(?P<url>https://[^\s"]+\.git)"?\s+"?(?P<dest>/[^\s"]+)"?[ \t]*$""", re.M)
@@ -171,6 +184,9 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
                 result.status, result.needs = "not runnable here", missing
+                result.output = "\n".join(v.lines[-60:])
+            elif v.end == "ERROR" and (machine := _emulator_crash(v.lines)):
+                result.status, result.needs = "not runnable here", machine
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR":
                 result.status = "failed"
