@@ -360,3 +360,47 @@ def test_a_vendor_stand_in_carries_the_versioned_folder_its_recipe_links_at_the_
         checked.add(t.backend)
     assert {"corex", "dtk", "maca", "musa"} <= checked
     assert standin_spec(ROOT / "pack", "maca", "3.3.0").paths == ("/opt/maca-3.3.0",)
+
+
+def test_the_published_wheel_standing_for_a_build_drops_what_the_builds_sed_drops(tmp_path):
+    """vllm-omni's build drops fa3-fwd (x86_64 wheels only) from its pyproject; the index's wheel standing
+    for it requires fa3-fwd, which no arm64 install resolved (the arm64 cann8.5-a3-vllm0.14.1). The
+    rehearsed step's own lines after the download run here on a wheel of that shape: the repacked wheel
+    requires everything else, not fa3-fwd, and its RECORD holds (wheel unpack checks every hash)."""
+    import base64
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    project = load_project(ROOT / "matrix.yaml")
+    leaf = project.leaf_stage("cann8.5-a3-vllm0.14.1", "linux/arm64")
+    rw = Rewriter(lambda s: "runner-rehearsal/standin:test", "3.11", "http://127.0.0.1:9")
+    rw.outputs(leaf)
+    omni = next(s for s, _, _ in steps_in_order(rw.stage(leaf)) if s.name == "vllm-omni-build")
+    script = next(st.script for st in omni.steps if isinstance(st, Run) and COMPILE_MARK in st.script)
+    after = script.split(COMPILE_MARK, 1)[1].splitlines()[1]  # the line after the download
+    assert "wheel unpack" in after and "fa3" in after
+    out = tmp_path / "workspace" / "vllm-omni"
+    out.mkdir(parents=True)
+    info = "vllm_omni-0.14.0.dist-info"
+    metadata = "Metadata-Version: 2.4\nName: vllm-omni\nVersion: 0.14.0\nRequires-Dist: omegaconf>=2.3.0\n" \
+               "Requires-Dist: fa3-fwd==0.0.1\nRequires-Dist: fa3-fwd-extra>=1\n"
+    files = {"vllm_omni/__init__.py": "", f"{info}/METADATA": metadata,
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+                     f"{len(text.encode())}\n" for name, text in files.items()) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(out / "vllm_omni-0.14.0-py3-none-any.whl", "w") as z:
+        for name, text in {**files, f"{info}/RECORD": record}.items():
+            z.writestr(name, text)
+    lines = after.replace("/workspace/vllm-omni", str(out)).replace("/tmp/unpacked", str(tmp_path / "unpacked"))
+    lines = lines.replace("python3 -m wheel", f"{sys.executable} -m wheel")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", lines], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [wheel] = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        requires = [ln for ln in z.read(f"{info}/METADATA").decode().splitlines() if ln.startswith("Requires-Dist")]
+    assert requires == ["Requires-Dist: omegaconf>=2.3.0", "Requires-Dist: fa3-fwd-extra>=1"]
+    check = subprocess.run([sys.executable, "-m", "wheel", "unpack", "--dest", str(tmp_path / "check"), str(wheel)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr

@@ -63,6 +63,10 @@ class DeviceCompile:
     # artifact is pinned to it, so the stand-in is that release and not the index's newest)
     release: re.Pattern | None = None
     kind: str = "device compile"
+    # requirements the recipe's build drops from the source it builds, dropped from the published wheel's
+    # metadata too (unpacked and packed again with `wheel`, which the build tools carry): what the build
+    # would have made requires them no more
+    drops: tuple[str, ...] = ()
 
     def pinned(self, script: str, published: str = "") -> str:
         """The artifact, at the release the script names where it names one, else at the release a resolve
@@ -78,8 +82,16 @@ class DeviceCompile:
 
         def download(m: re.Match) -> str:
             indent = m.groupdict().get("indent") or ""
-            return (f'{indent}python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
+            line = (f'{indent}python3 -m pip download --no-deps --only-binary=:all: "{artifact}" --dest {m["out"]}'
                     f"  {COMPILE_MARK}")
+            if self.drops:  # the one wheel downloaded, unpacked, its requirements edited and packed over it
+                # the name alone (fa3-fwd, not fa3-fwd-extra), as a requirement's name is spelled any way
+                dropped = " ".join(f"-e '/^Requires-Dist: {re.sub(r'[-_.]', '[-_.]', d)}([^-_.A-Za-z0-9]|$)/d'"
+                                   for d in self.drops)
+                line += (f"\n{indent}python3 -m wheel unpack --dest /tmp/unpacked {m['out']}/*.whl && "
+                         f"sed -E -i {dropped} /tmp/unpacked/*/*.dist-info/METADATA && "
+                         f"python3 -m wheel pack --dest-dir {m['out']} /tmp/unpacked/* && rm -rf /tmp/unpacked")
+            return line
         new, n = self.line.subn(download, script)
         return new, bool(n)
 
@@ -132,8 +144,9 @@ DEVICE_COMPILES = (
                   kind="source build"),
     DeviceCompile("vllm-omni-build", _clone_to("vllm-project/vllm-omni", r"--outdir (?P<out>/workspace/vllm-omni)\b"),
                   "vllm-omni", "vllm-omni's source at the commit upstream built is on GitHub only; the index's release "
-                  "that a resolve reads in its place stands for it (its wheel still requires the CUDA-only fa3-fwd "
-                  "that the recipe's sed drops from the source, so the install brings that too)", kind="source build"),
+                  "that a resolve reads in its place stands for it, without the CUDA-only fa3-fwd its metadata requires "
+                  "and the recipe's sed drops from the source (its wheels are x86_64's only: on arm64 no install "
+                  "resolved with it)", kind="source build", drops=("fa3-fwd",)),
 )
 
 NOT_RUNNABLE = "runner-rehearsal: not runnable here:"
