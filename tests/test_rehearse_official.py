@@ -225,7 +225,7 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
         assert f'{wanted} && uv pip install' in text or f'{wanted} "torch=={torch}"' in text, t.tag
         assert ("st-attn; sys_platform == 'never'" in text) == late, t.tag
         why = found.substitution("runner-rehearsal/standin:x", torch).why
-        assert ("links the CUDA driver (libcuda.so.1), which a device host injects: a stub" in why) == (t.service == "sglang"), t.tag
+        assert ("loads the CUDA driver (libcuda.so.1)" in why) == (t.service == "sglang"), t.tag
         # a vendor's vLLM: its release's sdist built with no device on the vendor's torch, installed first
         lines = text.splitlines()
         built = [i for i, line in enumerate(lines) if "VLLM_TARGET_DEVICE=empty" in line]
@@ -234,12 +234,8 @@ def test_a_vendor_image_stands_in_with_the_service_and_torch_its_recipe_checks(p
             assert "--no-build-isolation" in lines[built[0]] and f'/tmp/built/*.whl "ray" "numba" "torch=={torch}"' in lines[built[0]]
             assert f'"torch=={torch}" "setuptools' in lines[built[0] - 1], t.tag  # the build's torch, before it
             assert "built from its sdist with no device" in found.substitution("x", torch).by
-            assert "libcuda" not in text, t.tag
         else:  # the index's build of the service, which may want another torch: said, with what it means
             assert not built, t.tag
-            # the index's sgl-kernel links the CUDA driver, which a device host injects: a stub stands in
-            # where the consumer probe looks for an image's copy of the driver (DRIVER_COPIES)
-            assert "-o /usr/local/cuda/compat/libcuda.so.1" in text and text.index("gcc -shared") > text.index("sglang"), t.tag
             why = found.substitution("x", torch, wants="torch==9.9.9").why
             assert f"sglang {t.service_version} requires torch==9.9.9, the vendor's build of it runs on its torch" in why
         seen[t.backend] = found

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.rehearse.official_standin import DRIVER_STUB
 from tests.e2e import infra
 
 CACHE = infra.TEST_CACHE
@@ -245,6 +244,21 @@ def build(e: infra.Environment, standin: Standin, env: dict[str, str]) -> str:
     return standin.image
 
 
+# Builds the driver stub with the distribution's compiler and removes the compiler again: every `cu*`
+# symbol a library linked to libcuda.so.1 leaves undefined becomes a function returning
+# CUDA_ERROR_NO_DEVICE (100).
+DRIVER_STUB = r"""
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev binutils >/dev/null
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+find "$site" -name '*.so*' -type f -exec sh -c 'objdump -p "$1" 2>/dev/null | grep -q "NEEDED *libcuda.so.1" && nm -D --undefined-only "$1"' _ {} \; | awk '{print $NF}' | sed 's/@.*//' | grep '^cu' | sort -u | awk '{print "int " $1 "(void) { return 100; }"}' >/tmp/libcuda.c
+mkdir -p /usr/local/cuda/compat
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/compat/libcuda.so.1 /tmp/libcuda.c
+rm /tmp/libcuda.c
+apt-get purge -y -qq --auto-remove gcc libc6-dev binutils >/dev/null
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+"""
 
 
 def remove(e: infra.Environment, *images: str) -> None:

@@ -159,29 +159,14 @@ VENDOR_BUILT_WITHOUT_DEVICE = {"vllm": ("setuptools>=77.0.3,<80", "setuptools-sc
 # their recipes do not install and GPUStack starts (found rehearsing musa4.1-vllm0.9.2: `ray` not found).
 # Ray without the cgraph extra that cuda.txt asks, which is CUDA's CuPy
 VENDOR_BUILD_RUNS_WITH = {"vllm": ("ray", "numba")}
-# A vendor stand-in of a service whose index build links the CUDA driver: the index's sgl-kernel is CUDA's
-# and loads libcuda.so.1 as SGLang starts (found rehearsing hggc12.3-sglang0.5.5, whose every start failed
-# for want of it). A device host injects the driver, the vendor's for the vendor's own build; here a stub of
-# it stands in (DRIVER_STUB), where the consumer probe looks for an image's copy of the driver
-VENDOR_DRIVER_STUB = ("sglang",)
-VENDOR_STARTS = {"sglang": "; the index's sgl-kernel is CUDA's and links the CUDA driver (libcuda.so.1), which a "
-                           "device host injects: a stub of it stands in, each driver function answering 'no device'"}
-
-# Builds the driver stub with the distribution's compiler and removes the compiler again: every `cu*`
-# symbol a library linked to libcuda.so.1 leaves undefined becomes a function returning
-# CUDA_ERROR_NO_DEVICE (100).
-DRIVER_STUB = r"""
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev binutils >/dev/null
-site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-find "$site" -name '*.so*' -type f -exec sh -c 'objdump -p "$1" 2>/dev/null | grep -q "NEEDED *libcuda.so.1" && nm -D --undefined-only "$1"' _ {} \; | awk '{print $NF}' | sed 's/@.*//' | grep '^cu' | sort -u | awk '{print "int " $1 "(void) { return 100; }"}' >/tmp/libcuda.c
-mkdir -p /usr/local/cuda/compat
-gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/compat/libcuda.so.1 /tmp/libcuda.c
-rm /tmp/libcuda.c
-apt-get purge -y -qq --auto-remove gcc libc6-dev binutils >/dev/null
-apt-get clean
-rm -rf /var/lib/apt/lists/*
-"""
+# What a vendor stand-in of a service cannot start with, whatever the versions (found rehearsing
+# hggc12.3-sglang0.5.5, whose every start failed loading sgl_kernel's common_ops for want of libcuda.so.1).
+# Tried on musa4.3-sglang0.5.2's stand-in: with a stub of the driver and the CUDA wheels' libraries laid
+# out as a toolkit, common_ops then fails on an undefined symbol of torch (built against the index's torch,
+# not the vendor's 2.5.0), as vLLM's CUDA kernels did before its stand-in was built with no device
+VENDOR_STARTS = {"sglang": "; the index's sgl-kernel is CUDA's: it loads the CUDA driver (libcuda.so.1) and runtime as "
+                           "SGLang starts, which no stand-in has, and its kernels are built against the index's torch, "
+                           "not the vendor's (the vendor's build is its own): GPUStack's starts fail on it"}
 VENDOR_LEAVES_OUT = {"sglang": {
     "st-attn": "a CUDA attention kernel of SGLang's diffusion extra, which a vendor's build has not (0.0.7 reached "
                "the index a week after SGLang 0.5.5)",
@@ -265,8 +250,6 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
                  f"/tmp/{official.sdist_name} && {install}/tmp/built/*.whl {also}{tidy} && rm -rf /tmp/built"]
     else:  # the official images install the service into the system python with uv
         steps = [f"RUN {_overrides(official)}{install}{wanted}{tidy}"]
-    if official.vendor and official.service in VENDOR_DRIVER_STUB:
-        steps.append("RUN " + DRIVER_STUB.strip().replace("\n", " && \\\n    "))
     return "\n".join([f"FROM {base}", "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv", *steps,
                       f'RUN python3 -c "{TORCH_VERSION}"', 'CMD ["bash"]']) + "\n"
 
