@@ -94,6 +94,25 @@ def test_progress_is_read_per_step():
     assert steps.read(progress, expected)[0].answered_in == []
 
 
+def test_a_step_stopped_on_a_folder_the_stand_in_could_not_carry_is_not_fetchable_here():
+    """rocm7.2-vllm0.27.1's runtime installs amd_smi's Python sources from ROCm's folder, which the ROCm 7.2
+    stand-in could not carry (the index has no amdsmi of that release): the step's own words name the
+    folder, so it is not fetchable here, with why; a step that fails on anything else stays failed."""
+    expected = [("runtime", "amd_smi Python bindings from ROCm", False, "x"), ("runtime", "after", False, "y")]
+    said = ["Using Python 3.11.2 environment at: /usr",
+            "error: /opt/rocm/share/amd_smi does not appear to be a Python project, as neither `pyproject.toml` "
+            "nor `setup.py` are present in the directory"]
+    log = "\n".join(["#5 [runtime 6/9] RUN bash -c x", *(f"#5 0.5 {line}" for line in said),
+                     "#5 ERROR: executor failed running [/bin/bash -c x]: exit code: 2"])
+    absent = {"/opt/rocm/share/amd_smi": "the index has no sdist of amdsmi 7.2.0"}
+    step, after = steps.read(log, expected, (), absent)
+    assert (step.status, after.status) == ("not fetchable here", "not run")
+    assert step.urls == ["/opt/rocm/share/amd_smi of the vendor image, which its stand-in could not carry: "
+                         "the index has no sdist of amdsmi 7.2.0"]
+    assert steps.read(log, expected)[0].status == "failed"  # a real base has the folder: a real failure
+    assert steps.read(log.replace("/opt/rocm/share/amd_smi", "/opt/x"), expected, (), absent)[0].status == "failed"
+
+
 def test_a_step_whose_program_crashed_under_qemu_is_not_runnable_here():
     """The arm64 cann8.5-a3-sglang0.5.8's vLLM build as rehearsed on amd64: torch's aarch64 build crashed
     at import under qemu-user. The step needs a machine of the image's platform, said with qemu's line;

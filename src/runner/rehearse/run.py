@@ -97,6 +97,8 @@ class Rehearsal:
         self.mirror = SourceMirror()
         self.bases: dict[tuple[str, str], tuple[str, list[Substitution], bool]] = {}
         self.failed: dict[tuple, str] = {}  # stand-ins that could not be built, with why
+        # per backend release, the vendor image's folders its stand-in could not carry, with why
+        self.absent: dict[tuple[str, str], dict[str, str]] = {}
         self.images: list[str] = []
         self.answered: set[str] = set()  # the indexes the package index answers for (declared, INDEXES_ELSEWHERE)
         self.workdir = Path(tempfile.mkdtemp(prefix="runner-rehearsal-"))
@@ -178,6 +180,7 @@ class Rehearsal:
                 carried.append((folder, f"{project}-{version}"))
             except (LookupError, InfrastructureError) as e:
                 missing.append(f"{folder} ({e})")
+                self.absent.setdefault((t.backend, version), {})[folder] = str(e)
         tag = standin.tag(t.backend, stage.platform, spec, [p.read_bytes() for p in standin.local_authorities()], carried)
         if (await self.docker.run("image", "inspect", tag, check=False))[0] != 0:
             ctx = self.workdir / tag.rsplit(":", 1)[1]
@@ -269,7 +272,9 @@ class Rehearsal:
             built = None
         # on a stand-in, the vendor's device compilers are missing: a step that stops at one is not runnable here
         compilers = standin.standin_spec(self.project.pack_path, t.backend).compilers if stand_ins else ()
-        result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers)
+        # and a folder of the vendor image it could not carry: a step that stops on one is not fetchable here
+        absent = self.absent.get((t.backend, t.original_backend_version), {}) if stand_ins else {}
+        result.steps = steps.read((builder.progress or {}).get(image, ""), expected, compilers, absent)
         # a substitution in a source's file applied only where the file named what it replaces (said by the step)
         answered = {f for st in result.steps for f in st.answered_in}
         result.substitutions = [s for s in result.substitutions if not s.file or s.file in answered]

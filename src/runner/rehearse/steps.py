@@ -77,6 +77,14 @@ def _emulator_crash(lines: list[str]) -> list[str]:
     return [f"a machine of the image's platform (under qemu-user here: {found[-1]})"] if found else []
 
 
+def _absent_folders(lines: list[str], absent: dict[str, str]) -> list[str]:
+    """The vendor image's folders that a failed step's last lines name, of those its stand-in could not carry
+    (ROCm 7.2's /opt/rocm/share/amd_smi: no sdist of amdsmi at that release), when that is how it failed."""
+    text = "\n".join(lines[-20:])
+    return [f"{folder} of the vendor image, which its stand-in could not carry: {why}"
+            for folder, why in absent.items() if folder in text]
+
+
 _CLONE_TO = re.compile(r"""git clone\b[^\n]*?"?(?P<url>https://[^\s"]+\.git)"?\s+"?(?P<dest>/[^\s"]+)"?[ \t]*$""", re.M)
 
 
@@ -144,9 +152,11 @@ class _Vertex:
     error: str = ""
 
 
-def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: tuple[str, ...] = ()) -> list[StepResult]:
+def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: tuple[str, ...] = (),
+         absent: dict[str, str] | None = None) -> list[StepResult]:
     """Results for the expected RUN steps (Dockerfile stage name, title, substituted, script), in build order;
-    `compilers`: the device compilers the stand-in base lacks (none on a real base)."""
+    `compilers`: the device compilers the stand-in base lacks (none on a real base); `absent`: the vendor
+    image's folders the stand-in could not carry, with why."""
     vertices: dict[str, _Vertex] = {}
     for line in progress.splitlines():
         if m := _HEADER.match(line):
@@ -184,6 +194,9 @@ def read(progress: str, expected: list[tuple[str, str, bool, str]], compilers: t
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (missing := _missing_compilers(v.lines, compilers)):
                 result.status, result.needs = "not runnable here", missing
+                result.output = "\n".join(v.lines[-60:])
+            elif v.end == "ERROR" and (gone := _absent_folders(v.lines, absent or {})):
+                result.status, urls = "not fetchable here", gone
                 result.output = "\n".join(v.lines[-60:])
             elif v.end == "ERROR" and (machine := _emulator_crash(v.lines)):
                 result.status, result.needs = "not runnable here", machine
