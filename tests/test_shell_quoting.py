@@ -73,6 +73,38 @@ def test_the_rendered_clone_checks_out_the_tag(tmp_path):
     assert (tmp_path / "out" / "VERSION").read_text() == "0.14.1\n"
 
 
+def test_a_commit_clone_that_fails_stops_the_step(tmp_path):
+    """The LMCache-Ascend build's own lines (a commit's clone, then `cd` and the build, then a clean-up),
+    run as the Dockerfile's SHELL runs them with the clone failing: the step fails there. Before, bash's
+    -e skipped the failed && list and the clean-up ended the step with success and no wheel; with the
+    clone served, the same lines reach the build."""
+    if not shutil.which("git"):
+        pytest.skip("git is not installed")
+    from runner.compose.builds import lmcache_ascend_source
+
+    script = (lmcache_ascend_source("dbd6545").replace("python3 -m build", "echo built >")
+              .replace("/tmp/lmcache-ascend", f"{tmp_path}/clone"))
+    missing = script.replace("https://github.com/LMCache/LMCache-Ascend.git", f"file://{tmp_path}/absent")
+    done = subprocess.run([BASH, "-eo", "pipefail", "-c", missing], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert done.returncode != 0 and "absent" in done.stderr, done.stdout + done.stderr
+    assert "built" not in done.stdout
+    upstream = tmp_path / "lmcache-ascend"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(upstream)]
+    upstream.mkdir()
+    subprocess.run([*git, "init", "-q"], check=True)
+    (upstream / "setup.py").write_text("")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    served = (lmcache_ascend_source(commit[:7]).replace("python3 -m build", f"echo built > {tmp_path}/built; true")
+              .replace("https://github.com/LMCache/LMCache-Ascend.git", f"file://{upstream}")
+              .replace("/tmp/lmcache-ascend", f"{tmp_path}/clone"))
+    done = subprocess.run([BASH, "-eo", "pipefail", "-c", served], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "built").exists(), done.stderr
+
+
 def test_the_flash_attn_wheel_is_saved_under_its_expanded_name(tmp_path):
     """The CUDA flash-attn stage's own script: its prebuilt wheel, served here, lands under the name
     uv accepts (the ABI and the machine filled in), and the step ends there."""

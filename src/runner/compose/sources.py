@@ -81,8 +81,11 @@ class Git:
         sub = " --recursive --shallow-submodules" if submodules else ""
         url, into = word(self.url), word(dest)
         if self.is_commit:
+            # `|| exit`: bash's -e ignores a failure anywhere in an && list but its last command, so a clone
+            # that failed went on to the next line (cann9.0-a3-sglang0.5.20: no LMCache-Ascend, an empty
+            # wheel folder, and a failure two steps later that did not name the clone)
             return (f"git clone{sub} {url} {into} && git -C {into} checkout {word(self.ref)}"
-                    + (f" && git -C {into} submodule update --init --recursive" if submodules else ""))
+                    + (f" && git -C {into} submodule update --init --recursive" if submodules else "") + " || exit $?")
         return f"git clone --depth 1 --single-branch --branch {word(self.ref)}{sub} {url} {into}"
 
 
