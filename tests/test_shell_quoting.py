@@ -50,18 +50,25 @@ def test_build_arguments_and_the_arch_still_expand():
     assert done.stdout == f"v0.14.1/{os.uname().machine}/TRUE\0"
 
 
+def _repository(folder: Path, name: str, text: str, tag: str = "") -> str:
+    """A local git repository of one file and one commit (tagged when asked); the commit's hash."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder)]
+    folder.mkdir()
+    subprocess.run([*git, "init", "-q"], check=True)
+    (folder / name).write_text(text)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", tag or "c"], check=True)
+    if tag:
+        subprocess.run([*git, "tag", tag], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_the_rendered_clone_checks_out_the_tag(tmp_path):
     """The CUDA vLLM build's own clone line, against a local repository holding the tag v0.14.1."""
     if not shutil.which("git"):
         pytest.skip("git is not installed")
     upstream = tmp_path / "vllm"
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(upstream)]
-    upstream.mkdir()
-    subprocess.run([*git, "init", "-q"], check=True)
-    (upstream / "VERSION").write_text("0.14.1\n")
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "v0.14.1"], check=True)
-    subprocess.run([*git, "tag", "v0.14.1"], check=True)
+    _repository(upstream, "VERSION", "0.14.1\n", tag="v0.14.1")
     project = load_project(ROOT / "matrix.yaml")
     leaf = project.leaf_stage("cuda12.8-vllm0.14.1", "linux/amd64")
     line = next(line.strip() for s in leaf.chain() for d in [s, *s.dependencies()] for step in d.steps
@@ -90,13 +97,7 @@ def test_a_commit_clone_that_fails_stops_the_step(tmp_path):
     assert done.returncode != 0 and "absent" in done.stderr, done.stdout + done.stderr
     assert "built" not in done.stdout
     upstream = tmp_path / "lmcache-ascend"
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(upstream)]
-    upstream.mkdir()
-    subprocess.run([*git, "init", "-q"], check=True)
-    (upstream / "setup.py").write_text("")
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "c"], check=True)
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    commit = _repository(upstream, "setup.py", "")
     served = (lmcache_ascend_source(commit[:7]).replace("python3 -m build", f"echo built > {tmp_path}/built; true")
               .replace("https://github.com/LMCache/LMCache-Ascend.git", f"file://{upstream}")
               .replace("/tmp/lmcache-ascend", f"{tmp_path}/clone"))
