@@ -109,7 +109,11 @@ def test_a_layered_rows_base_is_the_official_stand_in_on_the_debian_one(project,
     r = run.Rehearsal(project, docker)
     t = project.target("cuda13.0-vllm0.32.0")
     base = project.recipes["cuda"].base(t, "linux/amd64")
+    asked = []  # the official image was built on its release day: the index as it stood then
+    monkeypatch.setattr(official_standin, "release_day", lambda *a: asked.append(a) or "2026-11-02T23:59:59Z")
     tag, subs, stood_in = asyncio.run(r.base(base, t, _leaf(project, t)))
+    assert asked == [("vllm", "0.32.0")] and "as the index stood on 2026-11-02, the day of the service's release" in subs[0].by
+    assert "--exclude-newer 2026-11-02T23:59:59Z" in (r.workdir / tag.rsplit(":", 1)[1] / "Dockerfile").read_text()
     builds = [c[c.index("-t") + 1] for c in docker.calls if c[0] == "build"]
     assert stood_in and tag == builds[-1] and tag.startswith(f"{STANDIN_REPOSITORY}official-vllm0.32.0-amd64-")
     assert builds[0].startswith(f"{STANDIN_REPOSITORY}cuda-amd64-")  # the Debian stand-in, under it

@@ -1,7 +1,7 @@
 """Stand-ins of official service images: a row that layers a service's official image
 (runner.compose.official) which cannot be pulled here builds on the backend's Debian stand-in with uv
-and the service's own wheel at the row's exact version from the package index, the resolver taking
-the torch that wheel pins. A vendor image whose recipe checks the service and torch it ships stands
+and the service's own wheel at the row's exact version from the package index as it stood on the day of
+that release (the image was built then), the resolver taking the torch that wheel pins. A vendor image whose recipe checks the service and torch it ships stands
 in the same way, torch (and its companions) held at the vendor's version, from the index as it stood on
 the day of the service's release, the era the vendor's image was made in. What such a stand-in cannot
 carry is declared with its substitution (OfficialStandin, declared here)."""
@@ -118,7 +118,8 @@ class OfficialStandin:
                            + OFFICIAL_SERVICE_CANNOT_CARRY.get((self.backend, self.service), ())
                            + tuple(f"{name} ({why})" for name, why in self.leaves_out.items()))
         return Substitution("official image", self.image,
-                            f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index (uv)",
+                            f"the Debian {STANDIN_SUITE} stand-in {tag} with {carried} from the package index"
+                            + self._era() + " (uv)",
                             f"the official image cannot be pulled here; it cannot carry: {cannot}")
 
 

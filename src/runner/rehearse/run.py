@@ -158,9 +158,10 @@ class Rehearsal:
         try:
             tag, subs = await self.debian(stage, t)
             if official is not None:
-                if official.vendor:  # the index as it stood when the service came out, the vendor image's era
-                    official = replace(official, era=await anyio.to_thread.run_sync(
-                        official_standin.release_day, official.service, official.version))
+                # the index as it stood when the service came out: the era the image was made in (an official
+                # image is built on its release day; a vendor's, of that release)
+                official = replace(official, era=await anyio.to_thread.run_sync(
+                    official_standin.release_day, official.service, official.version))
                 tag, torch, wants = await self.official(tag, official, stage.platform)
                 subs = [official.substitution(tag, torch, wants), *subs[1:]]
         except StandinFailed as e:
