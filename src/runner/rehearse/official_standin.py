@@ -1,8 +1,8 @@
 """Stand-ins of official service images: a row that layers a service's official image
 (runner.compose.official) which cannot be pulled here builds on the backend's Debian stand-in with uv
 and the service's own wheel at the row's exact version from the package index as it stood on the day of
-that release (the image was built then), the resolver taking the torch that wheel pins. A vendor image whose recipe checks the service and torch it ships stands
-in the same way, torch (and its companions) held at the vendor's version, from the index as it stood on
+that release (the image was built then), the resolver taking the torch that wheel pins. A vendor image
+whose recipe checks the service and torch it ships stands in the same way, torch (and its companions) held at the vendor's version, from the index as it stood on
 the day of the service's release, the era the vendor's image was made in. What such a stand-in cannot
 carry is declared with its substitution (OfficialStandin, declared here)."""
 
@@ -85,7 +85,7 @@ class OfficialStandin:
     def substitution(self, tag: str, torch: str, wants: str = "") -> Substitution:
         """What stands for the image; `wants`: the torch requirement of the service's own wheel, said where
         a vendor's torch is held over it (the index's build of the service was made for that one)."""
-        if self.vendor and self.built_without_device:
+        if self.built_without_device:  # a vendor's build, stood in by its source
             return Substitution("stand-in base", self.image,
                                 f"the Debian {STANDIN_SUITE} stand-in {tag} with {self.service} {self.version} built from its "
                                 f"sdist with no device ({DEVICE_EMPTY}) on torch {torch}, with "
@@ -236,21 +236,20 @@ def dockerfile(base: str, official: OfficialStandin) -> str:
     override, tidy = (" --override /tmp/leave-out.txt", " && rm /tmp/leave-out.txt") if official.overrides else ("", "")
     override += f" --exclude-newer {official.era}" if official.era else ""
     install = f"uv pip install --system --no-cache{override} "
-    wanted = " ".join(f'"{r}"' for r in (official.requirement, *official.also))
+    also = " ".join(f'"{r}"' for r in official.also)
     if official.built_without_device:
         # torch and the build's needs first, then the sdist built on them into a wheel, and that installed:
         # a resolver reading the sdist's PKG-INFO would take the CUDA build's requirements (xformers and its
         # torch pin came in so), the wheel has the ones of the build with no device
         # the wheel of a built sdist is named by its metadata's version (0.9.2+empty), which pip refuses for a
         # requirement ==0.9.2 from the index: the sdist comes from the build context (sdist_name), bound in
-        also = " ".join(f'"{r}"' for r in official.also)
         steps = [f"RUN {_overrides(official)}{install}"
                  + " ".join(f'"{r}"' for r in (f"torch=={official.torch}", *official.built_without_device)),
                  f"RUN --mount=type=bind,source={official.sdist_name},target=/tmp/{official.sdist_name} {DEVICE_EMPTY} "
                  "python3 -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/built "
                  f"/tmp/{official.sdist_name} && {install}/tmp/built/*.whl {also}{tidy} && rm -rf /tmp/built"]
     else:  # the official images install the service into the system python with uv
-        steps = [f"RUN {_overrides(official)}{install}{wanted}{tidy}"]
+        steps = [f"RUN {_overrides(official)}{install}" + " ".join(filter(None, (f'"{official.requirement}"', also))) + tidy]
     return "\n".join([f"FROM {base}", "RUN PIP_NO_CACHE_DIR=1 python3 -m pip install uv", *steps,
                       f'RUN python3 -c "{TORCH_VERSION}"', 'CMD ["bash"]']) + "\n"
 
