@@ -270,6 +270,7 @@ def test_a_start_declared_known_to_fail_below_a_release_is_marked_for_those_imag
 def test_the_probe_lets_only_the_declared_failure_pass(tmp_path):
     """The consumer_lines probe, run as in an image: a declared start that fails as declared is said and
     does not fail the check; the same start failing otherwise, or an undeclared failure, does."""
+    import os
     import subprocess
     import sys
 
@@ -282,7 +283,8 @@ def test_the_probe_lets_only_the_declared_failure_pass(tmp_path):
                            "problem": p, **({"known": known} if k else {})} for n, p, k in cases],
                 "model_files": {}, "hooks": {}}
         text = script("consumer_lines", data, sys.executable)
-        return subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=120)
+        env = dict(os.environ, TMPDIR=str(tmp_path))  # where its hook folder goes, to see it removed
+        return subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=120, env=env)
 
     declared = "the program ended (exit 2) before serving: vllm: error: unrecognized arguments: --nnodes 2"
     done = run(("mp-leader", declared, True))
@@ -291,3 +293,4 @@ def test_the_probe_lets_only_the_declared_failure_pass(tmp_path):
     assert other.returncode == 1 and "FAILED: the program ended (exit 1)" in other.stdout
     undeclared = run(("mp-leader", declared, True), ("single", declared, False))
     assert undeclared.returncode == 1 and "single" in undeclared.stdout.splitlines()[-1]
+    assert not list(tmp_path.glob("runner-consumer-*"))  # the probe also runs on hosts: it leaves nothing

@@ -205,9 +205,12 @@ def version():
     """`vllm --version` through the image's `vllm` entry point (on Ascend: the wrapper that sources CANN's
     environment), on vLLM's CPU platform."""
     hooks = hook_folder()
-    path = os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, PYTHONPATH=hooks + (os.pathsep + path if path else ""), VLLM_PLUGINS="runner_cpu")
-    done = subprocess.run(["vllm", "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        path = os.environ.get("PYTHONPATH", "")
+        env = dict(os.environ, PYTHONPATH=hooks + (os.pathsep + path if path else ""), VLLM_PLUGINS="runner_cpu")
+        done = subprocess.run(["vllm", "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    finally:
+        shutil.rmtree(hooks, ignore_errors=True)  # the probe also runs on hosts (real-service checks)
     sys.stdout.write(done.stdout.decode(errors="replace"))
     return done.returncode
 
@@ -244,7 +247,6 @@ def brief(problem, width=200):
 def main():
     if INPUT.get("mode") == "version":  # noqa: F821 - INPUT is put above this text by runner
         return version()
-    hooks = hook_folder()
     for path, content in INPUT["model_files"].items():  # noqa: F821
         write(path, content)
     cases = INPUT["cases"]  # noqa: F821
@@ -252,7 +254,11 @@ def main():
         print("no GPUStack deployment is recorded for this image (run `runner consumer --write`)")
         return 1
     start = time.monotonic()
-    results = run_all(cases, hooks)
+    hooks = hook_folder()
+    try:
+        results = run_all(cases, hooks)
+    finally:
+        shutil.rmtree(hooks, ignore_errors=True)  # the probe also runs on hosts (real-service checks)
     for case, (problem, how) in zip(cases, results):
         print("%s%s: %s" % (case["name"], " (%s)" % how if how else "",
                             " ".join(json.dumps(a) if " " in a or "{" in a else a for a in case["argv"])))
