@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +40,10 @@ AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
 # pre-releases the service itself pins, which its official image carries (SGLang 0.5.22: flash-attn-4
 # 4.0.0b40 and cuda-tile 1.6.0rc5, found by rehearsing cuda13.0-sglang0.5.22)
 SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
+# installed families every install on the image keeps at the image's versions: Ray's dashboard takes
+# OpenTelemetry's beta Prometheus exporter at its newest, which moves the SDK under the image's own OTLP
+# exporters (pip check, rehearsing rocm7.0-vllm0.18.1: exporters 1.40.0 under opentelemetry-sdk 1.45.2)
+IMAGE_HOLDS = ("opentelemetry-",)
 
 
 @dataclass(frozen=True)
@@ -101,25 +105,30 @@ class Official:
         if self.ray:
             # Ray's dashboard extra asks for OpenTelemetry packages published as betas only
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
-                                       prereleases=OTEL_BETAS,
+                                       prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS,
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
             for requirements, before in self.after_ray.get(name, ()):
-                install(b, t, requirements(t), before=before)
+                install(b, t, holding(requirements(t)), before=before)
         if name in self.builds and (built := tuple(self.builds[name](t, runtime))):
-            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS,
+            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS,
                           title=f"what the row builds on the official image: {', '.join(w.mount.target.split('/')[-1] for w in built)}")
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
-                                   title="audio extras"))
+                                   holds_installed=IMAGE_HOLDS, title="audio extras"))
         if name in self.adds and (added := self.adds[name](t)) is not None:
-            install(b, t, added[0])
+            install(b, t, holding(added[0]))
             b.component(*added[1])
         if name in self.wrappers:
             self.wrappers[name](b)
         add_patches(b, t, self.recipe_dir, site_packages(name))
         b.component(python(name, v, imports=(name,)), *components)
         return finish(b, t, **self.env.get(name, {}))
+
+
+def holding(r: Requirements) -> Requirements:
+    """A recipe's install on the official image, keeping the image's held families."""
+    return replace(r, holds_installed=tuple(dict.fromkeys((*r.holds_installed, *IMAGE_HOLDS))))
 
 
 def lock(recipe_dir: Path) -> dict[str, str]:

@@ -90,6 +90,10 @@ class Requirements:
     # (("vllm", "flashinfer-python"),) where an SGLang image's FlashInfer replaces its vLLM's
     supersedes: tuple[tuple[str, str], ...] = ()
     reinstall: tuple[str, ...] = ()  # installed packages this step replaces even at the same version
+    # name prefixes of installed families this step keeps at the versions it finds (OpenTelemetry's
+    # packages move in lockstep: a beta exporter taken at its newest moves the SDK under the image's own
+    # exporters); they become constraints read from the environment when the step runs
+    holds_installed: tuple[str, ...] = ()
 
     def allowed_prereleases(self) -> set[str]:
         return {canonical(p.name) for p in self.packages if p.prerelease} | {canonical(n) for n in self.prereleases}
@@ -117,20 +121,35 @@ class Requirements:
         lines = []
         if self.constraints:
             lines.append(_heredoc(constraints_file, self.constraints))
+        elif self.holds_installed:
+            lines.append(f": > {constraints_file}")
+        if self.holds_installed:
+            lines.append(self._hold_line(constraints_file))
         if self.build_constraints:
             lines.append(_heredoc(build_constraints_file, self.build_constraints))
         argv = ["uv", "pip", "install", *self.options()] if self.installer == "uv" else \
             ["python3", "-m", "pip", "install", *self.options()]
-        if self.constraints:
+        if self.constraints or self.holds_installed:
             argv += ["--constraint", constraints_file]
         if self.build_constraints:
             argv += ["--build-constraint", build_constraints_file]
         words = " ".join(shlex.quote(a) for a in argv)
         names = " ".join(p.installed if p.built else _quote(p.installed) for p in self.packages)
         lines.append(f"{words} {names}")
-        if self.constraints or self.build_constraints:
+        if self.constraints or self.build_constraints or self.holds_installed:
             lines.append(f"rm -f {constraints_file} {build_constraints_file}")
         return "\n".join(lines)
+
+    def _hold_line(self, constraints_file: str) -> str:
+        """The shell that adds the held families' installed versions to the constraints (none found
+        holds nothing; a failing freeze fails the step)."""
+        families = "|".join(re.escape(canonical(n)).replace("\\-", "[-_.]") for n in self.holds_installed)
+        freeze = "uv pip freeze" if self.installer == "uv" else "python3 -m pip list --format=freeze"
+        return f"{freeze} | {{ grep -iE '^({families})[^=@ ]*==' || true; }} >> {constraints_file}"
+
+    def holds(self, name: str) -> bool:
+        """Whether this step keeps an installed distribution at the version it finds."""
+        return any(canonical(name).startswith(canonical(n)) for n in self.holds_installed)
 
 
 def _quote(text: str) -> str:

@@ -1,0 +1,101 @@
+"""A row that layers an official image keeps the image's OpenTelemetry: Ray's step, as rendered for
+rocm7.0-vllm0.18.1, run under bash with uv (its installs as dry runs: Ray's wheels are large) against
+the real index, on an environment holding the image's OpenTelemetry 1.40.0 and its OTLP exporter."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.compose.official import IMAGE_HOLDS
+from runner.compose.project import load_project
+from runner.compose.requirements import installs
+from runner.compose.stages import Run
+from runner.verify.resolve import Layers, ask_for, steps_of
+from tests.conftest import ROOT
+
+TAG = "rocm7.0-vllm0.18.1"
+# what the official image has (its vLLM's tracing): the SDK and the OTLP exporter of one release
+IMAGE = {"opentelemetry-api": ("1.40.0", ()),
+         "opentelemetry-semantic-conventions": ("0.61b0", ("opentelemetry-api==1.40.0",)),
+         "opentelemetry-sdk": ("1.40.0", ("opentelemetry-api==1.40.0", "opentelemetry-semantic-conventions==0.61b0")),
+         "opentelemetry-exporter-otlp-proto-http": ("1.40.0", ("opentelemetry-sdk~=1.40.0",))}
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load_project(ROOT / "matrix.yaml")
+
+
+def _ray_step(project) -> Run:
+    leaf = project.leaf_stage(TAG, "linux/amd64")
+    return next(s for stage in [leaf, *leaf.chain()] for s in stage.steps
+                if isinstance(s, Run) and s.requirements and s.requirements.title.startswith("Ray "))
+
+
+def _venv(folder: Path, uv: str) -> Path:
+    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(folder)], check=True, timeout=120)
+    site = next(folder.glob("lib/python3*/site-packages"))
+    for name, (version, requires) in IMAGE.items():  # metadata only: a dry run reads nothing else
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                       + "".join(f"Requires-Dist: {r}\n" for r in requires))
+        (info / "INSTALLER").write_text("uv\n")
+        (info / "RECORD").write_text("")
+    return folder
+
+
+def _run(script: str, tmp_path: Path, name: str) -> str:
+    """The step's lines under the Dockerfile's shell, on a venv of the image's OpenTelemetry; uv's plan."""
+    real = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    shim = tmp_path / f"bin-{name}"
+    shim.mkdir()
+    # substitution: uv's installs become dry runs (what the step would install, not Ray's 70 MB)
+    (shim / "uv").write_text(f'#!/bin/bash\nif [ "$1 $2" = "pip install" ]; then shift 2; '
+                             f'exec {real} pip install --dry-run "$@"; fi\nexec {real} "$@"\n')
+    (shim / "uv").chmod(0o755)
+    venv = _venv(tmp_path / f"venv-{name}", real)
+    # the first line wires the build's cache mount (/root/.cache/uv), which a test has no use for
+    body = "\n".join(script.splitlines()[1:])
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", body], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", VIRTUAL_ENV=str(venv)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+
+def test_rays_step_keeps_the_images_opentelemetry(project, tmp_path):
+    step = _ray_step(project)
+    assert step.requirements.holds_installed == IMAGE_HOLDS
+    plan = _run(step.script, tmp_path, "held")
+    assert "- opentelemetry-sdk==1.40.0" not in plan and "- opentelemetry-api==1.40.0" not in plan, plan[-2000:]
+    # Ray's dashboard takes the beta Prometheus exporter of the image's release
+    assert re.search(r"\+ opentelemetry-exporter-prometheus==0\.61b0", plan), plan[-2000:]
+    # the same step without the hold: the exporter's newest release moves the SDK under the OTLP exporter
+    unheld = step.script.replace(next(x for x in step.script.splitlines() if x.startswith("uv pip freeze")), ":")
+    moved = _run(unheld, tmp_path, "unheld")
+    assert re.search(r"\+ opentelemetry-sdk==1\.(4[1-9]|[5-9]\d)\.", moved), moved[-2000:]
+
+
+def test_every_install_on_the_official_image_holds_it(project):
+    leaf = project.leaf_stage(TAG, "linux/amd64")
+    # the image's own vLLM is declared for the resolver only (nothing installs it)
+    layered = [r for stage, r in installs(leaf).steps if stage.name == "vllm" and not r.title.startswith("the official")]
+    assert len(layered) >= 3 and all(r.holds_installed == IMAGE_HOLDS for r in layered), [r.title for r in layered]
+    # the compiled stages below it hold nothing: their OpenTelemetry is theirs to choose
+    assert not [r.title for stage, r in installs(leaf).steps if stage.name != "vllm" and r.holds_installed]
+
+
+def test_the_resolver_reads_the_hold_as_constraints(project):
+    step = next(s for s in steps_of(project.leaf_stage(TAG, "linux/amd64")) if s.requirements.title.startswith("Ray "))
+    layers = Layers(installed={"opentelemetry-sdk": "1.40.0", "opentelemetry-api": "1.40.0", "numpy": "2.2.6"})
+    ask, _ = ask_for(step, layers, "3.12", "x86_64-manylinux_2_35", project.mirror_map())
+    assert {"opentelemetry-api==1.40.0", "opentelemetry-sdk==1.40.0"} <= set(ask.constraints)
+    assert not [c for c in ask.constraints if c.startswith("numpy")]  # the rest stays a preference
+
