@@ -228,6 +228,26 @@ def test_a_device_compile_with_no_published_artifact_ends_not_runnable_here():
     assert f'cd /tmp/lmcache-ascend && echo "{NOT_RUNNABLE} bisheng"' in lmc and "export SOC_VERSION=Ascend910B3" in lmc
 
 
+def test_a_device_compile_whose_release_has_no_wheel_for_the_platform_ends_not_runnable_here():
+    """LMCache 0.3.12 is on the index with x86_64 wheels only (aarch64 ones start at 0.5.4): on arm64 the
+    published artifact cannot stand for the nvcc compile (pip refused it, rehearsing cuda12.9-vllm0.14.1
+    on arm64), so the compile gives way to the note and says which wheel is missing; on amd64 it stands."""
+    from runner.rehearse.substitutions import NOT_RUNNABLE
+
+    for platform, stands in (("linux/amd64", True), ("linux/arm64", False)):
+        leaf, new, rw = _rewritten("cuda12.9-vllm0.14.1", platform)
+        (sub,) = [s for ss in rw.substitutions.values() for s in ss if s.what == "lmcache-build's compile"]
+        lmc = next(st.script for s, i, _ in steps_in_order(new) for st in [s.steps[i]]
+                   if s.name == "lmcache-build" and isinstance(st, Run) and "LMCache.git" in st.script)
+        if stands:
+            assert sub.by == "the published lmcache==0.3.12" and COMPILE_MARK in lmc
+        else:
+            assert sub.by == "nothing: the step ends not runnable here (it needs nvcc or hipcc)", sub
+            assert "no linux/arm64 wheel of lmcache==0.3.12 for python 3.11" in sub.why
+            assert f'echo "{NOT_RUNNABLE} nvcc or hipcc"' in lmc and "python3 -m build" not in lmc
+            assert "git clone" in lmc  # the lines before the compile run as written
+
+
 def test_a_stand_in_leaves_out_the_ubuntu_only_packages_and_says_so():
     leaf, new, rw = _rewritten("cann8.5-910b-vllm0.14.1")
     subs = [s for ss in rw.substitutions.values() for s in ss]

@@ -75,7 +75,7 @@ class Rewriter:
             steps, originals = [], {}
             for i, step in enumerate(s.steps):
                 if isinstance(step, Run):
-                    script, found = compile_substitutions(s, step, self._published.get(s.key, ""))
+                    script, found = compile_substitutions(s, step, self._published.get(s.key, ""), self.python)
                     script, answered = indexes_in_sources(script, self.index)
                     script = local_builds_override(script, step.requirements)
                     found += answered

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from runner.compose.requirements import canonical
+from runner.compose.requirements import canonical, expand
 from runner.compose.stages import Arg, Run, Stage
 from runner.model.errors import InfrastructureError
 from runner.verify import package_index
@@ -67,6 +67,7 @@ class DeviceCompile:
     # metadata too (unpacked and packed again with `wheel`, which the build tools carry): what the build
     # would have made requires them no more
     drops: tuple[str, ...] = ()
+    compiler: str = "nvcc or hipcc"  # what a device compile needs (said when no wheel stands for it)
 
     def pinned(self, script: str, published: str = "") -> str:
         """The artifact, at the release the script names where it names one, else at the release a resolve
@@ -75,6 +76,11 @@ class DeviceCompile:
         if found:
             return f"{self.artifact}=={found['version']}"
         return published if published and _name(published) == _name(self.artifact) else self.artifact
+
+    def not_runnable(self, script: str) -> tuple[str, bool]:
+        """The script with the line giving way to the note that ends its step "not runnable here"."""
+        new, n = self.line.subn(lambda m: f'{m.groupdict().get("indent") or ""}echo "{NOT_RUNNABLE} {self.compiler}"', script)
+        return new, bool(n)
 
     def replace(self, script: str, published: str = "") -> tuple[str, bool]:
         """The script with the line replaced by a download of the artifact (and whether it was there)."""
@@ -232,16 +238,27 @@ def rewrite_args(stage: Stage, python: str) -> tuple[Arg, ...]:
     return tuple(Arg(a.name, python, a.required, a.doc) if a.name == "PYTHON_VERSION" else a for a in stage.args)
 
 
-def compile_substitutions(stage: Stage, run: Run, published: str = "") -> tuple[str, list[Substitution]]:
+def compile_substitutions(stage: Stage, run: Run, published: str = "", python: str = "") -> tuple[str, list[Substitution]]:
     """A build step with its device compiles (and GitHub-only source builds) replaced, where the index has
-    the artifact; one it lacks keeps the build, which then ends "not fetchable here" or fails as written.
+    the artifact (with `python`, a wheel of it for the stage's platform and that python); a source build
+    it lacks keeps the build, which then ends "not fetchable here" or fails as written, and a device
+    compile gives way to a note: the step ends "not runnable here", saying which wheel is missing.
     `published`: what a resolve reads in place of the stage's wheel (its resolve_as), where the plan says."""
     script, found = run.script, []
     for dc in DEVICE_COMPILES:
-        if stage.name == dc.stage and dc.line.search(script) and on_the_index(artifact := dc.pinned(script, published)):
-            script, _ = dc.replace(script, published)
-            what = f"{dc.stage}'s compile" if dc.kind == "device compile" else f"{dc.stage}'s build from its source"
-            found.append(Substitution(dc.kind, what, f"the published {artifact}", dc.why))
+        if stage.name != dc.stage or not dc.line.search(script) or not on_the_index(artifact := dc.pinned(script, published)):
+            continue
+        what = f"{dc.stage}'s compile" if dc.kind == "device compile" else f"{dc.stage}'s build from its source"
+        concrete = expand(artifact, {a.name: a.value for a in stage.args})
+        if python and "$" not in concrete and not package_index.has_wheel(concrete, stage.platform, python):
+            if dc.kind == "device compile":
+                script, _ = dc.not_runnable(script)
+                found.append(Substitution(dc.kind, what, f"nothing: the step ends not runnable here (it needs {dc.compiler})",
+                                          f"{dc.why}, but the index has no {stage.platform} wheel of {concrete} "
+                                          f"for python {python}"))
+            continue
+        script, _ = dc.replace(script, published)
+        found.append(Substitution(dc.kind, what, f"the published {artifact}", dc.why))
     for only in DEVICE_ONLY:
         if stage.name == only.stage:
             script, done = only.replace(script)

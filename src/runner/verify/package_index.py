@@ -3,6 +3,7 @@ files, PIP_INDEX_URL, or UV_INDEX_URL when pip has none), never a hostname of ou
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -59,3 +60,31 @@ def all_versions(names: Iterable[tuple[str, bool]], jobs: int = 8) -> dict[str, 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         answers = list(pool.map(lambda item: versions(*item), names))
     return {name: found for (name, _), found in zip(names, answers)}
+
+
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+GLIBC = "2_36"  # Debian 12's, the stand-ins' C library: a wheel for an older manylinux runs there
+
+
+@functools.lru_cache(maxsize=None)
+def has_wheel(requirement: str, platform: str, python: str) -> bool:
+    """Whether the index has a wheel meeting `requirement` that pip installs on `platform` (linux/amd64,
+    linux/arm64) under `python` (3.11): uv resolves it alone with builds refused (metadata only, no
+    download). A package with x86_64 wheels only, say, has none for linux/arm64. An index that does not
+    answer has none."""
+    from runner.verify.resolver import find_uv
+
+    machine = MACHINES.get(platform)
+    if machine is None:
+        return False
+    argv = [find_uv(), "pip", "compile", "-", "--no-deps", "--only-binary", ":all:", "--python-version", python,
+            "--python-platform", f"{machine}-manylinux_{GLIBC}", "--no-header", "--quiet", "--color", "never"]
+    if os.environ.get("PIP_INDEX_URL"):
+        argv += ["--index-url", os.environ["PIP_INDEX_URL"]]  # the index pip reads, as versions() does
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in ("UV_CACHE_DIR", "UV_INDEX_URL")}
+    try:
+        done = subprocess.run(argv, input=requirement + "\n", capture_output=True, text=True, timeout=TIMEOUT,
+                              env=dict(env, UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never"))
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
