@@ -1,6 +1,8 @@
-"""A row that layers an official image keeps the image's OpenTelemetry: Ray's step, as rendered for
-rocm7.0-vllm0.18.1, run under bash with uv (its installs as dry runs: Ray's wheels are large) against
-the real index, on an environment holding the image's OpenTelemetry 1.40.0 and its OTLP exporter."""
+"""A row that layers an official image keeps the image's OpenTelemetry.
+
+Ray's step, as rendered for rocm7.0-vllm0.18.1, runs under bash with uv (its installs as dry runs: Ray's
+wheels are large) against the real index, on an environment holding the image's OpenTelemetry 1.40.0 and
+its OTLP exporter."""
 
 from __future__ import annotations
 

@@ -229,9 +229,10 @@ def test_a_device_compile_with_no_published_artifact_ends_not_runnable_here():
 
 
 def test_a_device_compile_whose_release_has_no_wheel_for_the_platform_ends_not_runnable_here():
-    """LMCache 0.3.12 is on the index with x86_64 wheels only (aarch64 ones start at 0.5.4): on arm64 the
-    published artifact cannot stand for the nvcc compile (pip refused it, rehearsing cuda12.9-vllm0.14.1
-    on arm64), so the compile gives way to the note and says which wheel is missing; on amd64 it stands."""
+    """An arm64 LMCache compile the index has no wheel for ends not runnable here, naming the wheel.
+
+    LMCache 0.3.12 is on the index with x86_64 wheels only (aarch64 ones start at 0.5.4): pip refused it,
+    rehearsing cuda12.9-vllm0.14.1 on arm64. On amd64 the published wheel stands for the compile."""
     from runner.rehearse.substitutions import NOT_RUNNABLE
 
     for platform, stands in (("linux/amd64", True), ("linux/arm64", False)):
@@ -243,7 +244,7 @@ def test_a_device_compile_whose_release_has_no_wheel_for_the_platform_ends_not_r
             assert sub.by == "the published lmcache==0.3.12" and COMPILE_MARK in lmc
         else:
             assert sub.by == "nothing: the step ends not runnable here (it needs nvcc or hipcc)", sub
-            assert "no linux/arm64 wheel of lmcache==0.3.12 for python 3.11" in sub.why
+            assert "the index has no linux/arm64 wheel of lmcache==0.3.12 for python 3.11 to stand" in sub.why
             assert f'echo "{NOT_RUNNABLE} nvcc or hipcc"' in lmc and "python3 -m build" not in lmc
             assert "git clone" in lmc  # the lines before the compile run as written
 

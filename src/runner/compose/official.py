@@ -42,7 +42,9 @@ AUDIO_EXTRAS = ("librosa", "soundfile", "mistral_common[audio]")
 SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
 # installed families every install on the image keeps at the image's versions: Ray's dashboard takes
 # OpenTelemetry's beta Prometheus exporter at its newest, which moves the SDK under the image's own OTLP
-# exporters (pip check, rehearsing rocm7.0-vllm0.18.1: exporters 1.40.0 under opentelemetry-sdk 1.45.2)
+# exporters (pip check, rehearsing rocm7.0-vllm0.18.1: exporters 1.40.0 under opentelemetry-sdk 1.45.2).
+# An install that then does not resolve needs a newer OpenTelemetry than the image has (Ray 2.54's
+# dashboard needs opentelemetry-sdk>=1.30): uv names both, and the row's image is the one to move
 IMAGE_HOLDS = ("opentelemetry-",)
 
 

@@ -141,8 +141,10 @@ class Requirements:
         return "\n".join(lines)
 
     def _hold_line(self, constraints_file: str) -> str:
-        """The shell that adds the held families' installed versions to the constraints (none found
-        holds nothing; a failing freeze fails the step)."""
+        """The shell that adds the held families' installed versions to the step's constraints.
+
+        None installed holds nothing; a failing freeze fails the step; a direct-URL or editable install
+        (`name @ file://...`, `-e ...`) is not held."""
         families = "|".join(re.escape(canonical(n)).replace("\\-", "[-_.]") for n in self.holds_installed)
         freeze = "uv pip freeze" if self.installer == "uv" else "python3 -m pip list --format=freeze"
         return f"{freeze} | {{ grep -iE '^({families})[^=@ ]*==' || true; }} >> {constraints_file}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from runner.model.errors import UserError
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # `uname -m` on each platform
 # ASCII digits without leading zeros, as matrix.yaml allows them (a calendar month may be padded: dtk25.04)
 _N = r"(?:0|[1-9][0-9]{0,8})"
 _SERVICE_VERSION = rf"{_N}(?:\.{_N})*(?:\.?(?:a|b|rc|post|dev){_N})*"

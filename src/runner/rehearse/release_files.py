@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from runner.model.naming import MACHINES
 from runner.rehearse.substitutions import ReleaseFromWheel, Substitution, mirrored_elsewhere
 from runner.verify.upstream import Upstreams
 
-MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}  # `uname -m` on each platform
 
 
 def make(scripts: Iterable[str], platforms: Iterable[str], files: Path,

@@ -75,7 +75,8 @@ class Rewriter:
             steps, originals = [], {}
             for i, step in enumerate(s.steps):
                 if isinstance(step, Run):
-                    script, found = compile_substitutions(s, step, self._published.get(s.key, ""), self.python)
+                    script, found = compile_substitutions(s, step, self._published.get(s.key, ""),
+                                                          self.python if self.on_standin(s) else "")
                     script, answered = indexes_in_sources(script, self.index)
                     script = local_builds_override(script, step.requirements)
                     found += answered

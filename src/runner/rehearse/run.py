@@ -24,6 +24,7 @@ from runner.compose.plan import Leaf, make_plan
 from runner.compose.stages import Run, Stage, StageKind
 from runner.engines.docker import Docker, DockerBuilder
 from runner.model.errors import InfrastructureError
+from runner.model.naming import MACHINES
 from runner.model.targets import Target
 from runner.rehearse import official_standin, release_files, standin, steps
 from runner.rehearse.rewrite import OUTPUTS_STEP, Rewriter, steps_in_order
@@ -295,7 +296,7 @@ class Rehearsal:
     def elsewhere(self, stage: Stage, platform: str) -> list[Substitution]:
         """What the image's steps fetch that the source mirror answers from elsewhere (declared)."""
         found: dict[str, Substitution] = {}
-        machine = release_files.MACHINES.get(platform, "")
+        machine = MACHINES.get(platform, "")
         for s, i, _ in steps_in_order(stage):
             for m, kind in mirrored_elsewhere(_fetches(s.steps[i])):
                 if isinstance(kind, IndexElsewhere):

@@ -239,11 +239,13 @@ def rewrite_args(stage: Stage, python: str) -> tuple[Arg, ...]:
 
 
 def compile_substitutions(stage: Stage, run: Run, published: str = "", python: str = "") -> tuple[str, list[Substitution]]:
-    """A build step with its device compiles (and GitHub-only source builds) replaced, where the index has
-    the artifact (with `python`, a wheel of it for the stage's platform and that python); a source build
-    it lacks keeps the build, which then ends "not fetchable here" or fails as written, and a device
-    compile gives way to a note: the step ends "not runnable here", saying which wheel is missing.
-    `published`: what a resolve reads in place of the stage's wheel (its resolve_as), where the plan says."""
+    """A build step with its device compiles and GitHub-only source builds replaced by published wheels.
+
+    Each is replaced where the index has the artifact (given the stand-in's `python`: a wheel of it for
+    the stage's platform and that python). A source build it lacks keeps the build, which then ends "not
+    fetchable here" or fails as written; a device compile gives way to a note, its step ends "not
+    runnable here", and the substitution names the missing wheel. `published`: what a resolve reads in
+    place of the stage's wheel (its resolve_as), where the plan says."""
     script, found = run.script, []
     for dc in DEVICE_COMPILES:
         if stage.name != dc.stage or not dc.line.search(script) or not on_the_index(artifact := dc.pinned(script, published)):
@@ -254,11 +256,11 @@ def compile_substitutions(stage: Stage, run: Run, published: str = "", python: s
             if dc.kind == "device compile":
                 script, _ = dc.not_runnable(script)
                 found.append(Substitution(dc.kind, what, f"nothing: the step ends not runnable here (it needs {dc.compiler})",
-                                          f"{dc.why}, but the index has no {stage.platform} wheel of {concrete} "
-                                          f"for python {python}"))
+                                          f"it compiles with {dc.compiler}, and the index has no {stage.platform} "
+                                          f"wheel of {concrete} for python {python} to stand for it"))
             continue
         script, _ = dc.replace(script, published)
-        found.append(Substitution(dc.kind, what, f"the published {artifact}", dc.why))
+        found.append(Substitution(dc.kind, what, f"the published {concrete}", dc.why))
     for only in DEVICE_ONLY:
         if stage.name == only.stage:
             script, done = only.replace(script)

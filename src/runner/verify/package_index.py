@@ -1,5 +1,8 @@
-"""The releases a package has on the package index, read through pip's configured index (its config
-files, PIP_INDEX_URL, or UV_INDEX_URL when pip has none), never a hostname of our own."""
+"""The releases a package has on the package index, and whether a stand-in can install one of its wheels.
+
+Releases are read through pip's configured index (its config files, PIP_INDEX_URL, or UV_INDEX_URL when
+pip has none); wheels from the index the source mirror reads (runner.verify.upstream.index_url), whose
+downloads a rehearsal makes. Never a hostname of our own."""
 
 from __future__ import annotations
 
@@ -62,43 +65,50 @@ def all_versions(names: Iterable[tuple[str, bool]], jobs: int = 8) -> dict[str, 
     return {name: found for (name, _), found in zip(names, answers)}
 
 
-
-MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 GLIBC = 36  # Debian 12's C library, the stand-ins': a wheel for an older manylinux runs there
 
 
 @functools.lru_cache(maxsize=None)
 def has_wheel(requirement: str, platform: str, python: str) -> bool:
-    """Whether the index has a wheel meeting `requirement` that pip installs on `platform` (linux/amd64,
-    linux/arm64) under CPython `python` (3.11) on glibc 2.36, read from the project's JSON simple page
-    (no download). A package with x86_64 wheels only, say, has none for linux/arm64; an index that does
-    not answer has none."""
+    """Whether a Debian 12 stand-in of `platform` can install a wheel of `requirement` under CPython `python`.
+
+    Read from the project's JSON simple page (no download), as pip judges it: the wheel's tags, the
+    release's Requires-Python, a yanked file only for an exact pin. A package with x86_64 wheels only,
+    say, has none for linux/arm64. Where the page cannot be read (an index serving HTML only, the
+    network) the answer is yes: the step then downloads and fails as written, never silently skipped."""
     import httpx
     from packaging.requirements import Requirement
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.tags import compatible_tags, cpython_tags
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
+    from runner.model.naming import MACHINES
     from runner.verify.upstream import index_url
 
     machine = MACHINES.get(platform)
     if machine is None:
-        return False
+        return True
     wanted = Requirement(requirement)
     version = tuple(int(x) for x in python.split(".")[:2])
     platforms = [f"manylinux_2_{n}_{machine}" for n in range(GLIBC, 4, -1)] + \
         [f"manylinux{legacy}_{machine}" for legacy in ("2014", "2010", "1")]
     supported = {*cpython_tags(version, platforms=platforms), *compatible_tags(version, platforms=platforms)}
+    exact = any(spec.operator in ("==", "===") for spec in wanted.specifier)
     try:
         r = httpx.get(f"{index_url()}{canonicalize_name(wanted.name)}/", timeout=60, follow_redirects=True,
                       headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-        files = r.json().get("files", []) if r.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
-        return False
+        files = r.json()["files"] if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        files = None
+    if files is None:
+        return True
     for f in files:
         try:
             _, v, _, tags = parse_wheel_filename(f["filename"])
-        except (ValueError, InvalidVersion, KeyError):
+            pythons = SpecifierSet(f.get("requires-python") or "")
+        except (ValueError, InvalidVersion, InvalidSpecifier, KeyError):
             continue  # an sdist, or a name that is not a wheel's
-        if not f.get("yanked") and wanted.specifier.contains(v, prereleases=True) and tags & supported:
+        if ((not f.get("yanked") or exact) and wanted.specifier.contains(v, prereleases=True)
+                and pythons.contains(python, prereleases=True) and tags & supported):
             return True
     return False

@@ -146,8 +146,8 @@ def ask_for(step: Step, layers: Layers, python: str, platform: str, mirrors: Mir
     installed = layers.installed
     constraints = [f"{n}=={_public(v)}" for n, v in sorted(layers.pinned.items())
                    if n not in upgrade and n not in dropped and n not in named and n not in given]
-    constraints += [f"{n}=={_public(v)}" for n, v in sorted(installed.items())
-                    if reqs.holds(n) and n not in layers.pinned and n not in named and n not in given]
+    # what the step holds, as its rendered line holds it: every installed version of those families
+    constraints += [f"{n}=={_public(v)}" for n, v in sorted(installed.items()) if reqs.holds(n) and n not in given]
     constraints += [expand(c, step.args) for c in reqs.constraints]
     overrides = [f"{n}=={_public(installed[n])}" if n in installed else f"{n} ; {NEVER}" for n in sorted(dropped)]
     overrides += [f"{n} ; {NEVER}" for n in sorted((set(built) | set(given)) - named - dropped)]
