@@ -1,8 +1,8 @@
-"""A row that layers an official image keeps the image's OpenTelemetry.
+"""A row that layers an official image keeps the image's OpenTelemetry and what its service requires.
 
-Ray's step, as rendered for rocm7.0-vllm0.18.1, runs under bash with uv (its installs as dry runs: Ray's
-wheels are large) against the real index, on an environment holding the image's OpenTelemetry 1.40.0 and
-its OTLP exporter."""
+Steps as rendered (Ray's for rocm7.0-vllm0.18.1, vllm-omni's for cann8.5-310p-vllm0.15.0) run under bash
+with uv (its installs as dry runs: the wheels are large) against the real index, on an environment of
+the image's metadata: OpenTelemetry 1.40.0 and its OTLP exporter; vLLM 0.15.0 with transformers 4.57."""
 
 from __future__ import annotations
 
@@ -41,10 +41,20 @@ def _ray_step(project) -> Run:
                 if isinstance(s, Run) and s.requirements and s.requirements.title.startswith("Ray "))
 
 
-def _venv(folder: Path, uv: str) -> Path:
+# what vllm-ascend's 310P image has of vLLM 0.15.0 and the Hugging Face stack it requires
+VLLM_IMAGE = {"vllm": ("0.15.0", ("transformers<5,>=4.56.0", "mistral_common[image]>=1.8.8",
+                                  'lmcache>=0.3 ; extra == "lmcache"', "vllm-flash-attn @ https://example.invalid/x.whl")),
+              "transformers": ("4.57.6", ("huggingface-hub<1.0,>=0.34.0", "tokenizers<=0.23.0,>=0.22.0")),
+              "huggingface-hub": ("0.36.0", ()), "tokenizers": ("0.22.1", ())}
+
+
+def _venv(folder: Path, uv: str, image: dict) -> Path:
     subprocess.run([uv, "venv", "-q", "-p", "3.11", str(folder)], check=True, timeout=120)
+    # the image's build tools, for the sdists a --no-build-isolation step builds (sox): really installed
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(folder / "bin" / "python"), "setuptools<80", "wheel"],
+                   check=True, timeout=300)
     site = next(folder.glob("lib/python3*/site-packages"))
-    for name, (version, requires) in IMAGE.items():  # metadata only: a dry run reads nothing else
+    for name, (version, requires) in image.items():  # metadata only: a dry run reads nothing else
         info = site / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -54,8 +64,8 @@ def _venv(folder: Path, uv: str) -> Path:
     return folder
 
 
-def _run(script: str, tmp_path: Path, name: str) -> str:
-    """The step's lines under the Dockerfile's shell, on a venv of the image's OpenTelemetry; uv's plan."""
+def _run(script: str, tmp_path: Path, name: str, image: dict = IMAGE) -> str:
+    """The step's lines under the Dockerfile's shell, on a venv of the image's metadata; uv's plan."""
     real = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     shim = tmp_path / f"bin-{name}"
     shim.mkdir()
@@ -63,11 +73,11 @@ def _run(script: str, tmp_path: Path, name: str) -> str:
     (shim / "uv").write_text(f'#!/bin/bash\nif [ "$1 $2" = "pip install" ]; then shift 2; '
                              f'exec {real} pip install --dry-run "$@"; fi\nexec {real} "$@"\n')
     (shim / "uv").chmod(0o755)
-    venv = _venv(tmp_path / f"venv-{name}", real)
+    venv = _venv(tmp_path / f"venv-{name}", real, image)
     # the first line wires the build's cache mount (/root/.cache/uv), which a test has no use for
     body = "\n".join(script.splitlines()[1:])
     done = subprocess.run(["bash", "-eo", "pipefail", "-c", body], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", VIRTUAL_ENV=str(venv)))
+                          env=dict(os.environ, PATH=f"{shim}:{venv}/bin:{os.environ['PATH']}", VIRTUAL_ENV=str(venv)))
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stderr
 
@@ -101,3 +111,33 @@ def test_the_resolver_reads_the_hold_as_constraints(project):
     assert {"opentelemetry-api==1.40.0", "opentelemetry-sdk==1.40.0"} <= set(ask.constraints)
     assert not [c for c in ask.constraints if c.startswith("numpy")]  # the rest stays a preference
 
+
+
+def test_the_omni_step_keeps_what_the_images_vllm_requires(project, tmp_path):
+    leaf = project.leaf_stage("cann8.5-310p-vllm0.15.0", "linux/amd64")
+    step = next(s for stage in [leaf, *leaf.chain()] for s in stage.steps
+                if isinstance(s, Run) and s.requirements and "/mnt/vllm-omni/" in s.script)
+    assert step.requirements.holds_requirements_of == ("vllm",)
+    # the build stage's wheel, as a resolve and a rehearsal read it: the index's release it stands for
+    script = step.script.replace("/mnt/vllm-omni/*.whl", "vllm-omni==0.14.0")
+    plan = _run(script, tmp_path, "held", VLLM_IMAGE)
+    assert "transformers" not in plan and "huggingface-hub" not in plan, plan[-2000:]
+    # installed alone, vllm-omni's newest diffusers takes huggingface-hub 1.x, and transformers 5.x with it
+    unheld = script[:script.index("python3 - >>")] + script[script.index("RUNNER_HOLD\nuv pip") + len("RUNNER_HOLD\n"):]
+    moved = _run(unheld, tmp_path, "unheld", VLLM_IMAGE)
+    assert re.search(r"\+ transformers==[5-9]\.", moved), moved[-2000:]
+
+
+def test_the_held_requirements_leave_out_extras_and_direct_urls(tmp_path):
+    """What the rendered hold writes for vLLM's metadata: its plain requirements, extras dropped from names."""
+    from runner.compose.requirements import Requirements, pkg
+
+    real = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    venv = _venv(tmp_path / "venv", real, VLLM_IMAGE)
+    command = Requirements((pkg("sox"),), holds_requirements_of=("vllm", "absent")).command(
+        constraints_file=str(tmp_path / "c.txt"))
+    hold = command[command.index("python3 - >>"):command.index("RUNNER_HOLD\nuv pip") + len("RUNNER_HOLD")]
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", hold], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PATH=f"{venv}/bin:{os.environ['PATH']}"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.txt").read_text().splitlines() == ["transformers<5,>=4.56.0", "mistral_common>=1.8.8"]

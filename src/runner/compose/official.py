@@ -46,6 +46,9 @@ SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
 # An install that then does not resolve needs a newer OpenTelemetry than the image has (Ray 2.54's
 # dashboard needs opentelemetry-sdk>=1.30): uv names both, and the row's image is the one to move
 IMAGE_HOLDS = ("opentelemetry-",)
+# and every install on it keeps what the image's service requires (Requirements.holds_requirements_of):
+# installed alone, vllm-omni 0.14's newest diffusers took huggingface-hub 1.x and with it transformers 5.x,
+# under vLLM 0.15's `transformers<5` (pip check, rehearsing cann8.5-310p-vllm0.15.0)
 
 
 @dataclass(frozen=True)
@@ -107,19 +110,19 @@ class Official:
         if self.ray:
             # Ray's dashboard extra asks for OpenTelemetry packages published as betas only
             install(b, t, Requirements((pkg(f"ray[cgraph,client,default]=={self.ray}"),), upgrade=("ray",),
-                                       prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS,
+                                       prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS, holds_requirements_of=(name,),
                                        title=f"Ray {self.ray} with its client, dashboard and compiled-graph extras"))
             b.component(python("ray", self.ray, imports=("ray.dashboard",)))
             for requirements, before in self.after_ray.get(name, ()):
-                install(b, t, holding(requirements(t)), before=before)
+                install(b, t, holding(requirements(t), name), before=before)
         if name in self.builds and (built := tuple(self.builds[name](t, runtime))):
-            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS,
+            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS, holds_requirements_of=(name,),
                           title=f"what the row builds on the official image: {', '.join(w.mount.target.split('/')[-1] for w in built)}")
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),
-                                   holds_installed=IMAGE_HOLDS, title="audio extras"))
+                                   holds_installed=IMAGE_HOLDS, holds_requirements_of=(name,), title="audio extras"))
         if name in self.adds and (added := self.adds[name](t)) is not None:
-            install(b, t, holding(added[0]))
+            install(b, t, holding(added[0], name))
             b.component(*added[1])
         if name in self.wrappers:
             self.wrappers[name](b)
@@ -128,9 +131,10 @@ class Official:
         return finish(b, t, **self.env.get(name, {}))
 
 
-def holding(r: Requirements) -> Requirements:
-    """A recipe's install on the official image, keeping the image's held families."""
-    return replace(r, holds_installed=tuple(dict.fromkeys((*r.holds_installed, *IMAGE_HOLDS))))
+def holding(r: Requirements, service: str) -> Requirements:
+    """A recipe's install on the official image, keeping the image's held families and what its service requires."""
+    return replace(r, holds_installed=tuple(dict.fromkeys((*r.holds_installed, *IMAGE_HOLDS))),
+                   holds_requirements_of=tuple(dict.fromkeys((*r.holds_requirements_of, service))))
 
 
 def lock(recipe_dir: Path) -> dict[str, str]:

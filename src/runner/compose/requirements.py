@@ -94,6 +94,11 @@ class Requirements:
     # packages move in lockstep: a beta exporter taken at its newest moves the SDK under the image's own
     # exporters); they become constraints read from the environment when the step runs
     holds_installed: tuple[str, ...] = ()
+    # installed distributions whose own requirements this step keeps (the official image's service: an
+    # install that resolves alone would otherwise move what the service requires, as vllm-omni's newest
+    # diffusers moved transformers to 5.x under vLLM 0.15's `transformers<5`); constraints read from
+    # their metadata when the step runs
+    holds_requirements_of: tuple[str, ...] = ()
 
     def allowed_prereleases(self) -> set[str]:
         return {canonical(p.name) for p in self.packages if p.prerelease} | {canonical(n) for n in self.prereleases}
@@ -121,22 +126,24 @@ class Requirements:
         lines = []
         if self.constraints:
             lines.append(_heredoc(constraints_file, self.constraints))
-        elif self.holds_installed:
+        elif self.holds_installed or self.holds_requirements_of:
             lines.append(f": > {constraints_file}")
         if self.holds_installed:
             lines.append(self._hold_line(constraints_file))
+        if self.holds_requirements_of:
+            lines.append(_requirements_of(self.holds_requirements_of, constraints_file))
         if self.build_constraints:
             lines.append(_heredoc(build_constraints_file, self.build_constraints))
         argv = ["uv", "pip", "install", *self.options()] if self.installer == "uv" else \
             ["python3", "-m", "pip", "install", *self.options()]
-        if self.constraints or self.holds_installed:
+        if self.constraints or self.holds_installed or self.holds_requirements_of:
             argv += ["--constraint", constraints_file]
         if self.build_constraints:
             argv += ["--build-constraint", build_constraints_file]
         words = " ".join(shlex.quote(a) for a in argv)
         names = " ".join(p.installed if p.built else _quote(p.installed) for p in self.packages)
         lines.append(f"{words} {names}")
-        if self.constraints or self.build_constraints or self.holds_installed:
+        if self.constraints or self.build_constraints or self.holds_installed or self.holds_requirements_of:
             lines.append(f"rm -f {constraints_file} {build_constraints_file}")
         return "\n".join(lines)
 
@@ -152,6 +159,28 @@ class Requirements:
     def holds(self, name: str) -> bool:
         """Whether this step keeps an installed distribution at the version it finds."""
         return any(canonical(name).startswith(canonical(n)) for n in self.holds_installed)
+
+
+# what an installed distribution requires (its extras' requirements and direct URLs left out, extras
+# dropped from the names), as constraint lines; no backslash, as the text sits in a Dockerfile heredoc
+_REQUIREMENTS_OF = """import importlib.metadata as md
+for name in {names!r}:
+    try:
+        found = md.requires(name) or []
+    except md.PackageNotFoundError:
+        continue
+    for r in found:
+        spec, _, marker = r.partition(";")
+        if "extra" in marker or "@" in spec:
+            continue
+        head, bracket, rest = spec.partition("[")
+        spec = head + rest.partition("]")[2] if bracket else spec
+        print(spec.strip() + (";" + marker if marker else ""))"""
+
+
+def _requirements_of(names: tuple[str, ...], constraints_file: str) -> str:
+    body = _REQUIREMENTS_OF.format(names=tuple(names))
+    return f"python3 - >> {constraints_file} <<'RUNNER_HOLD'\n{body}\nRUNNER_HOLD"
 
 
 def _quote(text: str) -> str:
