@@ -69,6 +69,8 @@ def keep(records: list[dict], file: Path = RECORDS) -> None:
     (a new file moved over the old one: a bench stopped half-way leaves it as it was or complete)."""
     kept = json.loads(file.read_text()) if file.exists() else {}
     for r in records:  # a report recorded late (--record) does not replace a later rehearsal's record
+        if not r.get("scripts"):  # no recipe script ran (its stand-in was not built): nothing to say of it
+            continue
         key = f"{r['tag']} {r['platform']}"
         if key not in kept or r["at"] >= kept[key]["at"]:
             kept[key] = r

@@ -2,7 +2,8 @@
 
 Steps as rendered (Ray's for rocm7.0-vllm0.18.1, vllm-omni's for cann8.5-310p-vllm0.15.0) run under bash
 with uv (its installs as dry runs: the wheels are large) against the real index, on an environment of
-the image's metadata: OpenTelemetry 1.40.0 and its OTLP exporter; vLLM 0.15.0 with transformers 4.57."""
+the image's metadata: OpenTelemetry 1.40.0 and its OTLP exporter; vLLM 0.15.0 with transformers 4.57;
+OpenTelemetry 1.45.2 with an exporter that exists only from 1.44 on, under LMCache's step of rocm7.2-vllm0.32.0."""
 
 from __future__ import annotations
 
@@ -141,3 +142,45 @@ def test_the_held_requirements_leave_out_extras_and_direct_urls(tmp_path):
                           env=dict(os.environ, PATH=f"{venv}/bin:{os.environ['PATH']}"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "c.txt").read_text().splitlines() == ["transformers<5,>=4.56.0", "mistral_common>=1.8.8"]
+
+
+# what vLLM 0.32's image has of OpenTelemetry: 1.45.2, with an exporter first published for 1.44
+IMAGE_145 = {"opentelemetry-api": ("1.45.2", ()),
+             "opentelemetry-sdk": ("1.45.2", ("opentelemetry-api==1.45.2",)),
+             "opentelemetry-exporter-otlp-common": ("0.66b2", ("opentelemetry-sdk>=1.44",)),
+             "opentelemetry-exporter-prometheus": ("0.66b2", ("opentelemetry-sdk~=1.45.2", "opentelemetry-api~=1.45"))}
+
+
+def test_lmcache_takes_the_images_opentelemetry_over_its_own_caps(project, tmp_path):
+    """LMCache caps opentelemetry-api at 1.40.0; on an image of 1.45 its step overrides exactly the
+    declared requirements with the image's versions, and pip check allows exactly those."""
+    from runner.compose.official import BUILT_OVER_IMAGE
+    from runner.compose.requirements import superseded
+
+    leaf = project.leaf_stage("rocm7.2-vllm0.32.0", "linux/amd64")
+    step = next(s for stage in [leaf, *leaf.chain()] for s in stage.steps
+                if isinstance(s, Run) and s.requirements and "/mnt/lmcache/" in s.script)
+    assert set(step.requirements.held_over()) == set(BUILT_OVER_IMAGE["lmcache"])
+    assert superseded(leaf)["lmcache"] == set(BUILT_OVER_IMAGE["lmcache"])
+    # the build stages' wheels, as a resolve and a rehearsal read them: the index's releases they stand for
+    script = step.script.replace("/mnt/lmcache/*.whl", "lmcache==0.5.0").replace(
+        "/mnt/mooncake/*.whl", "mooncake-transfer-engine==0.3.11.post1")
+    plan = _run(script, tmp_path, "over", IMAGE_145)
+    assert not re.search(r"[-+] opentelemetry-(api|sdk|exporter-prometheus)==", plan), plan[-2000:]
+    assert "+ lmcache==0.5.0" in plan, plan[-2000:]
+    # without the override, no OpenTelemetry satisfies LMCache and the image's exporter at once
+    bare = "\n".join(x.replace(" --override /tmp/runner-overrides.txt", "") for x in script.splitlines()
+                     if not (x.startswith("uv pip freeze") and "runner-overrides" in x))
+    assert "--override" not in bare
+    with pytest.raises(AssertionError, match="unsatisfiable"):
+        _run(bare, tmp_path, "bare", IMAGE_145)
+
+
+def test_the_resolver_reads_the_override_as_the_rendered_line_does(project):
+    step = next(s for s in steps_of(project.leaf_stage("rocm7.2-vllm0.32.0", "linux/amd64"))
+                if "lmcache" in s.requirements.title)
+    layers = Layers(installed={"opentelemetry-api": "1.45.2", "opentelemetry-exporter-prometheus": "0.66b2",
+                               "opentelemetry-sdk": "1.45.2"})
+    ask, _ = ask_for(step, layers, "3.12", "x86_64-manylinux_2_35", project.mirror_map())
+    assert {"opentelemetry-api==1.45.2", "opentelemetry-exporter-prometheus==0.66b2"} <= set(ask.overrides)
+    assert "opentelemetry-sdk==1.45.2" in ask.constraints and "opentelemetry-sdk==1.45.2" not in ask.overrides

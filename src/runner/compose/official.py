@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from runner.compose.components import Component, python
 from runner.compose.kit import (OTEL_BETAS, BuiltWheels, add_patches, finish, install, install_built, service_builder,
                                 shows_version, site_packages)
-from runner.compose.requirements import Requirements, pkg
+from runner.compose.requirements import Requirements, canonical, pkg
 from runner.compose.stages import Stage, StageBuilder, base_stage
 from runner.model.errors import UserError, Where
 from runner.model.marked_yaml import load_marked_file
@@ -46,6 +46,12 @@ SERVICE_BETAS = {"sglang": ("flash-attn-4", "cuda-tile")}
 # An install that then does not resolve needs a newer OpenTelemetry than the image has (Ray 2.54's
 # dashboard needs opentelemetry-sdk>=1.30): uv names both, and the row's image is the one to move
 IMAGE_HOLDS = ("opentelemetry-",)
+# requirements of what a row builds that the image's held versions win over (pip check allows exactly
+# these): LMCache 0.4.6 to 0.5.6 cap opentelemetry-api at 1.40.0 and the Prometheus exporter at 0.61b0,
+# while vLLM 0.32's image holds OpenTelemetry 1.45 with exporters that exist only from 1.44 on, so no
+# OpenTelemetry satisfies both (resolving rocm7.2-vllm0.32.0): the service's tracing stays whole and
+# LMCache's metrics run on the image's OpenTelemetry, which its smoke import proves
+BUILT_OVER_IMAGE = {"lmcache": ("opentelemetry-api", "opentelemetry-exporter-prometheus")}
 # and every install on it keeps what the image's service requires (Requirements.holds_requirements_of):
 # installed alone, vllm-omni 0.14's newest diffusers took huggingface-hub 1.x and with it transformers 5.x,
 # under vLLM 0.15's `transformers<5` (pip check, rehearsing cann8.5-310p-vllm0.15.0)
@@ -116,7 +122,9 @@ class Official:
             for requirements, before in self.after_ray.get(name, ()):
                 install(b, t, holding(requirements(t), name), before=before)
         if name in self.builds and (built := tuple(self.builds[name](t, runtime))):
-            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS, holds_requirements_of=(name,),
+            over = tuple((p.name, r) for w in built for p in w.packages for r in BUILT_OVER_IMAGE.get(canonical(p.name), ()))
+            install_built(b, t, built, no_build_isolation=True, prereleases=OTEL_BETAS, holds_installed=IMAGE_HOLDS,
+                          holds_requirements_of=(name,), supersedes=over,
                           title=f"what the row builds on the official image: {', '.join(w.mount.target.split('/')[-1] for w in built)}")
         # the image's service (its tracing) and Ray's dashboard bring OpenTelemetry's beta-only packages
         install(b, t, Requirements(tuple(pkg(p) for p in AUDIO_EXTRAS), prereleases=OTEL_BETAS + SERVICE_BETAS.get(name, ()),

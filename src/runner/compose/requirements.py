@@ -120,41 +120,56 @@ class Requirements:
         # a package allowed to be a pre-release is pinned to it explicitly (prerelease=True says so).
         return out
 
+    def held_over(self) -> tuple[str, ...]:
+        """Requirements this step supersedes with the installed version it holds: a package it installs
+        asks for another version of a held family's member, and the image's version wins (uv's override)."""
+        own = {canonical(p.name) for p in self.packages}
+        return tuple(dict.fromkeys(canonical(r) for _, r in self.supersedes
+                                   if self.holds(r) and canonical(r) not in own and self.installer == "uv"))
+
     def command(self, *, constraints_file: str = "/tmp/runner-constraints.txt",
-                build_constraints_file: str = "/tmp/runner-build-constraints.txt") -> str:
+                build_constraints_file: str = "/tmp/runner-build-constraints.txt",
+                overrides_file: str = "/tmp/runner-overrides.txt") -> str:
         """The shell that installs this declaration (uv into the system python)."""
         lines = []
+        over = self.held_over()
         if self.constraints:
             lines.append(_heredoc(constraints_file, self.constraints))
         elif self.holds_installed or self.holds_requirements_of:
             lines.append(f": > {constraints_file}")
         if self.holds_installed:
-            lines.append(self._hold_line(constraints_file))
+            lines.append(self._hold_line(constraints_file, self.holds_installed))
         if self.holds_requirements_of:
             lines.append(_requirements_of(self.holds_requirements_of, constraints_file))
+        if over:
+            lines.append(self._hold_line(overrides_file, over, start=True))
         if self.build_constraints:
             lines.append(_heredoc(build_constraints_file, self.build_constraints))
         argv = ["uv", "pip", "install", *self.options()] if self.installer == "uv" else \
             ["python3", "-m", "pip", "install", *self.options()]
         if self.constraints or self.holds_installed or self.holds_requirements_of:
             argv += ["--constraint", constraints_file]
+        if over:
+            argv += ["--override", overrides_file]
         if self.build_constraints:
             argv += ["--build-constraint", build_constraints_file]
         words = " ".join(shlex.quote(a) for a in argv)
         names = " ".join(p.installed if p.built else _quote(p.installed) for p in self.packages)
         lines.append(f"{words} {names}")
         if self.constraints or self.build_constraints or self.holds_installed or self.holds_requirements_of:
-            lines.append(f"rm -f {constraints_file} {build_constraints_file}")
+            lines.append(f"rm -f {constraints_file} {build_constraints_file}" + (f" {overrides_file}" if over else ""))
         return "\n".join(lines)
 
-    def _hold_line(self, constraints_file: str) -> str:
-        """The shell that adds the held families' installed versions to the step's constraints.
+    def _hold_line(self, path: str, names: tuple[str, ...], *, start: bool = False) -> str:
+        """The shell that writes the installed versions of `names` to `path`: name prefixes (the held
+        families, added to the constraints), or whole names (`start`: a file of their own, the overrides).
 
         None installed holds nothing; a failing freeze fails the step; a direct-URL or editable install
         (`name @ file://...`, `-e ...`) is not held."""
-        families = "|".join(re.escape(canonical(n)).replace("\\-", "[-_.]") for n in self.holds_installed)
+        pattern = "|".join(re.escape(canonical(n)).replace("\\-", "[-_.]") for n in names)
         freeze = "uv pip freeze" if self.installer == "uv" else "python3 -m pip list --format=freeze"
-        return f"{freeze} | {{ grep -iE '^({families})[^=@ ]*==' || true; }} >> {constraints_file}"
+        tail = "==" if start else "[^=@ ]*=="
+        return f"{freeze} | {{ grep -iE '^({pattern}){tail}' || true; }} {'>' if start else '>>'} {path}"
 
     def holds(self, name: str) -> bool:
         """Whether this step keeps an installed distribution at the version it finds."""

@@ -151,6 +151,8 @@ def ask_for(step: Step, layers: Layers, python: str, platform: str, mirrors: Mir
     constraints += [expand(c, step.args) for c in reqs.constraints]
     overrides = [f"{n}=={_public(installed[n])}" if n in installed else f"{n} ; {NEVER}" for n in sorted(dropped)]
     overrides += [f"{n} ; {NEVER}" for n in sorted((set(built) | set(given)) - named - dropped)]
+    # what the step holds over a requirement of a package it installs, as its rendered line does (uv's override)
+    overrides += [f"{n}=={_public(installed[n])}" for n in reqs.held_over() if n in installed and n not in dropped]
     index = mirrors.url(expand(reqs.index_url, step.args)) if reqs.index_url else ""
     extras = tuple(dict.fromkeys(mirrors.url(expand(u, step.args)) for u in (*reqs.extra_index_urls, *layers.sources)
                                  if mirrors.url(expand(u, step.args)) != index))
