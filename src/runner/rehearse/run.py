@@ -234,10 +234,16 @@ class Rehearsal:
         return tag, out.strip() if code == 0 else "", wants.strip() if wanted == 0 else ""
 
     async def _build(self, tag: str, ctx: Path, stage: Stage) -> None:
-        code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
-                                               str(ctx), check=False, timeout=3600)
+        for attempt in (1, 2):
+            code, out, err = await self.docker.run("build", "--platform", stage.platform, "--network", "host", "-t", tag,
+                                                   str(ctx), check=False, timeout=3600)
+            # qemu-user crashes now and then on another machine's programs (uv aborted with signal 6 building
+            # cuda12.8-vllm0.13.0's arm64 stand-in, and ran the next time): a stand-in's build is tried twice
+            if code == 0 or attempt == 2 or not steps.emulator_crashed(err or out):
+                break
         if code != 0:
-            raise StandinFailed(f"the stand-in for {stage.image} could not be built:\n{failing_output(err or out)}")
+            twice = " (tried twice: qemu-user crashed the first time)" if attempt == 2 else ""
+            raise StandinFailed(f"the stand-in for {stage.image} could not be built{twice}:\n{failing_output(err or out)}")
         self.images.append(tag)
 
     async def one(self, leaf: Leaf, builder: DockerBuilder) -> Rehearsed:

@@ -71,6 +71,11 @@ def _missing_compilers(lines: list[str], compilers: tuple[str, ...]) -> list[str
 _EMULATOR_CRASH = re.compile(r"qemu: uncaught target signal \d+ \([^)]*\)")
 
 
+def emulator_crashed(log: str) -> bool:
+    """Whether a build's log says a program crashed under qemu-user."""
+    return bool(_EMULATOR_CRASH.search(log))
+
+
 def _emulator_crash(lines: list[str]) -> list[str]:
     """What a failed step needs when the program it ran crashed under qemu-user, said with qemu's words."""
     found = [m[0] for m in map(_EMULATOR_CRASH.search, lines[-20:]) if m]
