@@ -50,7 +50,8 @@ IMAGE_HOLDS = ("opentelemetry-",)
 # these): LMCache 0.4.6 to 0.5.6 cap opentelemetry-api at 1.40.0 and the Prometheus exporter at 0.61b0,
 # while vLLM 0.32's image holds OpenTelemetry 1.45 with exporters that exist only from 1.44 on, so no
 # OpenTelemetry satisfies both (resolving rocm7.2-vllm0.32.0): the service's tracing stays whole and
-# LMCache's metrics run on the image's OpenTelemetry, which its smoke import proves
+# LMCache's metrics take the image's OpenTelemetry. The line ran rehearsing rocm7.0-vllm0.18.1 (whose
+# image's 1.40 satisfies LMCache); not checked here: LMCache importing on 1.45 (rocm7.2's stand-in lacks amd_smi)
 BUILT_OVER_IMAGE = {"lmcache": ("opentelemetry-api", "opentelemetry-exporter-prometheus")}
 # and every install on it keeps what the image's service requires (Requirements.holds_requirements_of):
 # installed alone, vllm-omni 0.14's newest diffusers took huggingface-hub 1.x and with it transformers 5.x,

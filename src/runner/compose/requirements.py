@@ -142,7 +142,7 @@ class Requirements:
         if self.holds_requirements_of:
             lines.append(_requirements_of(self.holds_requirements_of, constraints_file))
         if over:
-            lines.append(self._hold_line(overrides_file, over, start=True))
+            lines.append(self._hold_line(overrides_file, over, exact=True))
         if self.build_constraints:
             lines.append(_heredoc(build_constraints_file, self.build_constraints))
         argv = ["uv", "pip", "install", *self.options()] if self.installer == "uv" else \
@@ -160,16 +160,16 @@ class Requirements:
             lines.append(f"rm -f {constraints_file} {build_constraints_file}" + (f" {overrides_file}" if over else ""))
         return "\n".join(lines)
 
-    def _hold_line(self, path: str, names: tuple[str, ...], *, start: bool = False) -> str:
+    def _hold_line(self, path: str, names: tuple[str, ...], *, exact: bool = False) -> str:
         """The shell that writes the installed versions of `names` to `path`: name prefixes (the held
-        families, added to the constraints), or whole names (`start`: a file of their own, the overrides).
+        families, added to the constraints), or exact names (`exact`: a file of their own, the overrides).
 
         None installed holds nothing; a failing freeze fails the step; a direct-URL or editable install
         (`name @ file://...`, `-e ...`) is not held."""
         pattern = "|".join(re.escape(canonical(n)).replace("\\-", "[-_.]") for n in names)
         freeze = "uv pip freeze" if self.installer == "uv" else "python3 -m pip list --format=freeze"
-        tail = "==" if start else "[^=@ ]*=="
-        return f"{freeze} | {{ grep -iE '^({pattern}){tail}' || true; }} {'>' if start else '>>'} {path}"
+        tail = "==" if exact else "[^=@ ]*=="
+        return f"{freeze} | {{ grep -iE '^({pattern}){tail}' || true; }} {'>' if exact else '>>'} {path}"
 
     def holds(self, name: str) -> bool:
         """Whether this step keeps an installed distribution at the version it finds."""
